@@ -1,0 +1,24 @@
+import { Type, type Static } from '@sinclair/typebox';
+import {
+  Env,
+  baseConfigProperties,
+  databaseConfigProperties,
+  kafkaConfigProperties,
+  loadConfig,
+  redisConfigProperties,
+} from '@vivier/service-kit';
+
+/** Every variable the admin service reads; the type below is derived from it, never written twice. */
+export const adminConfigSchema = Type.Object({
+  ...baseConfigProperties,
+  ...databaseConfigProperties,
+  ...redisConfigProperties,
+  ...kafkaConfigProperties,
+  PORT: Env.port(8083, 'HTTP port of the admin service.'),
+});
+
+export type AdminConfig = Static<typeof adminConfigSchema>;
+
+export function loadAdminConfig(env: NodeJS.ProcessEnv = process.env): AdminConfig {
+  return loadConfig('admin', adminConfigSchema, env);
+}

@@ -1,0 +1,24 @@
+import type { DestinationStream } from 'pino';
+import {
+  createPool,
+  createRedis,
+  createServiceApp,
+  databasePlugin,
+  redisPlugin,
+  type ServiceApp,
+} from '@vivier/service-kit';
+import type { AuthConfig } from './config';
+
+export interface BuildAuthAppOptions {
+  logStream?: DestinationStream;
+}
+
+/** The auth service as an app without a socket: main.ts listens, tests use app.inject. */
+export async function buildAuthApp(config: AuthConfig, options: BuildAuthAppOptions = {}): Promise<ServiceApp> {
+  const app = await createServiceApp({ service: 'auth', logLevel: config.LOG_LEVEL, logStream: options.logStream });
+  await app.register(databasePlugin, {
+    pool: createPool({ url: config.DATABASE_URL, poolMax: config.DATABASE_POOL_MAX, applicationName: 'auth' }),
+  });
+  await app.register(redisPlugin, { redis: createRedis(config.REDIS_URL, { keyPrefix: config.REDIS_KEY_PREFIX, name: 'auth' }) });
+  return app;
+}

@@ -1,0 +1,24 @@
+import { Type, type Static } from '@sinclair/typebox';
+import {
+  Env,
+  baseConfigProperties,
+  databaseConfigProperties,
+  kafkaConfigProperties,
+  loadConfig,
+  redisConfigProperties,
+} from '@vivier/service-kit';
+
+/** Every variable the auth service reads; the type below is derived from it, never written twice. */
+export const authConfigSchema = Type.Object({
+  ...baseConfigProperties,
+  ...databaseConfigProperties,
+  ...redisConfigProperties,
+  ...kafkaConfigProperties,
+  PORT: Env.port(8081, 'HTTP port of the auth service.'),
+});
+
+export type AuthConfig = Static<typeof authConfigSchema>;
+
+export function loadAuthConfig(env: NodeJS.ProcessEnv = process.env): AuthConfig {
+  return loadConfig('auth', authConfigSchema, env);
+}

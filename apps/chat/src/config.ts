@@ -1,0 +1,26 @@
+import { Type, type Static } from '@sinclair/typebox';
+import {
+  Env,
+  baseConfigProperties,
+  databaseConfigProperties,
+  kafkaConfigProperties,
+  loadConfig,
+  redisConfigProperties,
+  s3ConfigProperties,
+} from '@vivier/service-kit';
+
+/** Every variable the chat service reads; the type below is derived from it, never written twice. */
+export const chatConfigSchema = Type.Object({
+  ...baseConfigProperties,
+  ...databaseConfigProperties,
+  ...redisConfigProperties,
+  ...kafkaConfigProperties,
+  ...s3ConfigProperties,
+  PORT: Env.port(8082, 'HTTP port of the chat service.'),
+});
+
+export type ChatConfig = Static<typeof chatConfigSchema>;
+
+export function loadChatConfig(env: NodeJS.ProcessEnv = process.env): ChatConfig {
+  return loadConfig('chat', chatConfigSchema, env);
+}

@@ -1,0 +1,27 @@
+import type { DestinationStream } from 'pino';
+import {
+  createPool,
+  createRedis,
+  createS3,
+  createServiceApp,
+  databasePlugin,
+  objectStoragePlugin,
+  redisPlugin,
+  type ServiceApp,
+} from '@vivier/service-kit';
+import type { WorkerConfig } from './config';
+
+export interface BuildWorkerAppOptions {
+  logStream?: DestinationStream;
+}
+
+/** The worker service as an app without a socket: main.ts listens, tests use app.inject. */
+export async function buildWorkerApp(config: WorkerConfig, options: BuildWorkerAppOptions = {}): Promise<ServiceApp> {
+  const app = await createServiceApp({ service: 'worker', logLevel: config.LOG_LEVEL, logStream: options.logStream });
+  await app.register(databasePlugin, {
+    pool: createPool({ url: config.DATABASE_URL, poolMax: config.DATABASE_POOL_MAX, applicationName: 'worker' }),
+  });
+  await app.register(redisPlugin, { redis: createRedis(config.REDIS_URL, { keyPrefix: config.REDIS_KEY_PREFIX, name: 'worker' }) });
+  await app.register(objectStoragePlugin, { client: createS3(config), bucket: config.S3_BUCKET });
+  return app;
+}

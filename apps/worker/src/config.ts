@@ -1,0 +1,26 @@
+import { Type, type Static } from '@sinclair/typebox';
+import {
+  Env,
+  baseConfigProperties,
+  databaseConfigProperties,
+  kafkaConfigProperties,
+  loadConfig,
+  redisConfigProperties,
+  s3ConfigProperties,
+} from '@vivier/service-kit';
+
+/** Every variable the worker service reads; the type below is derived from it, never written twice. */
+export const workerConfigSchema = Type.Object({
+  ...baseConfigProperties,
+  ...databaseConfigProperties,
+  ...redisConfigProperties,
+  ...kafkaConfigProperties,
+  ...s3ConfigProperties,
+  PORT: Env.port(8084, 'HTTP port of the worker service.'),
+});
+
+export type WorkerConfig = Static<typeof workerConfigSchema>;
+
+export function loadWorkerConfig(env: NodeJS.ProcessEnv = process.env): WorkerConfig {
+  return loadConfig('worker', workerConfigSchema, env);
+}

@@ -1,0 +1,9 @@
+import { fileURLToPath } from 'node:url';
+
+export * as adminTables from './schema';
+
+/** The PostgreSQL schema name, also the migration journal's home. */
+export const ADMIN_SCHEMA = 'admin';
+
+/** drizzle-kit output folder, applied by `runMigrations` from @vivier/service-kit. */
+export const adminMigrationsFolder = fileURLToPath(new URL('../migrations', import.meta.url));

@@ -1,0 +1,38 @@
+import { bigserial, index, jsonb, primaryKey, text, timestamp, uuid, type PgSchema } from 'drizzle-orm/pg-core';
+import { sql } from 'drizzle-orm';
+
+/**
+ * The two tables every event-producing or -consuming service has in its own schema:
+ * - `outbox`: events written in the same transaction as the state they describe, published later
+ *   by the relay in `id` order (which keeps per-key order);
+ * - `processed_events`: event ids a consumer group has applied, written in the same transaction
+ *   as the effect, so a redelivered event changes nothing.
+ */
+export function messagingTables(schema: PgSchema) {
+  const outbox = schema.table(
+    'outbox',
+    {
+      id: bigserial('id', { mode: 'number' }).primaryKey(),
+      eventId: uuid('event_id').notNull().unique(),
+      topic: text('topic').notNull(),
+      key: text('key').notNull(),
+      /** The whole CloudEvents envelope (structured mode). */
+      envelope: jsonb('envelope').notNull(),
+      headers: jsonb('headers').$type<Record<string, string>>().notNull().default({}),
+      createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+      publishedAt: timestamp('published_at', { withTimezone: true }),
+    },
+    (t) => [index('outbox_unpublished_idx').on(t.id).where(sql`${t.publishedAt} is null`)],
+  );
+  const processedEvents = schema.table(
+    'processed_events',
+    {
+      consumerGroup: text('consumer_group').notNull(),
+      eventId: uuid('event_id').notNull(),
+      topic: text('topic').notNull(),
+      processedAt: timestamp('processed_at', { withTimezone: true }).notNull().defaultNow(),
+    },
+    (t) => [primaryKey({ columns: [t.consumerGroup, t.eventId] }), index('processed_events_processed_at_idx').on(t.processedAt)],
+  );
+  return { outbox, processedEvents };
+}

@@ -1,0 +1,46 @@
+import { describe, expect, it } from 'vitest';
+import { Type } from '@sinclair/typebox';
+import { ConfigError, Env, baseConfigProperties, databaseConfigProperties, kafkaConfigProperties, loadConfig } from './config';
+
+const schema = Type.Object({
+  ...baseConfigProperties,
+  ...databaseConfigProperties,
+  ...kafkaConfigProperties,
+  PORT: Env.port(8081, 'port'),
+});
+
+const valid = { DATABASE_URL: 'postgres://u:p@127.0.0.1:5432/db' };
+
+describe('loadConfig', () => {
+  it('applies defaults and converts numbers', () => {
+    const config = loadConfig('svc', schema, { ...valid, PORT: '9001' });
+    expect(config.PORT).toBe(9001);
+    expect(config.LOG_LEVEL).toBe('info');
+    expect(config.DATABASE_POOL_MAX).toBe(10);
+    expect(config.KAFKA_BROKERS).toBe('127.0.0.1:9092');
+  });
+
+  it('names a missing required variable', () => {
+    expect(() => loadConfig('svc', schema, {})).toThrowError(/DATABASE_URL: is required but not set/);
+  });
+
+  it('names each malformed variable with the value it got', () => {
+    try {
+      loadConfig('svc', schema, { ...valid, PORT: 'eighty', LOG_LEVEL: 'loud', KAFKA_BROKERS: 'nohost' });
+      expect.fail('should have thrown');
+    } catch (error) {
+      expect(error).toBeInstanceOf(ConfigError);
+      const issues = (error as ConfigError).issues.map((i) => i.variable).sort();
+      expect(issues).toEqual(['KAFKA_BROKERS', 'LOG_LEVEL', 'PORT']);
+      expect((error as Error).message).toContain('PORT: has an invalid value "eighty"');
+    }
+  });
+
+  it('rejects a database URL of another scheme', () => {
+    expect(() => loadConfig('svc', schema, { DATABASE_URL: 'mysql://x@h/db' })).toThrowError(/DATABASE_URL/);
+  });
+
+  it('treats empty strings as unset', () => {
+    expect(loadConfig('svc', schema, { ...valid, PORT: '' }).PORT).toBe(8081);
+  });
+});

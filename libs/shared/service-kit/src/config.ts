@@ -1,0 +1,126 @@
+import { Type, FormatRegistry, type TObject, type TProperties, type Static } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+
+/** One problem with one environment variable. */
+export interface ConfigIssue {
+  variable: string;
+  message: string;
+}
+
+/** Thrown at start-up when the environment does not satisfy a service's config schema. */
+export class ConfigError extends Error {
+  constructor(
+    readonly service: string,
+    readonly issues: ConfigIssue[],
+  ) {
+    super(
+      `${service}: invalid configuration\n` + issues.map((i) => `  - ${i.variable}: ${i.message}`).join('\n'),
+    );
+    this.name = 'ConfigError';
+  }
+}
+
+if (!FormatRegistry.Has('url')) {
+  FormatRegistry.Set('url', (value) => {
+    try {
+      new URL(value);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+// Reusable variable definitions. Each carries its own description: it becomes the `.env.example`
+// documentation and the message when a value is rejected.
+export const Env = {
+  port: (fallback: number, description: string) =>
+    Type.Integer({ minimum: 0, maximum: 65535, default: fallback, description }),
+  url: (protocols: string[], fallback: string | undefined, description: string) =>
+    Type.String({
+      pattern: `^(${protocols.join('|')})://`,
+      format: 'url',
+      description,
+      ...(fallback === undefined ? {} : { default: fallback }),
+    }),
+  list: (fallback: string, description: string) => Type.String({ default: fallback, description }),
+  bool: (fallback: boolean, description: string) => Type.Boolean({ default: fallback, description }),
+  int: (fallback: number, description: string, min = 0) => Type.Integer({ minimum: min, default: fallback, description }),
+  enumOf: <T extends string>(values: readonly T[], fallback: T, description: string) =>
+    Type.Union(
+      values.map((v) => Type.Literal(v)),
+      { default: fallback, description },
+    ),
+  string: (fallback: string | undefined, description: string) =>
+    Type.String({ description, ...(fallback === undefined ? {} : { default: fallback }) }),
+};
+
+/** Variables every service reads. */
+export const baseConfigProperties = {
+  NODE_ENV: Env.enumOf(['development', 'test', 'production'] as const, 'development', 'Runtime mode.'),
+  LOG_LEVEL: Env.enumOf(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const,
+    'info',
+    'pino log level.',
+  ),
+  HOST: Env.string('127.0.0.1', 'Interface to listen on (0.0.0.0 in containers).'),
+  SHUTDOWN_TIMEOUT_MS: Env.int(10_000, 'How long in-flight requests may take to finish after SIGTERM.', 100),
+} satisfies TProperties;
+
+export const databaseConfigProperties = {
+  DATABASE_URL: Env.url(
+    ['postgres', 'postgresql'],
+    undefined,
+    "PostgreSQL URL of this service's own role (it may touch only its own schema).",
+  ),
+  DATABASE_POOL_MAX: Env.int(10, 'Maximum PostgreSQL connections in this process.', 1),
+} satisfies TProperties;
+
+export const redisConfigProperties = {
+  REDIS_URL: Env.url(['redis', 'rediss'], 'redis://127.0.0.1:6379', 'Redis URL.'),
+  REDIS_KEY_PREFIX: Env.string('vivier:', 'Prefix of every Redis key this deployment writes.'),
+} satisfies TProperties;
+
+export const kafkaConfigProperties = {
+  KAFKA_BROKERS: Type.String({
+    pattern: '^[^,:\\s]+:\\d+(,[^,:\\s]+:\\d+)*$',
+    default: '127.0.0.1:9092',
+    description: 'Comma-separated Kafka bootstrap brokers (host:port).',
+  }),
+  KAFKA_CLIENT_ID: Env.string('vivier', 'Kafka client id prefix.'),
+} satisfies TProperties;
+
+/**
+ * Reads the variables named by `schema` from `env`, applies defaults, converts strings to numbers
+ * and booleans, and validates. Empty strings count as unset. Throws a ConfigError naming every bad
+ * variable; never returns a partly valid config.
+ */
+export function loadConfig<T extends TObject>(service: string, schema: T, env: NodeJS.ProcessEnv = process.env): Static<T> {
+  const raw: Record<string, unknown> = {};
+  for (const key of Object.keys(schema.properties)) {
+    const value = env[key];
+    if (value !== undefined && value !== '') raw[key] = value;
+  }
+  const withDefaults = Value.Default(schema, raw);
+  const converted = Value.Convert(schema, withDefaults);
+  if (Value.Check(schema, converted)) return converted;
+
+  const issues = new Map<string, string>();
+  for (const error of Value.Errors(schema, converted)) {
+    const variable = error.path.replace(/^\//, '').split('/')[0] || '(root)';
+    if (issues.has(variable)) continue;
+    const given = raw[variable];
+    const property = schema.properties[variable] as { description?: string } | undefined;
+    const what = given === undefined ? 'is required but not set' : `has an invalid value ${JSON.stringify(given)}`;
+    issues.set(variable, `${what} (${error.message})${property?.description ? ` — ${property.description}` : ''}`);
+  }
+  throw new ConfigError(service, [...issues].map(([variable, message]) => ({ variable, message })));
+}
+
+/** Splits a comma-separated variable into trimmed, non-empty items. */
+export function splitList(value: string): string[] {
+  return value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+}

@@ -1,0 +1,32 @@
+import type { LoggerOptions } from 'pino';
+
+/**
+ * Paths never written to logs. Tokens, passwords and keys may appear in headers and bodies;
+ * pino replaces them before serialising.
+ */
+export const REDACT_PATHS = [
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'req.headers["x-api-key"]',
+  'req.headers["x-vivier-identity"]',
+  'res.headers["set-cookie"]',
+  '*.password',
+  '*.newPassword',
+  '*.refreshToken',
+  '*.accessToken',
+  '*.apiKey',
+  '*.secret',
+  '*.token',
+  '*.mfaCode',
+];
+
+export function loggerOptions(service: string, level: string): LoggerOptions {
+  return {
+    level,
+    base: { service },
+    messageKey: 'msg',
+    timestamp: () => `,"time":"${new Date().toISOString()}"`,
+    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    formatters: { level: (label) => ({ level: label }) },
+  };
+}

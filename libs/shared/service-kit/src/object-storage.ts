@@ -1,0 +1,54 @@
+import fp from 'fastify-plugin';
+import { HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { Type, type TProperties } from '@sinclair/typebox';
+import { Env } from './config';
+
+export const s3ConfigProperties = {
+  S3_ENDPOINT: Type.Optional(
+    Type.String({ format: 'url', description: 'S3-compatible endpoint (MinIO, s3rver); unset means AWS S3.' }),
+  ),
+  S3_BUCKET: Env.string('vivier-files', 'Bucket for attachments and exports.'),
+  S3_FORCE_PATH_STYLE: Env.bool(true, 'Path-style addressing (needed by MinIO and s3rver).'),
+  AWS_REGION: Env.string('us-east-1', 'S3 region.'),
+  AWS_ACCESS_KEY_ID: Env.string('S3RVER', 'S3 access key id.'),
+  AWS_SECRET_ACCESS_KEY: Env.string('S3RVER', 'S3 secret access key.'),
+} satisfies TProperties;
+
+export interface S3Settings {
+  S3_ENDPOINT?: string | undefined;
+  S3_BUCKET: string;
+  S3_FORCE_PATH_STYLE: boolean;
+  AWS_REGION: string;
+  AWS_ACCESS_KEY_ID: string;
+  AWS_SECRET_ACCESS_KEY: string;
+}
+
+export function createS3(settings: S3Settings): S3Client {
+  return new S3Client({
+    region: settings.AWS_REGION,
+    ...(settings.S3_ENDPOINT ? { endpoint: settings.S3_ENDPOINT } : {}),
+    forcePathStyle: settings.S3_FORCE_PATH_STYLE,
+    credentials: { accessKeyId: settings.AWS_ACCESS_KEY_ID, secretAccessKey: settings.AWS_SECRET_ACCESS_KEY },
+  });
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    s3: { client: S3Client; bucket: string };
+  }
+}
+
+export const objectStoragePlugin = fp<{ client: S3Client; bucket: string }>(
+  async (app, { client, bucket }) => {
+    app.decorate('s3', { client, bucket });
+    app.readiness.add({
+      name: 's3',
+      critical: true,
+      check: async () => {
+        await client.send(new HeadBucketCommand({ Bucket: bucket }));
+      },
+    });
+    app.addHook('onClose', async () => client.destroy());
+  },
+  { name: 'object-storage', dependencies: ['readiness'] },
+);

@@ -1,0 +1,70 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+
+const fixture = fileURLToPath(new URL('./fixtures/slow-service.ts', import.meta.url));
+let child: ChildProcess | undefined;
+
+afterEach(() => {
+  if (child && child.exitCode === null) child.kill('SIGKILL');
+});
+
+function startFixture(env: Record<string, string>) {
+  child = spawn(process.execPath, ['--import', 'tsx', fixture], {
+    env: { ...process.env, LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child!.once('exit', (code) => resolve(code)));
+  const port = new Promise<number>((resolve, reject) => {
+    const timer = setInterval(() => {
+      const m = /LISTENING (\d+)/.exec(out);
+      if (m) {
+        clearInterval(timer);
+        resolve(Number(m[1]));
+      }
+    }, 20);
+    void exited.then(() => {
+      clearInterval(timer);
+      reject(new Error(`exited early: ${err}`));
+    });
+  });
+  return { port, exited, output: () => out, errors: () => err };
+}
+
+describe('graceful shutdown', () => {
+  it('finishes in-flight requests, refuses new ones, closes resources and exits 0 on SIGTERM', async () => {
+    const proc = startFixture({});
+    const port = await proc.port;
+    const inFlight = fetch(`http://127.0.0.1:${port}/slow?ms=1200`);
+    await new Promise((r) => setTimeout(r, 200));
+    child!.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 200));
+    await expect(fetch(`http://127.0.0.1:${port}/health`)).rejects.toThrow();
+    const res = await inFlight;
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ done: true });
+    expect(await proc.exited).toBe(0);
+    expect(proc.output()).toContain('pools closed');
+    expect(proc.output()).toContain('shutdown complete');
+  });
+
+  it('gives up after the shutdown timeout with a non-zero exit', async () => {
+    const proc = startFixture({ SHUTDOWN_TIMEOUT_MS: '300' });
+    const port = await proc.port;
+    const hanging = fetch(`http://127.0.0.1:${port}/slow?ms=5000`).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 150));
+    child!.kill('SIGTERM');
+    expect(await proc.exited).toBe(1);
+    await hanging;
+  });
+
+  it('stops at start with a message naming a malformed variable', async () => {
+    const proc = startFixture({ PORT: 'not-a-port' });
+    expect(await proc.exited).toBe(78);
+    expect(proc.errors()).toMatch(/PORT: has an invalid value "not-a-port"/);
+  });
+});

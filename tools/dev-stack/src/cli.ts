@@ -1,0 +1,118 @@
+/**
+ * The two commands of the README:
+ *   npm start  →  cli.ts start : infrastructure + the five services, ready at http://127.0.0.1:8080
+ *   npm test   →  cli.ts test  : lint, typecheck, then every project's tests against real services
+ * and `cli.ts migrate` (provision + migrate only).
+ */
+import { spawn } from 'node:child_process';
+import { ROOT, SERVICES, type Service } from './paths';
+import { ensurePortFree, startInfrastructure } from './stack';
+import { startServiceProcess, stopProcess, waitReady, type ServiceProcess } from './processes';
+
+const say = (line: string) => process.stdout.write(`${line}\n`);
+
+function fail(error: unknown): never {
+  process.stderr.write(`\n✖ ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(1);
+}
+
+const SERVICE_PORTS: Record<Exclude<Service, 'gateway'>, number> = { auth: 8081, chat: 8082, admin: 8083, worker: 8084 };
+
+async function start(): Promise<void> {
+  const started = performance.now();
+  const gatewayPort = Number(process.env.PORT || 8080);
+  const ports = SERVICES.map((s) => [s, Number(process.env[`${s.toUpperCase()}_PORT`] || SERVICE_PORTS[s])] as const);
+  for (const [service, port] of [...ports, ['gateway', gatewayPort] as const]) await ensurePortFree(port, service);
+
+  say('Starting Vivier\n');
+  const infra = await startInfrastructure({ database: process.env.VIVIER_DB_NAME || 'vivier', say: (l) => say(`  ${l}`) });
+  const procs: ServiceProcess[] = [];
+  let stopping = false;
+  const shutdown = async (code: number) => {
+    if (stopping) return;
+    stopping = true;
+    say('\nStopping Vivier…');
+    const gateway = procs.find((p) => p.name === 'gateway');
+    if (gateway) await stopProcess(gateway);
+    await Promise.all(procs.filter((p) => p !== gateway).map((p) => stopProcess(p)));
+    await infra.stop();
+    say('Stopped.');
+    process.exit(code);
+  };
+  process.on('SIGINT', () => void shutdown(0));
+  process.on('SIGTERM', () => void shutdown(0));
+
+  const base: NodeJS.ProcessEnv = { ...process.env, ...infra.env, NODE_ENV: process.env.NODE_ENV || 'development' };
+  delete base.PORT;
+  ports.forEach(([service, port], i) => {
+    procs.push(
+      startServiceProcess(service, {
+        port,
+        colorIndex: i,
+        echo: process.env.VIVIER_QUIET !== '1',
+        env: { ...base, DATABASE_URL: infra.serviceDatabaseUrls[service] },
+      }),
+    );
+  });
+  const upstream = Object.fromEntries(ports.map(([s, p]) => [`${s.toUpperCase()}_URL`, `http://127.0.0.1:${p}`]));
+  try {
+    await Promise.all(procs.map((p) => waitReady(p)));
+    procs.push(
+      startServiceProcess('gateway', {
+        port: gatewayPort,
+        colorIndex: 4,
+        echo: process.env.VIVIER_QUIET !== '1',
+        env: { ...base, ...upstream, DATABASE_URL: '' },
+      }),
+    );
+    await waitReady(procs[procs.length - 1]!);
+  } catch (error) {
+    process.stderr.write(`\n✖ ${(error as Error).message}\n`);
+    await shutdown(1);
+    return;
+  }
+  for (const p of procs) {
+    void p.exited.then((code) => {
+      if (!stopping) {
+        process.stderr.write(`\n✖ ${p.name} exited unexpectedly (code ${code})\n${p.tail.slice(-10).join('\n')}\n`);
+        void shutdown(1);
+      }
+    });
+  }
+  const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  say(`\nVivier is ready at http://127.0.0.1:${gatewayPort}  (started in ${seconds} s; Ctrl-C stops everything)\n`);
+}
+
+async function migrate(): Promise<void> {
+  const infra = await startInfrastructure({ database: process.env.VIVIER_DB_NAME || 'vivier', say: (l) => say(`  ${l}`) });
+  await infra.stop();
+}
+
+function run(command: string, args: string[]): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn(command, args, { cwd: ROOT, stdio: 'inherit', env: process.env });
+    child.once('exit', (code, signal) => resolve(code ?? (signal ? 1 : 0)));
+  });
+}
+
+async function test(extra: string[]): Promise<void> {
+  const bin = (name: string) => `${ROOT}/node_modules/.bin/${name}`;
+  const steps: Array<[string, string, string[]]> = [
+    ['lint', bin('eslint'), ['.', '--max-warnings', '0', '--cache', '--cache-location', 'node_modules/.cache/eslint/']],
+    ['typecheck', bin('tsc'), ['--noEmit', '-p', 'tsconfig.json']],
+    ['test', bin('vitest'), ['run', ...extra]],
+  ];
+  for (const [name, command, args] of steps) {
+    const t = performance.now();
+    say(`\n▶ ${name}`);
+    const code = await run(command, args);
+    say(`■ ${name} ${code === 0 ? 'passed' : 'FAILED'} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    if (code !== 0) process.exit(code);
+  }
+}
+
+const [command = 'start', ...rest] = process.argv.slice(2);
+const commands: Record<string, () => Promise<void>> = { start, migrate, test: () => test(rest) };
+const fn = commands[command];
+if (!fn) fail(`unknown command ${command}; use start, test or migrate`);
+fn().catch(fail);

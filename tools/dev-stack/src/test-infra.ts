@@ -1,0 +1,54 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import { dropDatabase, dropStaleTestDatabases } from './database';
+import { DEFAULT_ADMIN_DATABASE_URL, startInfrastructure } from './stack';
+import { SERVICES } from './paths';
+
+/**
+ * Infrastructure for one test run: a fresh database (vivier_test_<epoch>_<pid>) with every
+ * service's schema and role, a Redis key prefix of its own, a fresh dev Kafka broker and a local
+ * S3 server in a temporary folder. Everything is removed at the end; databases left behind by
+ * runs that were killed are dropped by the next run.
+ */
+export async function startTestInfrastructure(): Promise<{ env: Record<string, string>; stop(): Promise<void> }> {
+  const adminUrl = process.env.DATABASE_URL || DEFAULT_ADMIN_DATABASE_URL;
+  await dropStaleTestDatabases(adminUrl, 6 * 3600).catch(() => []);
+  const runId = `${Math.floor(Date.now() / 1000)}_${process.pid}`;
+  const database = `vivier_test_${runId}`;
+  const s3Directory = await mkdtemp(path.join(os.tmpdir(), 'vivier-s3-'));
+  const infra = await startInfrastructure({ database, s3Directory, s3Port: 0 });
+  const redisPrefix = `vivier-test:${runId}:`;
+  const env: Record<string, string> = {
+    ...infra.env,
+    VIVIER_TEST_INFRA: '1',
+    VIVIER_TEST_RUN_ID: runId,
+    VIVIER_TEST_REDIS_PREFIX: redisPrefix,
+    VIVIER_TEST_DATABASE_ADMIN_URL: infra.adminDatabaseUrl,
+  };
+  for (const service of SERVICES) env[`VIVIER_TEST_DATABASE_URL_${service.toUpperCase()}`] = infra.serviceDatabaseUrls[service];
+
+  return {
+    env,
+    stop: async () => {
+      await infra.stop();
+      await dropDatabase(adminUrl, database).catch(() => undefined);
+      await rm(s3Directory, { recursive: true, force: true });
+      const redis = new Redis(infra.env.REDIS_URL!, { lazyConnect: true, maxRetriesPerRequest: 0 });
+      try {
+        await redis.connect();
+        let cursor = '0';
+        do {
+          const [next, keys] = await redis.scan(cursor, 'MATCH', `${redisPrefix}*`, 'COUNT', 1000);
+          if (keys.length) await redis.del(...keys);
+          cursor = next;
+        } while (cursor !== '0');
+      } catch {
+        // Redis keys of a test run are namespaced; leftovers cannot disturb the next run.
+      } finally {
+        redis.disconnect();
+      }
+    },
+  };
+}
