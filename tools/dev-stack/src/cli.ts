@@ -5,6 +5,7 @@
  * and `cli.ts migrate` (provision + migrate only).
  */
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { ROOT, SERVICES, type Service } from './paths';
 import { ensurePortFree, startInfrastructure } from './stack';
 import { startServiceProcess, stopProcess, waitReady, type ServiceProcess } from './processes';
@@ -98,16 +99,40 @@ function run(command: string, args: string[]): Promise<number> {
 async function test(extra: string[]): Promise<void> {
   const bin = (name: string) => `${ROOT}/node_modules/.bin/${name}`;
   const steps: Array<[string, string, string[]]> = [
+    // The module-boundary rule needs nx's project graph cached, or it silently skips itself.
+    ['project graph', bin('nx'), ['show', 'projects', '--json']],
     ['lint', bin('eslint'), ['.', '--max-warnings', '0', '--cache', '--cache-location', 'node_modules/.cache/eslint/']],
     ['typecheck', bin('tsc'), ['--noEmit', '-p', 'tsconfig.json']],
-    ['test', bin('vitest'), ['run', ...extra]],
+    [
+      'test',
+      bin('vitest'),
+      ['run', '--reporter=default', '--reporter=json', `--outputFile.json=${RESULTS_FILE}`, ...extra],
+    ],
   ];
   for (const [name, command, args] of steps) {
     const t = performance.now();
     say(`\n▶ ${name}`);
     const code = await run(command, args);
     say(`■ ${name} ${code === 0 ? 'passed' : 'FAILED'} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    if (name === 'test') printSummary();
     if (code !== 0) process.exit(code);
+  }
+}
+
+const RESULTS_FILE = `${ROOT}/node_modules/.cache/vitest/results.json`;
+
+/** One plain closing line that CI systems read: "N passed, N failed, N skipped". */
+function printSummary(): void {
+  try {
+    const results = JSON.parse(readFileSync(RESULTS_FILE, 'utf8')) as {
+      numPassedTests: number;
+      numFailedTests: number;
+      numPendingTests: number;
+      numTodoTests: number;
+    };
+    say(`${results.numPassedTests} passed, ${results.numFailedTests} failed, ${results.numPendingTests + results.numTodoTests} skipped`);
+  } catch {
+    say('test results unavailable (the runner stopped before writing them)');
   }
 }
 

@@ -16,7 +16,14 @@ const COLORS = ['\x1b[36m', '\x1b[35m', '\x1b[33m', '\x1b[32m', '\x1b[34m', '\x1
 /** Starts one service as its own Node process (as in production), with the project's Node 22. */
 export function startServiceProcess(
   service: Service,
-  options: { name?: string; port: number; env: NodeJS.ProcessEnv; echo?: boolean; colorIndex?: number },
+  options: {
+    name?: string;
+    port: number;
+    env: NodeJS.ProcessEnv;
+    echo?: boolean;
+    colorIndex?: number;
+    onLine?: (line: string) => void;
+  },
 ): ServiceProcess {
   const name = options.name ?? service;
   const child = spawn(process.execPath, ['--import', 'tsx', serviceMain(service)], {
@@ -30,6 +37,7 @@ export function startServiceProcess(
   for (const stream of [child.stdout, child.stderr]) {
     createInterface({ input: stream }).on('line', (line) => {
       tail.push(line);
+      options.onLine?.(line);
       if (tail.length > 40) tail.shift();
       if (options.echo) process.stdout.write(prefix + line + '\n');
     });

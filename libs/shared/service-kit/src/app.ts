@@ -33,7 +33,7 @@ export interface CreateAppOptions {
   defaultMetrics?: boolean;
 }
 
-const REQUEST_ID = /^[A-Za-z0-9._:\-]{1,128}$/;
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /**
  * The Fastify instance every Vivier service starts from: TypeBox type provider, pino with the

@@ -1,3 +1,4 @@
+import { Readable, Transform } from 'node:stream';
 import replyFrom from '@fastify/reply-from';
 import { Agent, request as undiciRequest } from 'undici';
 import type { FastifyInstance } from 'fastify';
@@ -10,6 +11,17 @@ export interface ProxyOptions {
   uploadBodyLimit: number;
   connections: number;
   timeoutMs: number;
+}
+
+function byteLimit(limit: number): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      seen += chunk.length;
+      if (seen > limit) callback(problems.tooLarge(`The request body exceeds ${limit} bytes.`));
+      else callback(null, chunk);
+    },
+  });
 }
 
 /** Headers a client may never send through the gateway: they carry trusted internal facts. */
@@ -36,9 +48,9 @@ export async function proxyRoutes(app: FastifyInstance, options: ProxyOptions): 
     disableRequestLogging: true,
   });
 
-  // Leave bodies unparsed so they stream to the service untouched.
+  // Leave bodies unparsed: the raw stream becomes the body and flows to the service as it comes.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', (_request, _payload, done) => done(null));
+  app.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
 
   for (const route of ROUTES) {
     const limit = route.bodyLimit === 'upload' ? options.uploadBodyLimit : options.bodyLimit;
@@ -53,6 +65,8 @@ export async function proxyRoutes(app: FastifyInstance, options: ProxyOptions): 
           if (length > limit) throw problems.tooLarge(`The request body exceeds ${limit} bytes.`);
         },
         handler: (request, reply) => {
+          // A chunked body has no declared length: count it as it streams and stop at the limit.
+          if (request.body instanceof Readable) request.body = request.body.pipe(byteLimit(limit));
           return reply.from(base + request.url, {
             rewriteRequestHeaders: (_req, headers) => {
               const forwarded: Record<string, string | string[] | undefined> = { ...headers, 'x-request-id': request.id };
@@ -62,8 +76,13 @@ export async function proxyRoutes(app: FastifyInstance, options: ProxyOptions): 
             },
             onError: (reply, { error }) => {
               const code = (error as { code?: string }).code ?? '';
+              const cause = (error as { cause?: unknown }).cause;
               const problem =
-                code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT'
+                error instanceof HttpProblem
+                  ? error
+                  : cause instanceof HttpProblem
+                    ? cause
+                    : code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT'
                   ? new HttpProblem(504, 'upstream_timeout', `The ${route.upstream} service did not answer in time.`)
                   : new HttpProblem(502, 'upstream_unavailable', `The ${route.upstream} service is unavailable.`);
               request.log.warn({ err: error, upstream: route.upstream }, 'upstream request failed');

@@ -1,0 +1,2 @@
+export { startServiceProcess, stopProcess, waitReady, type ServiceProcess } from './processes';
+export { ROOT, SERVICES, ALL_SERVICES, type Service, type BackendService } from './paths';

@@ -1,0 +1,103 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ROOT } from '@vivier/dev-stack';
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+async function isListening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => (socket.destroy(), resolve(true)));
+    socket.once('error', () => resolve(false));
+  });
+}
+
+let child: ChildProcess | undefined;
+afterEach(() => {
+  if (child && child.exitCode === null) child.kill('SIGKILL');
+});
+
+/** Runs `npm start`'s program (tools/dev-stack/src/cli.ts start) on free ports against this test run's database. */
+async function startStack(extraEnv: Record<string, string>) {
+  const ports = { gateway: await freePort(), auth: await freePort(), chat: await freePort(), admin: await freePort(), worker: await freePort() };
+  const admin = new URL(process.env.VIVIER_TEST_DATABASE_ADMIN_URL!);
+  const database = admin.pathname.slice(1);
+  admin.pathname = '/postgres';
+  child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'tools/dev-stack/src/cli.ts'), 'start'], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      VIVIER_QUIET: '1',
+      LOG_LEVEL: 'warn',
+      DATABASE_URL: admin.toString(),
+      VIVIER_DB_NAME: database,
+      PORT: String(ports.gateway),
+      AUTH_PORT: String(ports.auth),
+      CHAT_PORT: String(ports.chat),
+      ADMIN_PORT: String(ports.admin),
+      WORKER_PORT: String(ports.worker),
+      ...extraEnv,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child!.once('exit', (code) => resolve(code)));
+  const ready = `Vivier is ready at http://127.0.0.1:${ports.gateway}`;
+  await expect.poll(() => output.includes(ready) || child!.exitCode !== null, { timeout: 90_000, interval: 200 }).toBe(true);
+  expect(output, output).toContain(ready);
+  return { ports, exited, output: () => output };
+}
+
+describe('npm start', () => {
+  it('brings the five services to ready behind the gateway, and Ctrl-C stops all of it', async () => {
+    const stack = await startStack({});
+    const health = await fetch(`http://127.0.0.1:${stack.ports.gateway}/api/v1/health`);
+    expect(health.status).toBe(200);
+    const body = (await health.json()) as { services: Record<string, { status: string }> };
+    expect(Object.keys(body.services).sort()).toEqual(['admin', 'auth', 'chat']);
+    const worker = await fetch(`http://127.0.0.1:${stack.ports.worker}/ready`);
+    expect(worker.status).toBe(200);
+    // Routes reach the owning service through the gateway (its problem details carry its answer).
+    const viaGateway = await fetch(`http://127.0.0.1:${stack.ports.gateway}/api/v1/auth/not-a-route`);
+    expect(viaGateway.status).toBe(404);
+
+    child!.kill('SIGINT');
+    expect(await stack.exited).toBe(0);
+    for (const port of Object.values(stack.ports)) expect(await isListening(port)).toBe(false);
+    expect(stack.output()).toContain('Stopped.');
+  }, 150_000);
+
+  it('starts its own dev Kafka broker and S3 server when none is configured, and reports a busy port by name', async () => {
+    const s3Port = await freePort();
+    const stack = await startStack({ KAFKA_BROKERS: '', S3_ENDPOINT: '', DEV_S3_PORT: String(s3Port) });
+    expect(stack.output()).toMatch(/kafka\s+127\.0\.0\.1:\d+ \(dev broker/);
+    expect(stack.output()).toContain(`s3        http://127.0.0.1:${s3Port}`);
+
+    // A second start while the first runs: the gateway's port is taken, said by name.
+    const second = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'tools/dev-stack/src/cli.ts'), 'start'], {
+      cwd: ROOT,
+      env: { ...process.env, PORT: String(stack.ports.gateway) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let err = '';
+    second.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const code = await new Promise<number | null>((resolve) => second.once('exit', resolve));
+    expect(code).toBe(1);
+    expect(err).toMatch(new RegExp(`port \\d+ \\((auth|gateway)\\) is already in use`));
+    expect(err).not.toContain('    at ');
+
+    child!.kill('SIGINT');
+    expect(await stack.exited).toBe(0);
+    expect(await isListening(s3Port)).toBe(false);
+  }, 150_000);
+});

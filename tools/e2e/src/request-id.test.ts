@@ -1,0 +1,63 @@
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
+import { testEnv } from '@vivier/service-kit/testing';
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+// One request, one id: the gateway's log lines and the auth service's carry the same request id,
+// with both running as their own processes, as in production.
+describe('request id across gateway and service processes', () => {
+  const lines: Record<string, Array<Record<string, unknown>>> = { gateway: [], auth: [] };
+  const procs: ServiceProcess[] = [];
+  const collect = (name: string) => (line: string) => {
+    try {
+      lines[name]!.push(JSON.parse(line) as Record<string, unknown>);
+    } catch {
+      // not a log line
+    }
+  };
+  let gatewayUrl = '';
+
+  beforeAll(async () => {
+    const authPort = await freePort();
+    const auth = startServiceProcess('auth', { port: authPort, env: { ...process.env, ...testEnv('auth', { LOG_LEVEL: 'info' }) }, onLine: collect('auth') });
+    procs.push(auth);
+    await waitReady(auth);
+    const gatewayPort = await freePort();
+    const gateway = startServiceProcess('gateway', {
+      port: gatewayPort,
+      env: { ...process.env, ...testEnv('gateway', { LOG_LEVEL: 'info', AUTH_URL: `http://127.0.0.1:${authPort}` }) },
+      onLine: collect('gateway'),
+    });
+    procs.push(gateway);
+    await waitReady(gateway);
+    gatewayUrl = `http://127.0.0.1:${gatewayPort}`;
+  });
+  afterAll(async () => {
+    for (const p of procs.reverse()) await stopProcess(p);
+  });
+
+  it('keeps a client request id through both services', async () => {
+    const res = await fetch(`${gatewayUrl}/api/v1/auth/does-not-exist`, { headers: { 'x-request-id': 'trace-me-42' } });
+    expect(res.status).toBe(404);
+    expect(res.headers.get('x-request-id')).toBe('trace-me-42');
+    expect(await res.json()).toMatchObject({ code: 'not_found', requestId: 'trace-me-42' });
+    await expect.poll(() => lines.auth!.some((l) => l.requestId === 'trace-me-42')).toBe(true);
+    expect(lines.gateway!.some((l) => l.requestId === 'trace-me-42')).toBe(true);
+  });
+
+  it('generates one id when the client sends none, and the service logs that id', async () => {
+    const res = await fetch(`${gatewayUrl}/api/v1/auth/nothing-here`);
+    const id = res.headers.get('x-request-id')!;
+    expect(id).toMatch(/^[0-9a-f-]{36}$/);
+    await expect.poll(() => lines.auth!.some((l) => l.requestId === id)).toBe(true);
+    expect(lines.gateway!.some((l) => l.requestId === id)).toBe(true);
+  });
+});
