@@ -7,6 +7,7 @@ CREATE TABLE "chat"."outbox" (
 	"key" text NOT NULL,
 	"envelope" jsonb NOT NULL,
 	"headers" jsonb DEFAULT '{}'::jsonb NOT NULL,
+	"txid" "xid8" DEFAULT pg_current_xact_id() NOT NULL,
 	"created_at" timestamp with time zone DEFAULT now() NOT NULL,
 	"published_at" timestamp with time zone,
 	CONSTRAINT "outbox_event_id_unique" UNIQUE("event_id")

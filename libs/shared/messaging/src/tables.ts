@@ -1,5 +1,8 @@
-import { bigserial, index, jsonb, primaryKey, text, timestamp, uuid, type PgSchema } from 'drizzle-orm/pg-core';
+import { bigserial, customType, index, jsonb, primaryKey, text, timestamp, uuid, type PgSchema } from 'drizzle-orm/pg-core';
 import { sql } from 'drizzle-orm';
+
+/** PostgreSQL's 64-bit transaction id, as text. */
+const xid8 = customType<{ data: string; driverData: string }>({ dataType: () => 'xid8' });
 
 /**
  * The two tables every event-producing or -consuming service has in its own schema:
@@ -19,6 +22,12 @@ export function messagingTables(schema: PgSchema) {
       /** The whole CloudEvents envelope (structured mode). */
       envelope: jsonb('envelope').notNull(),
       headers: jsonb('headers').$type<Record<string, string>>().notNull().default({}),
+      /**
+       * The writing transaction. The relay publishes a row only once every transaction that
+       * started before it has ended, so a row committed late can never be overtaken by a
+       * row with a higher id of the same key.
+       */
+      txid: xid8('txid').notNull().default(sql`pg_current_xact_id()`),
       createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
       publishedAt: timestamp('published_at', { withTimezone: true }),
     },

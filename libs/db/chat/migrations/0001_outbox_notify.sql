@@ -1,0 +1,10 @@
+-- Wakes the outbox relay as soon as a transaction that wrote events commits (NOTIFY is delivered
+-- on commit, and identical notifications of one transaction are folded into one).
+CREATE FUNCTION "chat"."outbox_notify"() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('vivier_outbox_chat', '');
+  RETURN NULL;
+END
+$$;
+--> statement-breakpoint
+CREATE TRIGGER "outbox_notify" AFTER INSERT ON "chat"."outbox" FOR EACH STATEMENT EXECUTE FUNCTION "chat"."outbox_notify"();

@@ -1,0 +1,327 @@
+import type { Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage, Producer } from 'kafkajs';
+import type { FastifyBaseLogger } from 'fastify';
+import {
+  EventValidationError,
+  UnknownEventTypeError,
+  deadLetterTopic,
+  parseEvent,
+  retryTopic,
+  type AnyEvent,
+  type ConsumerGroup,
+  type EventType,
+  type EventByType,
+  type Topic,
+} from '@vivier/contracts';
+import type { Executor } from './publish';
+import type { MessagingMetrics } from './metrics';
+import { ensureConnected } from './producer';
+import type { messagingTables } from './tables';
+
+type ProcessedEventsTable = ReturnType<typeof messagingTables>['processedEvents'];
+
+export interface HandlerContext {
+  /** The transaction the effect must be written in; the processed-event record is in it too. */
+  tx: Executor;
+  topic: Topic;
+  partition: number;
+  /** 1 on the first delivery, 2 on the first retry, … */
+  attempt: number;
+}
+
+export type EventHandler<E extends AnyEvent = AnyEvent> = (event: E, context: HandlerContext) => Promise<void>;
+
+/** Handlers by event type; events of other types on the subscribed topics are skipped. */
+export type EventHandlers = { [T in EventType]?: EventHandler<EventByType<T>> };
+
+export interface RetryPolicy {
+  /** Total attempts, the first delivery included. */
+  attempts: number;
+  initialDelayMs: number;
+  maxDelayMs: number;
+}
+
+export interface EventConsumerOptions {
+  kafka: Kafka;
+  /** Shared producer for retry and dead-letter records. */
+  producer: Producer;
+  group: ConsumerGroup;
+  topics: Topic[];
+  handlers: EventHandlers;
+  db: { transaction<T>(fn: (tx: Executor) => Promise<T>): Promise<T> };
+  processedEvents: ProcessedEventsTable;
+  logger: FastifyBaseLogger;
+  metrics?: MessagingMetrics;
+  retry?: Partial<RetryPolicy>;
+  sessionTimeoutMs?: number;
+  heartbeatIntervalMs?: number;
+  partitionsConsumedConcurrently?: number;
+  /** Start from the earliest offset when the group has none (default true: nothing is skipped). */
+  fromBeginning?: boolean;
+  /** Longest fetch wait; shorter means faster rebalances and shutdowns. */
+  maxWaitTimeMs?: number;
+}
+
+/** Kafka headers the messaging library sets on retry and dead-letter records. */
+export const RETRY_HEADERS = {
+  attempt: 'vivier-attempt',
+  notBefore: 'vivier-not-before',
+  originalTopic: 'vivier-original-topic',
+  originalPartition: 'vivier-original-partition',
+  originalOffset: 'vivier-original-offset',
+  error: 'vivier-error',
+  reason: 'vivier-dead-letter-reason',
+  failedAt: 'vivier-failed-at',
+} as const;
+
+function header(headers: IHeaders | undefined, name: string): string | undefined {
+  const value = headers?.[name];
+  if (value === undefined) return undefined;
+  const first = Array.isArray(value) ? value[0] : value;
+  return first === undefined ? undefined : first.toString();
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Runs one consumer group over its topics and its own retry topics.
+ *
+ * For each record: validate the envelope and payload against the contract; in one database
+ * transaction, record the event id in processed_events (a redelivery finds it and changes
+ * nothing) and apply the handler; only then is the offset resolved and committed. A handler
+ * that throws sends the record to `<topic>.retry.<group>` with the next attempt number and a
+ * not-before time (exponential backoff), and the partition goes on; after the last attempt the
+ * record is parked on `<topic>.dlq.<group>` with the error. An invalid record goes to the
+ * dead-letter topic at once. Heartbeats continue while a handler runs, so a slow handler
+ * never costs the group a rebalance.
+ *
+ * If Kafka is away the consumer keeps retrying its connection in the background; it never
+ * throws into the process.
+ */
+export class EventConsumer {
+  private consumer: Consumer | undefined;
+  private running = false;
+  private supervisor: Promise<void> | undefined;
+  private stopWaiting: (() => void) | undefined;
+  private healthy = false;
+  private lastErrorValue: string | undefined;
+  private readonly retry: RetryPolicy;
+  /** Group joins and crashes seen, for tests and diagnostics. */
+  readonly stats = { joins: 0, crashes: 0 };
+
+  constructor(private readonly options: EventConsumerOptions) {
+    this.retry = {
+      attempts: options.retry?.attempts ?? 5,
+      initialDelayMs: options.retry?.initialDelayMs ?? 1000,
+      maxDelayMs: options.retry?.maxDelayMs ?? 60_000,
+    };
+  }
+
+  /** True while the group member is joined and fetching. */
+  get isHealthy(): boolean {
+    return this.healthy;
+  }
+  get lastError(): string | undefined {
+    return this.lastErrorValue;
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.supervisor = this.supervise();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.stopWaiting?.();
+    await this.consumer?.disconnect().catch(() => undefined);
+    await this.supervisor;
+  }
+
+  /** Keeps one kafkajs consumer running; replaces it when it crashes without restarting itself. */
+  private async supervise(): Promise<void> {
+    let backoff = 500;
+    while (this.running) {
+      const consumer = this.createConsumer();
+      this.consumer = consumer;
+      const crashed = new Promise<void>((resolve) => {
+        this.stopWaiting = resolve;
+        consumer.on(consumer.events.CRASH, (event) => {
+          this.stats.crashes += 1;
+          this.healthy = false;
+          this.lastErrorValue = event.payload.error.message;
+          if (!event.payload.restart) resolve();
+        });
+      });
+      try {
+        await consumer.connect();
+        const topics = this.options.topics.flatMap((t) => [t, retryTopic(t, this.options.group)]);
+        await consumer.subscribe({ topics, fromBeginning: this.options.fromBeginning ?? true });
+        await consumer.run({
+          autoCommit: true,
+          eachBatchAutoResolve: false,
+          partitionsConsumedConcurrently: this.options.partitionsConsumedConcurrently ?? 4,
+          eachBatch: (payload) => this.eachBatch(payload),
+        });
+        backoff = 500;
+        await crashed;
+      } catch (error) {
+        this.healthy = false;
+        this.lastErrorValue = error instanceof Error ? error.message : String(error);
+        this.options.logger.warn({ err: error, group: this.options.group }, 'consumer could not start; retrying');
+      }
+      await consumer.disconnect().catch(() => undefined);
+      if (!this.running) break;
+      await sleep(backoff);
+      backoff = Math.min(backoff * 2, 10_000);
+    }
+    this.healthy = false;
+  }
+
+  private createConsumer(): Consumer {
+    const sessionTimeout = this.options.sessionTimeoutMs ?? 30_000;
+    const consumer = this.options.kafka.consumer({
+      groupId: this.options.group,
+      sessionTimeout,
+      heartbeatInterval: this.options.heartbeatIntervalMs ?? Math.max(100, Math.floor(sessionTimeout / 10)),
+      rebalanceTimeout: Math.max(sessionTimeout * 2, 10_000),
+      maxWaitTimeInMs: this.options.maxWaitTimeMs ?? 1000,
+      allowAutoTopicCreation: false,
+      retry: { retries: 5, initialRetryTime: 300, maxRetryTime: 5000 },
+    });
+    consumer.on(consumer.events.GROUP_JOIN, () => {
+      this.stats.joins += 1;
+      this.healthy = true;
+      this.lastErrorValue = undefined;
+    });
+    consumer.on(consumer.events.FETCH, () => {
+      this.healthy = true;
+    });
+    return consumer;
+  }
+
+  private async eachBatch(payload: EachBatchPayload): Promise<void> {
+    const { batch, resolveOffset, heartbeat, isRunning, isStale, commitOffsetsIfNecessary } = payload;
+    const group = this.options.group;
+    for (const message of batch.messages) {
+      if (!isRunning() || isStale()) break;
+      const notBefore = Number(header(message.headers, RETRY_HEADERS.notBefore) ?? 0);
+      while (notBefore > Date.now()) {
+        if (!isRunning() || isStale()) return;
+        await sleep(Math.min(notBefore - Date.now(), 500));
+        await heartbeat().catch(() => undefined);
+      }
+      await this.processRecord(batch.topic, batch.partition, message, heartbeat);
+      resolveOffset(message.offset);
+      await heartbeat().catch(() => undefined);
+    }
+    await commitOffsetsIfNecessary();
+    const lag = Number(batch.offsetLag());
+    if (Number.isFinite(lag)) this.options.metrics?.lag.set({ group, topic: batch.topic, partition: String(batch.partition) }, lag);
+  }
+
+  private async processRecord(recordTopic: string, partition: number, message: KafkaMessage, heartbeat: () => Promise<void>): Promise<void> {
+    const group = this.options.group;
+    const topic = (header(message.headers, RETRY_HEADERS.originalTopic) ?? recordTopic) as Topic;
+    const attempt = Number(header(message.headers, RETRY_HEADERS.attempt) ?? 1);
+    const metrics = this.options.metrics;
+
+    let event: AnyEvent;
+    try {
+      event = parseEvent(message.value);
+    } catch (error) {
+      const reason = error instanceof UnknownEventTypeError ? 'unknown_type' : 'invalid';
+      const detail =
+        error instanceof EventValidationError
+          ? error.issues.map((i) => `${i.path} ${i.message}`).join('; ')
+          : error instanceof Error
+            ? error.message
+            : String(error);
+      await this.deadLetter(topic, partition, message, reason, detail);
+      return;
+    }
+
+    const handler = this.options.handlers[event.type] as EventHandler | undefined;
+    if (!handler) {
+      metrics?.consumed.inc({ group, topic, outcome: 'ignored' });
+      return;
+    }
+
+    const started = performance.now();
+    // Heartbeats go on while the handler works, however long it takes.
+    const beating = setInterval(() => void heartbeat().catch(() => undefined), 1000);
+    try {
+      const applied = await this.options.db.transaction(async (tx) => {
+        const inserted = await tx
+          .insert(this.options.processedEvents)
+          .values({ consumerGroup: group, eventId: event.id, topic })
+          .onConflictDoNothing()
+          .returning({ eventId: this.options.processedEvents.eventId });
+        if (inserted.length === 0) return false;
+        await handler(event, { tx, topic, partition, attempt });
+        return true;
+      });
+      metrics?.consumed.inc({ group, topic, outcome: applied ? 'handled' : 'duplicate' });
+      metrics?.handleDuration.observe({ group, topic }, (performance.now() - started) / 1000);
+      const age = Date.now() - Date.parse(event.time);
+      if (applied && Number.isFinite(age)) metrics?.endToEnd.observe({ group, topic }, Math.max(0, age) / 1000);
+    } catch (error) {
+      const detail = error instanceof Error ? error.message : String(error);
+      if (attempt < this.retry.attempts) {
+        const delay = Math.min(this.retry.initialDelayMs * 2 ** (attempt - 1), this.retry.maxDelayMs);
+        this.options.logger.warn({ err: error, group, topic, eventId: event.id, type: event.type, attempt, retryInMs: delay }, 'event handler failed; will retry');
+        await ensureConnected(this.options.producer);
+        await this.options.producer.send({
+          topic: retryTopic(topic, group),
+          acks: -1,
+          messages: [
+            {
+              key: message.key,
+              value: message.value,
+              headers: {
+                ...message.headers,
+                [RETRY_HEADERS.attempt]: String(attempt + 1),
+                [RETRY_HEADERS.notBefore]: String(Date.now() + delay),
+                [RETRY_HEADERS.originalTopic]: topic,
+                [RETRY_HEADERS.error]: detail.slice(0, 2000),
+              },
+            },
+          ],
+        });
+        metrics?.retries.inc({ group, topic });
+        metrics?.consumed.inc({ group, topic, outcome: 'retried' });
+      } else {
+        this.options.logger.error({ err: error, group, topic, eventId: event.id, type: event.type, attempt }, 'event handler failed for the last time; dead-lettered');
+        await this.deadLetter(topic, partition, message, 'handler_failed', detail);
+      }
+    } finally {
+      clearInterval(beating);
+    }
+  }
+
+  private async deadLetter(topic: Topic, partition: number, message: KafkaMessage, reason: string, detail: string): Promise<void> {
+    const group = this.options.group;
+    await ensureConnected(this.options.producer);
+    await this.options.producer.send({
+      topic: deadLetterTopic(topic, group),
+      acks: -1,
+      messages: [
+        {
+          key: message.key,
+          value: message.value,
+          headers: {
+            ...message.headers,
+            [RETRY_HEADERS.originalTopic]: topic,
+            [RETRY_HEADERS.originalPartition]: String(partition),
+            [RETRY_HEADERS.originalOffset]: message.offset,
+            [RETRY_HEADERS.reason]: reason,
+            [RETRY_HEADERS.error]: detail.slice(0, 2000),
+            [RETRY_HEADERS.failedAt]: new Date().toISOString(),
+          },
+        },
+      ],
+    });
+    this.options.metrics?.deadLetters.inc({ group, topic, reason });
+    this.options.metrics?.consumed.inc({ group, topic, outcome: 'dead_lettered' });
+    this.options.logger.warn({ group, topic, reason, detail: detail.slice(0, 500) }, 'event parked on the dead-letter topic');
+  }
+}

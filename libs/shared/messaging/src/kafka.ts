@@ -1,0 +1,73 @@
+import { Kafka, logLevel as KafkaLogLevel, type Producer, type logCreator } from 'kafkajs';
+import type { Static, TProperties } from '@sinclair/typebox';
+import type { FastifyBaseLogger } from 'fastify';
+import { Env } from '@vivier/service-kit';
+
+export const messagingConfigProperties = {
+  KAFKA_PRODUCER_IDEMPOTENT: Env.bool(
+    true,
+    'Idempotent Kafka producer. A real Kafka supports it; the dev broker cannot (npm start sets false). Consumers dedupe by event id either way.',
+  ),
+  KAFKA_LOG_LEVEL: Env.enumOf(['nothing', 'error', 'warn', 'info', 'debug'] as const, 'warn', 'Log level of the Kafka client.'),
+  CONSUMER_RETRY_ATTEMPTS: Env.int(5, 'Attempts of a failing event before it goes to the dead-letter topic.', 1),
+  CONSUMER_RETRY_DELAY_MS: Env.int(1000, 'Delay before the first retry of a failing event; doubles each attempt.', 1),
+  CONSUMER_RETRY_MAX_DELAY_MS: Env.int(60_000, 'Longest delay between two attempts of one event.', 1),
+  CONSUMER_SESSION_TIMEOUT_MS: Env.int(30_000, 'Kafka consumer group session timeout.', 1000),
+  CONSUMER_PARTITIONS_CONCURRENTLY: Env.int(4, 'Partitions one consumer processes at the same time (order is kept per partition).', 1),
+  OUTBOX_BATCH_SIZE: Env.int(500, 'Outbox rows published per Kafka request.', 1),
+  OUTBOX_POLL_INTERVAL_MS: Env.int(1000, 'Safety poll of the outbox; NOTIFY wakes the relay at once.', 10),
+} satisfies TProperties;
+
+export type MessagingConfig = {
+  KAFKA_BROKERS: string;
+  KAFKA_CLIENT_ID: string;
+} & { [K in keyof typeof messagingConfigProperties]: Static<(typeof messagingConfigProperties)[K]> };
+
+const LEVELS: Record<string, KafkaLogLevel> = {
+  nothing: KafkaLogLevel.NOTHING,
+  error: KafkaLogLevel.ERROR,
+  warn: KafkaLogLevel.WARN,
+  info: KafkaLogLevel.INFO,
+  debug: KafkaLogLevel.DEBUG,
+};
+
+/** kafkajs logs through the service's pino logger. */
+function pinoLogCreator(logger: FastifyBaseLogger): logCreator {
+  return () =>
+    ({ level, log }) => {
+      const { message, ...extra } = log;
+      const child = { kafka: extra };
+      if (level === KafkaLogLevel.ERROR) logger.warn(child, `kafka: ${message}`);
+      else if (level === KafkaLogLevel.WARN) logger.warn(child, `kafka: ${message}`);
+      else if (level === KafkaLogLevel.INFO) logger.info(child, `kafka: ${message}`);
+      else logger.debug(child, `kafka: ${message}`);
+    };
+}
+
+export function createKafka(
+  config: Pick<MessagingConfig, 'KAFKA_BROKERS' | 'KAFKA_CLIENT_ID' | 'KAFKA_LOG_LEVEL'>,
+  service: string,
+  logger: FastifyBaseLogger,
+): Kafka {
+  return new Kafka({
+    clientId: `${config.KAFKA_CLIENT_ID}-${service}`,
+    brokers: config.KAFKA_BROKERS.split(',').map((b) => b.trim()),
+    connectionTimeout: 3000,
+    requestTimeout: 10_000,
+    logLevel: LEVELS[config.KAFKA_LOG_LEVEL] ?? KafkaLogLevel.WARN,
+    logCreator: pinoLogCreator(logger),
+    // Our own loops retry forever with backoff; kafkajs gives up quickly so they stay in control.
+    retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2000 },
+  });
+}
+
+/** One producer per process for the relay and for retry/dead-letter records. */
+export function createProducer(kafka: Kafka, idempotent: boolean): Producer {
+  return kafka.producer({
+    idempotent,
+    // One request in flight keeps the order of records of a partition even when a send is retried.
+    maxInFlightRequests: 1,
+    allowAutoTopicCreation: false,
+  });
+}
+

@@ -1,0 +1,211 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { Kafka, Producer } from 'kafkajs';
+import { sql } from 'drizzle-orm';
+import { Registry } from 'prom-client';
+import { toKafkaRecord, type AnyEvent } from '@vivier/contracts';
+import { testAdminDatabaseUrl } from '@vivier/service-kit/testing';
+import type { DevKafka } from '@vivier/dev-kafka';
+import { createProducer } from '../src/kafka';
+import { EventConsumer, RETRY_HEADERS, type EventConsumerOptions, type EventHandler } from '../src/consumer';
+import { MessagingMetrics } from '../src/metrics';
+import { createTestSchema, type TestSchema } from '../src/testing';
+import { chatEvent, collect, seqOf, silentLogger, sleep, startBroker } from './helpers';
+
+let dev: DevKafka;
+let kafka: Kafka;
+let ts: TestSchema;
+let producer: Producer;
+const cleanups: Array<() => Promise<unknown>> = [];
+
+beforeAll(async () => {
+  ({ dev, kafka } = await startBroker());
+  ts = await createTestSchema(testAdminDatabaseUrl());
+  await ts.pool.query(`create table "${ts.schema}".effects (event_id uuid not null, chat_id text not null, seq int not null, at timestamptz not null default clock_timestamp())`);
+  producer = createProducer(kafka, false);
+  await producer.connect();
+});
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()!().catch(() => undefined);
+});
+afterAll(async () => {
+  await producer?.disconnect();
+  await ts?.drop();
+  await dev?.stop();
+});
+
+/** The handler's effect: one row per application (no unique key, so a double application would show). */
+const recordEffect: EventHandler = async (event, { tx }) => {
+  const data = event.data as { chatId: string };
+  await tx.execute(sql`insert into ${sql.identifier(ts.schema)}.effects (event_id, chat_id, seq) values (${event.id}, ${data.chatId}, ${seqOf(event)})`);
+};
+
+function consumer(handler: EventHandler, overrides: Partial<EventConsumerOptions> = {}) {
+  const metrics = new MessagingMetrics(new Registry());
+  const c = new EventConsumer({
+    kafka,
+    producer,
+    group: 'admin',
+    topics: ['chat.events'],
+    handlers: { 'vivier.chat.message.created.v1': handler },
+    db: ts.db,
+    processedEvents: ts.tables.processedEvents,
+    logger: silentLogger,
+    metrics,
+    sessionTimeoutMs: 6000,
+    heartbeatIntervalMs: 500,
+    maxWaitTimeMs: 200,
+    retry: { attempts: 4, initialDelayMs: 300, maxDelayMs: 5000 },
+    ...overrides,
+  });
+  c.start();
+  cleanups.push(() => c.stop());
+  return { consumer: c, metrics };
+}
+
+async function send(events: AnyEvent[]): Promise<void> {
+  const records = events.map(toKafkaRecord);
+  await producer.send({ topic: 'chat.events', acks: -1, messages: records.map(({ key, value, headers }) => ({ key, value, headers })) });
+}
+
+async function effects(chatId: string): Promise<Array<{ event_id: string; seq: number }>> {
+  const { rows } = await ts.pool.query(`select event_id, seq from "${ts.schema}".effects where chat_id = $1 order by at`, [chatId]);
+  return rows;
+}
+
+describe('event consumer', () => {
+  it('applies an event delivered twice only once', async () => {
+    const chatId = randomUUID();
+    const event = chatEvent(chatId, 1);
+    consumer(recordEffect);
+    await send([event, event]);
+    await send([chatEvent(chatId, 2)]);
+    await expect.poll(async () => (await effects(chatId)).length, { timeout: 20_000 }).toBe(2);
+    await sleep(500);
+    expect((await effects(chatId)).map((e) => e.seq)).toEqual([1, 2]);
+  });
+
+  it('retries a failing handler with growing delays, then dead-letters it with the error, while later events flow', async () => {
+    const chatId = randomUUID();
+    const poison = chatEvent(chatId, 0, 'poison');
+    const attempts: number[] = [];
+    const dlq = await collect(kafka, ['chat.events.dlq.admin']);
+    cleanups.push(() => dlq.stop());
+    const { metrics } = consumer(async (event, ctx) => {
+      if (event.id === poison.id) {
+        attempts.push(Date.now());
+        throw new Error('cannot apply this one');
+      }
+      await recordEffect(event, ctx);
+    });
+    await send([poison, ...Array.from({ length: 5 }, (_, i) => chatEvent(chatId, i + 1))]);
+
+    // Events behind the poison, on the same partition, are applied while it waits for its retries.
+    await expect.poll(async () => (await effects(chatId)).length, { timeout: 20_000 }).toBe(5);
+    expect(attempts.length).toBeLessThan(4);
+
+    await expect.poll(() => dlq.records.length, { timeout: 30_000 }).toBe(1);
+    expect(attempts).toHaveLength(4);
+    const gaps = attempts.slice(1).map((t, i) => t - attempts[i]!);
+    expect(gaps[0]).toBeGreaterThanOrEqual(300 - 50);
+    expect(gaps[1]).toBeGreaterThanOrEqual(600 - 50);
+    expect(gaps[2]).toBeGreaterThanOrEqual(1200 - 50);
+    expect(gaps[2]!).toBeGreaterThan(gaps[0]!);
+
+    const parked = dlq.records[0]!;
+    expect(JSON.parse(parked.value).id).toBe(poison.id);
+    expect(parked.key).toBe(chatId);
+    expect(parked.headers[RETRY_HEADERS.error]).toBe('cannot apply this one');
+    expect(parked.headers[RETRY_HEADERS.reason]).toBe('handler_failed');
+    expect(parked.headers[RETRY_HEADERS.originalTopic]).toBe('chat.events');
+    expect((await metrics.deadLetters.get()).values[0]?.value).toBe(1);
+    expect((await metrics.retries.get()).values[0]?.value).toBe(3);
+  });
+
+  it('dead-letters a record that breaks the contract at once, without calling the handler', async () => {
+    const chatId = randomUUID();
+    const dlq = await collect(kafka, ['chat.events.dlq.admin']);
+    cleanups.push(() => dlq.stop());
+    let called = 0;
+    consumer(async (event, ctx) => {
+      called += 1;
+      await recordEffect(event, ctx);
+    });
+    const bad = chatEvent(chatId, 1) as AnyEvent & { data: Record<string, unknown> };
+    bad.data.userId = 'not-a-uuid';
+    await producer.send({ topic: 'chat.events', messages: [{ key: chatId, value: JSON.stringify(bad) }, { key: chatId, value: '{not json' }] });
+    await send([chatEvent(chatId, 2)]);
+    await expect.poll(async () => (await effects(chatId)).length, { timeout: 20_000 }).toBe(1);
+    await expect.poll(() => dlq.records.filter((r) => r.key === chatId).length, { timeout: 20_000 }).toBe(2);
+    expect(dlq.records.filter((r) => r.key === chatId).every((r) => r.headers[RETRY_HEADERS.reason] === 'invalid')).toBe(true);
+    expect(dlq.records.find((r) => r.key === chatId)!.headers[RETRY_HEADERS.error]).toMatch(/userId/);
+    expect(called).toBe(1);
+  });
+
+  it('keeps heartbeating through a handler slower than the session timeout: no rebalance, processed once', async () => {
+    const chatId = randomUUID();
+    let calls = 0;
+    const { consumer: c } = consumer(
+      async (event, ctx) => {
+        calls += 1;
+        await sleep(9000);
+        await recordEffect(event, ctx);
+      },
+      { sessionTimeoutMs: 4000, heartbeatIntervalMs: 400 },
+    );
+    await expect.poll(() => c.stats.joins, { timeout: 20_000 }).toBeGreaterThanOrEqual(1);
+    await sleep(500);
+    const joinsBefore = c.stats.joins;
+    const crashesBefore = c.stats.crashes;
+    await send([chatEvent(chatId, 1)]);
+    await expect.poll(async () => (await effects(chatId)).length, { timeout: 30_000 }).toBe(1);
+    await sleep(1000);
+    expect(calls).toBe(1);
+    expect(c.stats.joins).toBe(joinsBefore);
+    expect(c.stats.crashes - crashesBefore, c.lastError).toBe(0);
+  }, 60_000);
+
+  it('keeps the order of events of one key while partitions are processed concurrently', async () => {
+    const keys = Array.from({ length: 12 }, () => randomUUID());
+    consumer(
+      async (event, ctx) => {
+        await sleep(Math.random() * 5);
+        await recordEffect(event, ctx);
+      },
+      { partitionsConsumedConcurrently: 4 },
+    );
+    const events = Array.from({ length: 20 }, (_, seq) => keys.map((k) => chatEvent(k, seq))).flat();
+    for (let i = 0; i < events.length; i += 40) await send(events.slice(i, i + 40));
+    for (const key of keys) {
+      await expect.poll(async () => (await effects(key)).length, { timeout: 30_000 }).toBe(20);
+      expect((await effects(key)).map((e) => e.seq)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+    }
+  }, 60_000);
+
+  it('splits partitions between two members of one group and hands them over without loss when one stops', async () => {
+    const keys = Array.from({ length: 8 }, () => randomUUID());
+    const seenBy = { a: new Set<number>(), b: new Set<number>() };
+    const handler = (who: 'a' | 'b'): EventHandler => async (event, ctx) => {
+      seenBy[who].add(ctx.partition);
+      await sleep(5);
+      await recordEffect(event, ctx);
+    };
+    const a = consumer(handler('a'));
+    const b = consumer(handler('b'));
+    await expect.poll(() => a.consumer.stats.joins > 0 && b.consumer.stats.joins > 0, { timeout: 30_000 }).toBe(true);
+    const first = keys.flatMap((k) => Array.from({ length: 10 }, (_, i) => chatEvent(k, i)));
+    await send(first);
+    const total = async () => (await Promise.all(keys.map(effects))).flat().length;
+    await expect.poll(total, { timeout: 30_000 }).toBe(80);
+    expect(seenBy.a.size).toBeGreaterThan(0);
+    expect(seenBy.b.size).toBeGreaterThan(0);
+    expect([...seenBy.a].some((p) => seenBy.b.has(p))).toBe(false);
+
+    await a.consumer.stop();
+    const second = keys.flatMap((k) => Array.from({ length: 10 }, (_, i) => chatEvent(k, 10 + i)));
+    await send(second);
+    await expect.poll(total, { timeout: 40_000 }).toBe(160);
+    expect(seenBy.b.size).toBe(4);
+    for (const key of keys) expect((await effects(key)).map((e) => e.seq)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+  }, 90_000);
+});

@@ -1,0 +1,167 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { Kafka, Producer } from 'kafkajs';
+import { Registry } from 'prom-client';
+import { testAdminDatabaseUrl } from '@vivier/service-kit/testing';
+import type { DevKafka } from '@vivier/dev-kafka';
+import { createProducer } from '../src/kafka';
+import { createPublisher } from '../src/publish';
+import { OutboxRelay } from '../src/relay';
+import { MessagingMetrics } from '../src/metrics';
+import { createTestSchema, type TestSchema } from '../src/testing';
+import { chatEvent, collect, seqOf, silentLogger, sleep, startBroker } from './helpers';
+
+let dev: DevKafka;
+let kafka: Kafka;
+let ts: TestSchema;
+const cleanups: Array<() => Promise<unknown>> = [];
+
+beforeAll(async () => {
+  ({ dev, kafka } = await startBroker());
+  ts = await createTestSchema(testAdminDatabaseUrl());
+});
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()!().catch(() => undefined);
+});
+afterAll(async () => {
+  await ts?.drop();
+  await dev?.stop();
+});
+
+function relay(overrides: Partial<ConstructorParameters<typeof OutboxRelay>[0]> = {}): { relay: OutboxRelay; producer: Producer; metrics: MessagingMetrics } {
+  const producer = createProducer(kafka, false);
+  const metrics = new MessagingMetrics(new Registry());
+  const r = new OutboxRelay({ pool: ts.pool, schema: ts.schema, producer, logger: silentLogger, metrics, pollIntervalMs: 60_000, ...overrides });
+  cleanups.push(async () => {
+    await r.stop();
+    await producer.disconnect();
+  });
+  return { relay: r, producer, metrics };
+}
+
+const publish = () => createPublisher(ts.tables.outbox);
+const idsOf = (records: Array<{ value: string }>) => records.map((r) => (JSON.parse(r.value) as { id: string }).id);
+
+describe('outbox relay', () => {
+  it('publishes only committed events, wakes on NOTIFY within milliseconds, and marks them sent', async () => {
+    const chatId = randomUUID();
+    const sink = await collect(kafka, ['chat.events']);
+    cleanups.push(() => sink.stop());
+    const { relay: r } = relay();
+    r.start();
+    await expect.poll(() => r.isLeader).toBe(true);
+
+    const rolledBack = chatEvent(chatId, 0);
+    await ts.db.transaction(async (tx) => {
+      await publish()(tx, rolledBack);
+      tx.rollback();
+    }).catch(() => undefined);
+
+    const event = chatEvent(chatId, 1);
+    const committedAt = Date.now();
+    await ts.db.transaction((tx) => publish()(tx, event));
+    // The poll interval is a minute: only NOTIFY can bring it out this fast.
+    await expect.poll(() => sink.records.filter((r) => r.key === chatId).length, { timeout: 10_000, interval: 20 }).toBe(1);
+    expect(Date.now() - committedAt).toBeLessThan(3000);
+    const record = sink.records.find((r) => r.key === chatId)!;
+    expect(JSON.parse(record.value)).toMatchObject({ id: event.id, type: 'vivier.chat.message.created.v1', specversion: '1.0' });
+    expect(record.headers['content-type']).toBe('application/cloudevents+json');
+    expect(idsOf(sink.records)).not.toContain(rolledBack.id);
+    const { rows } = await ts.pool.query(`select published_at from "${ts.schema}".outbox where event_id = $1`, [event.id]);
+    expect(rows[0].published_at).not.toBeNull();
+  });
+
+  it('delivers events committed while no relay ran (the service stopped before publishing) once it starts again', async () => {
+    const chatId = randomUUID();
+    const events = Array.from({ length: 50 }, (_, i) => chatEvent(chatId, i));
+    await ts.db.transaction((tx) => publish()(tx, events));
+    const sink = await collect(kafka, ['chat.events']);
+    cleanups.push(() => sink.stop());
+    await sleep(500);
+    expect(sink.records.filter((r) => r.key === chatId)).toHaveLength(0);
+
+    const { relay: restarted } = relay();
+    restarted.start();
+    await expect.poll(() => sink.records.filter((r) => r.key === chatId).length, { timeout: 15_000 }).toBe(50);
+    const seqs = sink.records.filter((r) => r.key === chatId).map((r) => seqOf(JSON.parse(r.value)));
+    expect(seqs).toEqual(events.map((_, i) => i));
+  });
+
+  it('never lets a later-committing transaction be overtaken by a newer row of the same key', async () => {
+    const chatId = randomUUID();
+    const sink = await collect(kafka, ['chat.events']);
+    cleanups.push(() => sink.stop());
+    const { relay: r } = relay({ pollIntervalMs: 20 });
+    r.start();
+    await expect.poll(() => r.isLeader).toBe(true);
+
+    const slow = await ts.pool.connect();
+    try {
+      await slow.query('begin');
+      const first = chatEvent(chatId, 1);
+      const second = chatEvent(chatId, 2);
+      // The first event gets the lower id but its transaction commits last.
+      await slow.query(
+        `insert into "${ts.schema}".outbox (event_id, topic, key, envelope, headers) values ($1, 'chat.events', $2, $3, '{}')`,
+        [first.id, chatId, JSON.stringify(first)],
+      );
+      await ts.db.transaction((tx) => publish()(tx, second));
+      await sleep(800);
+      expect(sink.records.filter((rec) => rec.key === chatId)).toHaveLength(0);
+      await slow.query('commit');
+      await expect.poll(() => sink.records.filter((rec) => rec.key === chatId).length, { timeout: 10_000 }).toBe(2);
+      expect(sink.records.filter((rec) => rec.key === chatId).map((rec) => seqOf(JSON.parse(rec.value)))).toEqual([1, 2]);
+    } finally {
+      slow.release();
+    }
+  });
+
+  it('runs one active relay per schema; the standby takes over when the leader stops', async () => {
+    const chatId = randomUUID();
+    const sink = await collect(kafka, ['chat.events']);
+    cleanups.push(() => sink.stop());
+    const a = relay({ pollIntervalMs: 50 });
+    const b = relay({ pollIntervalMs: 50 });
+    a.relay.start();
+    await expect.poll(() => a.relay.isLeader).toBe(true);
+    b.relay.start();
+    await sleep(300);
+    expect(b.relay.isLeader).toBe(false);
+
+    const batch1 = Array.from({ length: 100 }, (_, i) => chatEvent(chatId, i));
+    for (const e of batch1) await ts.db.transaction((tx) => publish()(tx, e));
+    await expect.poll(() => sink.records.filter((r) => r.key === chatId).length, { timeout: 15_000 }).toBe(100);
+
+    await a.relay.stop();
+    const batch2 = Array.from({ length: 100 }, (_, i) => chatEvent(chatId, 100 + i));
+    await ts.db.transaction((tx) => publish()(tx, batch2));
+    await expect.poll(() => b.relay.isLeader, { timeout: 10_000 }).toBe(true);
+    await expect.poll(() => sink.records.filter((r) => r.key === chatId).length, { timeout: 15_000 }).toBe(200);
+    const ids = idsOf(sink.records.filter((r) => r.key === chatId));
+    expect(new Set(ids).size).toBe(200);
+    expect(sink.records.filter((r) => r.key === chatId).map((r) => seqOf(JSON.parse(r.value)))).toEqual(Array.from({ length: 200 }, (_, i) => i));
+  });
+
+  it('keeps events in the outbox while Kafka is down, reports the backlog, and drains it when Kafka returns', async () => {
+    const chatId = randomUUID();
+    const sink = await collect(kafka, ['chat.events']);
+    cleanups.push(() => sink.stop());
+    const { relay: r, metrics } = relay({ pollIntervalMs: 50, maxBackoffMs: 500 });
+    r.start();
+    await expect.poll(() => r.isLeader).toBe(true);
+    await dev.brokerDown(1);
+    try {
+      for (let i = 0; i < 30; i++) await ts.db.transaction((tx) => publish()(tx, chatEvent(chatId, i)));
+      await expect.poll(() => r.lastError, { timeout: 20_000 }).toBeDefined();
+      const { rows } = await ts.pool.query(`select count(*)::int as n from "${ts.schema}".outbox where published_at is null and key = $1`, [chatId]);
+      expect(rows[0].n).toBe(30);
+      await expect.poll(async () => (await metrics.outboxBacklog.get()).values[0]?.value ?? 0, { timeout: 10_000 }).toBeGreaterThanOrEqual(30);
+    } finally {
+      await dev.brokerUp(1);
+    }
+    await expect.poll(async () => (await ts.pool.query(`select count(*)::int as n from "${ts.schema}".outbox where published_at is null and key = $1`, [chatId])).rows[0].n, { timeout: 30_000 }).toBe(0);
+    await expect.poll(() => sink.records.filter((rec) => rec.key === chatId).length, { timeout: 30_000 }).toBeGreaterThanOrEqual(30);
+    expect(new Set(idsOf(sink.records.filter((rec) => rec.key === chatId))).size).toBe(30);
+    await expect.poll(() => r.lastError, { timeout: 10_000 }).toBeUndefined();
+  });
+});
