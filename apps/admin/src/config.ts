@@ -7,6 +7,7 @@ import {
   loadConfig,
   redisConfigProperties,
 } from '@vivier/service-kit';
+import { messagingConfigProperties } from '@vivier/messaging';
 
 /** Every variable the admin service reads; the type below is derived from it, never written twice. */
 export const adminConfigSchema = Type.Object({
@@ -14,6 +15,7 @@ export const adminConfigSchema = Type.Object({
   ...databaseConfigProperties,
   ...redisConfigProperties,
   ...kafkaConfigProperties,
+  ...messagingConfigProperties,
   PORT: Env.port(8083, 'HTTP port of the admin service.'),
 });
 

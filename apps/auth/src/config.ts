@@ -7,6 +7,7 @@ import {
   loadConfig,
   redisConfigProperties,
 } from '@vivier/service-kit';
+import { messagingConfigProperties } from '@vivier/messaging';
 
 /** Every variable the auth service reads; the type below is derived from it, never written twice. */
 export const authConfigSchema = Type.Object({
@@ -14,6 +15,7 @@ export const authConfigSchema = Type.Object({
   ...databaseConfigProperties,
   ...redisConfigProperties,
   ...kafkaConfigProperties,
+  ...messagingConfigProperties,
   PORT: Env.port(8081, 'HTTP port of the auth service.'),
 });
 

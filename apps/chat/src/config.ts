@@ -8,6 +8,7 @@ import {
   redisConfigProperties,
   s3ConfigProperties,
 } from '@vivier/service-kit';
+import { messagingConfigProperties } from '@vivier/messaging';
 
 /** Every variable the chat service reads; the type below is derived from it, never written twice. */
 export const chatConfigSchema = Type.Object({
@@ -15,6 +16,7 @@ export const chatConfigSchema = Type.Object({
   ...databaseConfigProperties,
   ...redisConfigProperties,
   ...kafkaConfigProperties,
+  ...messagingConfigProperties,
   ...s3ConfigProperties,
   PORT: Env.port(8082, 'HTTP port of the chat service.'),
 });

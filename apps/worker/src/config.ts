@@ -8,6 +8,7 @@ import {
   redisConfigProperties,
   s3ConfigProperties,
 } from '@vivier/service-kit';
+import { messagingConfigProperties } from '@vivier/messaging';
 
 /** Every variable the worker service reads; the type below is derived from it, never written twice. */
 export const workerConfigSchema = Type.Object({
@@ -15,6 +16,7 @@ export const workerConfigSchema = Type.Object({
   ...databaseConfigProperties,
   ...redisConfigProperties,
   ...kafkaConfigProperties,
+  ...messagingConfigProperties,
   ...s3ConfigProperties,
   PORT: Env.port(8084, 'HTTP port of the worker service.'),
 });

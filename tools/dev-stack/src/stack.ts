@@ -55,6 +55,8 @@ export async function startInfrastructure(options: InfrastructureOptions): Promi
     say(`redis     ${redisUrl}`);
 
     let kafkaBrokers: string[];
+    // The dev broker cannot run idempotent producers (see DEV-STACK.md); a real Kafka can.
+    let idempotent = env.KAFKA_PRODUCER_IDEMPOTENT || 'true';
     if (env.KAFKA_BROKERS) {
       kafkaBrokers = env.KAFKA_BROKERS.split(',');
       say(`kafka     ${env.KAFKA_BROKERS} (from KAFKA_BROKERS)`);
@@ -62,6 +64,7 @@ export async function startInfrastructure(options: InfrastructureOptions): Promi
       const kafka = await startKafka(options.kafkaBrokers ?? 1);
       stops.push(() => kafka.stop());
       kafkaBrokers = kafka.bootstrap;
+      idempotent = 'false';
       say(`kafka     ${kafkaBrokers.join(',')} (dev broker, ${kafka.brokers} broker(s))`);
     }
 
@@ -85,6 +88,7 @@ export async function startInfrastructure(options: InfrastructureOptions): Promi
       env: {
         REDIS_URL: redisUrl,
         KAFKA_BROKERS: kafkaBrokers.join(','),
+        KAFKA_PRODUCER_IDEMPOTENT: idempotent,
         S3_ENDPOINT: s3Endpoint,
         S3_BUCKET: bucket,
         AWS_ACCESS_KEY_ID: env.AWS_ACCESS_KEY_ID || 'S3RVER',

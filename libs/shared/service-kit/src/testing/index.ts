@@ -19,6 +19,8 @@ export function testEnv(service: ServiceName, overrides: Record<string, string> 
     REDIS_URL: env.REDIS_URL,
     REDIS_KEY_PREFIX: env.VIVIER_TEST_REDIS_PREFIX,
     KAFKA_BROKERS: env.KAFKA_BROKERS,
+    KAFKA_PRODUCER_IDEMPOTENT: env.KAFKA_PRODUCER_IDEMPOTENT ?? 'false',
+    KAFKA_LOG_LEVEL: 'error',
     S3_ENDPOINT: env.S3_ENDPOINT,
     S3_BUCKET: env.S3_BUCKET,
     ...overrides,
