@@ -2,6 +2,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import {
   Env,
   baseConfigProperties,
+  identityConfigProperties,
   databaseConfigProperties,
   kafkaConfigProperties,
   loadConfig,
@@ -12,6 +13,7 @@ import { messagingConfigProperties } from '@vivier/messaging';
 /** Every variable the admin service reads; the type below is derived from it, never written twice. */
 export const adminConfigSchema = Type.Object({
   ...baseConfigProperties,
+  ...identityConfigProperties,
   ...databaseConfigProperties,
   ...redisConfigProperties,
   ...kafkaConfigProperties,

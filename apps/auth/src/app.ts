@@ -5,6 +5,7 @@ import {
   createDatabase,
   createServiceApp,
   databasePlugin,
+  identityPlugin,
   redisPlugin,
   type ServiceApp,
 } from '@vivier/service-kit';
@@ -21,6 +22,7 @@ export async function buildAuthApp(config: AuthConfig, options: BuildAuthAppOpti
   const app = await createServiceApp({ service: 'auth', logLevel: config.LOG_LEVEL, logStream: options.logStream });
   const pool = createPool({ url: config.DATABASE_URL, poolMax: config.DATABASE_POOL_MAX, applicationName: 'auth' });
   const db = createDatabase(pool, authTables);
+  await app.register(identityPlugin, { secret: config.INTERNAL_IDENTITY_SECRET });
   await app.register(databasePlugin, { pool });
   await app.register(redisPlugin, { redis: createRedis(config.REDIS_URL, { keyPrefix: config.REDIS_KEY_PREFIX, name: 'auth' }) });
   await app.register(messagingPlugin, {

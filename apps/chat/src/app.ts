@@ -6,6 +6,7 @@ import {
   createDatabase,
   createServiceApp,
   databasePlugin,
+  identityPlugin,
   objectStoragePlugin,
   redisPlugin,
   type ServiceApp,
@@ -23,6 +24,7 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
   const app = await createServiceApp({ service: 'chat', logLevel: config.LOG_LEVEL, logStream: options.logStream });
   const pool = createPool({ url: config.DATABASE_URL, poolMax: config.DATABASE_POOL_MAX, applicationName: 'chat' });
   const db = createDatabase(pool, chatTables);
+  await app.register(identityPlugin, { secret: config.INTERNAL_IDENTITY_SECRET });
   await app.register(databasePlugin, { pool });
   await app.register(redisPlugin, { redis: createRedis(config.REDIS_URL, { keyPrefix: config.REDIS_KEY_PREFIX, name: 'chat' }) });
   await app.register(objectStoragePlugin, { client: createS3(config), bucket: config.S3_BUCKET });

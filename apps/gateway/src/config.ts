@@ -1,9 +1,10 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { Env, baseConfigProperties, loadConfig, redisConfigProperties } from '@vivier/service-kit';
+import { Env, baseConfigProperties, identityConfigProperties, loadConfig, redisConfigProperties } from '@vivier/service-kit';
 
 /** Every variable the gateway reads; the type below is derived from it, never written twice. */
 export const gatewayConfigSchema = Type.Object({
   ...baseConfigProperties,
+  ...identityConfigProperties,
   ...redisConfigProperties,
   PORT: Env.port(8080, 'Public HTTP port of the platform.'),
   AUTH_URL: Env.url(['http', 'https'], 'http://127.0.0.1:8081', 'Internal base URL of the auth service.'),

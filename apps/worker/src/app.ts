@@ -6,6 +6,7 @@ import {
   createDatabase,
   createServiceApp,
   databasePlugin,
+  identityPlugin,
   objectStoragePlugin,
   redisPlugin,
   type ServiceApp,
@@ -23,6 +24,7 @@ export async function buildWorkerApp(config: WorkerConfig, options: BuildWorkerA
   const app = await createServiceApp({ service: 'worker', logLevel: config.LOG_LEVEL, logStream: options.logStream });
   const pool = createPool({ url: config.DATABASE_URL, poolMax: config.DATABASE_POOL_MAX, applicationName: 'worker' });
   const db = createDatabase(pool, workerTables);
+  await app.register(identityPlugin, { secret: config.INTERNAL_IDENTITY_SECRET });
   await app.register(databasePlugin, { pool });
   await app.register(redisPlugin, { redis: createRedis(config.REDIS_URL, { keyPrefix: config.REDIS_KEY_PREFIX, name: 'worker' }) });
   await app.register(objectStoragePlugin, { client: createS3(config), bucket: config.S3_BUCKET });

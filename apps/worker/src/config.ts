@@ -2,6 +2,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import {
   Env,
   baseConfigProperties,
+  identityConfigProperties,
   databaseConfigProperties,
   kafkaConfigProperties,
   loadConfig,
@@ -13,6 +14,7 @@ import { messagingConfigProperties } from '@vivier/messaging';
 /** Every variable the worker service reads; the type below is derived from it, never written twice. */
 export const workerConfigSchema = Type.Object({
   ...baseConfigProperties,
+  ...identityConfigProperties,
   ...databaseConfigProperties,
   ...redisConfigProperties,
   ...kafkaConfigProperties,

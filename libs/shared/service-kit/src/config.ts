@@ -76,6 +76,15 @@ export const databaseConfigProperties = {
   DATABASE_POOL_MAX: Env.int(10, 'Maximum PostgreSQL connections in this process.', 1),
 } satisfies TProperties;
 
+export const identityConfigProperties = {
+  INTERNAL_IDENTITY_SECRET: Type.String({
+    minLength: 32,
+    default: 'dev-only-internal-identity-secret-change-me',
+    description:
+      'Shared by the gateway and the services only: signs the caller identity the gateway forwards. Set a random 32+ byte value in production.',
+  }),
+} satisfies TProperties;
+
 export const redisConfigProperties = {
   REDIS_URL: Env.url(['redis', 'rediss'], 'redis://127.0.0.1:6379', 'Redis URL.'),
   REDIS_KEY_PREFIX: Env.string('vivier:', 'Prefix of every Redis key this deployment writes.'),

@@ -9,3 +9,4 @@ export * from './database';
 export * from './migrations';
 export * from './redis';
 export * from './object-storage';
+export * from './identity';
