@@ -129,3 +129,16 @@ describe('service app', () => {
     expect(logs.text()).not.toContain('hunter2hunter2');
   });
 });
+
+describe('OpenAPI document', () => {
+  it('describes the routes from their schemas and hides the operational ones', async () => {
+    const { app } = await build();
+    const res = await app.inject({ method: 'GET', url: '/openapi.json' });
+    expect(res.statusCode).toBe(200);
+    const doc = res.json();
+    expect(doc.openapi).toBe('3.1.0');
+    expect(doc.paths['/things'].post.requestBody.content['application/json'].schema.required).toEqual(['name', 'size']);
+    expect(doc.paths['/health']).toBeUndefined();
+    expect(doc.paths['/metrics']).toBeUndefined();
+  });
+});

@@ -9,6 +9,7 @@ import Fastify, {
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { DestinationStream } from 'pino';
 import pino from 'pino';
+import swagger from '@fastify/swagger';
 import { loggerOptions } from './logging';
 import { registerProblemHandlers } from './errors';
 import { metricsPlugin } from './metrics';
@@ -75,6 +76,17 @@ export async function createServiceApp(options: CreateAppOptions): Promise<Servi
     if (closing) reply.header('connection', 'close');
   });
   registerProblemHandlers(app);
+  // Route schemas become this service's OpenAPI document; the gateway merges all of them at /docs.
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: `Vivier ${options.service}`, version: '1.0.0' },
+      components: {
+        securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'Access token (JWT) or API key (vk_…)' } },
+      },
+    },
+  });
+  app.get('/openapi.json', { logLevel: 'warn', schema: { hide: true } }, async () => app.swagger());
   await app.register(metricsPlugin, { service: options.service, defaultMetrics: options.defaultMetrics ?? true });
   await app.register(readinessPlugin);
   return app as unknown as ServiceApp;

@@ -4,10 +4,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { problems } from './errors';
 
 /**
- * Who is calling, as the gateway verified it (access token or API key). Services trust this only
- * when it arrives with a valid HMAC from the gateway (INTERNAL_IDENTITY_SECRET, shared by the
- * gateway and the services and by nobody else); the gateway strips both headers from client
- * requests, so a client cannot forge them.
+ * Who is calling, as the gateway verified it (access token or API key).
  */
 export interface Identity {
   /** User id. */
@@ -18,66 +15,124 @@ export interface Identity {
   /** API key id when the caller used one. */
   keyId?: string;
   kind: 'access_token' | 'api_key';
-  /** Unix seconds after which a service refuses the header (replay bound). */
+}
+
+/**
+ * What the gateway vouches for on every forwarded request: the client's address (after its
+ * trusted-proxy rules) and, when the caller authenticated, the identity. Services trust it only
+ * with a valid HMAC from the gateway (INTERNAL_IDENTITY_SECRET, shared by the gateway and the
+ * services and nobody else); the gateway strips both headers from client requests, so a client
+ * cannot forge them.
+ */
+export interface GatewayContext {
+  ip: string;
+  userAgent?: string;
+  identity?: Identity;
+  /** Unix seconds after which a service refuses the header (bounds replay). */
   exp: number;
 }
 
-export const IDENTITY_HEADER = 'x-vivier-identity';
-export const IDENTITY_SIGNATURE_HEADER = 'x-vivier-identity-signature';
+export const CONTEXT_HEADER = 'x-vivier-context';
+export const CONTEXT_SIGNATURE_HEADER = 'x-vivier-context-signature';
+/** Service-to-service calls that are not on behalf of a user (the gateway asking auth about an API key). */
+export const INTERNAL_CALL_HEADER = 'x-vivier-internal';
 
 function sign(payload: string, secret: string): string {
   return createHmac('sha256', secret).update(payload).digest('base64url');
 }
 
-/** The two headers the gateway adds to a forwarded request. */
-export function signIdentity(identity: Identity, secret: string): Record<string, string> {
-  const payload = Buffer.from(JSON.stringify(identity)).toString('base64url');
-  return { [IDENTITY_HEADER]: payload, [IDENTITY_SIGNATURE_HEADER]: sign(payload, secret) };
+function safeEqual(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
 }
 
-/** Returns the identity if the headers are present, signed with `secret` and unexpired. */
-export function verifyIdentity(
+/** The two headers the gateway adds to a forwarded request. */
+export function signContext(context: GatewayContext, secret: string): Record<string, string> {
+  const payload = Buffer.from(JSON.stringify(context)).toString('base64url');
+  return { [CONTEXT_HEADER]: payload, [CONTEXT_SIGNATURE_HEADER]: sign(payload, secret) };
+}
+
+/** Returns the context if the headers are present, signed with `secret` and unexpired. */
+export function verifyContext(
   headers: Record<string, string | string[] | undefined>,
   secret: string,
   nowSeconds = Math.floor(Date.now() / 1000),
-): Identity | undefined {
-  const payload = headers[IDENTITY_HEADER];
-  const signature = headers[IDENTITY_SIGNATURE_HEADER];
+): GatewayContext | undefined {
+  const payload = headers[CONTEXT_HEADER];
+  const signature = headers[CONTEXT_SIGNATURE_HEADER];
   if (typeof payload !== 'string' || typeof signature !== 'string') return undefined;
-  const expected = Buffer.from(sign(payload, secret));
-  const given = Buffer.from(signature);
-  if (expected.length !== given.length || !timingSafeEqual(expected, given)) return undefined;
+  if (!safeEqual(sign(payload, secret), signature)) return undefined;
   try {
-    const identity = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as Identity;
-    if (typeof identity.sub !== 'string' || typeof identity.exp !== 'number' || identity.exp < nowSeconds) return undefined;
-    if (identity.role !== 'user' && identity.role !== 'admin') return undefined;
-    return identity;
+    const context = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as GatewayContext;
+    if (typeof context.ip !== 'string' || typeof context.exp !== 'number' || context.exp < nowSeconds) return undefined;
+    const identity = context.identity;
+    if (identity && (typeof identity.sub !== 'string' || (identity.role !== 'user' && identity.role !== 'admin'))) return undefined;
+    return context;
   } catch {
     return undefined;
   }
 }
 
+/** Header for a service-to-service call: a timestamp and its HMAC (valid for 60 s). */
+export function signInternalCall(secret: string, nowSeconds = Math.floor(Date.now() / 1000)): Record<string, string> {
+  const stamp = `internal.${nowSeconds}`;
+  return { [INTERNAL_CALL_HEADER]: `${nowSeconds}.${sign(stamp, secret)}` };
+}
+
+export function verifyInternalCall(
+  headers: Record<string, string | string[] | undefined>,
+  secret: string,
+  nowSeconds = Math.floor(Date.now() / 1000),
+): boolean {
+  const value = headers[INTERNAL_CALL_HEADER];
+  if (typeof value !== 'string') return false;
+  const [ts, mac] = value.split('.', 2);
+  const when = Number(ts);
+  if (!Number.isInteger(when) || Math.abs(nowSeconds - when) > 60 || !mac) return false;
+  return safeEqual(sign(`internal.${when}`, secret), mac);
+}
+
 declare module 'fastify' {
   interface FastifyRequest {
-    /** Set when the gateway vouched for the caller. */
+    /** Set when the gateway vouched for an authenticated caller. */
     identity: Identity | undefined;
+    /** The client's address as the gateway saw it; the peer address for direct calls. */
+    clientIp: string;
+    clientUserAgent: string | undefined;
   }
 }
 
 /**
- * Reads the gateway's identity headers on every request. Routes that need a caller use
- * `requireIdentity` (401 otherwise) or `requireAdmin` (403 for non-admins).
+ * Reads the gateway's signed context on every request. Routes that need a caller use
+ * `requireIdentity` (401 otherwise) or `requireAdmin` (403 for non-admins); routes for other
+ * services only use `requireInternalCall`.
  */
 export const identityPlugin = fp<{ secret: string }>(
   async (app, { secret }) => {
     app.decorateRequest('identity', undefined);
+    app.decorateRequest('clientIp', '');
+    app.decorateRequest('clientUserAgent', undefined);
     app.addHook('onRequest', async (request) => {
-      request.identity = verifyIdentity(request.headers, secret);
+      const context = verifyContext(request.headers, secret);
+      request.clientIp = context?.ip ?? request.ip;
+      request.clientUserAgent = context ? context.userAgent : request.headers['user-agent'];
+      request.identity = context?.identity;
       if (request.identity) request.log = request.log.child({ userId: request.identity.sub });
+    });
+    app.decorate('requireInternalCall', async (request: FastifyRequest) => {
+      if (!verifyInternalCall(request.headers, secret)) throw problems.forbidden('Internal route.');
     });
   },
   { name: 'identity' },
 );
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** preHandler for routes only other services may call. */
+    requireInternalCall: (request: FastifyRequest) => Promise<void>;
+  }
+}
 
 export async function requireIdentity(request: FastifyRequest, _reply: FastifyReply): Promise<void> {
   if (!request.identity) throw problems.unauthorized();

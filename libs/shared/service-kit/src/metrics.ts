@@ -34,7 +34,7 @@ export const metricsPlugin = fp<{ service: string; defaultMetrics?: boolean }>(
         reply.elapsedTime / 1000,
       );
     });
-    app.get('/metrics', { logLevel: 'warn' }, async (_request, reply) => {
+    app.get('/metrics', { logLevel: 'warn', schema: { hide: true } }, async (_request, reply) => {
       reply.type(registry.contentType);
       return registry.metrics();
     });

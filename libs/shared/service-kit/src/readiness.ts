@@ -64,8 +64,8 @@ export const readinessPlugin = fp(
       return report;
     };
     app.decorate('readiness', { add: (check: ReadinessCheck) => void checks.push(check), run });
-    app.get('/health', { logLevel: 'warn' }, async () => ({ status: 'ok' }));
-    app.get('/ready', { logLevel: 'warn' }, async (_request, reply) => {
+    app.get('/health', { logLevel: 'warn', schema: { hide: true } }, async () => ({ status: 'ok' }));
+    app.get('/ready', { logLevel: 'warn', schema: { hide: true } }, async (_request, reply) => {
       if (closing) return reply.code(503).send({ status: 'unavailable', checks: {}, closing: true });
       const report = await run();
       return reply.code(report.status === 'unavailable' ? 503 : 200).send(report);

@@ -25,7 +25,7 @@ function byteLimit(limit: number): Transform {
 }
 
 /** Headers a client may never send through the gateway: they carry trusted internal facts. */
-const INTERNAL_HEADERS = ['x-vivier-identity', 'x-vivier-identity-signature'];
+const INTERNAL_HEADERS = ['x-vivier-context', 'x-vivier-context-signature', 'x-vivier-internal'];
 
 /**
  * Forwards public routes to the owning service over keep-alive pools. Bodies stream both ways:
