@@ -1,0 +1,598 @@
+// Model ids → deployments → attempts. Weighted balancing among healthy deployments, retries with
+// backoff that honour Retry-After, fallback down an alias's chain before the first token, one
+// circuit breaker per deployment, and hooks for metrics and logs.
+//
+// The rule that shapes everything here: once text has reached the caller, the request is never
+// replayed or moved to another provider (the two halves would not belong to one reply). A
+// failure after the first token ends the stream with ProviderError `stream_cut`
+// (`beforeFirstToken: false`) and the caller stores the partial reply as failed.
+import { CircuitBreaker, type CircuitChange, type CircuitSnapshot } from './circuit-breaker.js';
+import { collectCompletion } from './completion.js';
+import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_TIMEOUT_MS } from './http-transport.js';
+import { KNOWN_MODELS, contextWindowFor } from './model-catalog.js';
+import { createChatProvider, endpointKey } from './provider-endpoint.js';
+import {
+  loadProvidersConfig,
+  type AliasConfig,
+  type DeploymentConfig,
+  type EndpointConfig,
+  type ProviderEnv,
+  type ProvidersConfig,
+  type RouterSettings,
+} from './providers-config.js';
+import type { ProviderKind } from './providers-file.schema.js';
+import {
+  ProviderError,
+  type ChatProvider,
+  type ChatRequest,
+  type Completion,
+  type StreamEvent,
+} from './types.js';
+
+export interface RouteEvent {
+  type: 'route';
+  deploymentId: string;
+  provider: string;
+  /** The provider's own model name; the Vivier model id is `${provider}/${model}`. */
+  model: string;
+}
+
+/** What `router.stream()` yields: one `route` event first, then the provider's events. */
+export type RoutedStreamEvent = StreamEvent | RouteEvent;
+
+/** `ChatRequest` without `model`: the router fills in each deployment's own model name. */
+export type RoutedChatRequest = Omit<ChatRequest, 'model'>;
+
+export interface RouteOptions {
+  /** The whole request's budget, retries and fallbacks included (default: router setting). */
+  timeoutMs?: number;
+}
+
+export interface AttemptRecord {
+  modelId: string;
+  deploymentId: string;
+  provider: string;
+  model: string;
+  /** 1-based count of attempts within this request. */
+  attempt: number;
+  /** 0 for the first try on this deployment, then 1, 2, … */
+  retry: number;
+  outcome: 'success' | 'error' | 'cancelled';
+  error?: ProviderError;
+  startedAt: number;
+  durationMs: number;
+  /** Absent when nothing arrived. */
+  timeToFirstTokenMs?: number;
+}
+
+export interface FallbackRecord {
+  modelId: string;
+  from: string;
+  to: string;
+  error: ProviderError;
+}
+
+export interface RouterHooks {
+  /** Every attempt, when it ends (a successful stream ends at its last event). */
+  onAttempt?(record: AttemptRecord): void;
+  /** The router moves to the next deployment of the chain. */
+  onFallback?(record: FallbackRecord): void;
+  onCircuitChange?(change: CircuitChange): void;
+}
+
+export interface ProviderRouterOptions extends RouterHooks {
+  /** Overrides the providers file's `router` section. */
+  settings?: RouterSettings;
+  /** For tests: the source of randomness for balancing and jitter. */
+  random?: () => number;
+}
+
+export interface ModelInfo {
+  /** What a client sends: `<provider>/<model>` or an alias. */
+  id: string;
+  type: 'model' | 'alias';
+  /** For an alias: its first deployment's provider and model. */
+  provider: string;
+  model: string;
+  /** Tokens; for an alias, the smallest of its deployments' windows. */
+  contextWindow: number;
+  /** Alias only: the deployment ids of its chain. */
+  deployments?: string[];
+}
+
+export interface ResolvedModel {
+  id: string;
+  type: 'model' | 'alias';
+  strategy: 'weighted' | 'ordered';
+  deployments: Array<{ id: string; provider: string; model: string }>;
+  contextWindow: number;
+}
+
+interface Runtime {
+  id: string;
+  provider: string;
+  kind: ProviderKind;
+  model: string;
+  weight: number;
+  timeoutMs: number;
+  idleTimeoutMs: number;
+  maxRetries: number;
+  contextWindow: number;
+  endpoint: EndpointConfig;
+  numCtx?: number;
+  breaker: CircuitBreaker;
+}
+
+interface Route {
+  strategy: 'weighted' | 'ordered';
+  deployments: Runtime[];
+}
+
+const DEFAULTS = {
+  requestTimeoutMs: DEFAULT_TIMEOUT_MS,
+  maxRetryDelayMs: 30_000,
+  backoffBaseMs: 250,
+  backoffMaxMs: 8_000,
+  failureThreshold: 5,
+  cooldownMs: 30_000,
+  maxRetries: 2,
+  timeoutMs: DEFAULT_TIMEOUT_MS,
+  idleTimeoutMs: DEFAULT_IDLE_TIMEOUT_MS,
+};
+
+/** Direct model ids create deployments on demand; a bound keeps arbitrary names from piling up. */
+const MAX_IMPLICIT_DEPLOYMENTS = 1000;
+
+/** Failures that say something about the deployment's health (a 400 says something about the request). */
+function countsAgainstCircuit(err: ProviderError): boolean {
+  return err.retryable && err.kind !== 'cancelled';
+}
+
+function asProviderError(err: unknown, provider: string, beforeFirstToken: boolean): ProviderError {
+  if (err instanceof ProviderError) return err;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === 'ERR_UNSAFE_PROVIDER_URL')
+    return new ProviderError({
+      kind: 'connection',
+      provider,
+      message: (err as Error).message,
+      retryable: false,
+      beforeFirstToken,
+      cause: err,
+    });
+  return new ProviderError({
+    kind: 'server',
+    provider,
+    message: `${provider} adapter failed: ${err instanceof Error ? err.message : String(err)}`,
+    retryable: false,
+    beforeFirstToken,
+    cause: err,
+  });
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) {
+      resolve(false);
+      return;
+    }
+    const onAbort = () => {
+      clearTimeout(timer);
+      resolve(false);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve(true);
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+export class ProviderRouter {
+  private readonly settings: Required<RouterSettings>;
+  private readonly hooks: RouterHooks;
+  private readonly random: () => number;
+  private readonly allowedHosts: readonly string[];
+  private readonly endpoints = new Map<string, EndpointConfig>();
+  private readonly deployments = new Map<string, Runtime>();
+  private readonly aliases = new Map<string, { strategy: 'weighted' | 'ordered'; ids: string[] }>();
+  /** `${provider}/${model}` → the configured deployments serving exactly that. */
+  private readonly direct = new Map<string, Runtime[]>();
+  private readonly implicit = new Map<string, Runtime>();
+  private readonly adapters = new Map<string, ChatProvider | ProviderError>();
+
+  constructor(config: ProvidersConfig, options: ProviderRouterOptions = {}) {
+    this.settings = { ...DEFAULTS, ...config.router, ...options.settings } as Required<RouterSettings>;
+    this.hooks = { ...options };
+    this.random = options.random ?? Math.random;
+    this.allowedHosts = config.allowedHosts ?? [];
+    for (const endpoint of config.providers) this.endpoints.set(endpoint.provider, endpoint);
+    for (const dep of config.deployments) {
+      if (this.deployments.has(dep.id)) throw new Error(`duplicate deployment id "${dep.id}"`);
+      const runtime = this.runtimeFor(dep.id, dep, dep.model, dep);
+      this.deployments.set(dep.id, runtime);
+      const key = `${dep.provider}/${dep.model}`;
+      const list = this.direct.get(key) ?? [];
+      list.push(runtime);
+      this.direct.set(key, list);
+    }
+    for (const alias of config.aliases) this.addAlias(alias);
+  }
+
+  private addAlias(alias: AliasConfig): void {
+    for (const id of alias.deployments)
+      if (!this.deployments.has(id))
+        throw new Error(`alias "${alias.alias}" names unknown deployment "${id}"`);
+    this.aliases.set(alias.alias, { strategy: alias.strategy ?? 'ordered', ids: [...alias.deployments] });
+  }
+
+  private runtimeFor(id: string, endpoint: EndpointConfig, model: string, dep?: DeploymentConfig): Runtime {
+    const contextWindow = dep?.contextWindow ?? contextWindowFor(endpoint.kind, model);
+    return {
+      id,
+      provider: endpoint.provider,
+      kind: endpoint.kind,
+      model,
+      weight: dep?.weight ?? 1,
+      timeoutMs: endpoint.timeoutMs ?? this.settings.timeoutMs,
+      idleTimeoutMs: endpoint.idleTimeoutMs ?? this.settings.idleTimeoutMs,
+      maxRetries: endpoint.maxRetries ?? this.settings.maxRetries,
+      contextWindow,
+      endpoint,
+      ...(endpoint.kind === 'ollama' && dep?.contextWindow !== undefined
+        ? { numCtx: dep.contextWindow }
+        : {}),
+      breaker: new CircuitBreaker(id, this.settings.failureThreshold, this.settings.cooldownMs, (change) =>
+        this.call('onCircuitChange', change),
+      ),
+    };
+  }
+
+  private call<K extends keyof RouterHooks>(hook: K, arg: Parameters<NonNullable<RouterHooks[K]>>[0]): void {
+    const fn = this.hooks[hook] as ((a: typeof arg) => void) | undefined;
+    if (!fn) return;
+    try {
+      fn(arg);
+    } catch {
+      // Metrics and logging must never break a reply.
+    }
+  }
+
+  /** Provider ids that accept `<provider>/<any model>`. */
+  enabledProviders(): string[] {
+    return [...this.endpoints.keys()];
+  }
+
+  private route(modelId: string): Route | undefined {
+    const alias = this.aliases.get(modelId);
+    if (alias)
+      return {
+        strategy: alias.strategy,
+        deployments: alias.ids.map((id) => this.deployments.get(id) as Runtime),
+      };
+    const configured = this.direct.get(modelId);
+    if (configured) return { strategy: 'weighted', deployments: configured };
+    const slash = modelId.indexOf('/');
+    if (slash <= 0 || slash === modelId.length - 1) return undefined;
+    const endpoint = this.endpoints.get(modelId.slice(0, slash));
+    if (!endpoint) return undefined;
+    let runtime = this.implicit.get(modelId);
+    if (!runtime) {
+      runtime = this.runtimeFor(modelId, endpoint, modelId.slice(slash + 1));
+      if (this.implicit.size >= MAX_IMPLICIT_DEPLOYMENTS) {
+        const oldest = this.implicit.keys().next().value;
+        if (oldest !== undefined) this.implicit.delete(oldest);
+      }
+      this.implicit.set(modelId, runtime);
+    }
+    return { strategy: 'weighted', deployments: [runtime] };
+  }
+
+  /** What a model id routes to, or undefined when no enabled provider or alias serves it. */
+  resolve(modelId: string): ResolvedModel | undefined {
+    const route = this.route(modelId);
+    if (!route) return undefined;
+    return {
+      id: modelId,
+      type: this.aliases.has(modelId) ? 'alias' : 'model',
+      strategy: route.strategy,
+      deployments: route.deployments.map((d) => ({ id: d.id, provider: d.provider, model: d.model })),
+      contextWindow: Math.min(...route.deployments.map((d) => d.contextWindow)),
+    };
+  }
+
+  /** For `/api/v1/models`: aliases, the known models of enabled providers, configured deployments. */
+  listModels(): ModelInfo[] {
+    const out: ModelInfo[] = [];
+    const seen = new Set<string>();
+    const add = (info: ModelInfo) => {
+      if (seen.has(info.id)) return;
+      seen.add(info.id);
+      out.push(info);
+    };
+    for (const [alias, { ids }] of this.aliases) {
+      const deps = ids.map((id) => this.deployments.get(id) as Runtime);
+      const first = deps[0] as Runtime;
+      add({
+        id: alias,
+        type: 'alias',
+        provider: first.provider,
+        model: first.model,
+        contextWindow: Math.min(...deps.map((d) => d.contextWindow)),
+        deployments: [...ids],
+      });
+    }
+    for (const dep of this.deployments.values())
+      add({
+        id: `${dep.provider}/${dep.model}`,
+        type: 'model',
+        provider: dep.provider,
+        model: dep.model,
+        contextWindow: dep.contextWindow,
+      });
+    for (const endpoint of this.endpoints.values()) {
+      // Only a vendor's own endpoint serves its catalogue; a compatible server's models are its own.
+      if (endpoint.provider !== endpoint.kind) continue;
+      for (const known of KNOWN_MODELS[endpoint.kind] ?? [])
+        if (known.listed)
+          add({
+            id: `${endpoint.provider}/${known.model}`,
+            type: 'model',
+            provider: endpoint.provider,
+            model: known.model,
+            contextWindow: contextWindowFor(endpoint.kind, known.model),
+          });
+    }
+    return out;
+  }
+
+  /** Every configured deployment's circuit, for metrics. */
+  circuits(): CircuitSnapshot[] {
+    return [...this.deployments.values(), ...this.implicit.values()].map((d) => d.breaker.snapshot());
+  }
+
+  private adapterFor(d: Runtime): ChatProvider {
+    const extras = {
+      allowedHosts: this.allowedHosts,
+      ...(d.numCtx !== undefined ? { numCtx: d.numCtx } : {}),
+    };
+    const key = endpointKey(d.endpoint, extras);
+    let adapter = this.adapters.get(key);
+    if (!adapter) {
+      try {
+        adapter = createChatProvider(d.endpoint, extras);
+      } catch (err) {
+        adapter = asProviderError(err, d.provider, true);
+      }
+      this.adapters.set(key, adapter);
+    }
+    if (adapter instanceof ProviderError) throw adapter;
+    return adapter;
+  }
+
+  /** The chain for one request: the balanced pick first, then the rest in chain order. */
+  private order(route: Route): Runtime[] {
+    const now = Date.now();
+    const healthy = route.deployments.filter((d) => d.breaker.available(now));
+    if (route.strategy === 'ordered' || healthy.length <= 1) return healthy;
+    let total = 0;
+    for (const d of healthy) total += d.weight;
+    if (total <= 0) return healthy;
+    let r = this.random() * total;
+    let first = healthy[0] as Runtime;
+    for (const d of healthy) {
+      if (d.weight <= 0) continue;
+      first = d;
+      r -= d.weight;
+      if (r < 0) break;
+    }
+    return [first, ...healthy.filter((d) => d !== first)];
+  }
+
+  private retryDelay(err: ProviderError, retry: number): number {
+    const base = Math.min(this.settings.backoffMaxMs, this.settings.backoffBaseMs * 2 ** retry);
+    // Equal jitter: never less than half the backoff, so retries still spread out under load.
+    const backoff = base / 2 + (this.random() * base) / 2;
+    if (err.retryAfterMs === undefined) return backoff;
+    // Never sooner than the provider asked; a little jitter on top so waiters do not stampede.
+    return err.retryAfterMs + this.random() * Math.min(base, 1000) * 0.25;
+  }
+
+  /**
+   * Streams a reply for `modelId` (`<provider>/<model>` or an alias). Yields `route` first (once,
+   * when the chosen deployment starts answering), then deltas, usage and finish. Throws
+   * ProviderError: `not_found` for an unknown model id, the last attempt's error when every
+   * deployment failed before the first token, `stream_cut` when one failed after it, `cancelled`
+   * when `request.signal` aborted.
+   */
+  async *stream(
+    modelId: string,
+    request: RoutedChatRequest,
+    options: RouteOptions = {},
+  ): AsyncGenerator<RoutedStreamEvent, void, undefined> {
+    const route = this.route(modelId);
+    if (!route)
+      throw new ProviderError({
+        kind: 'not_found',
+        provider: 'router',
+        status: 404,
+        message: `unknown model "${modelId}": use <provider>/<model> with an enabled provider (${this.enabledProviders().join(', ')}) or an alias`,
+        retryable: false,
+        beforeFirstToken: true,
+      });
+    const deadline = Date.now() + (options.timeoutMs ?? this.settings.requestTimeoutMs);
+    const chain = this.order(route);
+    let lastError: ProviderError | undefined;
+    let previous: Runtime | undefined;
+    let attempt = 0;
+
+    for (const d of chain) {
+      if (!d.breaker.tryAcquire()) continue;
+      if (previous && lastError)
+        this.call('onFallback', { modelId, from: previous.id, to: d.id, error: lastError });
+      previous = d;
+      for (let retry = 0; ; retry++) {
+        if (retry > 0 && !d.breaker.tryAcquire()) break;
+        const remaining = deadline - Date.now();
+        if (remaining <= 0) {
+          d.breaker.release();
+          throw (
+            lastError ??
+            new ProviderError({
+              kind: 'timeout',
+              provider: d.provider,
+              message: 'request budget exhausted',
+              beforeFirstToken: true,
+            })
+          );
+        }
+        attempt++;
+        const err = yield* this.attempt(d, modelId, request, remaining, attempt, retry);
+        if (!err) return;
+        lastError = err;
+        if (!err.retryable) throw err;
+        if (retry >= d.maxRetries || d.breaker.state === 'open') break;
+        const delay = this.retryDelay(err, retry);
+        // A wait longer than what is left (or than we are willing to wait) goes down the chain
+        // instead; with no chain left, the caller gets the error and its Retry-After.
+        if (delay > deadline - Date.now() || delay > this.settings.maxRetryDelayMs) break;
+        if (!(await sleep(delay, request.signal)))
+          throw new ProviderError({
+            kind: 'cancelled',
+            provider: d.provider,
+            message: 'request cancelled',
+            beforeFirstToken: true,
+          });
+      }
+    }
+    throw (
+      lastError ??
+      new ProviderError({
+        kind: 'server',
+        provider: route.deployments[0]?.provider ?? 'router',
+        status: 503,
+        message: `every deployment of "${modelId}" is unavailable (circuit open)`,
+        retryable: true,
+        beforeFirstToken: true,
+      })
+    );
+  }
+
+  /** One try on one deployment. Returns the error when it failed before the first token. */
+  private async *attempt(
+    d: Runtime,
+    modelId: string,
+    request: RoutedChatRequest,
+    remaining: number,
+    attempt: number,
+    retry: number,
+  ): AsyncGenerator<RoutedStreamEvent, ProviderError | undefined, undefined> {
+    const startedAt = Date.now();
+    let firstAt: number | undefined;
+    let settled = false;
+    const record = (outcome: AttemptRecord['outcome'], error?: ProviderError) =>
+      this.call('onAttempt', {
+        modelId,
+        deploymentId: d.id,
+        provider: d.provider,
+        model: d.model,
+        attempt,
+        retry,
+        outcome,
+        ...(error ? { error } : {}),
+        startedAt,
+        durationMs: Date.now() - startedAt,
+        ...(firstAt !== undefined ? { timeToFirstTokenMs: firstAt - startedAt } : {}),
+      });
+    try {
+      const adapter = this.adapterFor(d);
+      const events = adapter.stream(
+        { ...request, model: d.model },
+        { timeoutMs: Math.min(d.timeoutMs, remaining), idleTimeoutMs: d.idleTimeoutMs },
+      );
+      for await (const ev of events) {
+        if (firstAt === undefined) {
+          firstAt = Date.now();
+          d.breaker.success();
+          yield { type: 'route', deploymentId: d.id, provider: d.provider, model: d.model };
+        }
+        yield ev;
+      }
+      settled = true;
+      record('success');
+      return undefined;
+    } catch (e) {
+      settled = true;
+      const err = asProviderError(e, d.provider, firstAt === undefined);
+      if (err.kind === 'cancelled') {
+        if (firstAt === undefined) d.breaker.release();
+        record('cancelled', err);
+        throw err;
+      }
+      if (countsAgainstCircuit(err)) d.breaker.failure();
+      else d.breaker.release();
+      record('error', err);
+      if (firstAt !== undefined) {
+        throw new ProviderError({
+          kind: 'stream_cut',
+          provider: d.provider,
+          ...(err.status !== undefined ? { status: err.status } : {}),
+          message:
+            err.kind === 'stream_cut'
+              ? err.message
+              : `${d.provider} failed after the reply started (${err.kind}): ${err.message}`,
+          beforeFirstToken: false,
+          cause: err,
+        });
+      }
+      return err;
+    } finally {
+      if (!settled) {
+        // The consumer stopped reading (client went away): the adapter closed the connection.
+        if (firstAt === undefined) d.breaker.release();
+        record('cancelled');
+      }
+    }
+  }
+
+  /** The whole reply at once, with the deployment that produced it. */
+  async complete(
+    modelId: string,
+    request: RoutedChatRequest,
+    options: RouteOptions = {},
+  ): Promise<Completion & { route: RouteEvent }> {
+    let route: RouteEvent | undefined;
+    const events = this.stream(modelId, request, options);
+    const tap = async function* (): AsyncGenerator<RoutedStreamEvent> {
+      for await (const ev of events) {
+        if (ev.type === 'route') route = ev;
+        yield ev;
+      }
+    };
+    const completion = await collectCompletion(tap());
+    return { ...completion, route: route as RouteEvent };
+  }
+
+  async close(): Promise<void> {
+    const adapters = [...this.adapters.values()].filter(
+      (a): a is ChatProvider => !(a instanceof ProviderError),
+    );
+    this.adapters.clear();
+    await Promise.all(adapters.map((a) => a.close()));
+  }
+}
+
+export function createProviderRouter(
+  config: ProvidersConfig,
+  options: ProviderRouterOptions = {},
+): ProviderRouter {
+  return new ProviderRouter(config, options);
+}
+
+/** Reads the environment and `PROVIDERS_FILE` (throws ProvidersConfigError) and builds the router. */
+export function createProviderRouterFromEnv(
+  env: ProviderEnv = process.env,
+  options: ProviderRouterOptions = {},
+): ProviderRouter {
+  return new ProviderRouter(loadProvidersConfig(env), options);
+}

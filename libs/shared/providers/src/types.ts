@@ -1,0 +1,162 @@
+// The one streaming interface every adapter and the router speak.
+
+export type ChatRole = 'system' | 'user' | 'assistant';
+
+export interface TextPart {
+  type: 'text';
+  text: string;
+}
+
+export interface ImagePart {
+  type: 'image';
+  /** e.g. `image/png`, `image/jpeg`, `image/webp`, `image/gif`. */
+  mediaType: string;
+  /** The image bytes, base64 (no `data:` prefix). */
+  data: string;
+}
+
+export type ContentPart = TextPart | ImagePart;
+
+export interface ChatMessage {
+  role: ChatRole;
+  content: string | readonly ContentPart[];
+}
+
+export interface ChatRequest {
+  /** The provider's own model name (`gpt-4o-mini`), not a Vivier model id. */
+  model: string;
+  messages: readonly ChatMessage[];
+  maxTokens?: number;
+  temperature?: number;
+  topP?: number;
+  stop?: readonly string[];
+  /** Aborting it closes the upstream connection at once; the stream then throws `cancelled`. */
+  signal?: AbortSignal;
+}
+
+export type FinishReason = 'stop' | 'length' | 'content_filter' | 'error' | 'cancelled';
+
+export interface DeltaEvent {
+  type: 'delta';
+  text: string;
+}
+
+export interface UsageEvent {
+  type: 'usage';
+  promptTokens: number;
+  completionTokens: number;
+}
+
+export interface FinishEvent {
+  type: 'finish';
+  reason: FinishReason;
+}
+
+/**
+ * What a provider stream yields: deltas, then exactly one `usage` and one `finish` when it ends
+ * normally. An abnormal end (failure, cancellation) is a thrown {@link ProviderError}, never a
+ * silent end, so a `for await` loop cannot mistake a cut reply for a complete one.
+ */
+export type StreamEvent = DeltaEvent | UsageEvent | FinishEvent;
+
+/** Per-call limits an adapter enforces; the router sets them from the deployment. */
+export interface CallOptions {
+  /** Whole call, first byte to last. */
+  timeoutMs?: number;
+  /** Longest silence allowed: before the response head and between body chunks. */
+  idleTimeoutMs?: number;
+}
+
+/** One configured endpoint speaking one wire protocol. The model comes with each request. */
+export interface ChatProvider {
+  /** Provider id (`openai`, `anthropic`, a compatible server's name, …), used in errors. */
+  readonly provider: string;
+  stream(request: ChatRequest, options?: CallOptions): AsyncIterable<StreamEvent>;
+  complete(request: ChatRequest, options?: CallOptions): Promise<Completion>;
+  /** Closes the keep-alive connections. */
+  close(): Promise<void>;
+}
+
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+}
+
+export interface Completion {
+  text: string;
+  usage: Usage;
+  finishReason: FinishReason;
+}
+
+export type ProviderErrorKind =
+  | 'rate_limited'
+  | 'server'
+  | 'timeout'
+  | 'connection'
+  | 'auth'
+  | 'bad_request'
+  | 'not_found'
+  | 'stream_cut'
+  | 'cancelled';
+
+/** Failures that another try (later, or elsewhere) may not repeat. */
+const TRANSIENT: ReadonlySet<ProviderErrorKind> = new Set([
+  'rate_limited',
+  'server',
+  'timeout',
+  'connection',
+  'stream_cut',
+]);
+
+export interface ProviderErrorInit {
+  kind: ProviderErrorKind;
+  provider: string;
+  message: string;
+  status?: number;
+  retryAfterMs?: number;
+  /** Defaults from the kind: rate limits, 5xx, timeouts, connection failures and cuts are retryable. */
+  retryable?: boolean;
+  /** True when no text had been emitted yet, so the request may be retried or sent elsewhere. */
+  beforeFirstToken: boolean;
+  cause?: unknown;
+}
+
+export class ProviderError extends Error {
+  readonly kind: ProviderErrorKind;
+  readonly provider: string;
+  // `declare`: absent values stay absent instead of becoming own `undefined` properties.
+  declare readonly status?: number;
+  declare readonly retryAfterMs?: number;
+  readonly retryable: boolean;
+  readonly beforeFirstToken: boolean;
+
+  constructor(init: ProviderErrorInit) {
+    super(init.message, init.cause === undefined ? undefined : { cause: init.cause });
+    this.name = 'ProviderError';
+    this.kind = init.kind;
+    this.provider = init.provider;
+    if (init.status !== undefined) this.status = init.status;
+    if (init.retryAfterMs !== undefined) this.retryAfterMs = init.retryAfterMs;
+    this.retryable = init.retryable ?? TRANSIENT.has(init.kind);
+    this.beforeFirstToken = init.beforeFirstToken;
+  }
+
+  /** The same error with `beforeFirstToken` (and optionally other fields) replaced. */
+  with(changes: Partial<ProviderErrorInit>): ProviderError {
+    return new ProviderError({
+      kind: this.kind,
+      provider: this.provider,
+      message: this.message,
+      ...(this.status === undefined ? {} : { status: this.status }),
+      ...(this.retryAfterMs === undefined ? {} : { retryAfterMs: this.retryAfterMs }),
+      retryable: this.retryable,
+      beforeFirstToken: this.beforeFirstToken,
+      ...(this.cause === undefined ? {} : { cause: this.cause }),
+      ...changes,
+    });
+  }
+}
+
+export function isProviderError(value: unknown): value is ProviderError {
+  return value instanceof ProviderError;
+}
