@@ -12,6 +12,8 @@ export interface ConsumerSpec {
   group: ConsumerGroup;
   topics: Topic[];
   handlers: EventHandlers;
+  /** See EventConsumerOptions.applyInRuns: only for handlers whose effects are all in the transaction. */
+  applyInRuns?: boolean;
 }
 
 export interface MessagingPluginOptions {
@@ -64,6 +66,7 @@ export const messagingPlugin = fp<MessagingPluginOptions>(
           group: spec.group,
           topics: spec.topics,
           handlers: spec.handlers,
+          applyInRuns: spec.applyInRuns ?? false,
           db: options.db,
           processedEvents: options.tables.processedEvents,
           logger: app.log,

@@ -35,6 +35,7 @@ export function seqOf(event: AnyEvent): number {
 export async function collect(kafka: Kafka, topics: string[]): Promise<{ records: Array<{ topic: string; key: string; value: string; headers: Record<string, string> }>; stop(): Promise<void>; consumer: Consumer }> {
   const records: Array<{ topic: string; key: string; value: string; headers: Record<string, string> }> = [];
   const consumer = kafka.consumer({ groupId: `collector-${randomUUID()}`, sessionTimeout: 6000, heartbeatInterval: 500, maxWaitTimeInMs: 100 });
+  const joined = new Promise<void>((resolve) => consumer.on(consumer.events.GROUP_JOIN, () => resolve()));
   await consumer.connect();
   await consumer.subscribe({ topics, fromBeginning: true });
   await consumer.run({
@@ -44,6 +45,7 @@ export async function collect(kafka: Kafka, topics: string[]): Promise<{ records
       records.push({ topic, key: message.key?.toString() ?? '', value: message.value?.toString() ?? '', headers });
     },
   });
+  await joined;
   return { records, consumer, stop: () => consumer.disconnect() };
 }
 
