@@ -42,6 +42,12 @@ async function start(): Promise<void> {
   };
   process.on('SIGINT', () => void shutdown(0));
   process.on('SIGTERM', () => void shutdown(0));
+  process.on('SIGHUP', () => void shutdown(0));
+  // If whatever started us (npm, a terminal) is gone, take the whole stack down with us.
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parent) void shutdown(0);
+  }, 1000).unref();
 
   const base: NodeJS.ProcessEnv = { ...process.env, ...infra.env, NODE_ENV: process.env.NODE_ENV || 'development' };
   delete base.PORT;
