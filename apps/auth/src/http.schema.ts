@@ -1,0 +1,82 @@
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { problems } from '@vivier/service-kit';
+
+// Schemas shared by the auth routes: they validate requests, shape responses and become the
+// OpenAPI document the gateway serves.
+
+/** RFC 9457 problem details, as every error of the service is answered. */
+export const Problem = Type.Object(
+  {
+    type: Type.String(),
+    title: Type.String(),
+    status: Type.Integer(),
+    code: Type.String({ description: 'stable machine-readable code' }),
+    detail: Type.Optional(Type.String()),
+    requestId: Type.Optional(Type.String()),
+    errors: Type.Optional(Type.Array(Type.Object({ path: Type.String(), message: Type.String() }))),
+  },
+  { additionalProperties: true, description: 'RFC 9457 problem details' },
+);
+
+/** Problem responses of a route, by status. */
+export function problemResponses(...statuses: number[]): Record<number, TSchema> {
+  return Object.fromEntries(statuses.map((s) => [s, Problem]));
+}
+
+export const Email = Type.String({ minLength: 3, maxLength: 254, pattern: '^[^\\s@]+@[^\\s@]+\\.[^\\s@]+$', description: 'email address' });
+export const Uuid = Type.String({ format: 'uuid' });
+export const Timestamp = Type.String({ format: 'date-time', description: 'ISO 8601, UTC' });
+
+export const User = Type.Object({
+  id: Uuid,
+  email: Type.String(),
+  name: Type.Union([Type.String(), Type.Null()]),
+  role: Type.Union([Type.Literal('user'), Type.Literal('admin')]),
+  mfaEnabled: Type.Boolean(),
+  createdAt: Timestamp,
+});
+export type UserView = Static<typeof User>;
+
+export const TokenPair = Type.Object({
+  accessToken: Type.String({ description: 'JWT (EdDSA), valid for expiresIn seconds' }),
+  refreshToken: Type.String({ description: 'opaque (vrt_…), single use: every refresh returns a new one' }),
+  expiresIn: Type.Integer({ description: 'seconds until the access token expires' }),
+});
+export type TokenPairView = Static<typeof TokenPair>;
+
+export const SignedIn = Type.Composite([Type.Object({ user: User }), TokenPair]);
+export type SignedInView = Static<typeof SignedIn>;
+
+export const PageQuery = Type.Object({
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 50 })),
+  cursor: Type.Optional(Type.String({ maxLength: 200 })),
+});
+
+/** A position in a newest-first list: the last item's creation time and id. */
+export interface Cursor {
+  createdAt: Date;
+  id: string;
+}
+
+export function encodeCursor(item: { createdAt: Date; id: string }): string {
+  return Buffer.from(JSON.stringify([item.createdAt.toISOString(), item.id])).toString('base64url');
+}
+
+export function decodeCursor(cursor: string | undefined): Cursor | undefined {
+  if (cursor === undefined) return undefined;
+  try {
+    const [createdAt, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [string, string];
+    const date = new Date(createdAt);
+    if (Number.isNaN(date.getTime()) || typeof id !== 'string' || !/^[0-9a-f-]{36}$/i.test(id)) throw new Error('bad cursor');
+    return { createdAt: date, id };
+  } catch {
+    throw problems.validation('The cursor is invalid.', [{ path: 'querystring/cursor', message: 'is invalid' }]);
+  }
+}
+
+/** `{items, nextCursor}` from rows fetched with limit + 1. */
+export function pageOf<R extends { createdAt: Date; id: string }, T>(rows: R[], limit: number, view: (row: R) => T): { items: T[]; nextCursor: string | null } {
+  const items = rows.slice(0, limit);
+  const last = items[items.length - 1];
+  return { items: items.map(view), nextCursor: rows.length > limit && last ? encodeCursor(last) : null };
+}

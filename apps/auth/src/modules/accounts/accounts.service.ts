@@ -1,0 +1,220 @@
+import { createEvent, EVENTS, type AuthLoginFailedData } from '@vivier/contracts';
+import type { Publish } from '@vivier/messaging';
+import { HttpProblem, problems, type Identity } from '@vivier/service-kit';
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify';
+import type { AuthDatabase } from '../../database';
+import type { SignedInView, UserView } from '../../http.schema';
+import { actorOf, type RequestOrigin } from '../audit/audit.service';
+import type { MfaService } from '../mfa/mfa.service';
+import { checkPasswordPolicy, type PasswordHasher } from '../passwords/passwords.service';
+import type { SessionsService } from '../sessions/sessions.service';
+import { hashedKey, type AttemptLimiter } from '../throttling/throttling.service';
+import { accountsRepository, type AccountsRepository, type UserWithMfa } from './accounts.repository';
+
+export interface AccountsServiceOptions {
+  db: AuthDatabase;
+  publish: Publish;
+  passwords: PasswordHasher;
+  limiter: AttemptLimiter;
+  sessions: SessionsService;
+  mfa: MfaService;
+  adminEmails: Set<string>;
+  log: FastifyBaseLogger;
+  limits: {
+    registerPerIp: number;
+    registerWindowSeconds: number;
+    loginFailuresPerAccount: number;
+    loginFailuresPerIp: number;
+    loginWindowSeconds: number;
+  };
+}
+
+export function normalizeEmail(email: string): string {
+  return email.trim().toLowerCase();
+}
+
+export function userView(user: Pick<UserWithMfa, 'id' | 'email' | 'name' | 'role' | 'createdAt'> & { mfaEnabled?: boolean }): UserView {
+  return { id: user.id, email: user.email, name: user.name, role: user.role, mfaEnabled: user.mfaEnabled ?? false, createdAt: user.createdAt.toISOString() };
+}
+
+export const accountDisabled = () => new HttpProblem(403, 'account_disabled', 'This account is disabled.');
+
+// One answer for an unknown email and a wrong password: same status, same body.
+const invalidCredentials = () => new HttpProblem(401, 'invalid_credentials', 'The email or password is incorrect.');
+
+/**
+ * Accounts: registration, password sign-in (argon2id, throttled per account and per IP, with
+ * the second factor when it is on), the caller's profile and password.
+ */
+export class AccountsService {
+  private readonly accounts: AccountsRepository;
+
+  constructor(private readonly options: AccountsServiceOptions) {
+    this.accounts = accountsRepository(options.db);
+  }
+
+  get repository(): AccountsRepository {
+    return this.accounts;
+  }
+
+  roleFor(email: string): 'user' | 'admin' {
+    return this.options.adminEmails.has(normalizeEmail(email)) ? 'admin' : 'user';
+  }
+
+  async register(input: { email: string; password: string; name?: string }, origin: RequestOrigin): Promise<SignedInView> {
+    const { limits, limiter } = this.options;
+    const [perIp] = await limiter.take([{ key: `register:ip:${origin.ip}`, limit: limits.registerPerIp, windowSeconds: limits.registerWindowSeconds }]);
+    if (perIp!.exceeded) {
+      this.options.log.info({ ip: origin.ip }, 'registration rate limited');
+      throw problems.rateLimited(perIp!.resetInMs / 1000);
+    }
+    const email = normalizeEmail(input.email);
+    checkPasswordPolicy(input.password, email);
+    const passwordHash = await this.options.passwords.hash(input.password);
+    const name = input.name?.trim() || null;
+    const role = this.roleFor(email);
+    const created = await this.options.db.transaction(async (tx) => {
+      const user = await this.accounts.insert({ email, name, passwordHash, role }, tx);
+      if (!user) return undefined;
+      const session = await this.options.sessions.start(tx, { userId: user.id, method: 'password', origin });
+      const actor = actorOf(origin);
+      await this.options.publish(tx, [
+        createEvent(EVENTS.authUserRegistered, { actor, userId: user.id, email, name, role, method: 'password' }),
+        createEvent(EVENTS.authUserLoggedIn, { actor: actorOf(origin, user.id), userId: user.id, sessionId: session.sessionId, method: 'password' }),
+      ]);
+      return { user, session };
+    });
+    if (!created) throw problems.conflict('email_taken', 'An account with this email already exists.');
+    const tokens = await this.options.sessions.tokenPair(created.user, created.session.sessionId, created.session.refreshToken);
+    return { user: userView(created.user), ...tokens };
+  }
+
+  async login(input: { email: string; password: string; mfaCode?: string }, origin: RequestOrigin): Promise<SignedInView> {
+    const { limits, limiter, passwords } = this.options;
+    const email = normalizeEmail(input.email);
+    // Counted before the work (parallel guesses cannot slip past), handed back when the password was right.
+    const accountKey = hashedKey('login:account', email);
+    const ipKey = `login:ip:${origin.ip}`;
+    const counters = await limiter.take([
+      { key: accountKey, limit: limits.loginFailuresPerAccount, windowSeconds: limits.loginWindowSeconds },
+      { key: ipKey, limit: limits.loginFailuresPerIp, windowSeconds: limits.loginWindowSeconds },
+    ]);
+    const exceeded = counters.filter((c) => c.exceeded);
+    if (exceeded.length > 0) {
+      await this.loginFailed({ email, reason: 'throttled' }, origin);
+      throw problems.rateLimited(Math.max(...exceeded.map((c) => c.resetInMs)) / 1000);
+    }
+    const handBack = (reset: boolean) => limiter.release([{ key: accountKey, reset }, { key: ipKey }]);
+
+    const user = await this.accounts.byEmail(email);
+    if (!user?.passwordHash) {
+      await passwords.verifyDummy(input.password);
+      await this.loginFailed({ email, ...(user ? { userId: user.id } : {}), reason: user ? 'invalid_password' : 'unknown_email' }, origin);
+      throw invalidCredentials();
+    }
+    if (!(await passwords.verify(user.passwordHash, input.password))) {
+      await this.loginFailed({ email, userId: user.id, reason: 'invalid_password' }, origin);
+      throw invalidCredentials();
+    }
+    if (user.disabledAt) {
+      await handBack(false);
+      await this.loginFailed({ email, userId: user.id, reason: 'account_disabled' }, origin);
+      throw accountDisabled();
+    }
+    let mfaMethod: 'totp' | 'recovery_code' | undefined;
+    if (user.mfaEnabled) {
+      if (!input.mfaCode) {
+        await handBack(false);
+        await this.loginFailed({ email, userId: user.id, reason: 'mfa_required' }, origin);
+        throw new HttpProblem(401, 'mfa_required', 'This account has two-factor sign-in: send mfaCode (a TOTP code or a recovery code).');
+      }
+      mfaMethod = await this.options.mfa.verifyForLogin(user.id, input.mfaCode);
+      if (!mfaMethod) {
+        await this.loginFailed({ email, userId: user.id, reason: 'invalid_mfa_code' }, origin);
+        throw new HttpProblem(401, 'invalid_mfa_code', 'The two-factor code is not valid (or was already used).');
+      }
+    }
+    await handBack(true);
+    if (passwords.needsRehash(user.passwordHash)) {
+      await this.accounts.setPasswordHash(user.id, await passwords.hash(input.password));
+    }
+    return this.signIn(user, { method: 'password', ...(mfaMethod ? { mfaMethod } : {}) }, origin);
+  }
+
+  /** Starts a session for a user who proved who they are, with its `user.logged_in` event. */
+  async signIn(
+    user: Pick<UserWithMfa, 'id' | 'email' | 'name' | 'role' | 'createdAt' | 'mfaEnabled'>,
+    how: { method: 'password' | 'oidc'; oidcProvider?: string; mfaMethod?: 'totp' | 'recovery_code' },
+    origin: RequestOrigin,
+  ): Promise<SignedInView> {
+    const session = await this.options.db.transaction(async (tx) => {
+      const started = await this.options.sessions.start(tx, { userId: user.id, method: how.method, ...(how.oidcProvider ? { oidcProvider: how.oidcProvider } : {}), origin });
+      await this.options.publish(
+        tx,
+        createEvent(EVENTS.authUserLoggedIn, { actor: actorOf(origin, user.id), userId: user.id, sessionId: started.sessionId, ...how }),
+      );
+      return started;
+    });
+    const tokens = await this.options.sessions.tokenPair(user, session.sessionId, session.refreshToken);
+    return { user: userView(user), ...tokens };
+  }
+
+  /** A failed sign-in, as an event in its own short transaction (nothing else changes). */
+  async loginFailed(data: Omit<AuthLoginFailedData, 'actor' | 'method'> & { method?: AuthLoginFailedData['method'] }, origin: RequestOrigin): Promise<void> {
+    const event = createEvent(EVENTS.authLoginFailed, { actor: actorOf(origin), method: 'password', ...data });
+    await this.options.db.transaction((tx) => this.options.publish(tx, event));
+  }
+
+  async me(identity: Identity): Promise<UserView> {
+    const user = await this.accounts.byId(identity.sub);
+    if (!user) throw problems.unauthorized('invalid_token', 'The account no longer exists.');
+    if (user.disabledAt) throw accountDisabled();
+    return userView(user);
+  }
+
+  /** Changes the caller's password; other sessions end and earlier access tokens stop working. */
+  async changePassword(identity: Identity, input: { currentPassword?: string; newPassword: string }, origin: RequestOrigin): Promise<void> {
+    const user = await this.accounts.byId(identity.sub);
+    if (!user) throw problems.unauthorized();
+    const { limits, limiter, passwords } = this.options;
+    if (user.passwordHash) {
+      const accountKey = hashedKey('login:account', user.email);
+      const [counter] = await limiter.take([{ key: accountKey, limit: limits.loginFailuresPerAccount, windowSeconds: limits.loginWindowSeconds }]);
+      if (counter!.exceeded) throw problems.rateLimited(counter!.resetInMs / 1000);
+      if (!input.currentPassword || !(await passwords.verify(user.passwordHash, input.currentPassword))) {
+        throw new HttpProblem(400, 'invalid_credentials', 'The current password is incorrect.');
+      }
+      await limiter.release([{ key: accountKey, reset: true }]);
+    }
+    checkPasswordPolicy(input.newPassword, user.email);
+    const passwordHash = await passwords.hash(input.newPassword);
+    const now = new Date();
+    const revoked = await this.options.db.transaction(async (tx) => {
+      await this.accounts.setPasswordHash(user.id, passwordHash, tx);
+      const actor = actorOf(origin, user.id);
+      await this.options.publish(tx, createEvent(EVENTS.authUserUpdated, { actor, userId: user.id, changes: { passwordChanged: true } }));
+      return this.options.sessions.revokeAllOfUser(tx, user.id, 'password_changed', actor, now, identity.sid);
+    });
+    await this.options.sessions.notifyUserWide(user.id, revoked, now);
+  }
+
+  /**
+   * preHandler for routes of a signed-in caller: the gateway vouched for the identity, and the
+   * account must still be enabled and the session (when there is one) not revoked. Sensitive
+   * routes (`apiKeys: false`) refuse API keys.
+   */
+  callerGuard(options: { apiKeys: boolean }) {
+    return async (request: FastifyRequest): Promise<void> => {
+      const identity = request.identity;
+      if (!identity) throw problems.unauthorized();
+      if (!options.apiKeys && identity.kind !== 'access_token') throw problems.forbidden('This needs a signed-in session; API keys cannot do it.');
+      const user = await this.accounts.byId(identity.sub);
+      if (!user) throw problems.unauthorized('invalid_token', 'The account no longer exists.');
+      if (user.disabledAt) throw accountDisabled();
+      if (identity.sid && !(await this.options.sessions.isActive(identity.sid))) {
+        throw problems.unauthorized('invalid_token', 'This session has ended; sign in again.');
+      }
+    };
+  }
+}
+

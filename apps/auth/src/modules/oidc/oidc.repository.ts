@@ -1,0 +1,48 @@
+import { and, eq, lt } from 'drizzle-orm';
+import type { Executor } from '@vivier/messaging';
+import { authTables } from '@vivier/db-auth';
+
+const { oidcLoginFlows, oidcIdentities } = authTables;
+
+export type OidcLoginFlowRow = typeof oidcLoginFlows.$inferSelect;
+export type OidcIdentityRow = typeof oidcIdentities.$inferSelect;
+
+/** OIDC sign-ins in flight and linked provider identities (auth.oidc_login_flows, auth.oidc_identities). */
+export function oidcRepository(db: Executor) {
+  return {
+    async saveFlow(row: { stateHash: string; provider: string; secretsEncrypted: string; expiresAt: Date }, tx: Executor = db): Promise<void> {
+      await tx.insert(oidcLoginFlows).values(row);
+    },
+
+    /** Takes a flow: it is deleted in the same statement, so a state works once. */
+    async takeFlow(stateHash: string, tx: Executor = db): Promise<OidcLoginFlowRow | undefined> {
+      const rows = await tx.delete(oidcLoginFlows).where(eq(oidcLoginFlows.stateHash, stateHash)).returning();
+      return rows[0];
+    },
+
+    async purgeExpiredFlows(now: Date, tx: Executor = db): Promise<void> {
+      await tx.delete(oidcLoginFlows).where(lt(oidcLoginFlows.expiresAt, now));
+    },
+
+    async identity(provider: string, subject: string, tx: Executor = db): Promise<OidcIdentityRow | undefined> {
+      const rows = await tx
+        .select()
+        .from(oidcIdentities)
+        .where(and(eq(oidcIdentities.provider, provider), eq(oidcIdentities.subject, subject)));
+      return rows[0];
+    },
+
+    async link(row: { provider: string; subject: string; userId: string; email: string | null }, tx: Executor = db): Promise<void> {
+      await tx.insert(oidcIdentities).values(row).onConflictDoNothing();
+    },
+
+    async touchIdentity(provider: string, subject: string, email: string | null, tx: Executor = db): Promise<void> {
+      await tx
+        .update(oidcIdentities)
+        .set({ lastLoginAt: new Date(), ...(email ? { email } : {}) })
+        .where(and(eq(oidcIdentities.provider, provider), eq(oidcIdentities.subject, subject)));
+    },
+  };
+}
+
+export type OidcRepository = ReturnType<typeof oidcRepository>;

@@ -1,0 +1,164 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PASSWORD, identityOf, outboxEvents, startAuth, uniqueEmail, type AuthHarness, type SignedIn } from './helpers';
+import { startIdentityProvider, type TestAccount, type TestIdentityProvider } from './identity-provider';
+
+const PUBLIC_BASE_URL = 'http://vivier.test';
+const CALLBACK = `${PUBLIC_BASE_URL}/api/v1/auth/oauth/test/callback`;
+
+let idp: TestIdentityProvider;
+let auth: AuthHarness;
+let adminEmail: string;
+
+beforeAll(async () => {
+  idp = await startIdentityProvider(CALLBACK);
+  adminEmail = uniqueEmail('boss');
+  auth = await startAuth({
+    PUBLIC_BASE_URL,
+    ADMIN_EMAILS: `someone@example.test, ${adminEmail.toUpperCase()}`,
+    OIDC_PROVIDERS: JSON.stringify([{ name: 'test', issuer: idp.issuer, clientId: idp.clientId, clientSecret: idp.clientSecret }]),
+  });
+});
+afterAll(async () => {
+  await auth?.close();
+  await idp?.stop();
+});
+
+function account(overrides: Partial<TestAccount> = {}): TestAccount {
+  return { sub: randomUUID(), email: uniqueEmail('oidc'), email_verified: true, name: 'Grace Hopper', ...overrides };
+}
+
+/** /start, then the provider's login and consent as a browser would; returns the callback URL and the state cookie. */
+async function startAndAuthorize(who: TestAccount): Promise<{ callback: URL; cookie: string; authorization: URL }> {
+  idp.signInAs(who);
+  const start = await auth.call('GET', '/api/v1/auth/oauth/test/start');
+  expect(start.statusCode).toBe(302);
+  const authorization = new URL(start.headers.location as string);
+  const setCookie = String(start.headers['set-cookie']);
+  expect(setCookie).toMatch(/^vivier_oidc_state=[A-Za-z0-9_-]{43}; Path=\/api\/v1\/auth\/oauth\/test; Max-Age=600; HttpOnly; SameSite=Lax/);
+  const callback = await idp.authorize(authorization.toString(), CALLBACK);
+  return { callback, cookie: setCookie.split(';')[0]!, authorization };
+}
+
+const finish = (callback: URL, cookie: string | undefined) =>
+  auth.call('GET', `${callback.pathname}${callback.search}`, { headers: cookie ? { cookie } : {} });
+
+async function sessionsOf(email: string): Promise<number> {
+  const { rows } = await auth.pg.query<{ n: number }>('select count(*)::int as n from auth.sessions s join auth.users u on u.id = s.user_id where u.email = $1', [email]);
+  return rows[0]!.n;
+}
+
+describe('OIDC sign-in', () => {
+  it('redirects to the provider with an authorization code request: PKCE S256, state, nonce', async () => {
+    const start = await auth.call('GET', '/api/v1/auth/oauth/test/start');
+    const url = new URL(start.headers.location as string);
+    expect(`${url.origin}`).toBe(idp.issuer);
+    expect(Object.fromEntries(url.searchParams)).toMatchObject({
+      response_type: 'code',
+      client_id: idp.clientId,
+      redirect_uri: CALLBACK,
+      scope: 'openid email profile',
+      state: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/),
+      nonce: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/),
+      code_challenge: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/),
+      code_challenge_method: 'S256',
+    });
+    expect((await auth.call('GET', '/api/v1/auth/oauth/nope/start')).statusCode).toBe(404);
+  });
+
+  it('signs in through the real provider: code exchange, verified ID token, account created and linked, tokens issued', async () => {
+    const who = account();
+    const { callback, cookie } = await startAndAuthorize(who);
+    expect(callback.searchParams.get('code')).toBeTruthy();
+    const res = await finish(callback, cookie);
+    expect(res.statusCode, res.body).toBe(200);
+    expect(String(res.headers['set-cookie'])).toContain('Max-Age=0');
+    const signedIn = res.json<SignedIn>();
+    expect(signedIn.user).toMatchObject({ email: who.email, name: 'Grace Hopper', role: 'user' });
+    expect(identityOf(signedIn.accessToken).sub).toBe(signedIn.user.id);
+    expect((await auth.call('POST', '/api/v1/auth/refresh', { body: { refreshToken: signedIn.refreshToken } })).statusCode).toBe(200);
+    const { rows } = await auth.pg.query('select provider, subject, user_id from auth.oidc_identities where subject = $1', [who.sub]);
+    expect(rows).toEqual([{ provider: 'test', subject: who.sub, user_id: signedIn.user.id }]);
+    const events = (await outboxEvents(auth.pg, signedIn.user.id)).map((e) => [e.type, e.data.method, e.data.oidcProvider]);
+    expect(events).toEqual([
+      ['vivier.auth.user.registered.v1', 'oidc', 'test'],
+      ['vivier.auth.user.logged_in.v1', 'oidc', 'test'],
+    ]);
+
+    // The same state cannot be used twice.
+    expect((await finish(callback, cookie)).statusCode).toBe(400);
+    // A second sign-in finds the linked account.
+    const again = await startAndAuthorize(who);
+    expect((await finish(again.callback, again.cookie)).json<SignedIn>().user.id).toBe(signedIn.user.id);
+  });
+
+  it('links a password account with the same verified email instead of creating another one', async () => {
+    const email = uniqueEmail('both');
+    const registered = await auth.register(email);
+    const { callback, cookie } = await startAndAuthorize(account({ email }));
+    const res = await finish(callback, cookie);
+    expect(res.statusCode).toBe(200);
+    expect(res.json<SignedIn>().user.id).toBe(registered.user.id);
+    expect((await auth.login(email, PASSWORD)).statusCode).toBe(200);
+  });
+
+  it('refuses a mismatched state with 400 invalid_state and starts no session', async () => {
+    const who = account();
+    const { callback, cookie } = await startAndAuthorize(who);
+    const tampered = new URL(callback);
+    tampered.searchParams.set('state', 'A'.repeat(43));
+    const res = await finish(tampered, cookie);
+    expect(res.statusCode).toBe(400);
+    expect(res.json()).toMatchObject({ code: 'invalid_state', status: 400 });
+    // A state the server never issued, even with a matching cookie.
+    const forged = await finish(tampered, `vivier_oidc_state=${'A'.repeat(43)}`);
+    expect(forged.json()).toMatchObject({ code: 'invalid_state' });
+    // The right state from a browser without the cookie (login CSRF) is refused too.
+    const noCookie = await finish(callback, undefined);
+    expect(noCookie.json()).toMatchObject({ code: 'invalid_state' });
+    expect(await sessionsOf(who.email)).toBe(0);
+    const { rows } = await auth.pg.query('select 1 from auth.users where email = $1', [who.email]);
+    expect(rows).toHaveLength(0);
+    const failures = await outboxEvents(auth.pg, 'anonymous');
+    expect(failures.some((e) => e.type === 'vivier.auth.login.failed.v1' && e.data.reason === 'oidc_state_mismatch' && e.data.method === 'oidc')).toBe(true);
+  });
+
+  it('refuses an account whose email the provider has not verified', async () => {
+    const who = account({ email_verified: false });
+    const { callback, cookie } = await startAndAuthorize(who);
+    const res = await finish(callback, cookie);
+    expect(res.statusCode).toBe(400);
+    expect(res.json()).toMatchObject({ code: 'email_not_verified' });
+    expect(await sessionsOf(who.email)).toBe(0);
+  });
+
+  it('gives the admin role to an email of ADMIN_EMAILS', async () => {
+    const { callback, cookie } = await startAndAuthorize(account({ email: adminEmail }));
+    const signedIn = (await finish(callback, cookie)).json<SignedIn>();
+    expect(signedIn.user.role).toBe('admin');
+    expect(identityOf(signedIn.accessToken).role).toBe('admin');
+  });
+
+  it('redirects to OIDC_CLIENT_REDIRECT_URL with the tokens in the fragment when it is set', async () => {
+    const redirecting = await startAuth({
+      PUBLIC_BASE_URL,
+      OIDC_CLIENT_REDIRECT_URL: 'https://app.example.test/signed-in',
+      OIDC_PROVIDERS: JSON.stringify([{ name: 'test', issuer: idp.issuer, clientId: idp.clientId, clientSecret: idp.clientSecret }]),
+    });
+    try {
+      idp.signInAs(account());
+      const start = await redirecting.call('GET', '/api/v1/auth/oauth/test/start');
+      const callback = await idp.authorize(start.headers.location as string, CALLBACK);
+      const res = await redirecting.call('GET', `${callback.pathname}${callback.search}`, { headers: { cookie: String(start.headers['set-cookie']).split(';')[0]! } });
+      expect(res.statusCode).toBe(302);
+      const location = new URL(res.headers.location as string);
+      expect(`${location.origin}${location.pathname}`).toBe('https://app.example.test/signed-in');
+      const fragment = new URLSearchParams(location.hash.slice(1));
+      expect(fragment.get('accessToken')).toMatch(/^ey/);
+      expect(fragment.get('refreshToken')).toMatch(/^vrt_/);
+      expect(fragment.get('expiresIn')).toBe('900');
+    } finally {
+      await redirecting.close();
+    }
+  });
+});

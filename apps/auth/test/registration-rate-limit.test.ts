@@ -1,0 +1,26 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PASSWORD, randomIp, startAuth, uniqueEmail, type AuthHarness } from './helpers';
+
+let auth: AuthHarness;
+beforeAll(async () => {
+  auth = await startAuth({ REGISTER_RATE_LIMIT_PER_IP: '3', REGISTER_RATE_LIMIT_WINDOW_SECONDS: '600' });
+});
+afterAll(async () => {
+  await auth.close();
+});
+
+describe('registration rate limit', () => {
+  it('allows N registrations per client IP per window, then 429 with Retry-After; other IPs are unaffected', async () => {
+    const ip = randomIp();
+    const register = (from: string, email = uniqueEmail()) => auth.call('POST', '/api/v1/auth/register', { ip: from, body: { email, password: PASSWORD } });
+    for (let i = 0; i < 3; i += 1) expect((await register(ip)).statusCode).toBe(201);
+    // A taken email counts too: the limit is what makes probing for accounts with 409 slow.
+    const limited = await register(ip);
+    expect(limited.statusCode).toBe(429);
+    expect(limited.json()).toMatchObject({ code: 'rate_limited' });
+    const retryAfter = Number(limited.headers['retry-after']);
+    expect(retryAfter).toBeGreaterThan(500);
+    expect(retryAfter).toBeLessThanOrEqual(600);
+    expect((await register(randomIp())).statusCode).toBe(201);
+  });
+});

@@ -1,0 +1,118 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PASSWORD, eventually, identityOf, startAuth, testRedis, uniqueEmail, type AuthHarness, type SignedIn } from './helpers';
+
+let auth: AuthHarness;
+beforeAll(async () => {
+  auth = await startAuth();
+});
+afterAll(async () => {
+  await auth.close();
+});
+
+interface SessionItem {
+  id: string;
+  createdAt: string;
+  lastUsedAt: string;
+  userAgent: string | null;
+  ip: string | null;
+  current: boolean;
+}
+
+async function twoLogins(): Promise<{ email: string; a: SignedIn; b: SignedIn }> {
+  const email = uniqueEmail();
+  const a = await auth.register(email, { ip: '192.0.2.10' });
+  const res = await auth.call('POST', '/api/v1/auth/login', { ip: '192.0.2.20', userAgent: 'Firefox/140', body: { email, password: PASSWORD } });
+  return { email, a, b: res.json<SignedIn>() };
+}
+
+const refresh = (refreshToken: string) => auth.call('POST', '/api/v1/auth/refresh', { body: { refreshToken } });
+
+describe('sessions', () => {
+  it('lists the caller’s active sessions, newest first, with the current one flagged', async () => {
+    const { a, b } = await twoLogins();
+    const res = await auth.call('GET', '/api/v1/auth/sessions', { identity: identityOf(b.accessToken) });
+    expect(res.statusCode).toBe(200);
+    const { items, nextCursor } = res.json<{ items: SessionItem[]; nextCursor: string | null }>();
+    expect(nextCursor).toBeNull();
+    expect(items.map((s) => s.id)).toEqual([identityOf(b.accessToken).sid, identityOf(a.accessToken).sid]);
+    expect(items[0]).toMatchObject({ current: true, ip: '192.0.2.20', userAgent: 'Firefox/140' });
+    expect(items[1]).toMatchObject({ current: false, ip: '192.0.2.10' });
+    const page = await auth.call('GET', '/api/v1/auth/sessions?limit=1', { identity: identityOf(b.accessToken) });
+    const first = page.json<{ items: SessionItem[]; nextCursor: string }>();
+    expect(first.items).toHaveLength(1);
+    const second = await auth.call('GET', `/api/v1/auth/sessions?limit=1&cursor=${first.nextCursor}`, { identity: identityOf(b.accessToken) });
+    expect(second.json<{ items: SessionItem[] }>().items[0]!.id).toBe(identityOf(a.accessToken).sid);
+  });
+
+  it('revokes one session: its refresh token fails and the gateway key is set; another user’s session is 404', async () => {
+    const { a, b } = await twoLogins();
+    const sidA = identityOf(a.accessToken).sid!;
+    const stranger = await auth.register();
+    const foreign = await auth.call('DELETE', `/api/v1/auth/sessions/${sidA}`, { identity: identityOf(stranger.accessToken) });
+    expect(foreign.statusCode).toBe(404);
+    expect((await auth.call('DELETE', `/api/v1/auth/sessions/${randomUUID()}`, { identity: identityOf(b.accessToken) })).statusCode).toBe(404);
+    expect(await auth.app.redis.exists(`auth:revoked-session:${sidA}`)).toBe(0);
+
+    const res = await auth.call('DELETE', `/api/v1/auth/sessions/${sidA}`, { identity: identityOf(b.accessToken) });
+    expect(res.statusCode).toBe(204);
+    expect(await auth.app.redis.get(`auth:revoked-session:${sidA}`)).toBe('1');
+    expect((await refresh(a.refreshToken)).statusCode).toBe(401);
+    expect((await refresh(b.refreshToken)).statusCode).toBe(200);
+    // A revoked session can no longer act through auth either.
+    expect((await auth.call('GET', '/api/v1/auth/sessions', { identity: identityOf(a.accessToken) })).statusCode).toBe(401);
+  });
+
+  it('logs out one session with its refresh token: the key is set and published for the gateways', async () => {
+    const { a, b } = await twoLogins();
+    const sidA = identityOf(a.accessToken).sid!;
+    const subscriber = testRedis(auth.config);
+    const messages: string[] = [];
+    try {
+      await subscriber.subscribe(`${auth.config.REDIS_KEY_PREFIX}auth:revocations`);
+      subscriber.on('message', (_channel, message) => messages.push(message));
+      const res = await auth.call('POST', '/api/v1/auth/logout', { body: { refreshToken: a.refreshToken } });
+      expect(res.statusCode).toBe(204);
+      expect(await auth.app.redis.get(`auth:revoked-session:${sidA}`)).toBe('1');
+      expect((await refresh(a.refreshToken)).statusCode).toBe(401);
+      expect((await refresh(b.refreshToken)).statusCode).toBe(200);
+      await eventually(async () => messages.length > 0, 5000, 'a revocation message');
+      expect(JSON.parse(messages[0]!)).toEqual({ userId: a.user.id, sid: sidA });
+      // Logging out again, or with an unknown token, is still 204.
+      expect((await auth.call('POST', '/api/v1/auth/logout', { body: { refreshToken: a.refreshToken } })).statusCode).toBe(204);
+    } finally {
+      subscriber.disconnect();
+    }
+  });
+
+  it('logs out everywhere: every session revoked, their keys set, and tokens-valid-after written', async () => {
+    const { a, b } = await twoLogins();
+    const before = Math.floor(Date.now() / 1000);
+    const res = await auth.call('POST', '/api/v1/auth/logout-all', { identity: identityOf(b.accessToken) });
+    expect(res.statusCode).toBe(204);
+    for (const s of [a, b]) {
+      expect(await auth.app.redis.get(`auth:revoked-session:${identityOf(s.accessToken).sid}`)).toBe('1');
+      expect((await refresh(s.refreshToken)).statusCode).toBe(401);
+    }
+    const validAfter = Number(await auth.app.redis.get(`auth:tokens-valid-after:${a.user.id}`));
+    expect(validAfter).toBeGreaterThanOrEqual(before);
+    expect(validAfter).toBeLessThanOrEqual(Math.floor(Date.now() / 1000));
+    const ttl = await auth.app.redis.ttl(`auth:tokens-valid-after:${a.user.id}`);
+    expect(ttl).toBeGreaterThan(900);
+    expect(ttl).toBeLessThanOrEqual(960);
+  });
+
+  it('changing the password ends the other sessions and invalidates earlier tokens', async () => {
+    const { email, a, b } = await twoLogins();
+    const wrong = await auth.call('POST', '/api/v1/auth/password', { identity: identityOf(b.accessToken), body: { currentPassword: 'not it at all', newPassword: 'a brand new passphrase 77' } });
+    expect(wrong.statusCode).toBe(400);
+    const res = await auth.call('POST', '/api/v1/auth/password', { identity: identityOf(b.accessToken), body: { currentPassword: PASSWORD, newPassword: 'a brand new passphrase 77' } });
+    expect(res.statusCode).toBe(204);
+    expect((await refresh(a.refreshToken)).statusCode).toBe(401);
+    expect(await auth.app.redis.get(`auth:revoked-session:${identityOf(a.accessToken).sid}`)).toBe('1');
+    expect((await refresh(b.refreshToken)).statusCode).toBe(200);
+    expect(await auth.app.redis.get(`auth:tokens-valid-after:${a.user.id}`)).not.toBeNull();
+    expect((await auth.login(email, PASSWORD)).statusCode).toBe(401);
+    expect((await auth.login(email, 'a brand new passphrase 77')).statusCode).toBe(200);
+  });
+});
