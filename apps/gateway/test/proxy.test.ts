@@ -1,29 +1,23 @@
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
-import { LogCapture, testEnv } from '@vivier/service-kit/testing';
-import type { ServiceApp } from '@vivier/service-kit';
-import { buildGatewayApp } from '../src/app';
-import { loadGatewayConfig } from '../src/config';
+import type http from 'node:http';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { AuthStandIn, bearer, cleanup, standIn, startGateway } from './support';
 
-const cleanup: Array<() => Promise<unknown>> = [];
-afterEach(async () => {
-  while (cleanup.length) await cleanup.pop()!();
-});
+afterEach(cleanup);
 
 /** A plain HTTP upstream standing in for a service route, to observe what the gateway forwards. */
 async function upstream(handler: http.RequestListener): Promise<string> {
-  const server = http.createServer(handler);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanup.push(() => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return (await standIn(handler)).url;
 }
 
-async function gateway(env: Record<string, string>, logs = new LogCapture()): Promise<{ app: ServiceApp; url: string; logs: LogCapture }> {
-  const app = await buildGatewayApp(loadGatewayConfig(testEnv('gateway', { LOG_LEVEL: 'info', ...env })), { logStream: logs });
-  const url = await app.listen({ host: '127.0.0.1', port: 0 });
-  cleanup.push(() => app.close());
-  return { app, url, logs };
+let auth: AuthStandIn;
+let token: string;
+beforeEach(async () => {
+  auth = await AuthStandIn.start();
+  token = await auth.sign({ role: 'admin' });
+});
+
+async function gateway(env: Record<string, string>) {
+  return startGateway({ AUTH_URL: auth.url, ...env }, { listen: true });
 }
 
 describe('gateway proxy', () => {
@@ -37,7 +31,10 @@ describe('gateway proxy', () => {
       res.end('id: 2\nevent: done\ndata: {}\n\n');
     });
     const { url } = await gateway({ CHAT_URL: chatUrl });
-    const res = await fetch(`${url}/api/v1/chats/c1/messages`, { method: 'POST', headers: { accept: 'text/event-stream' } });
+    const res = await fetch(`${url}/api/v1/chats/c1/messages`, {
+      method: 'POST',
+      headers: { accept: 'text/event-stream', ...bearer(token) },
+    });
     expect(res.headers.get('content-type')).toBe('text/event-stream');
     const reader = res.body!.getReader();
     const first = new TextDecoder().decode((await reader.read()).value);
@@ -74,41 +71,81 @@ describe('gateway proxy', () => {
         controller.enqueue(chunk);
       },
     });
-    const res = await fetch(`${url}/api/v1/files`, { method: 'POST', body, duplex: 'half', headers: { 'content-type': 'application/octet-stream' } } as RequestInit);
+    const res = await fetch(`${url}/api/v1/files`, {
+      method: 'POST',
+      body,
+      duplex: 'half',
+      headers: { 'content-type': 'application/octet-stream', ...bearer(token) },
+    } as RequestInit);
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({ bytes: 8 * 64 * 1024 });
   });
 
-  it('refuses a body over the limit with 413 before the service sees it', async () => {
+  it('refuses a body over the limit with 413 before the service sees it (and before credentials)', async () => {
     let called = false;
     const chatUrl = await upstream((_req, res) => {
       called = true;
       res.end('{}');
     });
     const { app } = await gateway({ CHAT_URL: chatUrl, BODY_LIMIT_BYTES: '2048' });
-    const res = await app.inject({ method: 'POST', url: '/api/v1/chats', payload: 'x'.repeat(4096), headers: { 'content-type': 'application/json' } });
+    const res = await app.inject({
+      method: 'POST',
+      url: '/api/v1/chats',
+      payload: 'x'.repeat(4096),
+      headers: { 'content-type': 'application/json' },
+    });
     expect(res.statusCode).toBe(413);
     expect(res.json()).toMatchObject({ code: 'payload_too_large', status: 413 });
     expect(called).toBe(false);
   });
 
+  it("refuses a body over the limit with 413 on the gateway's own routes too", async () => {
+    const services = await standIn((_req, res) => res.end('{"status":"ready","checks":{}}'));
+    const { app } = await gateway({
+      CHAT_URL: services.url,
+      ADMIN_URL: services.url,
+      BODY_LIMIT_BYTES: '2048',
+    });
+    for (const url of ['/api/v1/health', '/docs/json']) {
+      const res = await app.inject({
+        method: 'POST',
+        url,
+        payload: 'x'.repeat(4096),
+        headers: { 'content-type': 'application/json' },
+      });
+      expect(res.statusCode).toBe(413);
+      expect(res.json()).toMatchObject({ code: 'payload_too_large' });
+    }
+    expect(services.requests).toEqual([]);
+  });
+
   it('answers 502 upstream_unavailable when a service is down', async () => {
     const { app } = await gateway({ ADMIN_URL: 'http://127.0.0.1:1' });
-    const res = await app.inject({ method: 'GET', url: '/api/v1/admin/users' });
+    const res = await app.inject({ method: 'GET', url: '/api/v1/admin/users', headers: bearer(token) });
     expect(res.statusCode).toBe(502);
     expect(res.json()).toMatchObject({ code: 'upstream_unavailable' });
   });
 
-  it('drops identity headers sent by clients and forwards the request id', async () => {
+  it('drops identity headers and credentials sent by clients and forwards the request id', async () => {
     let seen: http.IncomingHttpHeaders = {};
-    const authUrl = await upstream((req, res) => {
+    const chatUrl = await upstream((req, res) => {
       seen = req.headers;
       res.end('{}');
     });
-    const { app } = await gateway({ AUTH_URL: authUrl });
-    await app.inject({ method: 'GET', url: '/api/v1/auth/me', headers: { 'x-vivier-context': 'forged', 'x-vivier-internal': 'forged', 'x-request-id': 'rid-fwd-1' } });
-    expect(seen['x-vivier-context']).toBeUndefined();
+    const { app } = await gateway({ CHAT_URL: chatUrl });
+    await app.inject({
+      method: 'GET',
+      url: '/api/v1/chats',
+      headers: {
+        'x-vivier-context': 'forged',
+        'x-vivier-internal': 'forged',
+        'x-request-id': 'rid-fwd-1',
+        ...bearer(token),
+      },
+    });
+    expect(seen['x-vivier-context']).not.toBe('forged');
     expect(seen['x-vivier-internal']).toBeUndefined();
+    expect(seen.authorization).toBeUndefined();
     expect(seen['x-request-id']).toBe('rid-fwd-1');
   });
 });
@@ -130,7 +167,12 @@ describe('gateway body limit on streamed bodies', () => {
         controller.enqueue(chunk);
       },
     });
-    const res = await fetch(`${url}/api/v1/chats`, { method: 'POST', body, duplex: 'half', headers: { 'content-type': 'application/json' } } as RequestInit);
+    const res = await fetch(`${url}/api/v1/chats`, {
+      method: 'POST',
+      body,
+      duplex: 'half',
+      headers: { 'content-type': 'application/json', ...bearer(token) },
+    } as RequestInit);
     expect(res.status).toBe(413);
     expect(((await res.json()) as { code: string }).code).toBe('payload_too_large');
     expect(received).toBeLessThanOrEqual(4096);

@@ -21,6 +21,8 @@ export function testEnv(service: ServiceName, overrides: Record<string, string> 
     KAFKA_BROKERS: env.KAFKA_BROKERS,
     KAFKA_PRODUCER_IDEMPOTENT: env.KAFKA_PRODUCER_IDEMPOTENT ?? 'false',
     KAFKA_LOG_LEVEL: 'error',
+    // The dev broker waits a whole session timeout for members to rejoin on every rebalance.
+    CONSUMER_SESSION_TIMEOUT_MS: '6000',
     S3_ENDPOINT: env.S3_ENDPOINT,
     S3_BUCKET: env.S3_BUCKET,
     ...overrides,

@@ -1,0 +1,101 @@
+import type { Redis } from 'ioredis';
+import type { FastifyBaseLogger } from 'fastify';
+import type { Identity } from '@vivier/service-kit';
+
+/** What auth publishes on `<REDIS_KEY_PREFIX>auth:revocations` (apps/auth revocation.service.ts). */
+export interface RevocationMessage {
+  userId?: string;
+  sid?: string;
+  keyId?: string;
+}
+
+interface Open {
+  identity: Identity;
+  /** `iat` of the access token (unix seconds); undefined for API keys. */
+  iat: number | undefined;
+  close: () => void;
+}
+
+/**
+ * The requests in flight per user, so a revocation can end them: an SSE reply or a long upload
+ * started with a token that is now revoked stops at once instead of running on for minutes.
+ */
+export class OpenRequests {
+  private readonly byUser = new Map<string, Set<Open>>();
+
+  /** Registers a request; the returned function removes it (call it when the response closes). */
+  add(identity: Identity, iat: number | undefined, close: () => void): () => void {
+    const entry: Open = { identity, iat, close };
+    let set = this.byUser.get(identity.sub);
+    if (!set) this.byUser.set(identity.sub, (set = new Set()));
+    set.add(entry);
+    return () => {
+      set.delete(entry);
+      if (set.size === 0 && this.byUser.get(identity.sub) === set) this.byUser.delete(identity.sub);
+    };
+  }
+
+  /** Closes the requests a revocation concerns; returns how many. */
+  closeFor(message: RevocationMessage, nowSeconds = Math.floor(Date.now() / 1000)): number {
+    if (!message.userId) return 0;
+    const set = this.byUser.get(message.userId);
+    if (!set) return 0;
+    let closed = 0;
+    for (const entry of [...set]) {
+      const { sid, keyId } = entry.identity;
+      // A session revoked: its tokens; a key revoked: that key; otherwise (logout-all, disabled,
+      // role change) every credential of the user issued until now — not a token from a sign-in
+      // made after the message.
+      const concerned = message.sid
+        ? sid === message.sid
+        : message.keyId
+          ? keyId === message.keyId
+          : entry.iat === undefined || entry.iat <= nowSeconds;
+      if (concerned) {
+        entry.close();
+        closed += 1;
+      }
+    }
+    return closed;
+  }
+
+  get size(): number {
+    let n = 0;
+    for (const set of this.byUser.values()) n += set.size;
+    return n;
+  }
+}
+
+/**
+ * Subscribes to auth's revocation channel. Not needed for correctness of the next request (every
+ * request checks Redis), but it ends what is already running: open streams of the revoked
+ * session/user, and cached API key answers of a revoked key. The subscription follows the
+ * connection: made once Redis is ready, renewed by ioredis after reconnects.
+ */
+export function listenForRevocations(options: {
+  redis: Redis;
+  channel: string;
+  log: FastifyBaseLogger;
+  onMessage: (message: RevocationMessage) => void;
+}): { close: () => Promise<void> } {
+  const subscriber = options.redis.duplicate();
+  subscriber.on('error', (error: Error) => options.log.debug({ err: error }, 'revocation subscriber error'));
+  let subscribed = false;
+  subscriber.on('ready', () => {
+    if (subscribed) return;
+    subscribed = true;
+    subscriber.subscribe(options.channel).catch((error: Error) => {
+      subscribed = false;
+      options.log.warn({ err: error }, 'could not subscribe to revocations');
+    });
+  });
+  subscriber.on('message', (_channel: string, raw: string) => {
+    try {
+      const parsed = JSON.parse(raw) as RevocationMessage;
+      if (parsed && typeof parsed === 'object') options.onMessage(parsed);
+    } catch {
+      options.log.warn('unreadable revocation message');
+    }
+  });
+  return { close: async () => subscriber.disconnect() };
+}

@@ -1,0 +1,220 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { verifyContext, type GatewayContext } from '@vivier/service-kit';
+import {
+  AuthStandIn,
+  SECRET,
+  bearer,
+  cleanup,
+  eventually,
+  standIn,
+  startGateway,
+  type Gateway,
+  type StandIn,
+} from './support';
+
+afterEach(cleanup);
+
+let auth: AuthStandIn;
+let chat: StandIn;
+let gw: Gateway;
+let contexts: Array<GatewayContext | undefined>;
+
+beforeEach(async () => {
+  auth = await AuthStandIn.start();
+  contexts = [];
+  chat = await standIn((req, res) => {
+    contexts.push(verifyContext(req.headers, SECRET));
+    res.end('{}');
+  });
+  gw = await startGateway({
+    AUTH_URL: auth.url,
+    CHAT_URL: chat.url,
+    ADMIN_URL: chat.url,
+    API_KEY_CACHE_TTL_MS: '1000',
+  });
+});
+
+const get = (credential: string, url = '/api/v1/chats') =>
+  gw.app.inject({ method: 'GET', url, headers: bearer(credential) });
+
+describe('revocation (keys written by auth in Redis)', () => {
+  it('refuses a token whose session was revoked, from the next request on', async () => {
+    const token = await auth.sign({ sub: 'u-r1', sid: 's-r1' });
+    expect((await get(token)).statusCode).toBe(200);
+    await gw.redis.set('auth:revoked-session:s-r1', '1', 'EX', 900);
+    const res = await get(token);
+    expect(res.statusCode).toBe(401);
+    expect(res.json()).toMatchObject({
+      code: 'invalid_token',
+      detail: expect.stringMatching(/session .* revoked/),
+    });
+    // Another session of the same user is unaffected.
+    expect((await get(await auth.sign({ sub: 'u-r1', sid: 's-r2' }))).statusCode).toBe(200);
+  });
+
+  it('refuses tokens issued before tokens-valid-after (logout everywhere), accepts newer ones', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const old = await auth.sign({ sub: 'u-r2', iat: now - 60 });
+    expect((await get(old)).statusCode).toBe(200);
+    await gw.redis.set('auth:tokens-valid-after:u-r2', String(now - 10));
+    expect((await get(old)).statusCode).toBe(401);
+    expect((await get(await auth.sign({ sub: 'u-r2', iat: now }))).statusCode).toBe(200);
+  });
+
+  it('refuses every credential of a disabled user: access tokens and API keys', async () => {
+    auth.apiKeys.set('vk_disabled_user_key_0000000000', { userId: 'u-r3', keyId: 'key-r3', role: 'user' });
+    const token = await auth.sign({ sub: 'u-r3' });
+    expect((await get(token)).statusCode).toBe(200);
+    expect((await get('vk_disabled_user_key_0000000000')).statusCode).toBe(200);
+    await gw.redis.set('auth:user-disabled:u-r3', '1');
+    expect((await get(token)).json()).toMatchObject({
+      code: 'invalid_token',
+      detail: 'The account is disabled.',
+    });
+    expect((await get('vk_disabled_user_key_0000000000')).statusCode).toBe(401);
+    await gw.redis.del('auth:user-disabled:u-r3');
+    expect((await get(token)).statusCode).toBe(200);
+  });
+});
+
+describe('API keys (checked by auth, cached briefly)', () => {
+  it('forwards a valid key with an api_key identity, asking auth once while cached', async () => {
+    auth.apiKeys.set('vk_valid_key_00000000000000001', { userId: 'u-k1', keyId: 'key-1', role: 'user' });
+    for (let i = 0; i < 5; i++)
+      expect((await get('vk_valid_key_00000000000000001', '/v1/models')).statusCode).toBe(200);
+    expect(auth.verifyRequests).toBe(1);
+    expect(contexts[0]).toMatchObject({
+      identity: { sub: 'u-k1', keyId: 'key-1', role: 'user', kind: 'api_key' },
+    });
+    expect(contexts[0]!.identity!.sid).toBeUndefined();
+  });
+
+  it('stops accepting a revoked key within the cache lifetime', async () => {
+    auth.apiKeys.set('vk_soon_revoked_key_000000000001', { userId: 'u-k2', keyId: 'key-2', role: 'user' });
+    expect((await get('vk_soon_revoked_key_000000000001')).statusCode).toBe(200);
+    auth.apiKeys.delete('vk_soon_revoked_key_000000000001'); // revoked at auth
+    const revokedAt = Date.now();
+    let status = 200;
+    while (status === 200 && Date.now() - revokedAt < 5000) {
+      status = (await get('vk_soon_revoked_key_000000000001')).statusCode;
+      if (status === 200) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(status).toBe(401);
+    expect(Date.now() - revokedAt).toBeLessThan(1000 + 500);
+  });
+
+  it('refuses unknown and malformed keys (malformed ones without asking auth)', async () => {
+    const unknown = await get('vk_not_a_key_that_exists_000000');
+    expect(unknown.statusCode).toBe(401);
+    expect(unknown.json()).toMatchObject({ code: 'invalid_token' });
+    expect(auth.verifyRequests).toBe(1);
+    expect((await get('vk_short')).statusCode).toBe(401);
+    expect(auth.verifyRequests).toBe(1);
+  });
+
+  it('answers 503 when auth cannot be asked about a key', async () => {
+    const down = await startGateway({ AUTH_URL: 'http://127.0.0.1:1', CHAT_URL: chat.url });
+    const res = await down.app.inject({
+      method: 'GET',
+      url: '/api/v1/chats',
+      headers: bearer('vk_some_key_while_auth_is_down_0'),
+    });
+    expect(res.statusCode).toBe(503);
+    expect(res.json()).toMatchObject({ code: 'auth_unavailable' });
+  });
+});
+
+describe('revocations published by auth (pub/sub)', () => {
+  async function subscribed(g: Gateway): Promise<string> {
+    const channel = `${g.prefix}auth:revocations`;
+    await eventually(async () => ((await g.redis.pubsub('NUMSUB', channel)) as [string, number])[1] >= 1);
+    return channel;
+  }
+
+  it('ends an open SSE reply at once when its session is revoked, and leaves other sessions streaming', async () => {
+    const sse = await standIn((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('event: delta\ndata: {"text":"Hel"}\n\n'); // and never ends on its own
+    });
+    const live = await startGateway({ AUTH_URL: auth.url, CHAT_URL: sse.url }, { listen: true });
+    const channel = await subscribed(live);
+    const open = async (sid: string) => {
+      const res = await fetch(`${live.url}/api/v1/chats/c1/messages`, {
+        method: 'POST',
+        headers: { accept: 'text/event-stream', ...bearer(await auth.sign({ sub: 'u-sse', sid })) },
+      });
+      const reader = res.body!.getReader();
+      expect(new TextDecoder().decode((await reader.read()).value)).toContain('Hel');
+      return reader;
+    };
+    const revoked = await open('s-sse-1');
+    const other = await open('s-sse-2');
+    expect(live.app.edgeAuth.openRequests.size).toBe(2);
+    const started = Date.now();
+    await live.redis.publish(channel, JSON.stringify({ userId: 'u-sse', sid: 's-sse-1' }));
+    await expect(
+      (async () => {
+        for (;;) if ((await revoked.read()).done) return;
+      })(),
+    ).rejects.toThrow();
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(live.app.edgeAuth.openRequests.size).toBe(1);
+    // Logout everywhere (a message with the user only) ends the rest.
+    await live.redis.publish(channel, JSON.stringify({ userId: 'u-sse' }));
+    await expect(
+      (async () => {
+        for (;;) if ((await other.read()).done) return;
+      })(),
+    ).rejects.toThrow();
+    await eventually(() => live.app.edgeAuth.openRequests.size === 0);
+  });
+
+  it('does not end the request that caused the revocation (logout-all), nor streams of a later sign-in', async () => {
+    const sse = await standIn((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: {}\n\n');
+    });
+    const live = await startGateway({ AUTH_URL: auth.url, CHAT_URL: sse.url }, { listen: true });
+    const channel = await subscribed(live);
+    auth.routes.set('POST /api/v1/auth/logout-all', (_req, res) => {
+      // Auth publishes while the request is still in flight, then answers.
+      void live.redis
+        .publish(channel, JSON.stringify({ userId: 'u-la' }))
+        .then(() => setTimeout(() => res.writeHead(204).end(), 100));
+    });
+    const later = await auth.sign({ sub: 'u-la', iat: Math.floor(Date.now() / 1000) + 3 }); // a sign-in after the message
+    const stream = await fetch(`${live.url}/api/v1/chats/c1/messages`, {
+      method: 'POST',
+      headers: bearer(later),
+    });
+    const reader = stream.body!.getReader();
+    await reader.read();
+    const res = await fetch(`${live.url}/api/v1/auth/logout-all`, {
+      method: 'POST',
+      headers: bearer(await auth.sign({ sub: 'u-la' })),
+    });
+    expect(res.status).toBe(204);
+    expect(live.app.edgeAuth.openRequests.size).toBe(1);
+    await reader.cancel();
+  });
+
+  it('drops a cached API key at once when auth publishes its revocation', async () => {
+    const cached = await startGateway({
+      AUTH_URL: auth.url,
+      CHAT_URL: chat.url,
+      API_KEY_CACHE_TTL_MS: '5000',
+    });
+    const channel = await subscribed(cached);
+    auth.apiKeys.set('vk_revoked_via_channel_00000001', { userId: 'u-k3', keyId: 'key-3', role: 'user' });
+    const call = () =>
+      cached.app.inject({
+        method: 'GET',
+        url: '/api/v1/chats',
+        headers: bearer('vk_revoked_via_channel_00000001'),
+      });
+    expect((await call()).statusCode).toBe(200);
+    auth.apiKeys.delete('vk_revoked_via_channel_00000001');
+    await cached.redis.publish(channel, JSON.stringify({ userId: 'u-k3', keyId: 'key-3' }));
+    await eventually(async () => (await call()).statusCode === 401, 1000);
+  });
+});
