@@ -26,6 +26,12 @@ export interface HandlerContext {
   partition: number;
   /** 1 on the first delivery, 2 on the first retry, … */
   attempt: number;
+  /**
+   * Runs `fn` once the transaction has committed (never if it rolls back): for side effects
+   * outside the database that must not be seen before the effect is (a notification, a push).
+   * Errors in `fn` are logged, not retried.
+   */
+  afterCommit(fn: () => void | Promise<void>): void;
 }
 
 export type EventHandler<E extends AnyEvent = AnyEvent> = (event: E, context: HandlerContext) => Promise<void>;
@@ -252,6 +258,16 @@ export class EventConsumer {
     if (Number.isFinite(lag)) this.options.metrics?.lag.set({ group, topic: batch.topic, partition: String(batch.partition) }, lag);
   }
 
+  private async runAfterCommit(after: Array<() => void | Promise<void>>): Promise<void> {
+    for (const fn of after) {
+      try {
+        await fn();
+      } catch (error) {
+        this.options.logger.warn({ err: error, group: this.options.group }, 'an after-commit action failed');
+      }
+    }
+  }
+
   /** Applies several first deliveries in one transaction; false if any of them needs the careful path. */
   private async applyRun(recordTopic: string, partition: number, run: KafkaMessage[], heartbeat: () => Promise<void>): Promise<boolean> {
     const group = this.options.group;
@@ -265,6 +281,8 @@ export class EventConsumer {
       }
     }
     const wanted = parsed.filter((e) => this.options.handlers[e.type] !== undefined);
+    const after: Array<() => void | Promise<void>> = [];
+    const afterCommit = (fn: () => void | Promise<void>) => void after.push(fn);
     const started = performance.now();
     const beating = setInterval(() => void heartbeat().catch(() => undefined), 1000);
     try {
@@ -276,15 +294,17 @@ export class EventConsumer {
           .returning({ eventId: this.options.processedEvents.eventId });
         const fresh = new Set(inserted.map((r) => r.eventId));
         const done = new Set<string>();
+        after.length = 0;
         for (const event of wanted) {
           // The same event twice in one run: only its first copy is applied.
           if (!fresh.has(event.id) || done.has(event.id)) continue;
           done.add(event.id);
           const handler = this.options.handlers[event.type] as EventHandler;
-          await handler(event, { tx, topic, partition, attempt: 1 });
+          await handler(event, { tx, topic, partition, attempt: 1, afterCommit });
         }
         return done;
       });
+      await this.runAfterCommit(after);
       const metrics = this.options.metrics;
       if (metrics) {
         const now = Date.now();
@@ -335,19 +355,23 @@ export class EventConsumer {
     }
 
     const started = performance.now();
+    const after: Array<() => void | Promise<void>> = [];
+    const afterCommit = (fn: () => void | Promise<void>) => void after.push(fn);
     // Heartbeats go on while the handler works, however long it takes.
     const beating = setInterval(() => void heartbeat().catch(() => undefined), 1000);
     try {
       const applied = await this.options.db.transaction(async (tx) => {
+        after.length = 0;
         const inserted = await tx
           .insert(this.options.processedEvents)
           .values({ consumerGroup: group, eventId: event.id, topic })
           .onConflictDoNothing()
           .returning({ eventId: this.options.processedEvents.eventId });
         if (inserted.length === 0) return false;
-        await handler(event, { tx, topic, partition, attempt });
+        await handler(event, { tx, topic, partition, attempt, afterCommit });
         return true;
       });
+      await this.runAfterCommit(after);
       metrics?.consumed.inc({ group, topic, outcome: applied ? 'handled' : 'duplicate' });
       metrics?.handleDuration.observe({ group, topic }, (performance.now() - started) / 1000);
       const age = Date.now() - Date.parse(event.time);

@@ -85,6 +85,34 @@ describe('event consumer', () => {
     expect((await effects(chatId)).map((e) => e.seq)).toEqual([1, 2]);
   });
 
+  it('runs after-commit actions once the effect is visible, and never for a transaction that rolled back', async () => {
+    const chatId = randomUUID();
+    const good = chatEvent(chatId, 1);
+    const bad = chatEvent(chatId, 2);
+    const seen: Array<{ id: string; visible: number }> = [];
+    let failedOnce = false;
+    consumer(async (event, ctx) => {
+      await recordEffect(event, ctx);
+      ctx.afterCommit(async () => {
+        // Read outside the handler's transaction: the effect must already be committed.
+        const { rows } = await ts.pool.query(`select count(*)::int as n from "${ts.schema}".effects where event_id = $1`, [event.id]);
+        seen.push({ id: event.id, visible: rows[0].n });
+      });
+      if (event.id === bad.id && !failedOnce) {
+        failedOnce = true;
+        throw new Error('roll this one back');
+      }
+    });
+    await send([good, bad]);
+    await expect.poll(() => seen.length, { timeout: 20_000 }).toBe(2);
+    await sleep(500);
+    // The first attempt at `bad` rolled back: its action never ran; the retry's did, once.
+    expect(seen).toEqual([
+      { id: good.id, visible: 1 },
+      { id: bad.id, visible: 1 },
+    ]);
+  });
+
   it('retries a failing handler with growing delays, then dead-letters it with the error, while later events flow', async () => {
     const chatId = randomUUID();
     const poison = chatEvent(chatId, 0, 'poison');
