@@ -37,7 +37,7 @@ export interface DevKafkaOptions {
   brokers?: number;
   /** Topics created before the ready line; replication factor is min(3, brokers). */
   topics?: DevKafkaTopic[];
-  /** How long to wait for the ready line. Default 10000 ms. */
+  /** How long to wait for the ready line. Default 30000 ms (a loaded CI machine has taken over 10 s). */
   readyTimeoutMs?: number;
   /** Forward librdkafka's stderr log lines to this sink (default: kept only for error messages). */
   onLog?: (line: string) => void;
@@ -163,7 +163,7 @@ function attach(
   brokers: number,
   options: DevKafkaOptions,
 ): Promise<DevKafka> {
-  const readyTimeoutMs = options.readyTimeoutMs ?? 10_000;
+  const readyTimeoutMs = options.readyTimeoutMs ?? 30_000;
   const stderrTail: string[] = [];
   // Replies come back strictly in command order (the child handles one line at a time),
   // so a FIFO of waiters is the command queue.
