@@ -11,16 +11,59 @@ import {
   redisPlugin,
   type ServiceApp,
 } from '@vivier/service-kit';
-import { messagingPlugin } from '@vivier/messaging';
+import { CONSUMER_GROUPS, TOPICS } from '@vivier/contracts';
+import { createPublisher, messagingPlugin, type ConsumerSpec } from '@vivier/messaging';
+import { createProviderRouter, loadTokenizer } from '@vivier/providers';
 import { chatTables, CHAT_SCHEMA } from '@vivier/db-chat';
-import type { ChatConfig } from './config';
+import { providersOf, uploadTypesOf, type ChatConfig } from './config';
+import { circuitGauge, createChatMetrics, routerHooks, type ChatMetrics } from './metrics';
+import { ResponseCache } from './modules/cache/response-cache.service';
+import { chatsRoutes } from './modules/chats/chats.routes';
+import { ChatsService } from './modules/chats/chats.service';
+import { completionHandlers } from './modules/completions/completions.consumer';
+import { ContextBuilder } from './modules/context/context.service';
+import { filesRoutes } from './modules/files/files.routes';
+import { FilesService } from './modules/files/files.service';
+import { messagesRoutes } from './modules/messages/messages.routes';
+import { MessagesService } from './modules/messages/messages.service';
+import { poolRunner, turnsRepository } from './modules/messages/turns.repository';
+import { modelsRoutes } from './modules/models/models.routes';
+import { ModelCatalog } from './modules/models/models.service';
+import { quotaHandlers } from './modules/quotas/quotas.consumer';
+import { quotasRepository } from './modules/quotas/quotas.repository';
+import { ReplyHub } from './modules/replies/reply-hub.service';
+import { ReplyReplay } from './modules/replies/reply-replay.service';
+import { ReplyRunner } from './modules/replies/reply-runner.service';
+import { ReplyStreams } from './modules/replies/reply-streams.service';
+import { ReplySweeper } from './modules/replies/reply-sweeper.service';
+import { searchRoutes } from './modules/search/search.routes';
 
 export interface BuildChatAppOptions {
   logStream?: DestinationStream;
+  /**
+   * Run the consumers (`admin.events` quotas, `worker.events` completions; default true). Tests
+   * that do not exercise them turn them off so that many short-lived apps do not keep
+   * rebalancing the `chat` consumer group.
+   */
+  consumers?: boolean;
+  /** Where provider keys named by the providers file (`apiKeyEnv`) are read; process.env by default. */
+  env?: NodeJS.ProcessEnv;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    chat: {
+      runner: ReplyRunner;
+      sweeper: ReplySweeper;
+      models: ModelCatalog;
+      metrics: ChatMetrics;
+    };
+  }
 }
 
 /** The chat service as an app without a socket: main.ts listens, tests use app.inject. */
 export async function buildChatApp(config: ChatConfig, options: BuildChatAppOptions = {}): Promise<ServiceApp> {
+  const providers = providersOf(config, options.env);
   const app = await createServiceApp({ service: 'chat', logLevel: config.LOG_LEVEL, logStream: options.logStream });
   const pool = createPool({ url: config.DATABASE_URL, poolMax: config.DATABASE_POOL_MAX, applicationName: 'chat' });
   const db = createDatabase(pool, chatTables);
@@ -28,13 +71,100 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
   await app.register(databasePlugin, { pool });
   await app.register(redisPlugin, { redis: createRedis(config.REDIS_URL, { keyPrefix: config.REDIS_KEY_PREFIX, name: 'chat' }) });
   await app.register(objectStoragePlugin, { client: createS3(config), bucket: config.S3_BUCKET });
+
+  const metrics = createChatMetrics(app.metrics);
+  const router = createProviderRouter(providers, routerHooks(() => metrics));
+  circuitGauge(app.metrics, () => router);
+  const models = new ModelCatalog(router, config.CHAT_DEFAULT_MODEL);
+  const publish = createPublisher(chatTables.outbox);
+  const streams = new ReplyStreams(
+    app.redis,
+    {
+      keyPrefix: config.REDIS_KEY_PREFIX,
+      maxEvents: config.CHAT_STREAM_MAX_EVENTS,
+      retentionSeconds: config.CHAT_STREAM_RETENTION_SECONDS,
+      // A running reply's journal outlives any reply (the router's budget caps those) by the retention.
+      runningTtlSeconds: 3600 + config.CHAT_STREAM_RETENTION_SECONDS,
+      leaseMs: config.CHAT_REPLY_LEASE_MS,
+    },
+    app.log,
+  );
+  const hub = new ReplyHub(app.redis, streams, app.log);
+  const cache = new ResponseCache(app.redis, config.CHAT_RESPONSE_CACHE_TTL_SECONDS, metrics, app.log);
+  const sql = poolRunner(pool);
+  const turns = turnsRepository(sql);
+  const runner = new ReplyRunner({ db, sql, router, streams, cache, metrics, log: app.log, leaseMs: config.CHAT_REPLY_LEASE_MS });
+  const sweeper = new ReplySweeper({
+    db,
+    sql,
+    streams,
+    runner,
+    log: app.log,
+    leaseMs: config.CHAT_REPLY_LEASE_MS,
+    intervalMs: config.CHAT_SWEEP_INTERVAL_MS,
+    partitionMonthsAhead: config.CHAT_PARTITION_MONTHS_AHEAD,
+  });
+  const replay = new ReplyReplay({ db, runner, hub, streams, log: app.log });
+  const files = new FilesService({ db, s3: app.s3, maxBytes: config.CHAT_UPLOAD_MAX_BYTES, allowedTypes: uploadTypesOf(config) });
+  const chats = new ChatsService({ db, publish, models });
+  const messages = new MessagesService({
+    db,
+    turns,
+    chats,
+    models,
+    files,
+    context: new ContextBuilder({ turns, files }),
+    cache,
+    runner,
+    streams,
+    sweeper,
+    metrics,
+    log: app.log,
+    maxOutputTokens: config.CHAT_MAX_OUTPUT_TOKENS,
+  });
+
+  const consumers: ConsumerSpec[] =
+    options.consumers === false
+      ? []
+      : [
+          {
+            group: CONSUMER_GROUPS.chat,
+            topics: [TOPICS.adminEvents, TOPICS.workerEvents],
+            handlers: {
+              ...quotaHandlers({ quotas: quotasRepository(db), log: app.log }),
+              ...completionHandlers({ streams, log: app.log }),
+            },
+          },
+        ];
   await app.register(messagingPlugin, {
     service: 'chat',
     schema: CHAT_SCHEMA,
     config,
     db,
     tables: { outbox: chatTables.outbox, processedEvents: chatTables.processedEvents },
-    consumers: [],
+    consumers,
+  });
+  app.decorate('chat', { runner, sweeper, models, metrics });
+
+  await app.register(modelsRoutes, { models });
+  await app.register(searchRoutes, { db });
+  await app.register(chatsRoutes, { chats });
+  await app.register(messagesRoutes, { messages, replay, heartbeatMs: config.CHAT_SSE_HEARTBEAT_SECONDS * 1000 });
+  await app.register(filesRoutes, { files, maxBytes: config.CHAT_UPLOAD_MAX_BYTES });
+
+  app.addHook('onReady', async () => {
+    // Partitions first (inserts need them); the tokenizer is loaded before the first message.
+    await Promise.all([sweeper.start(), loadTokenizer()]);
+    hub.start((messageId) => runner.cancelLocal(messageId));
+  });
+  app.addHook('preClose', async () => {
+    // Replies outlive their HTTP requests: let the running ones end (and be stored) first.
+    await runner.drain(Math.floor(config.SHUTDOWN_TIMEOUT_MS / 2));
+    await sweeper.stop();
+  });
+  app.addHook('onClose', async () => {
+    await hub.close();
+    await router.close();
   });
   return app;
 }

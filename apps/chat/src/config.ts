@@ -1,5 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox';
 import {
+  ConfigError,
   Env,
   baseConfigProperties,
   identityConfigProperties,
@@ -8,8 +9,25 @@ import {
   loadConfig,
   redisConfigProperties,
   s3ConfigProperties,
+  splitList,
 } from '@vivier/service-kit';
 import { messagingConfigProperties } from '@vivier/messaging';
+import { loadProvidersConfig, ProvidersConfigError, PROVIDER_ENV_VARS, type ProvidersConfig } from '@vivier/providers';
+
+const optional = (description: string) => Type.Optional(Type.String({ description }));
+
+/** The providers library's variables (the official SDKs' names), documented and passed through. */
+const providerConfigProperties = {
+  OPENAI_API_KEY: optional('Enables the `openai` provider.'),
+  OPENAI_BASE_URL: optional('OpenAI base URL, including /v1 (default https://api.openai.com/v1).'),
+  ANTHROPIC_API_KEY: optional('Enables the `anthropic` provider.'),
+  ANTHROPIC_BASE_URL: optional('Anthropic base URL (default https://api.anthropic.com).'),
+  GEMINI_API_KEY: optional('Enables the `gemini` provider.'),
+  GEMINI_BASE_URL: optional('Gemini base URL (default https://generativelanguage.googleapis.com).'),
+  OLLAMA_HOST: optional('Enables the `ollama` provider: host[:port] or URL.'),
+  PROVIDERS_FILE: optional('Providers file (YAML, or JSON when it ends in .json): compatible servers, deployments, aliases, routing.'),
+  PROVIDER_ALLOWED_HOSTS: optional('Comma-separated private hosts that provider URLs set through the admin API may use.'),
+};
 
 /** Every variable the chat service reads; the type below is derived from it, never written twice. */
 export const chatConfigSchema = Type.Object({
@@ -20,11 +38,52 @@ export const chatConfigSchema = Type.Object({
   ...kafkaConfigProperties,
   ...messagingConfigProperties,
   ...s3ConfigProperties,
+  ...providerConfigProperties,
   PORT: Env.port(8082, 'HTTP port of the chat service.'),
+  CHAT_DEFAULT_MODEL: Env.string('', 'Model of new chats that name none (an id or alias); empty = the first model the router lists.'),
+  CHAT_MAX_OUTPUT_TOKENS: Env.int(4096, 'Longest reply asked of a model (tokens), unless a message asks for less; reserved against quotas.', 1),
+  CHAT_REPLY_LEASE_MS: Env.int(15_000, 'Lease of a running reply in Redis; a reply whose instance stopped renewing it is marked failed.', 1000),
+  CHAT_SWEEP_INTERVAL_MS: Env.int(10_000, 'How often replies with an expired lease are looked for.', 100),
+  CHAT_STREAM_RETENTION_SECONDS: Env.int(3600, 'How long the events of a finished reply stay in Redis for resuming (then the database answers).', 1),
+  CHAT_STREAM_MAX_EVENTS: Env.int(20_000, 'Bound of the Redis stream of one reply (events).', 100),
+  CHAT_RESPONSE_CACHE_TTL_SECONDS: Env.int(86_400, 'Lifetime of cached replies to identical temperature-0 requests; 0 turns the cache off.'),
+  CHAT_UPLOAD_MAX_BYTES: Env.int(10_485_760, 'Largest file accepted by POST /api/v1/files (bytes); larger ones get 413.', 1),
+  CHAT_UPLOAD_ALLOWED_TYPES: Env.list(
+    'text/plain,text/markdown,text/csv,application/json,image/png,image/jpeg,image/gif,image/webp',
+    'Comma-separated media types accepted as attachments; others get 415.',
+  ),
+  CHAT_PARTITION_MONTHS_AHEAD: Env.int(2, 'Monthly message partitions kept ready beyond the current month.'),
+  CHAT_SSE_HEARTBEAT_SECONDS: Env.int(15, 'Comment line sent on an idle SSE stream so proxies keep it open.', 1),
 });
 
 export type ChatConfig = Static<typeof chatConfigSchema>;
 
 export function loadChatConfig(env: NodeJS.ProcessEnv = process.env): ChatConfig {
   return loadConfig('chat', chatConfigSchema, env);
+}
+
+/** Media types accepted as uploads. */
+export function uploadTypesOf(config: ChatConfig): Set<string> {
+  return new Set(splitList(config.CHAT_UPLOAD_ALLOWED_TYPES).map((t) => t.toLowerCase()));
+}
+
+/**
+ * The providers configuration: the provider variables of `config` over `env` (a providers file
+ * may name further key variables with `apiKeyEnv`). A bad value stops the service like any other
+ * configuration error, naming the variable or the file entry.
+ */
+export function providersOf(config: ChatConfig, env: NodeJS.ProcessEnv = process.env): ProvidersConfig {
+  const merged: Record<string, string | undefined> = { ...env };
+  for (const name of PROVIDER_ENV_VARS) merged[name] = (config as Record<string, unknown>)[name] as string | undefined;
+  try {
+    return loadProvidersConfig(merged);
+  } catch (error) {
+    if (error instanceof ProvidersConfigError) {
+      throw new ConfigError(
+        'chat',
+        error.issues.map((i) => ({ variable: i.path, message: i.message })),
+      );
+    }
+    throw error;
+  }
 }

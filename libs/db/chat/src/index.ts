@@ -1,6 +1,11 @@
 import { fileURLToPath } from 'node:url';
+import * as schema from './schema';
+import { messages } from './messages';
 
-export * as chatTables from './schema';
+export type { MessageRole, MessageStatus, ReplyParams } from './messages';
+
+/** Every chat table: the drizzle-kit managed ones (schema.ts) and the partitioned `messages`. */
+export const chatTables = { ...schema, messages };
 
 /** The PostgreSQL schema name, also the migration journal's home. */
 export const CHAT_SCHEMA = 'chat';

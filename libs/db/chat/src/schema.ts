@@ -1,7 +1,70 @@
-import { pgSchema } from 'drizzle-orm/pg-core';
+import { sql } from 'drizzle-orm';
+import { bigint, boolean, check, date, index, integer, pgSchema, primaryKey, text, timestamp, uuid } from 'drizzle-orm/pg-core';
 import { messagingTables } from '@vivier/messaging';
 
 /** Everything the chat service stores lives in this PostgreSQL schema, owned by the chat_svc role. */
 export const chatSchema = pgSchema('chat');
 
 export const { outbox, processedEvents } = messagingTables(chatSchema);
+
+/**
+ * Conversations. Ids are UUIDv7 (time-ordered): a newest-first page is `order by id desc`, and
+ * `created_at` is the id's own timestamp. `model` is what the chat's replies use unless a message
+ * asks for another one (an id or an alias, resolved per reply).
+ */
+export const chats = chatSchema.table(
+  'chats',
+  {
+    id: uuid('id').primaryKey(),
+    userId: uuid('user_id').notNull(),
+    title: text('title'),
+    model: text('model').notNull(),
+    systemPrompt: text('system_prompt'),
+    archived: boolean('archived').notNull().default(false),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull(),
+  },
+  (t) => [index('chats_user_archived_id_idx').on(t.userId, t.archived, t.id)],
+);
+
+/**
+ * Uploaded files (the bytes are in S3 under `objectKey`). Text files keep their text here too, so
+ * building a model context never has to go to S3 for them.
+ */
+export const files = chatSchema.table(
+  'files',
+  {
+    id: uuid('id').primaryKey(),
+    userId: uuid('user_id').notNull(),
+    name: text('name').notNull(),
+    contentType: text('content_type').notNull(),
+    sizeBytes: integer('size_bytes').notNull(),
+    objectKey: text('object_key').notNull(),
+    textContent: text('text_content'),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull(),
+  },
+  (t) => [index('files_user_id_idx').on(t.userId, t.id)],
+);
+
+/** Monthly token quotas from `admin.events` `quota.set` (null: unlimited). */
+export const quotas = chatSchema.table('quotas', {
+  userId: uuid('user_id').primaryKey(),
+  monthlyTokens: bigint('monthly_tokens', { mode: 'number' }),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+});
+
+/**
+ * Tokens of one user in one calendar month (UTC): `reserved` by replies in flight (their prompt
+ * plus their maximum output), `used` by finished ones. A send reserves with one conditional
+ * upsert (`used + reserved + n <= quota`), the end of the reply moves its reservation to `used`.
+ */
+export const quotaUsage = chatSchema.table(
+  'quota_usage',
+  {
+    userId: uuid('user_id').notNull(),
+    month: date('month', { mode: 'string' }).notNull(),
+    reserved: bigint('reserved', { mode: 'number' }).notNull().default(0),
+    used: bigint('used', { mode: 'number' }).notNull().default(0),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.month] }), check('quota_usage_reserved_check', sql`${t.reserved} >= 0`)],
+);

@@ -1,0 +1,47 @@
+import { EVENTS } from '@vivier/contracts';
+import type { EventHandlers } from '@vivier/messaging';
+import type { FastifyBaseLogger } from 'fastify';
+import { countTokens } from '@vivier/providers';
+import { messagesRepository, type ReplyOutcome } from '../messages/messages.repository';
+import { executorRunner } from '../messages/turns.repository';
+import { journalEnd, storeReplyEnd } from '../replies/reply-store';
+import type { ReplyStreams } from '../replies/reply-streams.service';
+
+/**
+ * `worker.events` `completion.finished`: the worker produced a reply queued with `async: true`.
+ * Stored in the consumer's transaction (with the event id, so a redelivery changes nothing):
+ * the message, the quota settlement and `chat.message.completed` — the one event analytics count.
+ * A reply that was cancelled meanwhile stays cancelled. Once committed, the result is also journaled
+ * to Redis, so a client following the reply sees it end.
+ */
+export function completionHandlers(deps: { streams: ReplyStreams; log: FastifyBaseLogger }): EventHandlers {
+  return {
+    [EVENTS.workerCompletionFinished.type]: async (event, { tx, afterCommit }) => {
+      const data = event.data;
+      const row = await messagesRepository(tx).findById(data.assistantMessageId, tx);
+      if (!row || row.status !== 'queued' || row.chatId !== data.chatId) {
+        deps.log.info({ messageId: data.assistantMessageId, status: row?.status }, 'worker result for a reply that is no longer queued: ignored');
+        return;
+      }
+      const outcome: ReplyOutcome = {
+        content: data.content,
+        status: data.status,
+        provider: data.provider,
+        model: data.model,
+        promptTokens: data.usage.promptTokens,
+        completionTokens: data.usage.completionTokens,
+        contextTokens: await countTokens(data.content),
+        latencyMs: data.latencyMs,
+        timeToFirstTokenMs: data.timeToFirstTokenMs ?? null,
+        cached: false,
+        errorCode: data.error?.code ?? null,
+        errorDetail: data.error?.detail ?? null,
+        deltaEnds: data.content.length > 0 ? [data.content.length] : [],
+        completedAt: new Date(),
+      };
+      const stored = await storeReplyEnd(executorRunner(tx), row, outcome, ['queued']);
+      // Followers must not see the end before a read of the message does.
+      if (stored) afterCommit(() => journalEnd(deps.streams, stored));
+    },
+  };
+}

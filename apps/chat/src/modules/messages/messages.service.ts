@@ -1,0 +1,278 @@
+import type { FastifyBaseLogger } from 'fastify';
+import { createEvent, EVENTS, type AnyEvent } from '@vivier/contracts';
+import { HttpProblem, problems, type Identity } from '@vivier/service-kit';
+import type { ChatMessage, RoutedChatRequest } from '@vivier/providers';
+import type { ChatDatabase } from '../../database';
+import { decodeCursor, pageOf } from '../../http.schema';
+import { newId } from '../../ids';
+import type { ChatMetrics } from '../../metrics';
+import type { ResponseCache } from '../cache/response-cache.service';
+import type { ChatRow } from '../chats/chats.repository';
+import type { ChatsService } from '../chats/chats.service';
+import { ContextBuilder, FIRST_HISTORY_BATCH, type BuiltContext } from '../context/context.service';
+import type { ContextAttachment, FilesService } from '../files/files.service';
+import type { ModelCatalog } from '../models/models.service';
+import { quotaMonth } from '../quotas/quotas.repository';
+import { messageEventData } from '../replies/reply-events';
+import type { ReplyRun, ReplyRunner } from '../replies/reply-runner.service';
+import type { ReplyStreams } from '../replies/reply-streams.service';
+import type { ReplySweeper } from '../replies/reply-sweeper.service';
+import { messagesRepository, messageView, type HistoryRow, type MessageRow, type NewMessageRow } from './messages.repository';
+import type { TurnsRepository } from './turns.repository';
+
+export interface ReplyOptions {
+  model?: string;
+  temperature?: number;
+  maxTokens?: number;
+  /** Queue the reply for the worker (202) instead of producing it here. */
+  async?: boolean;
+}
+
+export interface SendInput extends ReplyOptions {
+  content: string;
+  attachments?: string[];
+}
+
+/** A reply that was accepted: its stored messages and, unless it was queued, the run producing it. */
+export interface StartedReply {
+  userMessage: MessageRow;
+  assistant: MessageRow;
+  run?: ReplyRun;
+}
+
+export interface MessagesServiceDeps {
+  db: ChatDatabase;
+  turns: TurnsRepository;
+  chats: ChatsService;
+  models: ModelCatalog;
+  files: FilesService;
+  context: ContextBuilder;
+  cache: ResponseCache;
+  runner: ReplyRunner;
+  streams: ReplyStreams;
+  sweeper: ReplySweeper;
+  metrics: ChatMetrics;
+  log: FastifyBaseLogger;
+  maxOutputTokens: number;
+}
+
+function secondsToNextMonth(now: Date): number {
+  const next = Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1);
+  return Math.max(1, Math.ceil((next - now.getTime()) / 1000));
+}
+
+/** Text-only messages for a job event (the worker gets no images). */
+function textOnly(messages: ChatMessage[]): Array<{ role: 'user' | 'assistant'; content: string }> {
+  return messages
+    .filter((m): m is ChatMessage & { role: 'user' | 'assistant' } => m.role !== 'system')
+    .map((m) => ({
+      role: m.role,
+      content: typeof m.content === 'string' ? m.content : m.content.map((p) => (p.type === 'text' ? p.text : '')).join(''),
+    }));
+}
+
+/**
+ * Messages of a chat: pages, reads, and replies — sending (user message + reply), regenerating,
+ * cancelling. A send validates and checks everything that can refuse it (model, attachments,
+ * context size, quota) before anything is stored; then the user message, the reply in flight and
+ * their events are written in one transaction, and the reply runs on its own.
+ */
+export class MessagesService {
+  readonly repository;
+
+  constructor(private readonly deps: MessagesServiceDeps) {
+    this.repository = messagesRepository(deps.db);
+  }
+
+  async list(user: Identity, chatId: string, query: { limit?: number; cursor?: string }) {
+    await this.deps.chats.require(user, chatId);
+    const limit = query.limit ?? 50;
+    const after = decodeCursor(query.cursor);
+    const rows = await this.repository.page(chatId, { ...(after ? { after } : {}), limit });
+    return pageOf(rows, limit, messageView);
+  }
+
+  /** The caller's message, or 404 (another user's message is not found either). */
+  async require(user: Identity, chatId: string, messageId: string): Promise<MessageRow> {
+    const row = await this.repository.find(user.sub, chatId, messageId);
+    if (!row) throw problems.notFound('No such message.');
+    return row;
+  }
+
+  async send(user: Identity, chatId: string, input: SendInput): Promise<StartedReply> {
+    // The chat (ownership) and the newest history are read at the same time: one round trip.
+    const [chat, firstBatch] = await Promise.all([
+      this.deps.chats.require(user, chatId),
+      this.deps.turns.historyBatch(chatId, undefined, FIRST_HISTORY_BATCH),
+    ]);
+    const attachments = await this.deps.files.forContext(user, input.attachments ?? []);
+    const contextTokens = await ContextBuilder.countCurrent(input.content, attachments);
+    return this.startReply(user, chat, input, { content: input.content, attachments, contextTokens }, undefined, firstBatch);
+  }
+
+  /** A new reply to the user message `messageId` (or to the one the reply `messageId` answered). */
+  async regenerate(user: Identity, chatId: string, messageId: string, options: ReplyOptions): Promise<StartedReply> {
+    const chat = await this.deps.chats.require(user, chatId);
+    const target = await this.require(user, chatId, messageId);
+    const question = target.role === 'user' ? target : target.replyTo ? await this.repository.find(user.sub, chatId, target.replyTo) : undefined;
+    if (!question) throw problems.notFound('No user message to answer.');
+    const attachments = await this.deps.files.forContext(user, question.attachments);
+    return this.startReply(user, chat, options, { content: question.content, attachments, contextTokens: question.contextTokens }, question);
+  }
+
+  private async startReply(
+    user: Identity,
+    chat: ChatRow,
+    options: ReplyOptions,
+    current: { content: string; attachments: ContextAttachment[]; contextTokens: number },
+    existingQuestion?: MessageRow,
+    firstBatch?: HistoryRow[],
+  ): Promise<StartedReply> {
+    const modelId = options.model ?? chat.model;
+    const resolved = this.deps.models.resolve(modelId);
+    const context: BuiltContext = await this.deps.context.build({
+      chatId: chat.id,
+      userId: user.sub,
+      systemPrompt: chat.systemPrompt,
+      ...(existingQuestion ? { before: { id: existingQuestion.id, createdAt: existingQuestion.createdAt } } : {}),
+      current,
+      contextWindow: resolved.contextWindow,
+      maxOutputTokens: options.maxTokens ?? this.deps.maxOutputTokens,
+      ...(firstBatch ? { firstBatch } : {}),
+    });
+    const request: RoutedChatRequest = {
+      messages: context.messages,
+      maxTokens: context.maxTokens,
+      ...(options.temperature !== undefined ? { temperature: options.temperature } : {}),
+    };
+
+    const question = existingQuestion ? undefined : newId();
+    const answer = newId();
+    const month = quotaMonth(answer.createdAt);
+    const reserved = context.promptTokens + context.maxTokens;
+    const status = options.async ? ('queued' as const) : ('streaming' as const);
+    const attachmentIds = current.attachments.map((a) => a.id);
+    const rows: NewMessageRow[] = [];
+    if (question) {
+      rows.push({
+        id: question.id,
+        chatId: chat.id,
+        userId: user.sub,
+        role: 'user',
+        content: current.content,
+        status: 'completed',
+        model: modelId,
+        contextTokens: current.contextTokens,
+        attachments: attachmentIds,
+        createdAt: question.createdAt,
+        completedAt: question.createdAt,
+      });
+    }
+    const userMessageId = question?.id ?? existingQuestion!.id;
+    rows.push({
+      id: answer.id,
+      chatId: chat.id,
+      userId: user.sub,
+      role: 'assistant',
+      status,
+      replyTo: userMessageId,
+      model: modelId,
+      quotaReserved: reserved,
+      params: { ...(options.temperature !== undefined ? { temperature: options.temperature } : {}), maxTokens: context.maxTokens },
+      createdAt: answer.createdAt,
+    });
+    const events: AnyEvent[] = [];
+    if (question) {
+      events.push(
+        createEvent(EVENTS.chatMessageCreated, {
+          chatId: chat.id,
+          userId: user.sub,
+          messageId: question.id,
+          content: current.content,
+          attachmentIds,
+          model: modelId,
+          createdAt: question.createdAt.toISOString(),
+        }),
+      );
+    }
+    if (options.async) {
+      events.push(
+        createEvent(EVENTS.jobsCompletionRequested, {
+          chatId: chat.id,
+          userId: user.sub,
+          userMessageId,
+          assistantMessageId: answer.id,
+          model: modelId,
+          systemPrompt: chat.systemPrompt,
+          messages: textOnly(context.messages),
+          maxOutputTokens: context.maxTokens,
+          regenerate: existingQuestion !== undefined,
+        }),
+      );
+    }
+
+    // The lease goes out with the next Redis writes; the cache is asked while the turn is stored.
+    if (!options.async) this.deps.runner.claim(answer.id);
+    const cacheKey = options.async ? undefined : this.deps.cache.keyOf(modelId, request);
+    const [stored, cached] = await Promise.all([
+      this.deps.turns.insertTurn({ userId: user.sub, month, reserve: reserved, rows, events, chatId: chat.id, at: answer.createdAt }),
+      cacheKey ? this.deps.cache.get(cacheKey) : Promise.resolve(undefined),
+    ]);
+    if (!stored) {
+      this.deps.metrics.quotaRejections.inc();
+      throw new HttpProblem(429, 'quota_exceeded', `This reply may take up to ${reserved} tokens, more than what is left of your monthly token quota.`, {
+        headers: { 'retry-after': String(secondsToNextMonth(answer.createdAt)) },
+      });
+    }
+    const assistant = stored.find((r) => r.id === answer.id)!;
+    const userMessage = question ? stored.find((r) => r.id === question.id)! : existingQuestion!;
+
+    if (options.async) {
+      // The journal starts now, so the reply can be followed while the worker produces it.
+      this.deps.streams.append(
+        { seq: 1, type: 'message', data: messageEventData(userMessage, assistant.id), messageId: assistant.id, chatId: chat.id },
+        user.sub,
+      );
+      return { userMessage, assistant };
+    }
+    const run = this.deps.runner.start({
+      userMessage,
+      assistant,
+      modelId,
+      request,
+      promptTokens: context.promptTokens,
+      quotaReserved: reserved,
+      ...(cacheKey ? { cacheKey } : {}),
+      ...(cached ? { cached } : {}),
+    });
+    return { userMessage, assistant, run };
+  }
+
+  /**
+   * Stops a reply: the instance running it aborts the provider request at once (it is told
+   * through Redis if it is another one) and stores it `cancelled` with what it produced. A reply
+   * nobody runs any more (its instance died) is ended here; a queued one is cancelled before
+   * the worker's result arrives. Cancelling a reply that already ended changes nothing.
+   */
+  async cancel(user: Identity, chatId: string, messageId: string): Promise<MessageRow> {
+    const row = await this.require(user, chatId, messageId);
+    if (row.role !== 'assistant') throw problems.notFound('No such reply.');
+    if (row.status === 'queued') return (await this.cancelQueued(row)) ?? (await this.require(user, chatId, messageId));
+    if (row.status !== 'streaming') return row;
+    if (this.deps.runner.cancelLocal(row.id)) return row;
+    let alive = true;
+    try {
+      await this.deps.streams.publishCancel(row.id);
+      [alive = true] = await this.deps.streams.leasesAlive([row.id]);
+    } catch (error) {
+      this.deps.log.warn({ err: error, messageId }, 'cannot relay a cancel through Redis');
+    }
+    if (!alive) return (await this.deps.sweeper.finalizeOrphan(row, 'cancelled')) ?? row;
+    return row;
+  }
+
+  private async cancelQueued(row: MessageRow): Promise<MessageRow | undefined> {
+    const now = new Date();
+    return this.deps.sweeper.finalizeQueued(row, now);
+  }
+}

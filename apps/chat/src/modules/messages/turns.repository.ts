@@ -1,0 +1,223 @@
+import type pg from 'pg';
+import { sql, type SQL } from 'drizzle-orm';
+import { toKafkaRecord, type AnyEvent } from '@vivier/contracts';
+import type { Executor } from '@vivier/messaging';
+import type { MessageStatus } from '@vivier/db-chat';
+import type { HistoryRow, MessageRow, NewMessageRow, ReplyOutcome } from './messages.repository';
+
+// The statements of a chat turn, each one round trip. A turn is the hot path of the service
+// (the benchmark asks for hundreds per second on two shared cores, and every round trip to
+// PostgreSQL is a few syscalls), so each of its writes is ONE statement whose data-modifying CTEs
+// do what would otherwise be a transaction of four: one statement is atomic on its own.
+// They run as named prepared statements on the pool (parsed and planned once per connection),
+// or inside a caller's drizzle transaction (consumers, the sweeper).
+
+/** Runs one SQL text with $n parameters; `name` makes it a prepared statement where that is possible. */
+export interface SqlRunner {
+  rows<T>(name: string, text: string, values: unknown[]): Promise<T[]>;
+}
+
+export function poolRunner(pool: pg.Pool): SqlRunner {
+  return {
+    async rows<T>(name: string, text: string, values: unknown[]) {
+      return (await pool.query({ name, text, values })).rows as T[];
+    },
+  };
+}
+
+/** The same statements inside a drizzle transaction (no statement names there). */
+export function executorRunner(executor: Executor): SqlRunner {
+  return {
+    async rows<T>(_name: string, text: string, values: unknown[]) {
+      const chunks: SQL[] = [];
+      // sql.param: an array stays one parameter (a bare `${array}` would become a list).
+      text.split(/\$(\d+)/).forEach((part, i) => chunks.push(i % 2 === 0 ? sql.raw(part) : sql`${sql.param(values[Number(part) - 1])}`));
+      const result = (await executor.execute(sql.join(chunks))) as unknown as { rows: T[] };
+      return result.rows;
+    },
+  };
+}
+
+/** drizzle's own queries read timestamps as strings; the pool gives Dates. Rows leave here with Dates. */
+function withDates<T extends { createdAt: Date | string; completedAt?: Date | string | null }>(row: T): T {
+  if (typeof row.createdAt === 'string') row.createdAt = new Date(row.createdAt);
+  if (typeof row.completedAt === 'string') row.completedAt = new Date(row.completedAt);
+  return row;
+}
+
+/** Every column of a message but the tsvector, in the row's (camelCase) shape. */
+const MESSAGE_COLUMNS = `id, chat_id as "chatId", user_id as "userId", role, content, status, reply_to as "replyTo", model, provider,
+  prompt_tokens as "promptTokens", completion_tokens as "completionTokens", context_tokens as "contextTokens",
+  latency_ms as "latencyMs", time_to_first_token_ms as "timeToFirstTokenMs", cached, error_code as "errorCode",
+  error_detail as "errorDetail", attachments, delta_ends as "deltaEnds", quota_reserved as "quotaReserved", params,
+  created_at as "createdAt", completed_at as "completedAt"`;
+
+const INSERTED_COLUMNS =
+  'id, chat_id, user_id, role, content, status, reply_to, model, provider, context_tokens, cached, attachments, quota_reserved, params, created_at, completed_at';
+
+/** The outbox rows of events, as @vivier/messaging's `publish` writes them. */
+function outboxJson(events: AnyEvent[]): string {
+  return JSON.stringify(
+    events.map((event) => {
+      const record = toKafkaRecord(event);
+      return { event_id: event.id, topic: record.topic, key: record.key, envelope: event, headers: record.headers };
+    }),
+  );
+}
+
+const OUTBOX_INSERT = (param: string, guard: string) => `
+  insert into chat.outbox (event_id, topic, key, envelope, headers)
+  select e.event_id, e.topic, e.key, e.envelope, e.headers
+  from jsonb_to_recordset(${param}::jsonb) as e(event_id uuid, topic text, key text, envelope jsonb, headers jsonb)
+  where exists (select 1 from ${guard})`;
+
+/**
+ * Reserves quota and, only if that succeeded, stores the turn: its messages, its events, and the
+ * chat's `updated_at`. `$1` user, `$2` month, `$3` tokens to reserve, `$4` messages (jsonb), `$5`
+ * outbox rows (jsonb), `$6` chat id, `$7` time. No rows back: the quota refused it.
+ */
+const INSERT_TURN = `
+with reserve as (
+  insert into chat.quota_usage as u (user_id, month, reserved, used)
+  select $1::uuid, $2::date, $3::bigint, 0
+  where not exists (select 1 from chat.quotas q where q.user_id = $1::uuid and q.monthly_tokens is not null and q.monthly_tokens < $3::bigint)
+  on conflict (user_id, month) do update set reserved = u.reserved + excluded.reserved
+  where not exists (select 1 from chat.quotas q where q.user_id = u.user_id and q.monthly_tokens is not null
+                    and u.used + u.reserved + excluded.reserved > q.monthly_tokens)
+  returning 1
+), turn as (
+  insert into chat.messages (${INSERTED_COLUMNS})
+  select ${INSERTED_COLUMNS} from jsonb_populate_recordset(null::chat.messages, $4::jsonb)
+  where exists (select 1 from reserve)
+  returning ${MESSAGE_COLUMNS}
+), events as (${OUTBOX_INSERT('$5', 'reserve')}
+), touch as (
+  update chat.chats set updated_at = greatest(updated_at, $7::timestamptz) where id = $6::uuid and exists (select 1 from reserve)
+)
+select * from turn order by "createdAt", id`;
+
+function messageJson(row: NewMessageRow): Record<string, unknown> {
+  return {
+    id: row.id,
+    chat_id: row.chatId,
+    user_id: row.userId,
+    role: row.role,
+    content: row.content ?? '',
+    status: row.status,
+    reply_to: row.replyTo ?? null,
+    model: row.model ?? null,
+    provider: row.provider ?? null,
+    context_tokens: row.contextTokens ?? 0,
+    cached: row.cached ?? false,
+    attachments: row.attachments ?? [],
+    quota_reserved: row.quotaReserved ?? 0,
+    params: row.params ?? null,
+    created_at: row.createdAt.toISOString(),
+    completed_at: row.completedAt ? row.completedAt.toISOString() : null,
+  };
+}
+
+/**
+ * Ends a reply still in one of the `$3` statuses: stores the outcome, moves its quota reservation
+ * (`$4` tokens) to real usage (`$5`) in the month of `$6`, and writes its events (`$7`), in one
+ * statement. No row back: it had already ended (or its chat is gone) and nothing was written.
+ */
+const END_REPLY = `
+with done as (
+  update chat.messages set content = $8, status = $9, provider = $10, model = $11, prompt_tokens = $12,
+    completion_tokens = $13, context_tokens = $14, latency_ms = $15, time_to_first_token_ms = $16, cached = $17,
+    error_code = $18, error_detail = $19, delta_ends = $20::int[], completed_at = $21::timestamptz, quota_reserved = 0
+  where id = $1::uuid and created_at = $2::timestamptz and status = any($3::text[])
+  returning ${MESSAGE_COLUMNS}
+), settle as (
+  insert into chat.quota_usage as u (user_id, month, reserved, used)
+  select "userId", $6::date, 0, $5::bigint from done
+  on conflict (user_id, month) do update set reserved = greatest(u.reserved - $4::bigint, 0), used = u.used + excluded.used
+), events as (${OUTBOX_INSERT('$7', 'done')}
+)
+select * from done`;
+
+/** `chatId`'s newest history rows (the first batch of a context) and the chat, read together. */
+export const HISTORY_COLUMNS = `id, role, content, status, reply_to as "replyTo", context_tokens as "contextTokens", attachments, created_at as "createdAt"`;
+
+export function turnsRepository(runner: SqlRunner) {
+  return {
+    /** The stored messages (user message first, when there is one), or undefined when the quota refused. */
+    async insertTurn(input: {
+      userId: string;
+      month: string;
+      reserve: number;
+      rows: NewMessageRow[];
+      events: AnyEvent[];
+      chatId: string;
+      at: Date;
+    }): Promise<MessageRow[] | undefined> {
+      const rows = await runner.rows<MessageRow>('chat-insert-turn-v1', INSERT_TURN, [
+        input.userId,
+        input.month,
+        input.reserve,
+        JSON.stringify(input.rows.map(messageJson)),
+        outboxJson(input.events),
+        input.chatId,
+        input.at.toISOString(),
+      ]);
+      return rows.length > 0 ? rows.map(withDates) : undefined;
+    },
+
+    async endReply(input: {
+      row: Pick<MessageRow, 'id' | 'createdAt'>;
+      from: MessageStatus[];
+      outcome: ReplyOutcome;
+      reserved: number;
+      used: number;
+      month: string;
+      events: AnyEvent[];
+    }): Promise<MessageRow | undefined> {
+      const o = input.outcome;
+      const [row] = await runner.rows<MessageRow>('chat-end-reply-v1', END_REPLY, [
+        input.row.id,
+        input.row.createdAt.toISOString(),
+        input.from,
+        input.reserved,
+        input.used,
+        input.month,
+        outboxJson(input.events),
+        o.content,
+        o.status,
+        o.provider,
+        o.model,
+        o.promptTokens,
+        o.completionTokens,
+        o.contextTokens,
+        o.latencyMs,
+        o.timeToFirstTokenMs,
+        o.cached,
+        o.errorCode,
+        o.errorDetail,
+        o.deltaEnds,
+        o.completedAt.toISOString(),
+      ]);
+      return row && withDates(row);
+    },
+
+    /** A batch of history, newest first, strictly before `before` when given. */
+    async historyBatch(chatId: string, before: { id: string; createdAt: Date } | undefined, limit: number): Promise<HistoryRow[]> {
+      if (!before) {
+        return runner.rows<HistoryRow>(
+          'chat-history-v1',
+          `select ${HISTORY_COLUMNS} from chat.messages where chat_id = $1::uuid order by created_at desc, id desc limit $2`,
+          [chatId, limit],
+        );
+      }
+      return runner.rows<HistoryRow>(
+        'chat-history-before-v1',
+        `select ${HISTORY_COLUMNS} from chat.messages
+         where chat_id = $1::uuid and created_at <= $2::timestamptz and (created_at, id) < ($2::timestamptz, $3::uuid)
+         order by created_at desc, id desc limit $4`,
+        [chatId, before.createdAt.toISOString(), before.id, limit],
+      );
+    },
+  };
+}
+
+export type TurnsRepository = ReturnType<typeof turnsRepository>;

@@ -1,0 +1,57 @@
+import { createEvent, EVENTS } from '@vivier/contracts';
+import type { MessageStatus } from '@vivier/db-chat';
+import type { MessageRow, ReplyOutcome } from '../messages/messages.repository';
+import { turnsRepository, type SqlRunner } from '../messages/turns.repository';
+import { quotaMonth } from '../quotas/quotas.repository';
+import { eventsFromRow } from './reply-events';
+import type { ReplyStreams } from './reply-streams.service';
+
+/** The `chat.message.completed` payload of a stored reply. */
+export function completedEventData(row: MessageRow, userMessageId: string) {
+  return {
+    chatId: row.chatId,
+    userId: row.userId,
+    messageId: row.id,
+    userMessageId,
+    status: row.status as 'completed' | 'cancelled' | 'failed',
+    provider: row.provider ?? 'unknown',
+    model: row.model ?? 'unknown',
+    usage: { promptTokens: row.promptTokens ?? 0, completionTokens: row.completionTokens ?? 0 },
+    latencyMs: row.latencyMs ?? 0,
+    ...(row.timeToFirstTokenMs !== null ? { timeToFirstTokenMs: row.timeToFirstTokenMs } : {}),
+    cached: row.cached,
+    ...(row.errorCode ? { error: { code: row.errorCode, detail: (row.errorDetail ?? '').slice(0, 2000) } } : {}),
+    completedAt: (row.completedAt ?? new Date()).toISOString(),
+  };
+}
+
+/**
+ * Stores the end of a reply that is still `from` (one of the in-flight statuses), in one
+ * statement: the message, the settlement of its quota reservation (a cached reply costs
+ * nothing) and `chat.message.completed`. Undefined when it had already ended (nothing written).
+ */
+export async function storeReplyEnd(
+  runner: SqlRunner,
+  row: Pick<MessageRow, 'id' | 'chatId' | 'userId' | 'replyTo' | 'createdAt' | 'quotaReserved' | 'role' | 'attachments' | 'params'>,
+  outcome: ReplyOutcome,
+  from: MessageStatus[],
+): Promise<MessageRow | undefined> {
+  const ended = { ...row, ...outcome, quotaReserved: 0 } as MessageRow;
+  const used = outcome.cached ? 0 : (outcome.promptTokens ?? 0) + (outcome.completionTokens ?? 0);
+  return turnsRepository(runner).endReply({
+    row,
+    from,
+    outcome,
+    reserved: row.quotaReserved,
+    used,
+    month: quotaMonth(row.createdAt),
+    events: [createEvent(EVENTS.chatMessageCompleted, completedEventData(ended, row.replyTo ?? row.id))],
+  });
+}
+
+/** Journals the events of a reply stored without streaming (after its `message` event): its text, usage and end. */
+export function journalEnd(streams: ReplyStreams, row: MessageRow): void {
+  for (const event of eventsFromRow(row, undefined, 1)) {
+    streams.append({ ...event, messageId: row.id, chatId: row.chatId }, row.userId, event.type === 'done' || event.type === 'error');
+  }
+}

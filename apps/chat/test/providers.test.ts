@@ -1,0 +1,195 @@
+import { startProviderSim, type ProviderSim } from '@vivier/provider-sim';
+import { countTokens } from '@vivier/providers';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createChat, parseSse, startChat, testUser, writeProvidersFile, type SseEvent, type TestChat } from './helpers';
+
+// Replies through every wire protocol, over real HTTP to the provider simulator, and what the
+// service makes of each fault the simulator injects.
+describe('providers through the chat service', () => {
+  let sim: ProviderSim;
+  let chat: TestChat;
+  const user = testUser();
+
+  beforeAll(async () => {
+    sim = await startProviderSim({ port: 0 });
+    const file = writeProvidersFile({
+      providers: {
+        openai: { baseUrl: `${sim.url}/v1`, apiKey: 'sk-test' },
+        anthropic: { baseUrl: sim.url, apiKey: 'sk-ant-test' },
+        gemini: { baseUrl: sim.url, apiKey: 'AIza-test' },
+        ollama: { baseUrl: sim.url },
+        compat: { kind: 'openai_compatible', baseUrl: `${sim.url}/v1`, apiKey: 'compat-key', includeUsage: false },
+      },
+      deployments: [
+        { id: 'tiny', provider: 'openai', model: 'tiny-window', contextWindow: 400 },
+        { id: 'chain-1', provider: 'openai', model: 'chain-a' },
+        { id: 'chain-2', provider: 'anthropic', model: 'chain-b' },
+        { id: 'chain-3', provider: 'gemini', model: 'chain-c' },
+        { id: 'breaker', provider: 'openai', model: 'breaker-model' },
+      ],
+      aliases: [{ alias: 'chain', deployments: ['chain-1', 'chain-2', 'chain-3'] }],
+      router: { backoffBaseMs: 20, backoffMaxMs: 100, maxRetries: 1, failureThreshold: 3, cooldownMs: 1500, idleTimeoutMs: 1500, maxRetryDelayMs: 5000 },
+    });
+    chat = await startChat({ PROVIDERS_FILE: file });
+  });
+  afterAll(async () => {
+    await chat?.close();
+    await sim?.close();
+  });
+  beforeEach(() => {
+    sim.resetFaults();
+  });
+
+  async function send(model: string, content: string, headers: Record<string, string> = {}) {
+    const chatId = await createChat(chat.app, user);
+    const res = await chat.app.inject({
+      method: 'POST',
+      url: `/api/v1/chats/${chatId}/messages`,
+      headers: { ...user.headers, accept: 'text/event-stream', ...headers },
+      payload: { content, model },
+    });
+    const events = parseSse(res.body);
+    const text = events.filter((e) => e.event === 'delta').map((e) => (e.data as { text: string }).text).join('');
+    const end = events.at(-1) as SseEvent;
+    const messageId = (events[0]!.data as { assistantMessageId: string }).assistantMessageId;
+    const stored = (await chat.app.inject({ method: 'GET', url: `/api/v1/chats/${chatId}/messages/${messageId}`, headers: user.headers })).json();
+    return { chatId, events, text, end, stored };
+  }
+
+  it.each([
+    ['openai/gpt-4o-mini', 'openai', '/v1/chat/completions'],
+    ['anthropic/claude-haiku-4-5', 'anthropic', '/v1/messages'],
+    ['gemini/gemini-2.5-flash', 'gemini', '/v1beta/models/gemini-2.5-flash:streamGenerateContent'],
+    ['ollama/llama3.2', 'ollama', '/api/chat'],
+    ['compat/served-model', 'compat', '/v1/chat/completions'],
+  ])('%s: the reply and its usage', async (model, provider, path) => {
+    const { text, end, stored, events } = await send(model, 'echo: rivers run to the sea');
+    expect(text).toBe('rivers run to the sea');
+    expect(end.event).toBe('done');
+    const usage = events.find((e) => e.event === 'usage')!.data as { promptTokens: number; completionTokens: number };
+    // The simulator counts one token per word; the compatible server sends no usage, so it is counted locally.
+    expect(usage.completionTokens).toBe(provider === 'compat' ? await countTokens(text) : 5);
+    expect(usage.promptTokens).toBeGreaterThan(0);
+    expect(stored).toMatchObject({ status: 'completed', provider, model: `${provider}/${model.split('/')[1]}`, content: text, usage });
+    const request = sim.requests().filter((r) => r.model === model.split('/')[1]).at(-1)!;
+    expect(request.path.startsWith(path)).toBe(true);
+    expect(request.outcome).toBe('ok');
+  });
+
+  it('honours Retry-After on a 429 before retrying the same deployment', async () => {
+    sim.setFaults({ status429: true, retryAfter: 1, failTimes: 1 }, 'rate-limited');
+    const started = Date.now();
+    const { end, stored } = await send('openai/rate-limited', 'echo: patience');
+    expect(end.event).toBe('done');
+    expect(stored.content).toBe('patience');
+    const attempts = sim.requests().filter((r) => r.model === 'rate-limited');
+    expect(attempts.map((r) => r.status)).toEqual([429, 200]);
+    expect(attempts[1]!.startedAt - attempts[0]!.endedAt!).toBeGreaterThanOrEqual(1000);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
+  });
+
+  it('falls back down the alias chain on 5xx, in order, before the first token', async () => {
+    sim.setFaults({ status5xx: 503 }, 'chain-a');
+    sim.setFaults({ status5xx: 500 }, 'chain-b');
+    const before = sim.requests().length;
+    const { end, stored } = await send('chain', 'echo: third time lucky');
+    expect(end.event).toBe('done');
+    expect(stored).toMatchObject({ status: 'completed', provider: 'gemini', model: 'gemini/chain-c', content: 'third time lucky' });
+    // One retry per deployment (maxRetries 1), then the next one.
+    expect(sim.requests().slice(before).map((r) => `${r.model}:${r.status}`)).toEqual(['chain-a:503', 'chain-a:503', 'chain-b:500', 'chain-b:500', 'chain-c:200']);
+  });
+
+  it('ends a stream cut mid-reply with an error event and stores it failed with the partial text', async () => {
+    sim.setFaults({ cutAfterChunks: 3 }, 'cut-model');
+    const { end, stored, text, events } = await send('openai/cut-model', 'echo: one two three four five six');
+    expect(text).toBe('one two three');
+    expect(end).toMatchObject({ event: 'error', data: { code: 'stream_interrupted' } });
+    expect((end.data as { detail: string }).detail).toBeTruthy();
+    expect(events.map((e) => e.event).slice(-2)).toEqual(['usage', 'error']);
+    expect(stored).toMatchObject({ status: 'failed', content: 'one two three', error: { code: 'stream_interrupted' } });
+    expect(stored.usage.completionTokens).toBe(3);
+  });
+
+  it('ends a stalled stream after the idle timeout, with the partial text stored failed', async () => {
+    sim.setFaults({ stallAfterChunks: 2 }, 'stall-model');
+    const started = Date.now();
+    const { end, stored } = await send('openai/stall-model', 'echo: alpha beta gamma delta');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1400);
+    expect(end).toMatchObject({ event: 'error', data: { code: 'stream_interrupted' } });
+    expect(stored).toMatchObject({ status: 'failed', content: 'alpha beta' });
+  });
+
+  it('answers 502 provider_unavailable without SSE when every deployment fails before the first token', async () => {
+    sim.setFaults({ status5xx: 502 }, 'down-model');
+    const chatId = await createChat(chat.app, user);
+    const res = await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content: 'hello', model: 'openai/down-model' } });
+    expect(res.statusCode).toBe(502);
+    expect(res.json()).toMatchObject({ code: 'provider_unavailable', assistantMessage: { status: 'failed', content: '', usage: null } });
+  });
+
+  it('opens the circuit after repeated failures (no request reaches the provider), then closes it after the cool-down', async () => {
+    sim.setFaults({ status5xx: 503 }, 'breaker-model');
+    const hits = () => sim.requests().filter((r) => r.model === 'breaker-model').length;
+    // Threshold 3: two attempts per send (one retry).
+    for (let i = 0; i < 2; i++) expect((await send('openai/breaker-model', 'hi')).end.event).toBe('error');
+    const seen = hits();
+    expect(seen).toBeGreaterThanOrEqual(3);
+    const open = await send('openai/breaker-model', 'hi');
+    expect(open.end).toMatchObject({ event: 'error', data: { code: 'provider_unavailable' } });
+    expect((open.end.data as { detail: string }).detail).toMatch(/circuit open/);
+    expect(hits()).toBe(seen);
+    const metrics = (await chat.app.inject({ method: 'GET', url: '/metrics' })).body;
+    expect(metrics).toMatch(/vivier_chat_provider_circuit_open\{[^}]*deployment="breaker"[^}]*\} 1/);
+
+    sim.resetFaults();
+    await new Promise((resolve) => setTimeout(resolve, 1600));
+    const recovered = await send('openai/breaker-model', 'echo: back again');
+    expect(recovered.end.event).toBe('done');
+    expect(recovered.text).toBe('back again');
+    expect((await chat.app.inject({ method: 'GET', url: '/metrics' })).body).toMatch(/vivier_chat_provider_circuit_open\{[^}]*deployment="breaker"[^}]*\} 0/);
+  });
+
+  it('trims the history of a chat larger than the window: newest whole messages, oldest left out', async () => {
+    const chatId = await createChat(chat.app, user, { systemPrompt: 'Be brief.' });
+    const words = (n: number) => Array.from({ length: 12 }, (_, i) => `w${n}x${i}`).join(' ');
+    for (let n = 0; n < 8; n++) {
+      const res = await chat.app.inject({
+        method: 'POST',
+        url: `/api/v1/chats/${chatId}/messages`,
+        headers: user.headers,
+        payload: { content: `echo: ${words(n)}`, model: 'openai/tiny-window' },
+      });
+      expect(res.statusCode).toBe(201);
+    }
+    const body = sim.requests().filter((r) => r.model === 'tiny-window').at(-1)!.body as {
+      messages: Array<{ role: string; content: string }>;
+      max_completion_tokens: number;
+    };
+    // Window 400: half for the reply, the rest for the prompt.
+    expect(body.max_completion_tokens).toBe(200);
+    expect(body.messages[0]).toEqual({ role: 'system', content: 'Be brief.' });
+    expect(body.messages.at(-1)).toEqual({ role: 'user', content: `echo: ${words(7)}` });
+    const history = body.messages.slice(1, -1);
+    expect(history.length).toBeGreaterThan(0);
+    expect(history.length).toBeLessThan(14);
+    // Whole messages, newest ones, in order, starting with a user message.
+    expect(history[0]!.role).toBe('user');
+    const firstKept = Number(/w(\d+)x0/.exec(history[0]!.content)![1]);
+    expect(firstKept).toBeGreaterThan(0);
+    const expected = [];
+    for (let n = firstKept; n < 7; n++) expected.push({ role: 'user', content: `echo: ${words(n)}` }, { role: 'assistant', content: words(n) });
+    expect(history).toEqual(expected);
+  });
+
+  it('refuses a message that cannot fit the window with 400 context_length_exceeded', async () => {
+    const chatId = await createChat(chat.app, user);
+    const res = await chat.app.inject({
+      method: 'POST',
+      url: `/api/v1/chats/${chatId}/messages`,
+      headers: user.headers,
+      payload: { content: 'word '.repeat(400), model: 'openai/tiny-window' },
+    });
+    expect(res.statusCode).toBe(400);
+    expect(res.json()).toMatchObject({ code: 'context_length_exceeded' });
+  });
+});

@@ -1,0 +1,216 @@
+import { randomUUID } from 'node:crypto';
+import { Kafka, logLevel, type Producer } from 'kafkajs';
+import type pg from 'pg';
+import { startProviderSim, type ProviderSim } from '@vivier/provider-sim';
+import { createEvent, EVENTS, toKafkaRecord, type AnyEvent } from '@vivier/contracts';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { chatPool, createChat, eventually, parseSse, startChat, streamSse, testUser, writeProvidersFile, type TestChat } from './helpers';
+
+// Quotas from admin.events, the response cache, and replies queued for the worker
+// (jobs.completion out, worker.events completion.finished in), with the consumers running.
+describe('quotas, cache and async replies', () => {
+  let sim: ProviderSim;
+  let chat: TestChat;
+  let pool: pg.Pool;
+  let producer: Producer;
+  const admin = { userId: randomUUID() };
+
+  beforeAll(async () => {
+    sim = await startProviderSim({ port: 0 });
+    sim.setFaults({ tokensPerSecond: 40 }, 'paced');
+    const file = writeProvidersFile({
+      providers: { openai: { baseUrl: `${sim.url}/v1`, apiKey: 'sk-test' }, sim: { tokensPerSecond: 0, firstTokenLatencyMs: 0 } },
+    });
+    chat = await startChat({ PROVIDERS_FILE: file, CHAT_DEFAULT_MODEL: 'openai/gpt-4o-mini', CONSUMER_SESSION_TIMEOUT_MS: '6000' }, { consumers: true });
+    await chat.listen();
+    pool = chatPool();
+    const kafka = new Kafka({ clientId: 'chat-test', brokers: chat.config.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING });
+    producer = kafka.producer({ allowAutoTopicCreation: false });
+    await producer.connect();
+  });
+  afterAll(async () => {
+    await producer?.disconnect();
+    await chat?.close();
+    await sim?.close();
+    await pool?.end();
+  });
+
+  async function produce(event: AnyEvent): Promise<void> {
+    const record = toKafkaRecord(event);
+    await producer.send({ topic: record.topic, acks: -1, messages: [{ key: record.key, value: record.value, headers: record.headers }] });
+  }
+
+  async function setQuota(userId: string, monthlyTokens: number | null) {
+    await produce(createEvent(EVENTS.adminQuotaSet, { actor: admin, userId, monthlyTokens }));
+    await eventually(async () => {
+      const { rows } = await pool.query('select monthly_tokens from chat.quotas where user_id = $1', [userId]);
+      return rows.length === 1 && (rows[0].monthly_tokens === null ? null : Number(rows[0].monthly_tokens)) === monthlyTokens;
+    }, 45_000);
+  }
+
+  const usage = async (userId: string) => {
+    const { rows } = await pool.query('select reserved::int, used::int from chat.quota_usage where user_id = $1', [userId]);
+    return rows[0] as { reserved: number; used: number } | undefined;
+  };
+
+  it('reserves prompt + maximum output against the monthly quota, settles with real usage, refuses past it', async () => {
+    const user = testUser();
+    await setQuota(user.id, 2000);
+    const chatId = await createChat(chat.app, user);
+    const send = (content: string, maxTokens: number, model = 'openai/paced') =>
+      chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content, maxTokens, model } });
+
+    // In flight, the reply holds prompt + its maximum output.
+    const pending = send('echo: one two three four five six', 1000);
+    const reserved = await eventually(async () => ((await usage(user.id))?.reserved ?? 0) > 1000 && (await usage(user.id))!.reserved);
+    expect(reserved).toBeGreaterThan(1000);
+    expect(reserved).toBeLessThan(1100);
+    expect((await pending).statusCode).toBe(201);
+    const turn = (await pending).json();
+    const after = (await usage(user.id))!;
+    expect(after.reserved).toBe(0);
+    expect(after.used).toBe(turn.assistantMessage.usage.promptTokens + turn.assistantMessage.usage.completionTokens);
+
+    // 2000 - used is left: a request that may need more is refused before anything is stored.
+    const refused = await send('echo: too much', 1990);
+    expect(refused.statusCode).toBe(429);
+    expect(refused.json()).toMatchObject({ code: 'quota_exceeded', status: 429 });
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0);
+    const { rows } = await pool.query('select count(*)::int as n from chat.messages where chat_id = $1', [chatId]);
+    expect(rows[0].n).toBe(2);
+    expect((await usage(user.id))!.reserved).toBe(0);
+
+    // Unlimited again.
+    await setQuota(user.id, null);
+    expect((await send('echo: fine now', 1990, 'sim/fast')).statusCode).toBe(201);
+  }, 90_000);
+
+  it('reserves atomically: concurrent sends cannot overdraw the quota', async () => {
+    const user = testUser();
+    await setQuota(user.id, 400);
+    const chatIds = await Promise.all(Array.from({ length: 6 }, () => createChat(chat.app, user)));
+    // Each reserves ~100 prompt... + 100 output: at most 3 (and at least 1) fit at once.
+    const results = await Promise.all(
+      chatIds.map((id) =>
+        chat.app.inject({ method: 'POST', url: `/api/v1/chats/${id}/messages`, headers: user.headers, payload: { content: 'echo: same words in every chat', maxTokens: 110, model: 'openai/paced' } }),
+      ),
+    );
+    const statuses = results.map((r) => r.statusCode).sort();
+    expect(statuses.filter((s) => s === 201).length).toBe(3);
+    expect(statuses.filter((s) => s === 429).length).toBe(3);
+    const final = (await usage(user.id))!;
+    expect(final.reserved).toBe(0);
+    expect(final.used).toBeLessThanOrEqual(400);
+  }, 90_000);
+
+  it('answers an identical temperature-0 request from the cache, marked cached and counted', async () => {
+    const user = testUser();
+    const before = sim.requests().filter((r) => r.model === 'cache-model').length;
+    const ask = async () => {
+      const chatId = await createChat(chat.app, user, { systemPrompt: 'You are a cache test.', model: 'openai/cache-model' });
+      const res = await chat.app.inject({
+        method: 'POST',
+        url: `/api/v1/chats/${chatId}/messages`,
+        headers: { ...user.headers, accept: 'text/event-stream' },
+        payload: { content: 'What is a river?', temperature: 0 },
+      });
+      return parseSse(res.body);
+    };
+    const first = await ask();
+    const second = await ask();
+    const doneOf = (events: ReturnType<typeof parseSse>) => (events.at(-1)!.data as { message: { content: string; cached: boolean; provider: string; usage: unknown } }).message;
+    expect(doneOf(first).cached).toBe(false);
+    expect(doneOf(second)).toMatchObject({ cached: true, content: doneOf(first).content, provider: 'openai', usage: doneOf(first).usage });
+    expect(second.map((e) => e.event)).toEqual(['message', 'delta', 'usage', 'done']);
+    expect(sim.requests().filter((r) => r.model === 'cache-model').length - before).toBe(1);
+    const metrics = (await chat.app.inject({ method: 'GET', url: '/metrics' })).body;
+    expect(metrics).toMatch(/vivier_chat_response_cache_hits_total\{[^}]*\} 1/);
+    // Another temperature is not cached.
+    const chatId = await createChat(chat.app, user, { systemPrompt: 'You are a cache test.', model: 'openai/cache-model' });
+    const warm = await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content: 'What is a river?', temperature: 0.7 } });
+    expect(warm.json().assistantMessage.cached).toBe(false);
+  });
+
+  it('queues an async reply for the worker and stores the result the worker reports', async () => {
+    const user = testUser();
+    const chatId = await createChat(chat.app, user, { systemPrompt: 'Be kind.' });
+    const res = await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content: 'Write a poem', async: true } });
+    expect(res.statusCode).toBe(202);
+    const turn = res.json();
+    expect(turn.assistantMessage).toMatchObject({ status: 'queued', role: 'assistant', content: '', replyTo: turn.userMessage.id });
+    const job = await pool.query(`select envelope from chat.outbox where topic = 'jobs.completion' and key = $1`, [turn.assistantMessage.id]);
+    expect(job.rows[0].envelope).toMatchObject({
+      type: 'vivier.jobs.completion.requested.v1',
+      data: {
+        chatId,
+        userId: user.id,
+        userMessageId: turn.userMessage.id,
+        assistantMessageId: turn.assistantMessage.id,
+        model: 'openai/gpt-4o-mini',
+        systemPrompt: 'Be kind.',
+        messages: [{ role: 'user', content: 'Write a poem' }],
+        regenerate: false,
+      },
+    });
+
+    // A client follows the queued reply while the worker works.
+    const following = streamSse(`${chat.url}/api/v1/chats/${chatId}/messages/${turn.assistantMessage.id}/stream`, { headers: user.headers });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const finished = createEvent(EVENTS.workerCompletionFinished, {
+      assistantMessageId: turn.assistantMessage.id,
+      chatId,
+      userId: user.id,
+      userMessageId: turn.userMessage.id,
+      status: 'completed',
+      content: 'Roses are red.',
+      provider: 'openai',
+      model: 'openai/gpt-4o-mini',
+      usage: { promptTokens: 12, completionTokens: 4 },
+      latencyMs: 321,
+      timeToFirstTokenMs: 45,
+    });
+    await produce(finished);
+    await produce(finished); // redelivered: one effect
+    const followed = await following;
+    expect(followed.events.map((e) => [e.id, e.event])).toEqual([
+      [1, 'message'],
+      [2, 'delta'],
+      [3, 'usage'],
+      [4, 'done'],
+    ]);
+    expect(followed.events[3]!.data).toMatchObject({ message: { status: 'completed', content: 'Roses are red.', usage: { promptTokens: 12, completionTokens: 4 } } });
+    const stored = (await chat.app.inject({ method: 'GET', url: `/api/v1/chats/${chatId}/messages/${turn.assistantMessage.id}`, headers: user.headers })).json();
+    expect(stored).toMatchObject({ status: 'completed', content: 'Roses are red.', latencyMs: 321, timeToFirstTokenMs: 45, provider: 'openai' });
+    const completed = await eventually(async () => {
+      const { rows } = await pool.query(`select envelope from chat.outbox where envelope->>'type' = 'vivier.chat.message.completed.v1' and envelope->>'subject' = $1`, [turn.assistantMessage.id]);
+      return rows.length > 0 && rows;
+    });
+    expect(completed).toHaveLength(1);
+    expect((await usage(user.id))!).toEqual({ reserved: 0, used: 16 });
+  }, 90_000);
+
+  it('cancels a queued reply; a late worker result is ignored', async () => {
+    const user = testUser();
+    const chatId = await createChat(chat.app, user);
+    const turn = (await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content: 'Later', async: true } })).json();
+    const cancel = await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages/${turn.assistantMessage.id}/cancel`, headers: user.headers });
+    expect(cancel.statusCode).toBe(202);
+    expect(cancel.json()).toMatchObject({ status: 'cancelled' });
+    const event = createEvent(EVENTS.workerCompletionFinished, {
+      assistantMessageId: turn.assistantMessage.id,
+      chatId,
+      userId: user.id,
+      userMessageId: turn.userMessage.id,
+      status: 'completed',
+      content: 'Too late.',
+      provider: 'openai',
+      model: 'openai/gpt-4o-mini',
+      usage: { promptTokens: 1, completionTokens: 2 },
+      latencyMs: 1,
+    });
+    await produce(event);
+    await eventually(async () => (await pool.query('select 1 from chat.processed_events where event_id = $1', [event.id])).rows.length === 1, 45_000);
+    const stored = (await chat.app.inject({ method: 'GET', url: `/api/v1/chats/${chatId}/messages/${turn.assistantMessage.id}`, headers: user.headers })).json();
+    expect(stored).toMatchObject({ status: 'cancelled', content: '' });
+  }, 90_000);
+});

@@ -1,0 +1,125 @@
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { chatPool, createChat, eventually, parseSse, startChat, testUser, writeProvidersFile, type TestChat } from './helpers';
+
+// Sending a message with the built-in simulator: the SSE stream exactly as API.md describes it,
+// the stored turn and its events, the non-streaming answer, validation.
+describe('sending a message', () => {
+  let chat: TestChat;
+  let pool: pg.Pool;
+  const user = testUser();
+
+  beforeAll(async () => {
+    // 500 tokens/s: a reply streams as several deltas, not one burst.
+    chat = await startChat({ PROVIDERS_FILE: writeProvidersFile({ providers: { sim: { tokensPerSecond: 500, firstTokenLatencyMs: 5 } } }) });
+    pool = chatPool();
+  });
+  afterAll(async () => {
+    await chat.close();
+    await pool.end();
+  });
+
+  it('streams message, deltas, usage and done with consecutive ids, and stores the turn with its events', async () => {
+    const chatId = await createChat(chat.app, user, { systemPrompt: 'Answer plainly.' });
+    const res = await chat.app.inject({
+      method: 'POST',
+      url: `/api/v1/chats/${chatId}/messages`,
+      headers: { ...user.headers, accept: 'text/event-stream' },
+      payload: { content: 'echo: The quick brown fox jumps over the lazy dog' },
+    });
+    expect(res.statusCode).toBe(200);
+    expect(res.headers['content-type']).toBe('text/event-stream; charset=utf-8');
+    expect(res.headers['cache-control']).toContain('no-cache');
+    expect(res.headers['x-request-id']).toBeTruthy();
+    const events = parseSse(res.body);
+    expect(events.map((e) => e.id)).toEqual(events.map((_, i) => i + 1));
+    const types = events.map((e) => e.event);
+    expect(types[0]).toBe('message');
+    expect(types.slice(1, -2).every((t) => t === 'delta')).toBe(true);
+    expect(types.length).toBeGreaterThan(4);
+    expect(types.slice(-2)).toEqual(['usage', 'done']);
+
+    const first = events[0]!.data as { userMessage: { id: string; role: string; content: string; status: string }; assistantMessageId: string };
+    expect(first.userMessage).toMatchObject({ role: 'user', content: 'echo: The quick brown fox jumps over the lazy dog', status: 'completed', chatId });
+    const text = events.filter((e) => e.event === 'delta').map((e) => (e.data as { text: string }).text).join('');
+    expect(text).toBe('The quick brown fox jumps over the lazy dog');
+    const usage = events.at(-2)!.data as { promptTokens: number; completionTokens: number };
+    expect(usage.completionTokens).toBe(9);
+    expect(usage.promptTokens).toBeGreaterThan(10);
+    const done = events.at(-1)!.data as { message: Record<string, unknown> };
+    expect(done.message).toMatchObject({
+      id: first.assistantMessageId,
+      role: 'assistant',
+      status: 'completed',
+      content: text,
+      provider: 'sim',
+      model: 'sim/fast',
+      usage,
+      cached: false,
+      replyTo: first.userMessage.id,
+      error: null,
+    });
+    expect(done.message.latencyMs).toEqual(expect.any(Number));
+    expect(done.message.timeToFirstTokenMs).toEqual(expect.any(Number));
+
+    const stored = await chat.app.inject({ method: 'GET', url: `/api/v1/chats/${chatId}/messages/${first.assistantMessageId}`, headers: user.headers });
+    expect(stored.json()).toEqual(done.message);
+
+    const outbox = await pool.query(`select envelope from chat.outbox where key = $1 order by id`, [chatId]);
+    const envelopes = outbox.rows.map((r) => r.envelope as { type: string; subject: string; data: Record<string, unknown> });
+    expect(envelopes.map((e) => e.type)).toEqual(['vivier.chat.chat.created.v1', 'vivier.chat.message.created.v1', 'vivier.chat.message.completed.v1']);
+    expect(envelopes[1]!.data).toMatchObject({ messageId: first.userMessage.id, content: 'echo: The quick brown fox jumps over the lazy dog', model: 'sim/fast', attachmentIds: [] });
+    expect(envelopes[2]!.data).toMatchObject({
+      messageId: first.assistantMessageId,
+      userMessageId: first.userMessage.id,
+      status: 'completed',
+      provider: 'sim',
+      model: 'sim/fast',
+      usage,
+      cached: false,
+    });
+  });
+
+  it('answers 201 with both messages once the reply is complete without Accept: text/event-stream', async () => {
+    const chatId = await createChat(chat.app, user);
+    const res = await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content: 'echo: hello there' } });
+    expect(res.statusCode).toBe(201);
+    expect(res.json()).toMatchObject({
+      userMessage: { role: 'user', content: 'echo: hello there', status: 'completed' },
+      assistantMessage: { role: 'assistant', content: 'hello there', status: 'completed', usage: { completionTokens: 2 } },
+    });
+  });
+
+  it('refuses bad input before storing anything', async () => {
+    const chatId = await createChat(chat.app, user);
+    const post = (payload: unknown) => chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: payload as object });
+    expect((await post({ content: '' })).json()).toMatchObject({ status: 400, code: 'validation_failed' });
+    expect((await post({ content: 'x', surprise: true })).json()).toMatchObject({ status: 400, code: 'validation_failed' });
+    expect((await post({ content: 'x', model: 'nowhere/model' })).json()).toMatchObject({ status: 400, code: 'unknown_model' });
+    expect((await post({ content: 'x', attachments: ['00000000-0000-4000-8000-000000000000'] })).json()).toMatchObject({ status: 404, code: 'not_found' });
+    const messages = await chat.app.inject({ method: 'GET', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers });
+    expect(messages.json().items).toEqual([]);
+  });
+
+  it('regenerates: a new reply to the same user message', async () => {
+    const chatId = await createChat(chat.app, user);
+    const turn = (await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content: 'Tell me about rivers' } })).json();
+    const again = await chat.app.inject({
+      method: 'POST',
+      url: `/api/v1/chats/${chatId}/messages/${turn.assistantMessage.id}/regenerate`,
+      headers: { ...user.headers, accept: 'text/event-stream' },
+      payload: { model: 'sim/smart' },
+    });
+    const events = parseSse(again.body);
+    const first = events[0]!.data as { userMessage: { id: string }; assistantMessageId: string };
+    expect(first.userMessage.id).toBe(turn.userMessage.id);
+    expect(first.assistantMessageId).not.toBe(turn.assistantMessage.id);
+    expect(events.at(-1)).toMatchObject({ event: 'done', data: { message: { replyTo: turn.userMessage.id, model: 'sim/smart', status: 'completed' } } });
+    const list = await chat.app.inject({ method: 'GET', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers });
+    expect(list.json().items.map((m: { role: string }) => m.role)).toEqual(['user', 'assistant', 'assistant']);
+    // Without a body too.
+    const bare = await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages/${turn.userMessage.id}/regenerate`, headers: user.headers });
+    expect(bare.statusCode).toBe(201);
+    await eventually(async () => (await pool.query(`select count(*)::int as n from chat.messages where chat_id = $1`, [chatId])).rows[0].n === 4);
+  });
+});
