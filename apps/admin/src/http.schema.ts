@@ -1,0 +1,54 @@
+import { Type, type NumberOptions, type StringOptions, type TNull, type TSchema, type TUnion } from '@sinclair/typebox';
+
+// Schemas shared by the admin routes: they validate requests, shape responses and become the
+// OpenAPI document the gateway serves.
+
+/** RFC 9457 problem details, as every error of the service is answered. */
+export const Problem = Type.Object(
+  {
+    type: Type.String(),
+    title: Type.String(),
+    status: Type.Integer(),
+    code: Type.String({ description: 'stable machine-readable code' }),
+    detail: Type.Optional(Type.String()),
+    requestId: Type.Optional(Type.String()),
+    errors: Type.Optional(Type.Array(Type.Object({ path: Type.String(), message: Type.String() }))),
+  },
+  { additionalProperties: true, description: 'RFC 9457 problem details' },
+);
+
+/** Problem responses of a route, by status. */
+export function problemResponses(...statuses: number[]): Record<number, TSchema> {
+  return Object.fromEntries(statuses.map((s) => [s, Problem]));
+}
+
+export const Uuid = Type.String({ format: 'uuid' });
+export const Timestamp = Type.String({ format: 'date-time', description: 'ISO 8601, UTC' });
+/** A response field that may be null. */
+export const Nullable = <T extends TSchema>(schema: T) => Type.Union([Type.Null(), schema]);
+
+/**
+ * Request fields that may be null. The validator coerces types, and with `anyOf` it would turn a
+ * null into 0 or "" (or "" into null) while trying the branches; `type: [<type>, 'null']` checks
+ * the value as it is. The static type stays the union's.
+ */
+function nullableInput<T extends TSchema>(union: TUnion<[TNull, T]>, type: string, options: object): TUnion<[TNull, T]> {
+  const schema: Record<string, unknown> = { ...union, ...options, type: [type, 'null'] };
+  delete schema.anyOf;
+  return schema as unknown as TUnion<[TNull, T]>;
+}
+export const NullableStringInput = (options: StringOptions = {}) => nullableInput(Type.Union([Type.Null(), Type.String()]), 'string', options);
+export const NullableIntegerInput = (options: NumberOptions = {}) => nullableInput(Type.Union([Type.Null(), Type.Integer()]), 'integer', options);
+
+export const PageQuery = {
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 50 })),
+  cursor: Type.Optional(Type.String({ maxLength: 300, description: 'nextCursor of the previous page' })),
+};
+
+/** A day (`2025-01-31`) or a timestamp (`2025-01-31T12:00:00Z`). */
+export const DayOrTime = Type.String({ maxLength: 40, pattern: '^\\d{4}-\\d{2}-\\d{2}(T.*)?$', description: 'YYYY-MM-DD or an ISO 8601 timestamp' });
+
+export const ProviderName = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$', description: 'provider id' });
+
+/** Every admin route is for administrators only. */
+export const adminSecurity = [{ bearer: [] }];
