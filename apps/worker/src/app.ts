@@ -11,30 +11,96 @@ import {
   redisPlugin,
   type ServiceApp,
 } from '@vivier/service-kit';
-import { messagingPlugin } from '@vivier/messaging';
+import { CONSUMER_GROUPS, TOPICS } from '@vivier/contracts';
+import { messagingPlugin, type ConsumerSpec, type Publish } from '@vivier/messaging';
+import { createProviderRouter } from '@vivier/providers';
 import { workerTables, WORKER_SCHEMA } from '@vivier/db-worker';
-import type { WorkerConfig } from './config';
+import { providersOf, type WorkerConfig } from './config';
+import { completionHandlers } from './modules/completions/completion.consumer';
+import { titleHandlers } from './modules/titles/title.consumer';
+import { MaintenanceScheduler, purgeJobs } from './modules/maintenance/maintenance.service';
+import { exportHandlers } from './modules/exports/export.consumer';
+import { expireExportsJob } from './modules/exports/export-expiry.service';
 
 export interface BuildWorkerAppOptions {
   logStream?: DestinationStream;
+  /** Run the Kafka consumers (default true); tests of maintenance alone turn them off. */
+  consumers?: boolean;
+  /** Run the maintenance scheduler (default true). */
+  maintenance?: boolean;
+  /** Environment for provider key variables named by the providers file (`apiKeyEnv`). */
+  env?: NodeJS.ProcessEnv;
 }
 
 /** The worker service as an app without a socket: main.ts listens, tests use app.inject. */
 export async function buildWorkerApp(config: WorkerConfig, options: BuildWorkerAppOptions = {}): Promise<ServiceApp> {
+  const providers = providersOf(config, options.env);
   const app = await createServiceApp({ service: 'worker', logLevel: config.LOG_LEVEL, logStream: options.logStream });
   const pool = createPool({ url: config.DATABASE_URL, poolMax: config.DATABASE_POOL_MAX, applicationName: 'worker' });
   const db = createDatabase(pool, workerTables);
+  const router = createProviderRouter(providers);
+  app.addHook('onClose', async () => {
+    await router.close();
+  });
   await app.register(identityPlugin, { secret: config.INTERNAL_IDENTITY_SECRET });
   await app.register(databasePlugin, { pool });
   await app.register(redisPlugin, { redis: createRedis(config.REDIS_URL, { keyPrefix: config.REDIS_KEY_PREFIX, name: 'worker' }) });
   await app.register(objectStoragePlugin, { client: createS3(config), bucket: config.S3_BUCKET });
+
+  // Handlers call providers and S3, so never applyInRuns: a failed run would call them again.
+  const publish: Publish = (tx, events) => app.messaging.publish(tx, events);
+  const consumers: ConsumerSpec[] = [];
+  if (options.consumers ?? true) {
+    const common = { router, publish, logger: app.log, maxAttempts: config.CONSUMER_RETRY_ATTEMPTS };
+    consumers.push({
+      group: CONSUMER_GROUPS.worker,
+      topics: [TOPICS.jobsCompletion, TOPICS.jobsExport, TOPICS.chatEvents],
+      handlers: {
+        ...completionHandlers({ ...common, db, leaseMs: config.COMPLETION_LEASE_MS }),
+        ...titleHandlers({ ...common, titleModel: config.TITLE_MODEL }),
+        ...exportHandlers({
+          db,
+          s3: app.s3,
+          publish,
+          logger: app.log,
+          chatUrl: config.CHAT_URL,
+          internalSecret: config.INTERNAL_IDENTITY_SECRET,
+          retentionHours: config.EXPORT_RETENTION_HOURS,
+          maxAttempts: config.CONSUMER_RETRY_ATTEMPTS,
+        }),
+      },
+    });
+  }
   await app.register(messagingPlugin, {
     service: 'worker',
     schema: WORKER_SCHEMA,
     config,
     db,
     tables: { outbox: workerTables.outbox, processedEvents: workerTables.processedEvents },
-    consumers: [],
+    consumers,
   });
+
+  if (options.maintenance ?? true) {
+    const scheduler = new MaintenanceScheduler({
+      db,
+      logger: app.log,
+      pollMs: config.MAINTENANCE_POLL_MS,
+      jobs: [
+        ...purgeJobs({
+          intervalMs: config.MAINTENANCE_INTERVAL_MS,
+          outboxRetentionHours: config.OUTBOX_RETENTION_HOURS,
+          processedEventsRetentionHours: config.PROCESSED_EVENTS_RETENTION_HOURS,
+        }),
+        expireExportsJob({ s3: app.s3, intervalMs: config.MAINTENANCE_INTERVAL_MS }),
+      ],
+    });
+    app.addHook('onReady', async () => {
+      await scheduler.start();
+    });
+    // preClose: before the pool closes.
+    app.addHook('preClose', async () => {
+      await scheduler.stop();
+    });
+  }
   return app;
 }

@@ -1,5 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox';
 import {
+  ConfigError,
   Env,
   baseConfigProperties,
   identityConfigProperties,
@@ -10,6 +11,22 @@ import {
   s3ConfigProperties,
 } from '@vivier/service-kit';
 import { messagingConfigProperties } from '@vivier/messaging';
+import { loadProvidersConfig, ProvidersConfigError, PROVIDER_ENV_VARS, type ProvidersConfig } from '@vivier/providers';
+
+const optional = (description: string) => Type.Optional(Type.String({ description }));
+
+/** The providers library's variables (the official SDKs' names), documented and passed through. */
+const providerConfigProperties = {
+  OPENAI_API_KEY: optional('Enables the `openai` provider.'),
+  OPENAI_BASE_URL: optional('OpenAI base URL, including /v1 (default https://api.openai.com/v1).'),
+  ANTHROPIC_API_KEY: optional('Enables the `anthropic` provider.'),
+  ANTHROPIC_BASE_URL: optional('Anthropic base URL (default https://api.anthropic.com).'),
+  GEMINI_API_KEY: optional('Enables the `gemini` provider.'),
+  GEMINI_BASE_URL: optional('Gemini base URL (default https://generativelanguage.googleapis.com).'),
+  OLLAMA_HOST: optional('Enables the `ollama` provider: host[:port] or URL.'),
+  PROVIDERS_FILE: optional('Providers file (YAML, or JSON when it ends in .json): compatible servers, deployments, aliases, routing.'),
+  PROVIDER_ALLOWED_HOSTS: optional('Comma-separated private hosts that provider URLs set through the admin API may use.'),
+};
 
 /** Every variable the worker service reads; the type below is derived from it, never written twice. */
 export const workerConfigSchema = Type.Object({
@@ -20,11 +37,45 @@ export const workerConfigSchema = Type.Object({
   ...kafkaConfigProperties,
   ...messagingConfigProperties,
   ...s3ConfigProperties,
+  ...providerConfigProperties,
   PORT: Env.port(8084, 'HTTP port of the worker service.'),
+  COMPLETION_LEASE_MS: Env.int(
+    30_000,
+    'Lease of a running async completion, renewed while the provider answers; a crashed instance’s job is taken over after it runs out.',
+    1000,
+  ),
+  TITLE_MODEL: Env.string('', 'Model that writes chat titles (an id or alias); empty = the chat’s own model.'),
+  CHAT_URL: Env.url(['http', 'https'], 'http://127.0.0.1:8082', 'Base URL of the chat service (internal export route).'),
+  EXPORT_RETENTION_HOURS: Env.int(168, 'How long a data export stays in object storage before maintenance deletes it.', 1),
+  MAINTENANCE_INTERVAL_MS: Env.int(3_600_000, 'Interval of each scheduled maintenance job (purges, export expiry).', 100),
+  MAINTENANCE_POLL_MS: Env.int(15_000, 'How often an instance looks for a maintenance job that is due.', 50),
+  OUTBOX_RETENTION_HOURS: Env.int(168, 'Published worker.outbox rows older than this are purged.', 1),
+  PROCESSED_EVENTS_RETENTION_HOURS: Env.int(720, 'worker.processed_events rows older than this are purged (longer than any redelivery).', 1),
 });
 
 export type WorkerConfig = Static<typeof workerConfigSchema>;
 
 export function loadWorkerConfig(env: NodeJS.ProcessEnv = process.env): WorkerConfig {
   return loadConfig('worker', workerConfigSchema, env);
+}
+
+/**
+ * The providers configuration: the provider variables of `config` over `env` (a providers file
+ * may name further key variables with `apiKeyEnv`). A bad value stops the service like any other
+ * configuration error.
+ */
+export function providersOf(config: WorkerConfig, env: NodeJS.ProcessEnv = process.env): ProvidersConfig {
+  const merged: Record<string, string | undefined> = { ...env };
+  for (const name of PROVIDER_ENV_VARS) merged[name] = (config as Record<string, unknown>)[name] as string | undefined;
+  try {
+    return loadProvidersConfig(merged);
+  } catch (error) {
+    if (error instanceof ProvidersConfigError) {
+      throw new ConfigError(
+        'worker',
+        error.issues.map((i) => ({ variable: i.path, message: i.message })),
+      );
+    }
+    throw error;
+  }
 }

@@ -1,0 +1,131 @@
+import { createEvent, EVENTS, type EventOf, type WorkerCompletionFinishedData } from '@vivier/contracts';
+import type { EventHandlers, Executor, HandlerContext, Publish } from '@vivier/messaging';
+import type { ChatMessage, ProviderRouter } from '@vivier/providers';
+import type { FastifyBaseLogger } from 'fastify';
+import type { WorkerDatabase } from '../worker-db';
+import { callProvider, ProviderCallFailure, type ProviderCallResult } from './provider-call';
+import { completionJobRepository } from './completion.repository';
+
+type CompletionRequested = EventOf<typeof EVENTS.jobsCompletionRequested>;
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+export interface CompletionConsumerDeps {
+  db: WorkerDatabase;
+  router: ProviderRouter;
+  publish: Publish;
+  logger: FastifyBaseLogger;
+  /** COMPLETION_LEASE_MS: renewed while the provider answers; a crashed instance's job is free after it. */
+  leaseMs: number;
+  /** CONSUMER_RETRY_ATTEMPTS: the attempt after which the messaging library dead-letters. */
+  maxAttempts: number;
+}
+
+/** Another instance holds the job's lease; the retry topic brings it back later. */
+export class JobBusyError extends Error {
+  constructor(id: string) {
+    super(`completion ${id} is being produced by another instance`);
+    this.name = 'JobBusyError';
+  }
+}
+
+function finishedPayload(
+  data: CompletionRequested['data'],
+  call: ProviderCallResult,
+  outcome: { status: 'completed' } | { status: 'failed'; error: { code: string; detail: string } },
+): WorkerCompletionFinishedData {
+  return {
+    assistantMessageId: data.assistantMessageId,
+    chatId: data.chatId,
+    userId: data.userId,
+    userMessageId: data.userMessageId,
+    status: outcome.status,
+    content: call.content,
+    provider: call.provider,
+    model: call.model,
+    usage: call.usage,
+    latencyMs: call.latencyMs,
+    ...(call.timeToFirstTokenMs === undefined ? {} : { timeToFirstTokenMs: call.timeToFirstTokenMs }),
+    ...(outcome.status === 'failed' ? { error: outcome.error } : {}),
+  };
+}
+
+/**
+ * `jobs.completion`: produces an async reply and publishes `completion.finished`, which chat
+ * stores. Idempotent per assistant message (worker.jobs): the job is claimed in its own committed
+ * transaction before the provider is called and its answer is committed as soon as it arrives,
+ * so a redelivery, a retry after a later failure or a second copy of the request never calls the
+ * provider again once it has answered, and the result is published exactly once.
+ *
+ * A provider failure worth retrying is thrown: the messaging library retries with backoff and,
+ * after CONSUMER_RETRY_ATTEMPTS, parks the record on `jobs.completion.dlq.worker`. On that last
+ * attempt `completion.finished` (failed, with the reason) is committed first, so chat marks the
+ * message failed. A failure that no retry can fix (unknown model, rejected key or request) is
+ * published as failed at once.
+ */
+export function completionHandlers(deps: CompletionConsumerDeps): EventHandlers {
+  const repo = completionJobRepository(deps.db);
+
+  async function publishOnce(tx: Executor, result: WorkerCompletionFinishedData): Promise<void> {
+    if (await repo.markPublished(tx, result.assistantMessageId)) {
+      await deps.publish(tx, createEvent(EVENTS.workerCompletionFinished, result));
+    }
+  }
+
+  async function handle(event: CompletionRequested, { tx, attempt }: HandlerContext): Promise<void> {
+    const data = event.data;
+    const log = deps.logger.child({ assistantMessageId: data.assistantMessageId, eventId: event.id, attempt });
+    // Busy: another instance holds the lease (a stale consumer after a rebalance), or one that
+    // crashed held it. Its lease is renewed while it works, so wait a little over one lease for
+    // it to finish or run out, then take over.
+    const deadline = Date.now() + deps.leaseMs * 1.5;
+    let claim = await repo.claim(data, deps.leaseMs);
+    while (claim.kind === 'busy' && Date.now() < deadline) {
+      await sleep(Math.min(500, deps.leaseMs / 4));
+      claim = await repo.claim(data, deps.leaseMs);
+    }
+    if (claim.kind === 'finished') {
+      if (!claim.published) await publishOnce(tx, claim.result);
+      else log.info('completion already produced and published; nothing to do');
+      return;
+    }
+    if (claim.kind === 'busy') throw new JobBusyError(data.assistantMessageId);
+
+    const messages: ChatMessage[] = [
+      ...(data.systemPrompt ? [{ role: 'system' as const, content: data.systemPrompt }] : []),
+      ...data.messages,
+    ];
+    let call: ProviderCallResult;
+    const renewing = setInterval(() => {
+      repo.renewLease(data.assistantMessageId, deps.leaseMs).catch((err: unknown) => log.warn({ err }, 'could not renew the job lease'));
+    }, Math.max(250, Math.floor(deps.leaseMs / 3)));
+    try {
+      call = await callProvider(deps.router, data.model, messages, data.maxOutputTokens === undefined ? {} : { maxTokens: data.maxOutputTokens });
+    } catch (error) {
+      if (!(error instanceof ProviderCallFailure)) throw error;
+      const last = attempt >= deps.maxAttempts;
+      if (error.retryable && !last) {
+        log.warn({ err: error }, 'provider failed; the job will be retried');
+        await repo.release(data.assistantMessageId, error.message);
+        throw error;
+      }
+      // Final: the message is marked failed by chat. Committed on its own, since the handler's
+      // transaction is rolled back when the error is rethrown for the dead-letter topic.
+      const failed = finishedPayload(data, error.partial, { status: 'failed', error: error.error });
+      await deps.db.transaction(async (own) => {
+        await repo.storeResult(data.assistantMessageId, failed, own);
+        await publishOnce(own, failed);
+      });
+      log.warn({ err: error, retryable: error.retryable }, 'completion failed for good; completion.finished (failed) published');
+      if (error.retryable) throw error; // kept retrying to the end: park it on the dead-letter topic
+      return;
+    } finally {
+      clearInterval(renewing);
+    }
+    const result = finishedPayload(data, call, { status: 'completed' });
+    await repo.storeResult(data.assistantMessageId, result);
+    await publishOnce(tx, result);
+  }
+
+  return { 'vivier.jobs.completion.requested.v1': handle };
+}

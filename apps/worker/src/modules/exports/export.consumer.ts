@@ -1,0 +1,98 @@
+import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { createEvent, EVENTS, type EventOf } from '@vivier/contracts';
+import type { EventHandlers, HandlerContext, Publish } from '@vivier/messaging';
+import type { FastifyBaseLogger } from 'fastify';
+import type { WorkerDatabase } from '../worker-db';
+import { ExportSourceRejected, fetchUserExport } from './chat-export.client';
+import { exportRepository } from './export.repository';
+
+export interface ExportConsumerDeps {
+  db: WorkerDatabase;
+  s3: { client: S3Client; bucket: string };
+  publish: Publish;
+  logger: FastifyBaseLogger;
+  chatUrl: string;
+  internalSecret: string;
+  retentionHours: number;
+  maxAttempts: number;
+}
+
+export const EXPORT_FORMAT = 'vivier-export/ndjson-1';
+
+/** Where an export lives: one object per export id, so a retry overwrites rather than adds. */
+export function exportObjectKey(userId: string, exportId: string): string {
+  return `exports/${userId}/${exportId}.ndjson`;
+}
+
+const USER_REASON = 'The export could not be written; please try again.';
+
+/**
+ * `jobs.export`: a user's chats, messages and files (from chat's internal export route) as one
+ * NDJSON bundle in S3: a header line, chat's lines as they came, a summary line with counts.
+ * Publishes `export.ready` (object key, size, when it is deleted) or `export.failed`, once per
+ * export id (worker.exports, updated in the publishing transaction). Chat being away or failing
+ * is retried with backoff by the messaging library; on the last attempt `export.failed` is
+ * committed first and the record is parked on the dead-letter topic.
+ */
+export function exportHandlers(deps: ExportConsumerDeps): EventHandlers {
+  const repo = exportRepository(deps.db);
+
+  async function fail(exportId: string, userId: string, reason: string): Promise<void> {
+    await deps.db.transaction(async (own) => {
+      if (await repo.finish(own, exportId, { state: 'failed', reason })) {
+        await deps.publish(own, createEvent(EVENTS.workerExportFailed, { exportId, userId, reason: USER_REASON }));
+      }
+    });
+  }
+
+  async function handle(event: EventOf<typeof EVENTS.jobsExportRequested>, { tx, attempt }: HandlerContext): Promise<void> {
+    const { exportId, userId } = event.data;
+    const log = deps.logger.child({ exportId, eventId: event.id, attempt });
+    const row = await repo.begin(exportId, userId);
+    if (row.state !== 'started') {
+      log.info({ state: row.state }, 'export already done; nothing to do');
+      return;
+    }
+    const objectKey = exportObjectKey(userId, exportId);
+    let body: Buffer;
+    try {
+      const parts: string[] = [JSON.stringify({ type: 'export', format: EXPORT_FORMAT, exportId, userId, createdAt: new Date().toISOString() })];
+      const counts = { chat: 0, message: 0, file: 0 };
+      for await (const line of fetchUserExport(deps.chatUrl, deps.internalSecret, userId)) {
+        counts[line.type] += 1;
+        parts.push(JSON.stringify(line));
+      }
+      parts.push(JSON.stringify({ type: 'summary', chats: counts.chat, messages: counts.message, files: counts.file }));
+      // Kept in memory: exports are text; a multipart upload is the next step for very large ones.
+      body = Buffer.from(`${parts.join('\n')}\n`, 'utf8');
+      await deps.s3.client.send(
+        new PutObjectCommand({
+          Bucket: deps.s3.bucket,
+          Key: objectKey,
+          Body: body,
+          ContentType: 'application/x-ndjson',
+          ContentDisposition: `attachment; filename="vivier-export-${exportId}.ndjson"`,
+        }),
+      );
+    } catch (error) {
+      const detail = error instanceof Error ? error.message : String(error);
+      if (error instanceof ExportSourceRejected || attempt >= deps.maxAttempts) {
+        await fail(exportId, userId, detail.slice(0, 1000));
+        log.warn({ err: error }, 'export failed for good; export.failed published');
+        if (error instanceof ExportSourceRejected) return;
+      } else {
+        log.warn({ err: error }, 'export failed; it will be retried');
+      }
+      throw error;
+    }
+    const expiresAt = new Date(Date.now() + deps.retentionHours * 3_600_000);
+    if (await repo.finish(tx, exportId, { state: 'ready', objectKey, sizeBytes: body.length, expiresAt })) {
+      await deps.publish(
+        tx,
+        createEvent(EVENTS.workerExportReady, { exportId, userId, objectKey, sizeBytes: body.length, expiresAt: expiresAt.toISOString() }),
+      );
+    }
+  }
+
+  return { 'vivier.jobs.export.requested.v1': handle };
+}

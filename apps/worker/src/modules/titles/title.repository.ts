@@ -1,0 +1,69 @@
+import { and, eq, isNull, sql } from 'drizzle-orm';
+import { workerTables } from '@vivier/db-worker';
+import type { Executor } from '@vivier/messaging';
+
+const { chatTitles } = workerTables;
+
+/** Longest first message kept to write a title from. */
+const FIRST_MESSAGE_CHARS = 2000;
+
+/** worker.chat_titles: per chat, what a title is written from and whether it has one. */
+export function chatTitleRepository() {
+  return {
+    async chatCreated(tx: Executor, chat: { chatId: string; userId: string; model: string; titled: boolean }): Promise<void> {
+      await tx
+        .insert(chatTitles)
+        .values({ chatId: chat.chatId, userId: chat.userId, model: chat.model, ...(chat.titled ? { titledByUser: sql`now()` } : {}) })
+        .onConflictDoUpdate({
+          target: chatTitles.chatId,
+          set: { model: chat.model, updatedAt: sql`now()`, ...(chat.titled ? { titledByUser: sql`coalesce(${chatTitles.titledByUser}, now())` } : {}) },
+        });
+    },
+
+    async chatUpdated(tx: Executor, chat: { chatId: string; userId: string; model?: string; titled: boolean }): Promise<void> {
+      const set = {
+        updatedAt: sql`now()`,
+        ...(chat.model === undefined ? {} : { model: chat.model }),
+        ...(chat.titled ? { titledByUser: sql`coalesce(${chatTitles.titledByUser}, now())` } : {}),
+      };
+      await tx
+        .insert(chatTitles)
+        .values({ chatId: chat.chatId, userId: chat.userId, ...(chat.model === undefined ? {} : { model: chat.model }), ...(chat.titled ? { titledByUser: sql`now()` } : {}) })
+        .onConflictDoUpdate({ target: chatTitles.chatId, set });
+    },
+
+    async chatDeleted(tx: Executor, chatId: string, userId: string): Promise<void> {
+      await tx
+        .insert(chatTitles)
+        .values({ chatId, userId, deletedAt: sql`now()` })
+        .onConflictDoUpdate({ target: chatTitles.chatId, set: { deletedAt: sql`now()`, updatedAt: sql`now()` } });
+    },
+
+    /** Keeps the chat's first user message (events of one chat arrive in order). */
+    async messageCreated(tx: Executor, m: { chatId: string; userId: string; content: string; model: string }): Promise<void> {
+      const content = m.content.slice(0, FIRST_MESSAGE_CHARS);
+      await tx
+        .insert(chatTitles)
+        .values({ chatId: m.chatId, userId: m.userId, model: m.model, firstMessage: content })
+        .onConflictDoUpdate({
+          target: chatTitles.chatId,
+          set: { firstMessage: sql`coalesce(${chatTitles.firstMessage}, excluded.first_message)`, model: sql`coalesce(${chatTitles.model}, excluded.model)`, updatedAt: sql`now()` },
+        });
+    },
+
+    async find(tx: Executor, chatId: string) {
+      const [row] = await tx.select().from(chatTitles).where(eq(chatTitles.chatId, chatId));
+      return row;
+    },
+
+    /** Records the title in the transaction that publishes it; false if the chat got one meanwhile. */
+    async claimTitle(tx: Executor, chatId: string, title: string): Promise<boolean> {
+      const rows = await tx
+        .update(chatTitles)
+        .set({ title, titleGeneratedAt: sql`now()`, updatedAt: sql`now()` })
+        .where(and(eq(chatTitles.chatId, chatId), isNull(chatTitles.titleGeneratedAt), isNull(chatTitles.titledByUser), isNull(chatTitles.deletedAt)))
+        .returning({ chatId: chatTitles.chatId });
+      return rows.length > 0;
+    },
+  };
+}

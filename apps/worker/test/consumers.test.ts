@@ -1,0 +1,392 @@
+import { randomUUID } from 'node:crypto';
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
+import { startProviderSim, type ProviderSim } from '@vivier/provider-sim';
+import { verifyInternalCall } from '@vivier/service-kit';
+import { createEvent, EVENTS, type JobsCompletionRequestedData, type WorkerCompletionFinishedData } from '@vivier/contracts';
+import { eventually, outboxEvents, sleep, startWorker, TestKafka, workerPool, writeProvidersFile, type TestWorker } from './helpers';
+
+const FINISHED = 'vivier.worker.completion.finished.v1';
+const TITLE = 'vivier.worker.title.generated.v1';
+const EXPORT_READY = 'vivier.worker.export.ready.v1';
+const EXPORT_FAILED = 'vivier.worker.export.failed.v1';
+const SECRET = 'test-internal-identity-secret-0123456789';
+
+/**
+ * The upstream contract the export client is written against, as chat must implement it:
+ * `GET /internal/v1/users/:userId/export`, signed internal call, NDJSON lines
+ * `{type:'chat'|'message'|'file', ...}`. Users are scripted per test.
+ */
+function startChatExportServer(script: Map<string, (res: ServerResponse) => void>, calls: Map<string, number>): Promise<{ server: Server; url: string }> {
+  const server = createServer((req, res) => {
+    const match = /^\/internal\/v1\/users\/([^/]+)\/export$/.exec(req.url ?? '');
+    if (req.method !== 'GET' || !match) return void res.writeHead(404).end();
+    if (!verifyInternalCall(req.headers, SECRET)) return void res.writeHead(401).end('{"code":"unauthorized"}');
+    const userId = decodeURIComponent(match[1]!);
+    calls.set(userId, (calls.get(userId) ?? 0) + 1);
+    const answer = script.get(userId);
+    if (!answer) return void res.writeHead(404, { 'content-type': 'application/json' }).end('{"code":"user_not_found"}');
+    answer(res);
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      resolve({ server, url: `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}` });
+    });
+  });
+}
+
+// Everything that consumes as the `worker` group lives in this one file, so that no other test
+// file's worker (with other providers) takes partitions of the group.
+describe('worker consumers', () => {
+  let sim: ProviderSim;
+  let worker: TestWorker;
+  let pool: pg.Pool;
+  let kafka: TestKafka;
+  let chatServer: Server;
+  const exportScript = new Map<string, (res: ServerResponse) => void>();
+  const exportCalls = new Map<string, number>();
+
+  beforeAll(async () => {
+    const upstream = await startChatExportServer(exportScript, exportCalls);
+    chatServer = upstream.server;
+    sim = await startProviderSim({ port: 0 });
+    const file = writeProvidersFile({
+      providers: { openai: { baseUrl: `${sim.url}/v1`, apiKey: 'sk-test' }, sim: { tokensPerSecond: 0, firstTokenLatencyMs: 0 } },
+      router: { backoffBaseMs: 10, backoffMaxMs: 50, maxRetries: 1 },
+    });
+    worker = await startWorker({
+      PROVIDERS_FILE: file,
+      CONSUMER_RETRY_ATTEMPTS: '3',
+      CONSUMER_RETRY_DELAY_MS: '100',
+      CONSUMER_RETRY_MAX_DELAY_MS: '400',
+      COMPLETION_LEASE_MS: '2000',
+      CHAT_URL: upstream.url,
+      INTERNAL_IDENTITY_SECRET: SECRET,
+      EXPORT_RETENTION_HOURS: '24',
+    }, { maintenance: false });
+    pool = workerPool(worker.config);
+    kafka = new TestKafka(worker.config.KAFKA_BROKERS);
+  });
+  afterAll(async () => {
+    await kafka?.close();
+    await worker?.close();
+    await pool?.end();
+    await sim?.close();
+    chatServer?.close();
+  });
+
+  function completionRequest(model: string, overrides: Partial<JobsCompletionRequestedData> = {}): JobsCompletionRequestedData {
+    return {
+      chatId: randomUUID(),
+      userId: randomUUID(),
+      userMessageId: randomUUID(),
+      assistantMessageId: randomUUID(),
+      model,
+      systemPrompt: 'You are terse.',
+      messages: [
+        { role: 'user', content: 'Hello there' },
+        { role: 'assistant', content: 'Hi.' },
+        { role: 'user', content: 'Plan three days in Lisbon, please.' },
+      ],
+      regenerate: false,
+      ...overrides,
+    };
+  }
+
+  const finishedOf = async (assistantMessageId: string) =>
+    (await outboxEvents(pool, FINISHED, assistantMessageId)).map((e) => e.data as WorkerCompletionFinishedData);
+
+  describe('async completions (jobs.completion)', () => {
+    it('calls the provider with the context of the event and publishes completion.finished with content and usage', async () => {
+      const model = `happy-${randomUUID().slice(0, 8)}`;
+      const data = completionRequest(`openai/${model}`, { maxOutputTokens: 50 });
+      const published = await kafka.collect('worker.events');
+      await kafka.produce(createEvent(EVENTS.jobsCompletionRequested, data));
+
+      const [finished] = await eventually(async () => {
+        const rows = await finishedOf(data.assistantMessageId);
+        return rows.length > 0 && rows;
+      });
+      expect(finished).toMatchObject({
+        assistantMessageId: data.assistantMessageId,
+        chatId: data.chatId,
+        userId: data.userId,
+        userMessageId: data.userMessageId,
+        status: 'completed',
+        provider: 'openai',
+        model: `openai/${model}`,
+      });
+      expect(finished!.content.length).toBeGreaterThan(0);
+      expect(finished!.usage.promptTokens).toBeGreaterThan(0);
+      expect(finished!.usage.completionTokens).toBeGreaterThan(0);
+      expect(finished!.error).toBeUndefined();
+
+      // The provider got the system prompt and the whole context, in order.
+      const sent = sim.requests().filter((r) => r.model === model);
+      expect(sent).toHaveLength(1);
+      const body = sent[0]!.body as { messages: Array<{ role: string; content: string }>; max_completion_tokens?: number };
+      expect(body.messages.map((m) => m.role)).toEqual(['system', 'user', 'assistant', 'user']);
+      expect(body.messages[3]!.content).toBe('Plan three days in Lisbon, please.');
+
+      const { rows } = await pool.query('select state, attempts, published_at from worker.jobs where assistant_message_id = $1', [data.assistantMessageId]);
+      expect(rows).toEqual([expect.objectContaining({ state: 'finished', attempts: 1 })]);
+      expect(rows[0].published_at).not.toBeNull();
+
+      // The relay puts it on worker.events, keyed by chat, for chat to store.
+      const onKafka = await eventually(() => published.find((r) => r.event.type === FINISHED && r.event.subject === data.assistantMessageId));
+      expect(onKafka.event.data).toEqual(finished);
+      expect(onKafka.event.source).toBe('vivier/worker');
+    });
+
+    it('calls the provider once and publishes once when the job is delivered twice (same event, and a copy with a new id)', async () => {
+      const model = `twice-${randomUUID().slice(0, 8)}`;
+      const data = completionRequest(`openai/${model}`);
+      const event = createEvent(EVENTS.jobsCompletionRequested, data);
+      await kafka.produce(event);
+      await kafka.produce(event);
+      await eventually(async () => (await finishedOf(data.assistantMessageId)).length > 0);
+      // Chat re-sending the same job under a new event id (e.g. after a crash of its own).
+      const copy = createEvent(EVENTS.jobsCompletionRequested, data);
+      await kafka.produce(copy);
+      await eventually(async () => {
+        const { rows } = await pool.query('select 1 from worker.processed_events where event_id = $1', [copy.id]);
+        return rows.length === 1;
+      });
+      await sleep(3000);
+
+      expect(await finishedOf(data.assistantMessageId)).toHaveLength(1);
+      expect(sim.requests().filter((r) => r.model === model)).toHaveLength(1);
+      expect(sim.stats().byModel[model]).toBe(1);
+    });
+
+    it('retries a provider that keeps failing, then publishes completion.finished failed and parks the job on the dead-letter topic', async () => {
+      const model = `down-${randomUUID().slice(0, 8)}`;
+      sim.setFaults({ status5xx: 503 }, model);
+      const dlq = await kafka.collect('jobs.completion.dlq.worker');
+      const data = completionRequest(`openai/${model}`);
+      const event = createEvent(EVENTS.jobsCompletionRequested, data);
+      await kafka.produce(event);
+
+      const parked = await eventually(() => dlq.find((r) => r.event.id === event.id), 60_000);
+      expect(parked.headers['vivier-dead-letter-reason']).toBe('handler_failed');
+      expect(parked.headers['vivier-original-topic']).toBe('jobs.completion');
+
+      const finished = await eventually(async () => {
+        const rows = await finishedOf(data.assistantMessageId);
+        return rows.length > 0 && rows;
+      });
+      expect(finished).toHaveLength(1);
+      expect(finished[0]).toMatchObject({ status: 'failed', provider: 'openai', content: '', error: { code: 'provider_unavailable' } });
+      expect(finished[0]!.error!.detail.length).toBeGreaterThan(0);
+
+      // Three attempts (CONSUMER_RETRY_ATTEMPTS), each one routed call with the router's own retry
+      // (at most 2 requests each; the router's circuit breaker may open after 5 failures in a row).
+      const { rows } = await pool.query('select state, attempts from worker.jobs where assistant_message_id = $1', [data.assistantMessageId]);
+      expect(rows).toEqual([{ state: 'finished', attempts: 3 }]);
+      expect(sim.stats().byModel[model]).toBeGreaterThanOrEqual(3);
+      expect(sim.stats().byModel[model]).toBeLessThanOrEqual(6);
+    });
+
+    it('takes over a job left by a crashed instance once its lease runs out, and calls the provider once', async () => {
+      const model = `orphan-${randomUUID().slice(0, 8)}`;
+      const data = completionRequest(`openai/${model}`);
+      // What a crashed instance leaves: the job started, its lease running for another 1.5 s.
+      await pool.query(
+        `insert into worker.jobs (assistant_message_id, chat_id, user_id, state, attempts, lease_until) values ($1, $2, $3, 'started', 1, now() + interval '1500 milliseconds')`,
+        [data.assistantMessageId, data.chatId, data.userId],
+      );
+      const leaseEnds = Date.now() + 1500;
+      await kafka.produce(createEvent(EVENTS.jobsCompletionRequested, data));
+      const finished = await eventually(async () => {
+        const rows = await finishedOf(data.assistantMessageId);
+        return rows.length > 0 && rows;
+      });
+      expect(Date.now()).toBeGreaterThanOrEqual(leaseEnds - 50);
+      expect(finished[0]).toMatchObject({ status: 'completed' });
+      expect(sim.stats().byModel[model]).toBe(1);
+      const { rows } = await pool.query('select state, attempts from worker.jobs where assistant_message_id = $1', [data.assistantMessageId]);
+      expect(rows).toEqual([{ state: 'finished', attempts: 2 }]);
+    });
+
+    it('fails at once, without retries, when no retry can help (unknown model)', async () => {
+      const data = completionRequest(`openai/missing-${randomUUID().slice(0, 8)}`);
+      await kafka.produce(createEvent(EVENTS.jobsCompletionRequested, data));
+      const finished = await eventually(async () => {
+        const rows = await finishedOf(data.assistantMessageId);
+        return rows.length > 0 && rows;
+      });
+      expect(finished[0]).toMatchObject({ status: 'failed', error: { code: 'model_not_found' } });
+      const { rows } = await pool.query('select attempts from worker.jobs where assistant_message_id = $1', [data.assistantMessageId]);
+      expect(rows).toEqual([{ attempts: 1 }]);
+    });
+  });
+
+  describe('titles (chat.events)', () => {
+    async function startChat(options: { title?: string | null; model?: string } = {}) {
+      const chatId = randomUUID();
+      const userId = randomUUID();
+      const model = options.model ?? 'sim/fast';
+      await kafka.produce(createEvent(EVENTS.chatCreated, { chatId, userId, title: options.title ?? null, model, createdAt: new Date().toISOString() }));
+      const userMessageId = randomUUID();
+      await kafka.produce(
+        createEvent(EVENTS.chatMessageCreated, {
+          chatId,
+          userId,
+          messageId: userMessageId,
+          content: 'Plan three days in Lisbon, please. I like tiles and seafood.',
+          attachmentIds: [],
+          model,
+          createdAt: new Date().toISOString(),
+        }),
+      );
+      const completed = (status: 'completed' | 'failed' = 'completed') =>
+        createEvent(EVENTS.chatMessageCompleted, {
+          chatId,
+          userId,
+          messageId: randomUUID(),
+          userMessageId,
+          status,
+          provider: 'sim',
+          model: 'sim/fast',
+          usage: { promptTokens: 10, completionTokens: 20 },
+          latencyMs: 100,
+          cached: false,
+          completedAt: new Date().toISOString(),
+        });
+      return { chatId, userId, completed };
+    }
+
+    it('generates a title after the first completed reply, exactly once even when the event comes twice', async () => {
+      const chat = await startChat();
+      await kafka.produce(chat.completed('failed')); // a failed reply does not title the chat
+      const first = chat.completed();
+      await kafka.produce(first);
+      await kafka.produce(first);
+      await kafka.produce(chat.completed()); // the second reply
+      const titles = await eventually(async () => {
+        const events = await outboxEvents(pool, TITLE, chat.chatId);
+        return events.length > 0 && events;
+      });
+      await sleep(2000);
+      expect(await outboxEvents(pool, TITLE, chat.chatId)).toHaveLength(1);
+      expect(titles[0]!.data).toMatchObject({ chatId: chat.chatId, userId: chat.userId });
+      const title = (titles[0]!.data as { title: string }).title;
+      expect(title.length).toBeGreaterThan(0);
+      expect(title.length).toBeLessThanOrEqual(81);
+      expect(title).not.toContain('\n');
+      const { rows } = await pool.query('select title from worker.chat_titles where chat_id = $1', [chat.chatId]);
+      expect(rows).toEqual([{ title }]);
+    });
+
+    it("writes the title with the chat's own model, from the chat's first message", async () => {
+      const model = `titler-${randomUUID().slice(0, 8)}`;
+      const chat = await startChat({ model: `openai/${model}` });
+      await kafka.produce(chat.completed());
+      await eventually(async () => (await outboxEvents(pool, TITLE, chat.chatId)).length === 1);
+      const sent = sim.requests().filter((r) => r.model === model);
+      expect(sent).toHaveLength(1);
+      const body = sent[0]!.body as { messages: Array<{ role: string; content: string }> };
+      expect(body.messages.map((m) => m.role)).toEqual(['system', 'user']);
+      expect(body.messages[0]!.content).toMatch(/title/i);
+      expect(body.messages[1]!.content).toBe('Plan three days in Lisbon, please. I like tiles and seafood.');
+    });
+
+    it('leaves chats the user titled alone', async () => {
+      const chat = await startChat({ title: 'My own title' });
+      const reply = chat.completed();
+      await kafka.produce(reply);
+      await eventually(async () => {
+        const { rows } = await pool.query('select 1 from worker.processed_events where event_id = $1', [reply.id]);
+        return rows.length === 1;
+      });
+      expect(await outboxEvents(pool, TITLE, chat.chatId)).toHaveLength(0);
+    });
+  });
+  describe('exports (jobs.export)', () => {
+    const lines = (userId: string) => [
+      { type: 'chat', id: randomUUID(), userId, title: 'Lisbon', model: 'sim/fast', createdAt: '2026-01-01T00:00:00.000Z' },
+      { type: 'message', id: randomUUID(), role: 'user', content: 'Plan three days in Lisbon — «ça va» 🚋' },
+      { type: 'message', id: randomUUID(), role: 'assistant', content: 'Day 1: Alfama.' },
+      { type: 'file', id: randomUUID(), name: 'notes.txt', mediaType: 'text/plain', sizeBytes: 12 },
+    ];
+
+    it('writes the bundle to S3 once and publishes export.ready once, even when the job comes twice', async () => {
+      const userId = randomUUID();
+      const exportId = randomUUID();
+      const content = lines(userId);
+      exportScript.set(userId, (res) => {
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        // Lines split across writes, as a real stream arrives.
+        const text = content.map((l) => JSON.stringify(l)).join('\n') + '\n';
+        res.write(text.slice(0, 17));
+        setTimeout(() => res.end(text.slice(17)), 20);
+      });
+      const event = createEvent(EVENTS.jobsExportRequested, { exportId, userId });
+      await kafka.produce(event);
+      await kafka.produce(event);
+      const [ready] = await eventually(async () => {
+        const events = await outboxEvents(pool, EXPORT_READY, exportId);
+        return events.length > 0 && events;
+      });
+      const copy = createEvent(EVENTS.jobsExportRequested, { exportId, userId });
+      await kafka.produce(copy);
+      await eventually(async () => (await pool.query('select 1 from worker.processed_events where event_id = $1', [copy.id])).rows.length === 1);
+      await sleep(1000);
+      expect(await outboxEvents(pool, EXPORT_READY, exportId)).toHaveLength(1);
+      expect(exportCalls.get(userId)).toBe(1);
+
+      const data = ready!.data as { objectKey: string; sizeBytes: number; expiresAt: string; userId: string };
+      expect(data.objectKey).toBe(`exports/${userId}/${exportId}.ndjson`);
+      expect(data.userId).toBe(userId);
+      const hours = (Date.parse(data.expiresAt) - Date.now()) / 3_600_000;
+      expect(hours).toBeGreaterThan(23.9);
+      expect(hours).toBeLessThanOrEqual(24);
+
+      const s3 = worker.app.s3;
+      const object = await s3.client.send(new GetObjectCommand({ Bucket: s3.bucket, Key: data.objectKey }));
+      expect(object.ContentType).toBe('application/x-ndjson');
+      const bytes = await object.Body!.transformToByteArray();
+      expect(bytes.length).toBe(data.sizeBytes);
+      const bundle = Buffer.from(bytes).toString('utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(bundle[0]).toMatchObject({ type: 'export', exportId, userId });
+      expect(bundle.slice(1, -1)).toEqual(content);
+      expect(bundle.at(-1)).toEqual({ type: 'summary', chats: 1, messages: 2, files: 1 });
+    });
+
+    it('publishes export.failed at once when chat refuses (unknown user)', async () => {
+      const userId = randomUUID(); // not scripted: 404
+      const exportId = randomUUID();
+      await kafka.produce(createEvent(EVENTS.jobsExportRequested, { exportId, userId }));
+      const [failed] = await eventually(async () => {
+        const events = await outboxEvents(pool, EXPORT_FAILED, exportId);
+        return events.length > 0 && events;
+      });
+      expect(failed!.data).toEqual({ exportId, userId, reason: 'The export could not be written; please try again.' });
+      expect(exportCalls.get(userId)).toBe(1);
+      expect(await outboxEvents(pool, EXPORT_READY, exportId)).toHaveLength(0);
+    });
+
+    it('retries while chat fails, then publishes export.failed and parks the job on the dead-letter topic', async () => {
+      const userId = randomUUID();
+      const exportId = randomUUID();
+      exportScript.set(userId, (res) => {
+        // Cut mid-stream with a broken line after a 200: a broken upstream, worth a retry.
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        res.end('{"type":"chat","id":"x"}\n{"type":"mess');
+      });
+      const dlq = await kafka.collect('jobs.export.dlq.worker');
+      const event = createEvent(EVENTS.jobsExportRequested, { exportId, userId });
+      await kafka.produce(event);
+      await eventually(() => dlq.find((r) => r.event.id === event.id), 60_000);
+      const failed = await outboxEvents(pool, EXPORT_FAILED, exportId);
+      expect(failed).toHaveLength(1);
+      expect(exportCalls.get(userId)).toBe(3);
+      const { rows } = await pool.query('select state, reason from worker.exports where export_id = $1', [exportId]);
+      expect(rows[0].state).toBe('failed');
+      expect(rows[0].reason).toMatch(/not JSON/);
+    });
+  });
+});

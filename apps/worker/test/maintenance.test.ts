@@ -1,0 +1,89 @@
+import { randomUUID } from 'node:crypto';
+import type pg from 'pg';
+import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventually, sleep, startWorker, workerPool, type TestWorker } from './helpers';
+
+describe('scheduled maintenance on several instances', () => {
+  const workers: TestWorker[] = [];
+  let pool: pg.Pool;
+  const ids = { oldOutbox: randomUUID(), newOutbox: randomUUID(), oldProcessed: randomUUID(), newProcessed: randomUUID(), oldExport: randomUUID(), newExport: randomUUID() };
+  const userId = randomUUID();
+  const keyOf = (exportId: string) => `exports/${userId}/${exportId}.ndjson`;
+  let started: Date;
+
+  beforeAll(async () => {
+    const env = {
+      MAINTENANCE_INTERVAL_MS: '1000',
+      MAINTENANCE_POLL_MS: '100',
+      OUTBOX_RETENTION_HOURS: '24',
+      PROCESSED_EVENTS_RETENTION_HOURS: '48',
+    };
+    // The first instance is built only to reach the database and S3 before the schedule starts.
+    const probe = await startWorker(env, { consumers: false, maintenance: false });
+    pool = workerPool(probe.config);
+    const envelope = (id: string) => JSON.stringify({ id });
+    await pool.query(
+      `insert into worker.outbox (event_id, topic, key, envelope, created_at, published_at) values
+        ($1, 'worker.events', 'k', $2, now() - interval '30 hours', now() - interval '25 hours'),
+        ($3, 'worker.events', 'k', $4, now() - interval '30 hours', now() - interval '23 hours')`,
+      [ids.oldOutbox, envelope(ids.oldOutbox), ids.newOutbox, envelope(ids.newOutbox)],
+    );
+    await pool.query(
+      `insert into worker.processed_events (consumer_group, event_id, topic, processed_at) values
+        ('worker', $1, 'chat.events', now() - interval '49 hours'), ('worker', $2, 'chat.events', now() - interval '47 hours')`,
+      [ids.oldProcessed, ids.newProcessed],
+    );
+    for (const [exportId, expires] of [[ids.oldExport, '-1 hour'], [ids.newExport, '1 hour']] as const) {
+      await probe.app.s3.client.send(new PutObjectCommand({ Bucket: probe.app.s3.bucket, Key: keyOf(exportId), Body: '{}\n' }));
+      await pool.query(
+        `insert into worker.exports (export_id, user_id, state, object_key, size_bytes, expires_at) values ($1, $2, 'ready', $3, 3, now() + $4::interval)`,
+        [exportId, userId, keyOf(exportId), expires],
+      );
+    }
+    workers.push(probe);
+    started = new Date();
+    workers.push(await startWorker(env, { consumers: false }), await startWorker(env, { consumers: false }));
+  });
+  afterAll(async () => {
+    for (const w of workers) await w.close();
+    await pool?.end();
+  });
+
+  it('runs each job once per interval however many instances poll', async () => {
+    await sleep(3500);
+    const { rows } = await pool.query<{ name: string; instance: string; started_at: Date }>(
+      `select name, instance, started_at from worker.schedule_runs where started_at >= $1 order by name, started_at`,
+      [started],
+    );
+    for (const name of ['purge-outbox', 'purge-processed-events', 'expire-exports']) {
+      const runs = rows.filter((r) => r.name === name);
+      // t≈0, 1, 2, 3 s: never two in one interval, however the two instances interleave.
+      expect(runs.length, name).toBeGreaterThanOrEqual(3);
+      expect(runs.length, name).toBeLessThanOrEqual(4);
+      for (let i = 1; i < runs.length; i += 1) {
+        expect(runs[i]!.started_at.getTime() - runs[i - 1]!.started_at.getTime(), name).toBeGreaterThanOrEqual(1000);
+      }
+    }
+    const { rows: schedules } = await pool.query('select name, runs from worker.schedules order by name');
+    expect(schedules.map((s) => s.name)).toEqual(['expire-exports', 'purge-outbox', 'purge-processed-events']);
+  });
+
+  it('purges old published outbox rows and processed event ids, and expires old exports, keeping the rest', async () => {
+    await eventually(async () => {
+      const { rows } = await pool.query('select event_id from worker.outbox where event_id = any($1)', [[ids.oldOutbox, ids.newOutbox]]);
+      return rows.length === 1 && rows[0].event_id === ids.newOutbox;
+    }, 10_000);
+    const { rows: processed } = await pool.query('select event_id from worker.processed_events where event_id = any($1)', [[ids.oldProcessed, ids.newProcessed]]);
+    expect(processed).toEqual([{ event_id: ids.newProcessed }]);
+    const { rows: exports } = await pool.query('select export_id, state from worker.exports where user_id = $1 order by state', [userId]);
+    expect(exports).toEqual([
+      { export_id: ids.oldExport, state: 'expired' },
+      { export_id: ids.newExport, state: 'ready' },
+    ]);
+    const s3 = workers[0]!.app.s3;
+    await expect(s3.client.send(new GetObjectCommand({ Bucket: s3.bucket, Key: keyOf(ids.oldExport) }))).rejects.toThrow();
+    const kept = await s3.client.send(new GetObjectCommand({ Bucket: s3.bucket, Key: keyOf(ids.newExport) }));
+    expect(await kept.Body!.transformToString()).toBe('{}\n');
+  });
+});
