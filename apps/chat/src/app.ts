@@ -20,7 +20,11 @@ import { circuitGauge, createChatMetrics, routerHooks, type ChatMetrics } from '
 import { ResponseCache } from './modules/cache/response-cache.service';
 import { chatsRoutes } from './modules/chats/chats.routes';
 import { ChatsService } from './modules/chats/chats.service';
+import { titleHandlers } from './modules/chats/chats.consumer';
 import { completionHandlers } from './modules/completions/completions.consumer';
+import { exportHandlers } from './modules/exports/exports.consumer';
+import { exportsInternalRoutes, exportsRoutes } from './modules/exports/exports.routes';
+import { ExportsService } from './modules/exports/exports.service';
 import { ContextBuilder } from './modules/context/context.service';
 import { filesRoutes } from './modules/files/files.routes';
 import { FilesService } from './modules/files/files.service';
@@ -41,9 +45,9 @@ import { searchRoutes } from './modules/search/search.routes';
 export interface BuildChatAppOptions {
   logStream?: DestinationStream;
   /**
-   * Run the consumers (`admin.events` quotas, `worker.events` completions; default true). Tests
-   * that do not exercise them turn them off so that many short-lived apps do not keep
-   * rebalancing the `chat` consumer group.
+   * Run the consumers (`admin.events` quotas, `worker.events` completions, titles and exports;
+   * default true). Tests that do not exercise them turn them off so that many short-lived apps
+   * do not keep rebalancing the `chat` consumer group.
    */
   consumers?: boolean;
   /** Where provider keys named by the providers file (`apiKeyEnv`) are read; process.env by default. */
@@ -107,6 +111,13 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
   const replay = new ReplyReplay({ db, runner, hub, streams, log: app.log });
   const files = new FilesService({ db, s3: app.s3, maxBytes: config.CHAT_UPLOAD_MAX_BYTES, allowedTypes: uploadTypesOf(config) });
   const chats = new ChatsService({ db, publish, models });
+  const exportsService = new ExportsService({
+    db,
+    publish,
+    s3: app.s3,
+    signer: config.S3_PUBLIC_ENDPOINT ? createS3({ ...config, S3_ENDPOINT: config.S3_PUBLIC_ENDPOINT }) : app.s3.client,
+    urlTtlSeconds: config.CHAT_EXPORT_URL_TTL_SECONDS,
+  });
   const messages = new MessagesService({
     db,
     turns,
@@ -133,6 +144,8 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
             handlers: {
               ...quotaHandlers({ quotas: quotasRepository(db), log: app.log }),
               ...completionHandlers({ streams, log: app.log }),
+              ...titleHandlers({ log: app.log }),
+              ...exportHandlers({ log: app.log }),
             },
           },
         ];
@@ -151,6 +164,8 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
   await app.register(chatsRoutes, { chats });
   await app.register(messagesRoutes, { messages, replay, heartbeatMs: config.CHAT_SSE_HEARTBEAT_SECONDS * 1000 });
   await app.register(filesRoutes, { files, maxBytes: config.CHAT_UPLOAD_MAX_BYTES });
+  await app.register(exportsRoutes, { exports: exportsService });
+  await app.register(exportsInternalRoutes, { exports: exportsService });
 
   app.addHook('onReady', async () => {
     // Partitions first (inserts need them); the tokenizer is loaded before the first message.

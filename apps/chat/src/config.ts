@@ -54,6 +54,10 @@ export const chatConfigSchema = Type.Object({
   ),
   CHAT_PARTITION_MONTHS_AHEAD: Env.int(2, 'Monthly message partitions kept ready beyond the current month.'),
   CHAT_SSE_HEARTBEAT_SECONDS: Env.int(15, 'Comment line sent on an idle SSE stream so proxies keep it open.', 1),
+  CHAT_EXPORT_URL_TTL_SECONDS: Env.int(900, 'Lifetime of a presigned export download URL (made on each read, never past the export\'s deletion).', 60),
+  S3_PUBLIC_ENDPOINT: Type.Optional(
+    Type.String({ format: 'url', description: 'S3 endpoint as browsers reach it, for presigned download URLs; unset = S3_ENDPOINT.' }),
+  ),
 });
 
 export type ChatConfig = Static<typeof chatConfigSchema>;

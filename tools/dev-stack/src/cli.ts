@@ -51,17 +51,18 @@ async function start(): Promise<void> {
 
   const base: NodeJS.ProcessEnv = { ...process.env, ...infra.env, NODE_ENV: process.env.NODE_ENV || 'development' };
   delete base.PORT;
+  // Every service learns where the others listen (the gateway proxies to them; the worker asks chat for exports).
+  const upstream = Object.fromEntries(ports.map(([s, p]) => [`${s.toUpperCase()}_URL`, `http://127.0.0.1:${p}`]));
   ports.forEach(([service, port], i) => {
     procs.push(
       startServiceProcess(service, {
         port,
         colorIndex: i,
         echo: process.env.VIVIER_QUIET !== '1',
-        env: { ...base, DATABASE_URL: infra.serviceDatabaseUrls[service] },
+        env: { ...base, ...upstream, DATABASE_URL: infra.serviceDatabaseUrls[service] },
       }),
     );
   });
-  const upstream = Object.fromEntries(ports.map(([s, p]) => [`${s.toUpperCase()}_URL`, `http://127.0.0.1:${p}`]));
   try {
     await Promise.all(procs.map((p) => waitReady(p)));
     procs.push(

@@ -68,3 +68,27 @@ export const quotaUsage = chatSchema.table(
   },
   (t) => [primaryKey({ columns: [t.userId, t.month] }), check('quota_usage_reserved_check', sql`${t.reserved} >= 0`)],
 );
+
+/**
+ * Data exports a user asked for (`POST /api/v1/exports`). Chat writes `export.requested` with
+ * the row; the worker builds the bundle and answers with `export.ready` (the object's key, size
+ * and deletion time) or `export.failed`. Download URLs are presigned on each read, never stored.
+ */
+export const dataExports = chatSchema.table(
+  'exports',
+  {
+    id: uuid('id').primaryKey(),
+    userId: uuid('user_id').notNull(),
+    status: text('status', { enum: ['pending', 'ready', 'failed'] }).notNull(),
+    objectKey: text('object_key'),
+    sizeBytes: bigint('size_bytes', { mode: 'number' }),
+    expiresAt: timestamp('expires_at', { withTimezone: true }),
+    failureReason: text('failure_reason'),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull(),
+  },
+  (t) => [
+    index('exports_user_id_idx').on(t.userId, t.id),
+    check('exports_status_check', sql`${t.status} in ('pending', 'ready', 'failed')`),
+  ],
+);

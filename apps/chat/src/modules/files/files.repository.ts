@@ -1,4 +1,4 @@
-import { and, eq, inArray } from 'drizzle-orm';
+import { and, asc, eq, gt, inArray, type SQL } from 'drizzle-orm';
 import type { Executor } from '@vivier/messaging';
 import { chatTables } from '@vivier/db-chat';
 
@@ -27,6 +27,18 @@ export function filesRepository(db: Executor) {
         .select()
         .from(files)
         .where(and(inArray(files.id, ids), eq(files.userId, userId)));
+    },
+
+    /** The user's files in id order; `after` is the last id of the previous page. */
+    async page(userId: string, options: { after?: string; limit: number }, tx: Executor = db): Promise<FileRow[]> {
+      const where: SQL[] = [eq(files.userId, userId)];
+      if (options.after) where.push(gt(files.id, options.after));
+      return tx
+        .select()
+        .from(files)
+        .where(and(...where))
+        .orderBy(asc(files.id))
+        .limit(options.limit);
     },
   };
 }
