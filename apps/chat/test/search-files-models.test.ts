@@ -151,6 +151,8 @@ describe('search, attachments, models', () => {
         '/api/v1/chats/{id}/messages/{messageId}/cancel',
         '/api/v1/chats/{id}/messages/{messageId}/regenerate',
         '/api/v1/chats/{id}/messages/{messageId}/stream',
+        '/api/v1/exports',
+        '/api/v1/exports/{id}',
         '/api/v1/files',
         '/api/v1/files/{id}',
         '/api/v1/files/{id}/content',
