@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
-import { dropDatabase, dropStaleTestDatabases } from './database';
+import { dropDatabase, dropStaleTestDatabases, migrateAll, provisionDatabase } from './database';
 import { DEFAULT_ADMIN_DATABASE_URL, startInfrastructure } from './stack';
 import { SERVICES } from './paths';
 
@@ -51,4 +51,19 @@ export async function startTestInfrastructure(): Promise<{ env: Record<string, s
       }
     },
   };
+}
+
+/**
+ * A database of its own for a test whose services must not share the run's database: every
+ * service's relay takes the schema's leadership per database, so a service talking to another
+ * Kafka (its own dev broker) would otherwise publish the run's outbox rows to the wrong broker,
+ * or hold them back while its broker is down. Migrated like the run's; drop() removes it.
+ */
+export async function isolatedDatabase(label: string): Promise<{ serviceUrls: Record<(typeof SERVICES)[number], string>; drop(): Promise<void> }> {
+  const adminUrl = process.env.VIVIER_TEST_DATABASE_ADMIN_URL || process.env.DATABASE_URL || DEFAULT_ADMIN_DATABASE_URL;
+  if (!/^[a-z0-9_]+$/.test(label)) throw new Error(`unsafe database label ${label}`);
+  const database = `vivier_test_${process.env.VIVIER_TEST_RUN_ID ?? `${Math.floor(Date.now() / 1000)}_${process.pid}`}_${label}`;
+  const db = await provisionDatabase(adminUrl, database, process.env.VIVIER_DB_PASSWORD || 'vivier-dev');
+  await migrateAll(db.serviceUrls);
+  return { serviceUrls: db.serviceUrls, drop: () => dropDatabase(adminUrl, database) };
 }

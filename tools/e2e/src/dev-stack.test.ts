@@ -47,6 +47,8 @@ async function startStack(extraEnv: Record<string, string>) {
       // Its own dev broker (KAFKA_BROKERS unset) and Redis keys: these services must not join the
       // consumer groups of other test files running at the same time.
       KAFKA_BROKERS: '',
+      // The dev broker holds every rebalance for a session timeout: keep group joins short.
+      CONSUMER_SESSION_TIMEOUT_MS: '6000',
       REDIS_KEY_PREFIX: `${process.env.VIVIER_TEST_REDIS_PREFIX ?? 'vivier-test:'}dev-stack:`,
       ...extraEnv,
     },
@@ -93,7 +95,7 @@ async function userJourney(base: string): Promise<void> {
   expect(stream).toContain('the journey reply');
 
   await expect
-    .poll(async () => (await call('GET', `/api/v1/chats/${chatId}`, token)).json().title, { timeout: 60_000, interval: 500 })
+    .poll(async () => (await call('GET', `/api/v1/chats/${chatId}`, token)).json().title, { timeout: 90_000, interval: 500 })
     .toBeTruthy();
 
   const requested = await call('POST', '/api/v1/exports', token);
@@ -101,7 +103,7 @@ async function userJourney(base: string): Promise<void> {
   const exportId = requested.json().id as string;
   let ready: Record<string, unknown> = {};
   await expect
-    .poll(async () => (ready = (await call('GET', `/api/v1/exports/${exportId}`, token)).json()).status, { timeout: 60_000, interval: 500 })
+    .poll(async () => (ready = (await call('GET', `/api/v1/exports/${exportId}`, token)).json()).status, { timeout: 90_000, interval: 500 })
     .toBe('ready');
   const bundle = await (await fetch(ready.url as string)).text();
   const lines = bundle.trim().split('\n').map((l) => JSON.parse(l) as { type: string; content?: string; id?: string });
@@ -131,7 +133,7 @@ describe('npm start', () => {
     expect(await stack.exited).toBe(0);
     for (const port of Object.values(stack.ports)) expect(await isListening(port)).toBe(false);
     expect(stack.output()).toContain('Stopped.');
-  }, 240_000);
+  }, 300_000);
 
   it('starts its own dev Kafka broker and S3 server when none is configured, and reports a busy port by name', async () => {
     const s3Port = await freePort();

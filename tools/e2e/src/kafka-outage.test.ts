@@ -6,6 +6,7 @@ import { Kafka, logLevel } from 'kafkajs';
 import { allTopics, createEvent, EVENTS, toKafkaRecord } from '@vivier/contracts';
 import { startDevKafka, type DevKafka } from '@vivier/dev-kafka';
 import { startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
+import { isolatedDatabase } from '@vivier/dev-stack/test-infra';
 import { testEnv } from '@vivier/service-kit/testing';
 
 async function freePort(): Promise<number> {
@@ -28,23 +29,25 @@ describe('a service through a Kafka outage', () => {
   let chat: ServiceProcess;
   let base = '';
   let db: pg.Client;
+  let database: Awaited<ReturnType<typeof isolatedDatabase>>;
 
   beforeAll(async () => {
     dev = await startDevKafka({ topics: allTopics().map((t) => ({ name: t.name, partitions: t.partitions })) });
+    // Its own database: this chat's relay must not take over the outbox of the run's other chats.
+    database = await isolatedDatabase('kafka_outage');
     const port = await freePort();
-    chat = startServiceProcess('chat', {
-      port,
-      env: { ...process.env, ...testEnv('chat', { KAFKA_BROKERS: dev.bootstrap.join(','), OUTBOX_POLL_INTERVAL_MS: '200', LOG_LEVEL: 'warn' }) },
-    });
+    const env = testEnv('chat', { KAFKA_BROKERS: dev.bootstrap.join(','), OUTBOX_POLL_INTERVAL_MS: '200', LOG_LEVEL: 'warn', DATABASE_URL: database.serviceUrls.chat });
+    chat = startServiceProcess('chat', { port, env: { ...process.env, ...env } });
     await waitReady(chat);
     base = `http://127.0.0.1:${port}`;
-    db = new pg.Client({ connectionString: testEnv('chat').DATABASE_URL });
+    db = new pg.Client({ connectionString: database.serviceUrls.chat });
     await db.connect();
   });
   afterAll(async () => {
     await db?.end();
     if (chat) await stopProcess(chat);
     await dev?.stop();
+    await database?.drop();
   });
 
   it('stays up, reports kafka degraded, keeps the backlog, and drains it when Kafka returns', async () => {

@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
+import { isolatedDatabase } from '@vivier/dev-stack/test-infra';
 import { testEnv } from '@vivier/service-kit/testing';
 import { allTopics } from '@vivier/contracts';
 import { startDevKafka, type DevKafka } from '@vivier/dev-kafka';
@@ -28,10 +29,13 @@ describe('request id across gateway and service processes', () => {
   let gatewayUrl = '';
 
   let dev: DevKafka;
+  let database: Awaited<ReturnType<typeof isolatedDatabase>>;
   beforeAll(async () => {
-    // Its own broker, so these processes never join the consumer groups of other test files.
+    // Its own broker, so these processes never join the consumer groups of other test files, and
+    // its own database, so auth's relay never takes over the run's auth outbox for that broker.
     dev = await startDevKafka({ topics: allTopics().map((t) => ({ name: t.name, partitions: t.partitions })) });
-    const kafkaEnv = { KAFKA_BROKERS: dev.bootstrap.join(',') };
+    database = await isolatedDatabase('request_id');
+    const kafkaEnv = { KAFKA_BROKERS: dev.bootstrap.join(','), DATABASE_URL: database.serviceUrls.auth };
     const authPort = await freePort();
     const auth = startServiceProcess('auth', { port: authPort, env: { ...process.env, ...testEnv('auth', { LOG_LEVEL: 'info', ...kafkaEnv }) }, onLine: collect('auth') });
     procs.push(auth);
@@ -49,6 +53,7 @@ describe('request id across gateway and service processes', () => {
   afterAll(async () => {
     for (const p of procs.reverse()) await stopProcess(p);
     await dev?.stop();
+    await database?.drop();
   });
 
   it('keeps a client request id through both services', async () => {
