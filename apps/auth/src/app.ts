@@ -1,3 +1,4 @@
+import { sessionsHousekeeping } from './modules/sessions/sessions.housekeeping';
 import type { DestinationStream } from 'pino';
 import {
   createPool,
@@ -101,6 +102,7 @@ export async function buildAuthApp(config: AuthConfig, options: BuildAuthAppOpti
     db,
     tables: { outbox: authTables.outbox, processedEvents: authTables.processedEvents },
     consumers: options.consumers === false ? [] : [adminEventsConsumer({ accounts: accounts.repository, sessions, revocations, log: app.log })],
+    housekeeping: [sessionsHousekeeping({ revokedRetentionDays: 30 })],
   });
 
   const activeCaller = accounts.callerGuard({ apiKeys: true });

@@ -18,7 +18,7 @@ import { workerTables, WORKER_SCHEMA } from '@vivier/db-worker';
 import { providersOf, type WorkerConfig } from './config';
 import { completionHandlers } from './modules/completions/completion.consumer';
 import { titleHandlers } from './modules/titles/title.consumer';
-import { MaintenanceScheduler, purgeJobs } from './modules/maintenance/maintenance.service';
+import { MaintenanceScheduler, purgeScheduleRunsJob } from './modules/maintenance/maintenance.service';
 import { exportHandlers } from './modules/exports/export.consumer';
 import { expireExportsJob } from './modules/exports/export-expiry.service';
 
@@ -86,11 +86,7 @@ export async function buildWorkerApp(config: WorkerConfig, options: BuildWorkerA
       logger: app.log,
       pollMs: config.MAINTENANCE_POLL_MS,
       jobs: [
-        ...purgeJobs({
-          intervalMs: config.MAINTENANCE_INTERVAL_MS,
-          outboxRetentionHours: config.OUTBOX_RETENTION_HOURS,
-          processedEventsRetentionHours: config.PROCESSED_EVENTS_RETENTION_HOURS,
-        }),
+        purgeScheduleRunsJob({ intervalMs: config.MAINTENANCE_INTERVAL_MS, retentionHours: config.OUTBOX_RETENTION_HOURS }),
         expireExportsJob({ s3: app.s3, intervalMs: config.MAINTENANCE_INTERVAL_MS }),
       ],
     });

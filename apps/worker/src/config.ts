@@ -47,10 +47,8 @@ export const workerConfigSchema = Type.Object({
   TITLE_MODEL: Env.string('', 'Model that writes chat titles (an id or alias); empty = the chat’s own model.'),
   CHAT_URL: Env.url(['http', 'https'], 'http://127.0.0.1:8082', 'Base URL of the chat service (internal export route).'),
   EXPORT_RETENTION_HOURS: Env.int(168, 'How long a data export stays in object storage before maintenance deletes it.', 1),
-  MAINTENANCE_INTERVAL_MS: Env.int(3_600_000, 'Interval of each scheduled maintenance job (purges, export expiry).', 100),
+  MAINTENANCE_INTERVAL_MS: Env.int(3_600_000, 'Interval of each scheduled maintenance job (export expiry, run-log purge).', 100),
   MAINTENANCE_POLL_MS: Env.int(15_000, 'How often an instance looks for a maintenance job that is due.', 50),
-  OUTBOX_RETENTION_HOURS: Env.int(168, 'Published worker.outbox rows older than this are purged.', 1),
-  PROCESSED_EVENTS_RETENTION_HOURS: Env.int(720, 'worker.processed_events rows older than this are purged (longer than any redelivery).', 1),
 });
 
 export type WorkerConfig = Static<typeof workerConfigSchema>;

@@ -6,3 +6,4 @@ export * from './relay';
 export * from './consumer';
 export * from './producer';
 export * from './plugin';
+export * from './housekeeping';

@@ -1,3 +1,4 @@
+import { housekeepingConfigProperties } from './housekeeping';
 import { Kafka, logLevel as KafkaLogLevel, type Producer, type logCreator } from 'kafkajs';
 import type { Static, TProperties } from '@sinclair/typebox';
 import type { FastifyBaseLogger } from 'fastify';
@@ -16,6 +17,7 @@ export const messagingConfigProperties = {
   CONSUMER_PARTITIONS_CONCURRENTLY: Env.int(4, 'Partitions one consumer processes at the same time (order is kept per partition).', 1),
   OUTBOX_BATCH_SIZE: Env.int(500, 'Outbox rows published per Kafka request.', 1),
   OUTBOX_POLL_INTERVAL_MS: Env.int(1000, 'Safety poll of the outbox; NOTIFY wakes the relay at once.', 10),
+  ...housekeepingConfigProperties,
 } satisfies TProperties;
 
 export type MessagingConfig = {

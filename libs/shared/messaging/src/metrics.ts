@@ -11,6 +11,7 @@ export class MessagingMetrics {
   readonly deadLetters: Counter<'group' | 'topic' | 'reason'>;
   readonly lag: Gauge<'group' | 'topic' | 'partition'>;
   readonly endToEnd: Histogram<'group' | 'topic'>;
+  readonly housekeepingRuns: Counter<'schema' | 'task' | 'outcome'>;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -18,6 +19,12 @@ export class MessagingMetrics {
       name: 'vivier_outbox_backlog_events',
       help: 'Outbox rows not yet published to Kafka.',
       labelNames: ['schema'],
+      registers,
+    });
+    this.housekeepingRuns = new Counter({
+      name: 'vivier_housekeeping_runs_total',
+      help: "Runs of a schema's housekeeping tasks (purges) by the relay leader, by outcome.",
+      labelNames: ['schema', 'task', 'outcome'],
       registers,
     });
     this.outboxPublished = new Counter({

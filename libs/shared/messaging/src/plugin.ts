@@ -5,6 +5,7 @@ import { createKafka, createProducer, type MessagingConfig } from './kafka';
 import { MessagingMetrics } from './metrics';
 import { createPublisher, type Publish } from './publish';
 import { OutboxRelay } from './relay';
+import { messagingHousekeeping, type HousekeepingTask } from './housekeeping';
 import { EventConsumer, type EventConsumerOptions, type EventHandlers } from './consumer';
 import type { messagingTables } from './tables';
 
@@ -24,6 +25,8 @@ export interface MessagingPluginOptions {
   db: EventConsumerOptions['db'];
   tables: ReturnType<typeof messagingTables>;
   consumers?: ConsumerSpec[];
+  /** The service's own upkeep, run with the messaging tables' purges by the relay leader. */
+  housekeeping?: HousekeepingTask[];
 }
 
 declare module 'fastify' {
@@ -57,6 +60,13 @@ export const messagingPlugin = fp<MessagingPluginOptions>(
       metrics,
       batchSize: config.OUTBOX_BATCH_SIZE,
       pollIntervalMs: config.OUTBOX_POLL_INTERVAL_MS,
+      housekeeping: {
+        intervalMs: config.HOUSEKEEPING_INTERVAL_MS,
+        tasks: [
+          ...messagingHousekeeping(options.schema, { outboxHours: config.OUTBOX_RETENTION_HOURS, processedEventsHours: config.PROCESSED_EVENTS_RETENTION_HOURS }),
+          ...(options.housekeeping ?? []),
+        ],
+      },
     });
     const consumers = (options.consumers ?? []).map(
       (spec) =>

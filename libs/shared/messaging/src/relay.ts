@@ -3,6 +3,7 @@ import type { Producer } from 'kafkajs';
 import type { FastifyBaseLogger } from 'fastify';
 import type { MessagingMetrics } from './metrics';
 import { ensureConnected } from './producer';
+import type { HousekeepingTask } from './housekeeping';
 
 export interface OutboxRelayOptions {
   pool: pg.Pool;
@@ -15,6 +16,11 @@ export interface OutboxRelayOptions {
   /** Safety poll; NOTIFY from the outbox trigger normally wakes the relay at once. */
   pollIntervalMs?: number;
   maxBackoffMs?: number;
+  /**
+   * Upkeep of the service's schema, run by the leader (so once per schema however many replicas
+   * run) every `intervalMs`, first soon after it takes the lead.
+   */
+  housekeeping?: { intervalMs: number; tasks: HousekeepingTask[] };
 }
 
 interface OutboxRow {
@@ -46,6 +52,7 @@ export class OutboxRelay {
   private backlogValue = 0;
   private lastErrorValue: string | undefined;
   private leader = false;
+  private nextHousekeeping = 0;
   private readonly channel: string;
   private readonly table: string;
   private readonly lockKey: string;
@@ -104,6 +111,7 @@ export class OutboxRelay {
         const published = await this.pass();
         this.lastErrorValue = undefined;
         backoff = 100;
+        if (published === 0 && Date.now() >= this.nextHousekeeping) await this.housekeep();
         if (published === 0) {
           // Rows written by transactions still open elsewhere become publishable very soon.
           await this.sleep(this.backlogValue > 0 ? 10 : (this.options.pollIntervalMs ?? 1000));
@@ -202,6 +210,27 @@ export class OutboxRelay {
       this.options.metrics?.outboxBacklog.set({ schema: this.options.schema }, this.backlogValue);
     }
     return rows.length;
+  }
+
+  /** Runs every housekeeping task on the leader's connection; a failing task waits for the next round. */
+  private async housekeep(): Promise<void> {
+    const housekeeping = this.options.housekeeping;
+    if (!housekeeping || housekeeping.tasks.length === 0) {
+      this.nextHousekeeping = Number.POSITIVE_INFINITY;
+      return;
+    }
+    this.nextHousekeeping = Date.now() + housekeeping.intervalMs;
+    for (const task of housekeeping.tasks) {
+      if (!this.running) return;
+      try {
+        const removed = await task.run(this.client!);
+        this.options.metrics?.housekeepingRuns.inc({ schema: this.options.schema, task: task.name, outcome: 'ok' });
+        if (Object.values(removed).some((n) => n > 0)) this.options.logger.info({ schema: this.options.schema, task: task.name, removed }, 'housekeeping');
+      } catch (error) {
+        this.options.metrics?.housekeepingRuns.inc({ schema: this.options.schema, task: task.name, outcome: 'failed' });
+        this.options.logger.warn({ err: error, schema: this.options.schema, task: task.name }, 'housekeeping task failed; it runs again next time');
+      }
+    }
   }
 
   private async refreshBacklog(): Promise<void> {

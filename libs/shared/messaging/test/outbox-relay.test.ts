@@ -8,6 +8,7 @@ import { createProducer } from '../src/kafka';
 import { createPublisher } from '../src/publish';
 import { OutboxRelay } from '../src/relay';
 import { MessagingMetrics } from '../src/metrics';
+import { messagingHousekeeping } from '../src/housekeeping';
 import { createTestSchema, type TestSchema } from '../src/testing';
 import { chatEvent, collect, seqOf, silentLogger, sleep, startBroker } from './helpers';
 
@@ -166,5 +167,46 @@ describe('outbox relay', () => {
     await expect.poll(() => sink.records.filter((rec) => rec.key === chatId).length, { timeout: 30_000 }).toBeGreaterThanOrEqual(30);
     expect(new Set(idsOf(sink.records.filter((rec) => rec.key === chatId))).size).toBe(30);
     await expect.poll(() => r.lastError, { timeout: 10_000 }).toBeUndefined();
+  });
+
+  it('purges published outbox rows and processed event ids past their retention, on the leader only, never an unpublished row', async () => {
+    const ids = { oldSent: randomUUID(), newSent: randomUUID(), oldUnsent: randomUUID(), oldSeen: randomUUID(), newSeen: randomUUID() };
+    const rows: Array<[string, string | null, string]> = [
+      [ids.oldSent, "now() - interval '25 hours'", "now() - interval '30 hours'"],
+      [ids.newSent, "now() - interval '23 hours'", "now() - interval '30 hours'"],
+      [ids.oldUnsent, null, "now() - interval '30 hours'"],
+    ];
+    for (const [id, publishedAt, createdAt] of rows) {
+      // The unpublished one carries a transaction id from the future: the relay leaves it alone
+      // (as it would a row whose transaction is still open), so it stays unpublished throughout.
+      await ts.pool.query(
+        `insert into "${ts.schema}".outbox (event_id, topic, key, envelope, headers, created_at, published_at, txid)
+         values ($1, 'chat.events', 'k', '{}', '{}', ${createdAt}, ${publishedAt ?? 'null'}, ${publishedAt ? 'pg_current_xact_id()' : "'999999999999'::xid8"})`,
+        [id],
+      );
+    }
+    cleanups.push(() => ts.pool.query(`delete from "${ts.schema}".outbox where event_id = $1`, [ids.oldUnsent]));
+    await ts.pool.query(
+      `insert into "${ts.schema}".processed_events (consumer_group, event_id, topic, processed_at) values
+         ('g', $1, 'chat.events', now() - interval '49 hours'), ('g', $2, 'chat.events', now() - interval '47 hours')`,
+      [ids.oldSeen, ids.newSeen],
+    );
+    const housekeeping = { intervalMs: 100, tasks: messagingHousekeeping(ts.schema, { outboxHours: 24, processedEventsHours: 48 }) };
+    const leader = relay({ housekeeping });
+    leader.relay.start();
+    await expect.poll(() => leader.relay.isLeader).toBe(true);
+    const present = async (table: string, column: string, candidates: string[]) =>
+      (await ts.pool.query(`select ${column} as id from "${ts.schema}".${table} where ${column} = any($1) order by 1`, [candidates])).rows.map((r) => r.id as string).sort();
+    await expect.poll(() => present('outbox', 'event_id', [ids.oldSent, ids.newSent, ids.oldUnsent]), { timeout: 10_000 }).toEqual([ids.newSent, ids.oldUnsent].sort());
+    expect(await present('processed_events', 'event_id', [ids.oldSeen, ids.newSeen])).toEqual([ids.newSeen]);
+    const runs = await leader.metrics.housekeepingRuns.get();
+    expect(runs.values.filter((v) => v.labels.outcome === 'ok').map((v) => v.labels.task).sort()).toEqual(['purge-outbox', 'purge-processed-events']);
+
+    // A standby relay (not the leader) never runs it.
+    const standby = relay({ housekeeping });
+    standby.relay.start();
+    await sleep(500);
+    expect(standby.relay.isLeader).toBe(false);
+    expect((await standby.metrics.housekeepingRuns.get()).values).toHaveLength(0);
   });
 });

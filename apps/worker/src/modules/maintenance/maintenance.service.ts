@@ -12,51 +12,29 @@ export interface MaintenanceOptions {
   pollMs: number;
 }
 
-/** Rows deleted per statement, so a purge never holds long locks on a large backlog. */
+/** Rows deleted per statement, so a purge never holds long locks. */
 const PURGE_BATCH = 5000;
 
-async function deleteInBatches(tx: WorkerDatabase, statement: () => ReturnType<typeof sql>): Promise<number> {
-  let total = 0;
-  for (;;) {
-    const result = await tx.execute(statement());
-    const n = result.rowCount ?? 0;
-    total += n;
-    if (n < PURGE_BATCH) return total;
-  }
-}
-
-/** The worker's own schema maintenance: purge old outbox rows, processed event ids and run logs. */
-export function purgeJobs(options: { intervalMs: number; outboxRetentionHours: number; processedEventsRetentionHours: number }): MaintenanceJob[] {
-  return [
-    {
-      name: 'purge-outbox',
-      intervalMs: options.intervalMs,
-      run: async (tx) => {
-        const hours = `${options.outboxRetentionHours} hours`;
-        const outbox = await deleteInBatches(tx, () => sql`
-          delete from worker.outbox where id in (
-            select id from worker.outbox
-            where published_at is not null and published_at < now() - ${hours}::interval
-            limit ${PURGE_BATCH})`);
-        const runs = await deleteInBatches(tx, () => sql`
+/**
+ * The schedule's own run log, purged after `retentionHours`. (The outbox and processed event ids
+ * of every service, the worker's included, are purged by that service's relay leader: see
+ * `messagingHousekeeping` in @vivier/messaging.)
+ */
+export function purgeScheduleRunsJob(options: { intervalMs: number; retentionHours: number }): MaintenanceJob {
+  return {
+    name: 'purge-schedule-runs',
+    intervalMs: options.intervalMs,
+    run: async (tx) => {
+      let scheduleRuns = 0;
+      for (;;) {
+        const result = await tx.execute(sql`
           delete from worker.schedule_runs where id in (
-            select id from worker.schedule_runs where started_at < now() - ${hours}::interval limit ${PURGE_BATCH})`);
-        return { outbox, scheduleRuns: runs };
-      },
+            select id from worker.schedule_runs where started_at < now() - make_interval(hours => ${options.retentionHours}) limit ${PURGE_BATCH})`);
+        scheduleRuns += result.rowCount ?? 0;
+        if ((result.rowCount ?? 0) < PURGE_BATCH) return { scheduleRuns };
+      }
     },
-    {
-      name: 'purge-processed-events',
-      intervalMs: options.intervalMs,
-      run: async (tx) => {
-        const hours = `${options.processedEventsRetentionHours} hours`;
-        const processedEvents = await deleteInBatches(tx, () => sql`
-          delete from worker.processed_events where (consumer_group, event_id) in (
-            select consumer_group, event_id from worker.processed_events
-            where processed_at < now() - ${hours}::interval limit ${PURGE_BATCH})`);
-        return { processedEvents };
-      },
-    },
-  ];
+  };
 }
 
 /**

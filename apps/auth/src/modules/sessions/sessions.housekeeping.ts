@@ -1,0 +1,27 @@
+import type { HousekeepingTask } from '@vivier/messaging';
+
+/**
+ * Sessions past any use, and their refresh tokens (ON DELETE CASCADE): expired for a day (a token
+ * of an expired session is refused either way), or revoked for `revokedRetentionDays` (kept that
+ * long so the session list and audits can still show them). Run by the relay leader.
+ */
+export function sessionsHousekeeping(options: { revokedRetentionDays: number }): HousekeepingTask {
+  return {
+    name: 'purge-sessions',
+    run: async (client) => {
+      let sessions = 0;
+      for (;;) {
+        const { rowCount } = await client.query(
+          `delete from auth.sessions where id in (
+             select id from auth.sessions
+             where expires_at < now() - interval '1 day'
+                or revoked_at < now() - make_interval(days => $1)
+             limit 5000)`,
+          [options.revokedRetentionDays],
+        );
+        sessions += rowCount ?? 0;
+        if ((rowCount ?? 0) < 5000) return { sessions };
+      }
+    },
+  };
+}
