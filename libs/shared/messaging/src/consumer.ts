@@ -1,5 +1,6 @@
 import type { Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import type { FastifyBaseLogger } from 'fastify';
+import { and, eq } from 'drizzle-orm';
 import {
   EventValidationError,
   UnknownEventTypeError,
@@ -33,6 +34,9 @@ export interface HandlerContext {
    */
   afterCommit(fn: () => void | Promise<void>): void;
 }
+
+/** The event was applied by another member while this one ran its handler. */
+class AppliedElsewhere extends Error {}
 
 export type EventHandler<E extends AnyEvent = AnyEvent> = (event: E, context: HandlerContext) => Promise<void>;
 
@@ -360,17 +364,30 @@ export class EventConsumer {
     // Heartbeats go on while the handler works, however long it takes.
     const beating = setInterval(() => void heartbeat().catch(() => undefined), 1000);
     try {
-      const applied = await this.options.db.transaction(async (tx) => {
-        after.length = 0;
-        const inserted = await tx
-          .insert(this.options.processedEvents)
-          .values({ consumerGroup: group, eventId: event.id, topic })
-          .onConflictDoNothing()
-          .returning({ eventId: this.options.processedEvents.eventId });
-        if (inserted.length === 0) return false;
-        await handler(event, { tx, topic, partition, attempt, afterCommit });
-        return true;
-      });
+      // The event id is recorded after the handler, not before: until a handler writes, its
+      // transaction has no transaction id, so one that calls out for minutes (a provider, S3)
+      // does not hold back every outbox relay of the cluster (they publish only rows older than
+      // the oldest open transaction id). A copy applied meanwhile by another member (a rebalance
+      // overlap) makes the insert find the id: this transaction is rolled back as a duplicate.
+      const processed = this.options.processedEvents;
+      const applied = await this.options.db
+        .transaction(async (tx) => {
+          after.length = 0;
+          const seen = await tx
+            .select({ eventId: processed.eventId })
+            .from(processed)
+            .where(and(eq(processed.consumerGroup, group), eq(processed.eventId, event.id)));
+          if (seen.length > 0) return false;
+          await handler(event, { tx, topic, partition, attempt, afterCommit });
+          const inserted = await tx.insert(processed).values({ consumerGroup: group, eventId: event.id, topic }).onConflictDoNothing().returning({ eventId: processed.eventId });
+          if (inserted.length === 0) throw new AppliedElsewhere();
+          return true;
+        })
+        .catch((error: unknown) => {
+          if (error instanceof AppliedElsewhere) return false;
+          throw error;
+        });
+      if (!applied) after.length = 0;
       await this.runAfterCommit(after);
       metrics?.consumed.inc({ group, topic, outcome: applied ? 'handled' : 'duplicate' });
       metrics?.handleDuration.observe({ group, topic }, (performance.now() - started) / 1000);

@@ -9,6 +9,8 @@ import type { DevKafka } from '@vivier/dev-kafka';
 import { createProducer } from '../src/kafka';
 import { EventConsumer, RETRY_HEADERS, type EventConsumerOptions, type EventHandler } from '../src/consumer';
 import { MessagingMetrics } from '../src/metrics';
+import { OutboxRelay } from '../src/relay';
+import { createPublisher } from '../src/publish';
 import { createTestSchema, type TestSchema } from '../src/testing';
 import { chatEvent, collect, seqOf, silentLogger, sleep, startBroker } from './helpers';
 
@@ -111,6 +113,39 @@ describe('event consumer', () => {
       { id: good.id, visible: 1 },
       { id: bad.id, visible: 1 },
     ]);
+  });
+
+  it('does not hold back outbox relays while a handler calls out (no transaction id until it writes)', async () => {
+    const chatId = randomUUID();
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let inHandler = false;
+    consumer(async (event, ctx) => {
+      inHandler = true;
+      await released; // a provider call: minutes, in the worst case
+      await recordEffect(event, ctx);
+    });
+    const relayProducer = createProducer(kafka, false);
+    const relay = new OutboxRelay({ pool: ts.pool, schema: ts.schema, producer: relayProducer, logger: silentLogger, pollIntervalMs: 60_000 });
+    relay.start();
+    cleanups.push(async () => {
+      release();
+      await relay.stop();
+      await relayProducer.disconnect();
+    });
+    await send([chatEvent(chatId, 1)]);
+    await expect.poll(() => inHandler, { timeout: 20_000 }).toBe(true);
+
+    // While the handler waits, another transaction commits an event: the relay sends it at once.
+    const other = chatEvent(randomUUID(), 1);
+    await ts.db.transaction((tx) => createPublisher(ts.tables.outbox)(tx, other));
+    const committedAt = Date.now();
+    await expect
+      .poll(async () => (await ts.pool.query(`select published_at from "${ts.schema}".outbox where event_id = $1`, [other.id])).rows[0].published_at, { timeout: 5000, interval: 20 })
+      .not.toBeNull();
+    expect(Date.now() - committedAt).toBeLessThan(1500);
+    release();
+    await expect.poll(async () => (await effects(chatId)).length, { timeout: 10_000 }).toBe(1);
   });
 
   it('retries a failing handler with growing delays, then dead-letters it with the error, while later events flow', async () => {
