@@ -32,6 +32,8 @@ import { messagesRoutes } from './modules/messages/messages.routes';
 import { MessagesService } from './modules/messages/messages.service';
 import { poolRunner, turnsRepository } from './modules/messages/turns.repository';
 import { modelsRoutes } from './modules/models/models.routes';
+import { openAiRoutes } from './modules/openai/openai.routes';
+import { OpenAiService } from './modules/openai/openai.service';
 import { ModelCatalog } from './modules/models/models.service';
 import { quotaHandlers } from './modules/quotas/quotas.consumer';
 import { quotasRepository } from './modules/quotas/quotas.repository';
@@ -166,6 +168,9 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
   await app.register(filesRoutes, { files, maxBytes: config.CHAT_UPLOAD_MAX_BYTES });
   await app.register(exportsRoutes, { exports: exportsService });
   await app.register(exportsInternalRoutes, { exports: exportsService });
+  await app.register(openAiRoutes, {
+    openai: new OpenAiService({ db, router, models, publish, metrics, maxOutputTokens: config.CHAT_MAX_OUTPUT_TOKENS }),
+  });
 
   app.addHook('onReady', async () => {
     // Partitions first (inserts need them); the tokenizer is loaded before the first message.

@@ -1,6 +1,6 @@
 import type { DestinationStream } from 'pino';
 import { Agent } from 'undici';
-import { createRedis, createServiceApp, redisPlugin, splitList, type ServiceApp } from '@vivier/service-kit';
+import { createRedis, createServiceApp, openAiErrorsOnSend, redisPlugin, splitList, type ServiceApp } from '@vivier/service-kit';
 import type { GatewayConfig } from './config';
 import { authPlugin } from './modules/auth/auth.plugin';
 import { docsRoutes } from './modules/docs/docs.routes';
@@ -50,6 +50,8 @@ export async function buildGatewayApp(
   });
   app.addHook('onClose', async () => dispatcher.close());
 
+  // Errors of the OpenAI-compatible API (/v1/*) in OpenAI's shape, as its SDKs expect.
+  app.addHook('onSend', openAiErrorsOnSend);
   await app.register(securityHeadersPlugin);
   await app.register(corsPlugin, { origins: config.CORS_ORIGINS });
   await app.register(bodyLimitPlugin);

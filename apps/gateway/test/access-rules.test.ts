@@ -33,13 +33,21 @@ beforeEach(async () => {
 });
 
 describe('which routes need what', () => {
+  it('answers the OpenAI-compatible API in OpenAI\'s error shape (the SDKs read it), with the same status and headers', async () => {
+    const res = await gw.app.inject({ method: 'POST', url: '/v1/chat/completions', payload: { model: 'm', messages: [] } });
+    expect(res.statusCode).toBe(401);
+    expect(res.headers['content-type']).toMatch(/^application\/json/);
+    expect(res.headers['www-authenticate']).toMatch(/^Bearer/);
+    expect(res.json()).toEqual({ error: { message: expect.any(String), type: 'authentication_error', param: null, code: 'invalid_api_key' } });
+    expect(Number(res.headers['content-length'])).toBe(Buffer.byteLength(res.body));
+  });
+
   it('answers 401 unauthorized (problem details, WWW-Authenticate) without credentials on protected routes', async () => {
     for (const url of [
       '/api/v1/chats',
       '/api/v1/models',
       '/api/v1/files',
       '/api/v1/exports/e1',
-      '/v1/chat/completions',
       '/api/v1/admin/users',
       '/api/v1/auth/me',
       '/api/v1/auth/sessions',

@@ -107,7 +107,9 @@ describe('dev-kafka mock broker', () => {
     expect(partitions.size).toBe(4);
   }, 30_000);
 
-  it('three brokers: two group members split 4 partitions, each message delivered once', async () => {
+  // Retried: in the full suite on 2 shared cores the mock's coordinator has twice failed to
+  // settle the second member's join within 40 s (alone, even with the CPU saturated, 15 s).
+  it('three brokers: two group members split 4 partitions, each message delivered once', { retry: 2, timeout: 100_000 }, async () => {
     const dev = await start(3, [{ name: 'events', partitions: 4 }]);
     expect(dev.bootstrap).toHaveLength(3);
     const kafka = client(dev);
@@ -151,7 +153,7 @@ describe('dev-kafka mock broker', () => {
     expect(perMember[0]! + perMember[1]!).toBe(100);
     expect(perMember[0]).toBeGreaterThan(0);
     expect(perMember[1]).toBeGreaterThan(0);
-  }, 100_000);
+  });
 
   it('brokerDown makes sends fail, brokerUp makes them work again', async () => {
     const dev = await start(1, [{ name: 'faults', partitions: 1 }]);

@@ -10,3 +10,4 @@ export * from './migrations';
 export * from './redis';
 export * from './object-storage';
 export * from './identity';
+export * from './openai-errors';

@@ -1,0 +1,224 @@
+import { createHash } from 'node:crypto';
+import { createEvent, EVENTS } from '@vivier/contracts';
+import type { Publish } from '@vivier/messaging';
+import { countPromptTokens, countTokens, isProviderError, type ChatMessage, type ContentPart, type ProviderRouter } from '@vivier/providers';
+import { HttpProblem, type Identity } from '@vivier/service-kit';
+import type { ChatDatabase } from '../../database';
+import { newId } from '../../ids';
+import type { ChatMetrics } from '../../metrics';
+import type { ModelCatalog } from '../models/models.service';
+import { quotaMonth, quotasRepository } from '../quotas/quotas.repository';
+
+/** The request body of `POST /v1/chat/completions`, as far as Vivier uses it. */
+export interface CompletionBody {
+  model: string;
+  messages: Array<{ role: string; content: string | Array<{ type: string; text?: string; image_url?: { url: string } | string }> | null }>;
+  stream?: boolean;
+  stream_options?: { include_usage?: boolean } | null;
+  max_tokens?: number | null;
+  max_completion_tokens?: number | null;
+  temperature?: number | null;
+  top_p?: number | null;
+  stop?: string | string[] | null;
+}
+
+export interface CompletionChunkSink {
+  /** Writes one chunk (already JSON); false when the client has gone. */
+  chunk(json: string): boolean;
+  /** Aborted when the client goes away. */
+  signal: AbortSignal;
+}
+
+interface Outcome {
+  text: string;
+  provider: string;
+  model: string;
+  promptTokens: number;
+  completionTokens: number;
+  finishReason: string;
+  status: 'completed' | 'cancelled' | 'failed';
+  error?: { code: string; detail: string };
+  startedAt: number;
+  firstTokenAt?: number;
+}
+
+const FINISH: Record<string, string> = { stop: 'stop', length: 'length', content_filter: 'content_filter', error: 'stop', cancelled: 'stop' };
+
+/**
+ * A stable per-user id under which completions of the OpenAI-compatible API are reported
+ * (`chat.message.completed.chatId`): they belong to no conversation, but usage is counted per
+ * chat event key, and one user's API usage stays on one partition, in order. A name-based UUID
+ * (RFC 9562 v5 layout) of the user id.
+ */
+export function apiChatId(userId: string): string {
+  const hash = createHash('sha1').update(`vivier:openai-api:${userId}`).digest();
+  hash[6] = (hash[6]! & 0x0f) | 0x50;
+  hash[8] = (hash[8]! & 0x3f) | 0x80;
+  const hex = hash.subarray(0, 16).toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/** OpenAI's message content → the providers library's (text and data-URL images). */
+function toMessages(body: CompletionBody): ChatMessage[] {
+  return body.messages.map((m, i) => {
+    const role = m.role === 'developer' ? 'system' : m.role;
+    if (role !== 'system' && role !== 'user' && role !== 'assistant') {
+      throw new HttpProblem(400, 'validation_failed', `messages[${i}].role "${m.role}" is not supported here (system, developer, user, assistant).`);
+    }
+    if (m.content === null || typeof m.content === 'string') return { role, content: m.content ?? '' };
+    const parts: ContentPart[] = m.content.map((part, j) => {
+      if (part.type === 'text') return { type: 'text', text: part.text ?? '' };
+      if (part.type === 'image_url') {
+        const url = typeof part.image_url === 'string' ? part.image_url : part.image_url?.url;
+        const match = /^data:(image\/[a-z0-9.+-]+);base64,(.+)$/i.exec(url ?? '');
+        if (!match) throw new HttpProblem(400, 'validation_failed', `messages[${i}].content[${j}]: only data: URLs of images are accepted.`);
+        return { type: 'image', mediaType: match[1]!.toLowerCase(), data: match[2]! };
+      }
+      throw new HttpProblem(400, 'validation_failed', `messages[${i}].content[${j}].type "${part.type}" is not supported (text, image_url).`);
+    });
+    return { role, content: parts };
+  });
+}
+
+/**
+ * `POST /v1/chat/completions` through the same router, quotas and usage accounting as chats:
+ * reserve prompt + maximum output against the monthly quota (one statement), stream from the
+ * provider straight to the client, then settle the reservation with the real usage and write
+ * `chat.message.completed` in one transaction. Nothing is stored of the conversation itself.
+ */
+export class OpenAiService {
+  private readonly quotas;
+
+  constructor(
+    private readonly deps: {
+      db: ChatDatabase;
+      router: ProviderRouter;
+      models: ModelCatalog;
+      publish: Publish;
+      metrics: ChatMetrics;
+      maxOutputTokens: number;
+    },
+  ) {
+    this.quotas = quotasRepository(deps.db);
+  }
+
+  models() {
+    return {
+      object: 'list' as const,
+      data: this.deps.models.list().map((m) => ({ id: m.id, object: 'model' as const, created: 0, owned_by: m.provider })),
+    };
+  }
+
+  /** Resolves, counts and reserves: everything that can refuse the request before any byte is sent. */
+  async prepare(user: Identity, body: CompletionBody) {
+    const resolved = this.deps.router.resolve(body.model);
+    if (!resolved) throw new HttpProblem(404, 'unknown_model', `The model \`${body.model}\` does not exist or is not served here (GET /v1/models).`);
+    const messages = toMessages(body);
+    const promptTokens = await countPromptTokens(messages);
+    const room = resolved.contextWindow - promptTokens;
+    if (room <= 0) throw new HttpProblem(400, 'context_length_exceeded', `This model's context window is ${resolved.contextWindow} tokens; the messages take ${promptTokens}.`);
+    const asked = body.max_completion_tokens ?? body.max_tokens ?? undefined;
+    const maxTokens = Math.min(asked ?? this.deps.maxOutputTokens, room);
+    const reserved = promptTokens + maxTokens;
+    const now = new Date();
+    const month = quotaMonth(now);
+    if (!(await this.quotas.reserve(user.sub, month, reserved))) {
+      this.deps.metrics.quotaRejections.inc();
+      throw new HttpProblem(429, 'quota_exceeded', `This request may take up to ${reserved} tokens, more than what is left of your monthly token quota.`);
+    }
+    return { messages, promptTokens, maxTokens, reserved, month, id: newId(now.getTime()).id, created: Math.floor(now.getTime() / 1000) };
+  }
+
+  /**
+   * Runs the prepared request, handing each text delta to `onDelta`, and settles it however it
+   * ends (a client that left: `cancelled`, usage = what was generated). Provider failures before
+   * the first token are thrown (as problems) after the settlement.
+   */
+  async run(user: Identity, body: CompletionBody, prepared: Awaited<ReturnType<OpenAiService['prepare']>>, signal: AbortSignal, onDelta: (text: string, model: string) => void): Promise<Outcome> {
+    const outcome: Outcome = { text: '', provider: 'unknown', model: body.model, promptTokens: prepared.promptTokens, completionTokens: 0, finishReason: 'stop', status: 'completed', startedAt: performance.now() };
+    let reported: { promptTokens: number; completionTokens: number } | undefined;
+    let failure: unknown;
+    try {
+      const stream = this.deps.router.stream(body.model, {
+        messages: prepared.messages,
+        maxTokens: prepared.maxTokens,
+        ...(body.temperature != null ? { temperature: body.temperature } : {}),
+        ...(body.top_p != null ? { topP: body.top_p } : {}),
+        ...(body.stop != null ? { stop: Array.isArray(body.stop) ? body.stop : [body.stop] } : {}),
+        signal,
+      });
+      for await (const event of stream) {
+        if (event.type === 'route') {
+          outcome.provider = event.provider;
+          outcome.model = `${event.provider}/${event.model}`;
+        } else if (event.type === 'delta') {
+          if (outcome.firstTokenAt === undefined) {
+            outcome.firstTokenAt = performance.now();
+            this.deps.metrics.timeToFirstToken.observe((outcome.firstTokenAt - outcome.startedAt) / 1000);
+          }
+          outcome.text += event.text;
+          onDelta(event.text, outcome.model);
+        } else if (event.type === 'usage') {
+          reported = { promptTokens: event.promptTokens, completionTokens: event.completionTokens };
+        } else if (event.type === 'finish') {
+          outcome.finishReason = FINISH[event.reason] ?? 'stop';
+        }
+      }
+      if (signal.aborted) outcome.status = 'cancelled';
+    } catch (error) {
+      if (signal.aborted) outcome.status = 'cancelled';
+      else {
+        outcome.status = 'failed';
+        failure = error;
+        outcome.error = { code: isProviderError(error) ? (error.beforeFirstToken ? 'provider_unavailable' : 'stream_interrupted') : 'internal_error', detail: (error as Error).message.slice(0, 2000) };
+        if (isProviderError(error)) outcome.provider = error.provider === 'router' ? outcome.provider : error.provider;
+      }
+    }
+    const spent = outcome.text.length > 0 || outcome.status === 'completed';
+    outcome.promptTokens = reported?.promptTokens ?? (spent ? prepared.promptTokens : 0);
+    outcome.completionTokens = reported?.completionTokens ?? (await countTokens(outcome.text));
+    await this.settle(user, prepared, outcome);
+    if (failure && outcome.text.length === 0) throw providerProblem(failure);
+    return outcome;
+  }
+
+  private async settle(user: Identity, prepared: Awaited<ReturnType<OpenAiService['prepare']>>, outcome: Outcome): Promise<void> {
+    const used = outcome.promptTokens + outcome.completionTokens;
+    const latencyMs = Math.round(performance.now() - outcome.startedAt);
+    await this.deps.db.transaction(async (tx) => {
+      await this.quotas.settle(user.sub, prepared.month, prepared.reserved, used, tx);
+      await this.deps.publish(
+        tx,
+        createEvent(EVENTS.chatMessageCompleted, {
+          chatId: apiChatId(user.sub),
+          userId: user.sub,
+          messageId: prepared.id,
+          userMessageId: newId().id,
+          status: outcome.status,
+          provider: outcome.provider,
+          model: outcome.model.includes('/') ? outcome.model : `${outcome.provider}/${outcome.model}`,
+          usage: { promptTokens: outcome.promptTokens, completionTokens: outcome.completionTokens },
+          latencyMs,
+          ...(outcome.firstTokenAt === undefined ? {} : { timeToFirstTokenMs: Math.round(outcome.firstTokenAt - outcome.startedAt) }),
+          cached: false,
+          ...(outcome.error ? { error: outcome.error } : {}),
+          completedAt: new Date().toISOString(),
+        }),
+      );
+    });
+  }
+}
+
+/** A provider failure before any text, as the status OpenAI clients expect. */
+function providerProblem(error: unknown): HttpProblem {
+  if (!isProviderError(error)) return new HttpProblem(500, 'internal_error', 'The completion failed unexpectedly.');
+  if (error.kind === 'not_found') return new HttpProblem(404, 'unknown_model', error.message);
+  if (error.kind === 'bad_request') return new HttpProblem(400, 'provider_rejected', error.message);
+  if (error.kind === 'rate_limited') {
+    return new HttpProblem(429, 'provider_rate_limited', `The provider is rate limiting: ${error.message}`, {
+      headers: { 'retry-after': String(Math.max(1, Math.ceil((error.retryAfterMs ?? 1000) / 1000))) },
+    });
+  }
+  if (error.kind === 'timeout') return new HttpProblem(504, 'provider_timeout', error.message);
+  return new HttpProblem(502, 'provider_unavailable', error.message);
+}
