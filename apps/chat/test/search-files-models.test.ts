@@ -157,6 +157,8 @@ describe('search, attachments, models', () => {
         '/api/v1/files/{id}',
         '/api/v1/files/{id}/content',
         '/api/v1/models',
+        '/v1/chat/completions',
+        '/v1/models',
       ].sort(),
     );
     const send = doc.paths['/api/v1/chats/{id}/messages']!.post as { responses: Record<string, { content?: Record<string, unknown> }> };
