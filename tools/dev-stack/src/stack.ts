@@ -57,6 +57,9 @@ export async function startInfrastructure(options: InfrastructureOptions): Promi
     let kafkaBrokers: string[];
     // The dev broker cannot run idempotent producers (see DEV-STACK.md); a real Kafka can.
     let idempotent = env.KAFKA_PRODUCER_IDEMPOTENT || 'true';
+    // The dev broker holds every fetch for the consumer's whole wait and every rebalance for a
+    // whole session: short values keep events flowing and group joins quick (a real Kafka needs neither).
+    const consumerEnv: Record<string, string> = {};
     if (env.KAFKA_BROKERS) {
       kafkaBrokers = env.KAFKA_BROKERS.split(',');
       say(`kafka     ${env.KAFKA_BROKERS} (from KAFKA_BROKERS)`);
@@ -65,6 +68,8 @@ export async function startInfrastructure(options: InfrastructureOptions): Promi
       stops.push(() => kafka.stop());
       kafkaBrokers = kafka.bootstrap;
       idempotent = 'false';
+      consumerEnv.CONSUMER_MAX_WAIT_MS = env.CONSUMER_MAX_WAIT_MS || '50';
+      consumerEnv.CONSUMER_SESSION_TIMEOUT_MS = env.CONSUMER_SESSION_TIMEOUT_MS || '6000';
       say(`kafka     ${kafkaBrokers.join(',')} (dev broker, ${kafka.brokers} broker(s))`);
     }
 
@@ -89,6 +94,7 @@ export async function startInfrastructure(options: InfrastructureOptions): Promi
         REDIS_URL: redisUrl,
         KAFKA_BROKERS: kafkaBrokers.join(','),
         KAFKA_PRODUCER_IDEMPOTENT: idempotent,
+        ...consumerEnv,
         S3_ENDPOINT: s3Endpoint,
         S3_BUCKET: bucket,
         AWS_ACCESS_KEY_ID: env.AWS_ACCESS_KEY_ID || 'S3RVER',

@@ -14,6 +14,11 @@ export const messagingConfigProperties = {
   CONSUMER_RETRY_DELAY_MS: Env.int(1000, 'Delay before the first retry of a failing event; doubles each attempt.', 1),
   CONSUMER_RETRY_MAX_DELAY_MS: Env.int(60_000, 'Longest delay between two attempts of one event.', 1),
   CONSUMER_SESSION_TIMEOUT_MS: Env.int(30_000, 'Kafka consumer group session timeout.', 1000),
+  CONSUMER_MAX_WAIT_MS: Env.int(
+    1000,
+    'Longest a fetch waits for data. A real Kafka answers as soon as data arrives; the dev broker holds every fetch this long, so npm start sets 50.',
+    10,
+  ),
   CONSUMER_PARTITIONS_CONCURRENTLY: Env.int(4, 'Partitions one consumer processes at the same time (order is kept per partition).', 1),
   OUTBOX_BATCH_SIZE: Env.int(500, 'Outbox rows published per Kafka request.', 1),
   OUTBOX_POLL_INTERVAL_MS: Env.int(1000, 'Safety poll of the outbox; NOTIFY wakes the relay at once.', 10),

@@ -87,6 +87,7 @@ export const messagingPlugin = fp<MessagingPluginOptions>(
             maxDelayMs: config.CONSUMER_RETRY_MAX_DELAY_MS,
           },
           sessionTimeoutMs: config.CONSUMER_SESSION_TIMEOUT_MS,
+          maxWaitTimeMs: config.CONSUMER_MAX_WAIT_MS,
           partitionsConsumedConcurrently: config.CONSUMER_PARTITIONS_CONCURRENTLY,
         }),
     );
