@@ -247,11 +247,15 @@ that applies the effect and records the event id (processed_at) (NOTIFY wakes th
 Rounds: relay ${relayRates.map((r) => round(r, 0)).join(', ')}; producer ${rawRates.map((r) => round(r, 0)).join(', ')} events/s.
 ${latencies.length} events measured, ${committedAt.size} not seen within 30 s.
 Split: the relay's insert-to-published p50 ${round(relayLag.rows[0].p50)} ms / p99 ${round(relayLag.rows[0].p99)} ms; the consumer's published-to-handled p50 ${round(consumerLag.rows[0].p50)} ms / p99 ${round(consumerLag.rows[0].p99)} ms.
-**Open finding**: the target is missed in the consumer, not the relay nor the broker. Bare kafkajs against the same dev broker
+**Open finding**: the time is lost after the relay, between the broker and the consumer. Bare kafkajs against the same dev broker
 at 1,000 events/s (10 per send, 100 keys) delivers with p50 11 ms / p99 22 ms, and \`EventConsumer\` keeps p50 15 ms / p99 98 ms
 at 300 events/s, but falls behind between 300 and 600 events/s: small batches (≈ 3 records) each pay a database transaction
-and an offset commit. Committing offsets every 100 ms instead of per batch did not change it; the per-batch path is the
-next thing to profile (its bulk throughput, above, is 24k events/s, so it is a per-batch cost, not a per-event one).`,
+and an offset commit. Committing offsets every 100 ms instead of per batch did not change it. The cause is the dev broker:
+librdkafka's mock cluster answers a Fetch with **one** record batch per partition (\`rdkafka_mock_handlers.c\`, "FIXME: Multiple
+messageSets ?"), so a consumer gets one producer request's worth of records per partition per round trip, however far behind it
+is; with the relay sending a few records per request at this rate, that caps the group at a few hundred events/s. A real Kafka
+returns every batch up to \`maxBytes\` in one fetch (the bulk drain above, 24k events/s, is what a backlog costs then). Not a
+target met: to be measured against a real broker (compose) before this is called done.`,
     );
   } finally {
     await ts.drop();
