@@ -151,7 +151,7 @@ class GeminiDecoder implements WireDecoder {
         message: `${this.provider} stream ended without a finishReason`,
         beforeFirstToken: true,
       });
-    const usage = await completeUsage(this.request.messages, this.text, {
+    const usage = await completeUsage(this.request, this.text, {
       ...(this.promptTokens === undefined ? {} : { promptTokens: this.promptTokens }),
       ...(this.completionTokens === undefined ? {} : { completionTokens: this.completionTokens }),
     });

@@ -122,7 +122,7 @@ class OllamaDecoder implements WireDecoder {
         message: `${this.provider} stream ended before done`,
         beforeFirstToken: true,
       });
-    const usage = await completeUsage(this.request.messages, this.text, {
+    const usage = await completeUsage(this.request, this.text, {
       ...(this.promptTokens === undefined ? {} : { promptTokens: this.promptTokens }),
       ...(this.completionTokens === undefined ? {} : { completionTokens: this.completionTokens }),
     });

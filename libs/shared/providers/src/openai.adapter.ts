@@ -139,7 +139,7 @@ class OpenAIDecoder implements WireDecoder {
         message: `${this.provider} stream ended without [DONE]`,
         beforeFirstToken: true,
       });
-    const usage = this.usage ?? (await completeUsage(this.request.messages, this.text, {}, this.tokenizer));
+    const usage = this.usage ?? (await completeUsage(this.request, this.text, {}, this.tokenizer));
     out.push({ type: 'usage', promptTokens: usage.promptTokens, completionTokens: usage.completionTokens });
     out.push({ type: 'finish', reason: this.finishReason ?? 'stop' });
   }

@@ -198,7 +198,7 @@ class SimProvider implements ChatProvider {
       yield { type: 'delta', text: piece };
     }
     const [promptTokens, completionTokens] = await Promise.all([
-      countPromptTokens(request.messages, this.tokenizer),
+      request.promptTokens ?? countPromptTokens(request.messages, this.tokenizer),
       countTokens(text, this.tokenizer),
     ]);
     yield { type: 'usage', promptTokens, completionTokens };

@@ -60,13 +60,13 @@ export async function countPromptTokens(
 
 /** Fills in what the provider did not report; reported numbers are kept as they are. */
 export async function completeUsage(
-  messages: readonly ChatMessage[],
+  request: { messages: readonly ChatMessage[]; promptTokens?: number | undefined },
   completionText: string,
   reported: Partial<Usage>,
   tokenizer: TokenizerName = 'o200k_base',
 ): Promise<Usage> {
   return {
-    promptTokens: reported.promptTokens ?? (await countPromptTokens(messages, tokenizer)),
+    promptTokens: reported.promptTokens ?? request.promptTokens ?? (await countPromptTokens(request.messages, tokenizer)),
     completionTokens: reported.completionTokens ?? (await countTokens(completionText, tokenizer)),
   };
 }

@@ -30,6 +30,12 @@ export interface ChatRequest {
   temperature?: number;
   topP?: number;
   stop?: readonly string[];
+  /**
+   * The caller's own count of `messages` with the same tokenizer and OpenAI's per-message
+   * accounting (a chat service keeps per-message counts). Used instead of tokenizing the prompt
+   * again when the provider reports no usage; a provider's own figure always wins.
+   */
+  promptTokens?: number;
   /** Aborting it closes the upstream connection at once; the stream then throws `cancelled`. */
   signal?: AbortSignal;
 }

@@ -437,6 +437,23 @@ describe('OpenAI-compatible server without usage', () => {
       { type: 'finish', reason: 'stop' },
     ]);
   });
+
+  it("takes the caller's prompt count instead of tokenizing the prompt again, and only when the server reports none", async () => {
+    const quiet = createOpenAICompatibleProvider({ provider: 'lmstudio', baseUrl: `${sim.url}/v1`, apiKey: 'k', includeUsage: false });
+    const messages = conversation('echo: a counted prompt');
+    const out = await run(quiet, { model: 'no-usage', messages, promptTokens: 4242 });
+    await quiet.close();
+    expect(out.events.at(-2)).toMatchObject({ type: 'usage', promptTokens: 4242 });
+    // A server that reports usage is believed over the hint.
+    const reporting = createOpenAICompatibleProvider({ provider: 'openai', baseUrl: `${sim.url}/v1`, apiKey: 'k' });
+    const reported = await run(reporting, { model: 'gpt-4o-mini', messages, promptTokens: 4242 });
+    await reporting.close();
+    expect(reported.events.at(-2)).toMatchObject({ type: 'usage' });
+    expect((reported.events.at(-2) as { promptTokens: number }).promptTokens).not.toBe(4242);
+    // The built-in simulator too.
+    const fast = createSimProvider({ tokensPerSecond: 0, firstTokenLatencyMs: 0 });
+    expect((await fast.complete({ model: 'fast', messages, promptTokens: 4242 })).usage.promptTokens).toBe(4242);
+  });
 });
 
 describe('built-in simulator provider', () => {

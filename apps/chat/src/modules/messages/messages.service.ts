@@ -143,6 +143,8 @@ export class MessagesService {
     const request: RoutedChatRequest = {
       messages: context.messages,
       maxTokens: context.maxTokens,
+      // The context's own count (stored per message): a provider that reports no usage is not re-tokenised.
+      promptTokens: context.promptTokens,
       ...(options.temperature !== undefined ? { temperature: options.temperature } : {}),
     };
 

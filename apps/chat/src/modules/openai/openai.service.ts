@@ -142,6 +142,7 @@ export class OpenAiService {
       const stream = this.deps.router.stream(body.model, {
         messages: prepared.messages,
         maxTokens: prepared.maxTokens,
+        promptTokens: prepared.promptTokens,
         ...(body.temperature != null ? { temperature: body.temperature } : {}),
         ...(body.top_p != null ? { topP: body.top_p } : {}),
         ...(body.stop != null ? { stop: Array.isArray(body.stop) ? body.stop : [body.stop] } : {}),
