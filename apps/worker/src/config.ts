@@ -11,22 +11,8 @@ import {
   s3ConfigProperties,
 } from '@vivier/service-kit';
 import { messagingConfigProperties } from '@vivier/messaging';
-import { loadProvidersConfig, ProvidersConfigError, PROVIDER_ENV_VARS, type ProvidersConfig } from '@vivier/providers';
+import { providerConfigProperties, providersFromConfig, type ProvidersConfig } from '@vivier/providers';
 
-const optional = (description: string) => Type.Optional(Type.String({ description }));
-
-/** The providers library's variables (the official SDKs' names), documented and passed through. */
-const providerConfigProperties = {
-  OPENAI_API_KEY: optional('Enables the `openai` provider.'),
-  OPENAI_BASE_URL: optional('OpenAI base URL, including /v1 (default https://api.openai.com/v1).'),
-  ANTHROPIC_API_KEY: optional('Enables the `anthropic` provider.'),
-  ANTHROPIC_BASE_URL: optional('Anthropic base URL (default https://api.anthropic.com).'),
-  GEMINI_API_KEY: optional('Enables the `gemini` provider.'),
-  GEMINI_BASE_URL: optional('Gemini base URL (default https://generativelanguage.googleapis.com).'),
-  OLLAMA_HOST: optional('Enables the `ollama` provider: host[:port] or URL.'),
-  PROVIDERS_FILE: optional('Providers file (YAML, or JSON when it ends in .json): compatible servers, deployments, aliases, routing.'),
-  PROVIDER_ALLOWED_HOSTS: optional('Comma-separated private hosts that provider URLs set through the admin API may use.'),
-};
 
 /** Every variable the worker service reads; the type below is derived from it, never written twice. */
 export const workerConfigSchema = Type.Object({
@@ -63,17 +49,5 @@ export function loadWorkerConfig(env: NodeJS.ProcessEnv = process.env): WorkerCo
  * configuration error.
  */
 export function providersOf(config: WorkerConfig, env: NodeJS.ProcessEnv = process.env): ProvidersConfig {
-  const merged: Record<string, string | undefined> = { ...env };
-  for (const name of PROVIDER_ENV_VARS) merged[name] = (config as Record<string, unknown>)[name] as string | undefined;
-  try {
-    return loadProvidersConfig(merged);
-  } catch (error) {
-    if (error instanceof ProvidersConfigError) {
-      throw new ConfigError(
-        'worker',
-        error.issues.map((i) => ({ variable: i.path, message: i.message })),
-      );
-    }
-    throw error;
-  }
+  return providersFromConfig(config, env, (issues) => new ConfigError('worker', issues.map((i) => ({ variable: i.path, message: i.message }))));
 }

@@ -16,13 +16,12 @@
  *    its own; GET /usage is polled every POLL_MS and each reply's latency is from its send
  *    (acknowledged by the broker, as chat's relay would be) to the first answer that shows it.
  */
-import net from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { allTopics, createEvent, EVENTS, toKafkaRecord } from '@vivier/contracts';
 import { startDevKafka } from '@vivier/dev-kafka';
-import { startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
+import { startServiceProcess, stopProcess, waitReady, type ServiceProcess, freePort } from '@vivier/dev-stack';
 import { startTestInfrastructure } from '@vivier/dev-stack/test-infra';
 import { signContext } from '@vivier/service-kit';
 import { machineNote, median, percentile, round, writeSection } from './stats';
@@ -42,14 +41,6 @@ const MODELS = [
   ['anthropic', 'anthropic/claude-sonnet-4-5', 3, 15],
   ['gemini', 'gemini/gemini-2.5-flash', 0.3, 2.5],
 ] as const;
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -14,13 +14,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHmac, randomUUID } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import pg from 'pg';
 import { Pool } from 'undici';
-import { ROOT, startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
+import { ROOT, startServiceProcess, stopProcess, waitReady, type ServiceProcess, freePort } from '@vivier/dev-stack';
 import { startTestInfrastructure } from '@vivier/dev-stack/test-infra';
 import { machineNote, median, percentile, round, writeSection } from './stats';
 
@@ -32,14 +31,6 @@ const LONG_CHAT_TURNS = 500; // 1,000 messages
 /** ONLY=turns|ttft|long runs one part (for profiling); the section is written only after a full run. */
 const ONLY = process.env.ONLY;
 const SECRET = 'bench-internal-identity-secret-0123456789';
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** The caller as the gateway vouches for it (service-kit's signed context: base64url JSON + HMAC-SHA256). */
 function identity(userId: string): Record<string, string> {

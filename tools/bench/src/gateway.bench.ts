@@ -13,10 +13,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync, randomUUID, sign, type KeyObject } from 'node:crypto';
-import net from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { ROOT, startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
+import { ROOT, startServiceProcess, stopProcess, waitReady, type ServiceProcess, freePort } from '@vivier/dev-stack';
 import { closedLoop, type LoadResult } from './load';
 import { machineNote, median, round, writeSection } from './stats';
 
@@ -25,14 +24,6 @@ const ROUNDS = Number(process.env.ROUNDS ?? 12);
 const SECONDS = Number(process.env.SECONDS ?? 2);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 32);
 const ROUTE = '/api/v1/models';
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 const b64 = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
 

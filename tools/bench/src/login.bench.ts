@@ -8,9 +8,8 @@
  * else. One account signs in sequentially after a warm-up; then four clients sign in at once.
  * p50/p99 of each go to docs/benchmarks.md (section `login`).
  */
-import net from 'node:net';
 import os from 'node:os';
-import { startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
+import { startServiceProcess, stopProcess, waitReady, type ServiceProcess, freePort } from '@vivier/dev-stack';
 import { startTestInfrastructure } from '@vivier/dev-stack/test-infra';
 import { machineNote, median, percentile, round, writeSection } from './stats';
 
@@ -21,14 +20,6 @@ const CLIENTS = 4;
 const CONCURRENT_ROUNDS = Math.ceil(SEQUENTIAL / CLIENTS);
 const ARGON2 = { ARGON2_MEMORY_KIB: '19456', ARGON2_TIME_COST: '2', ARGON2_PARALLELISM: '1' };
 const PASSWORD = 'benchmark passphrase with enough entropy 7';
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 async function main(): Promise<void> {
   const loadAtStart = os.loadavg()[0]!;

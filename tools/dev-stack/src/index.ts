@@ -1,2 +1,3 @@
 export { startServiceProcess, stopProcess, waitReady, type ServiceProcess } from './processes';
 export { ROOT, SERVICES, ALL_SERVICES, type Service, type BackendService } from './paths';
+export { freePort } from './ports';

@@ -1,21 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import net from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Kafka, logLevel } from 'kafkajs';
 import { allTopics, createEvent, EVENTS, toKafkaRecord } from '@vivier/contracts';
 import { startDevKafka, type DevKafka } from '@vivier/dev-kafka';
-import { startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
+import { startServiceProcess, stopProcess, waitReady, type ServiceProcess, freePort } from '@vivier/dev-stack';
 import { isolatedDatabase } from '@vivier/dev-stack/test-infra';
 import { testEnv } from '@vivier/service-kit/testing';
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 interface Ready {
   status: string;

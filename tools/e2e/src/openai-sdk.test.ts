@@ -1,4 +1,3 @@
-import net from 'node:net';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,18 +6,10 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { allTopics } from '@vivier/contracts';
 import { startDevKafka, type DevKafka } from '@vivier/dev-kafka';
-import { startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
+import { startServiceProcess, stopProcess, waitReady, type ServiceProcess, freePort } from '@vivier/dev-stack';
 import { isolatedDatabase } from '@vivier/dev-stack/test-infra';
 import { startProviderSim, type ProviderSim } from '@vivier/provider-sim';
 import { testEnv } from '@vivier/service-kit/testing';
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 const RATE_LIMIT = 8;
 

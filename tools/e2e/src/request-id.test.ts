@@ -1,18 +1,9 @@
-import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
+import { startServiceProcess, stopProcess, waitReady, type ServiceProcess, freePort } from '@vivier/dev-stack';
 import { isolatedDatabase } from '@vivier/dev-stack/test-infra';
 import { testEnv } from '@vivier/service-kit/testing';
 import { allTopics } from '@vivier/contracts';
 import { startDevKafka, type DevKafka } from '@vivier/dev-kafka';
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 // One request, one id: the gateway's log lines and the auth service's carry the same request id,
 // with both running as their own processes, as in production.

@@ -87,6 +87,8 @@ export {
   parseProvidersFile,
   resolveProvidersConfig,
   PROVIDER_ENV_VARS,
+  providerConfigProperties,
+  providersFromConfig,
   ProvidersConfigError,
   type AliasConfig,
   type ConfigIssue,

@@ -3,6 +3,7 @@
 // the variable or the file entry at fault.
 import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
+import { Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import * as yamlModule from 'yaml';
 import { ANTHROPIC_DEFAULT_BASE_URL } from './anthropic.adapter.js';
@@ -425,4 +426,42 @@ export function loadProvidersConfig(env: ProviderEnv = process.env): ProvidersCo
     file = parseProvidersFile(text, path);
   }
   return resolveProvidersConfig(file, env, path ?? 'providers file');
+}
+
+const optionalVar = (description: string) => Type.Optional(Type.String({ description }));
+
+/**
+ * The variables above as configuration schema properties (the official SDKs' names), for a
+ * service's configuration schema: documented, validated as strings, passed through.
+ */
+export const providerConfigProperties = {
+  OPENAI_API_KEY: optionalVar('Enables the `openai` provider.'),
+  OPENAI_BASE_URL: optionalVar('OpenAI base URL, including /v1 (default https://api.openai.com/v1).'),
+  ANTHROPIC_API_KEY: optionalVar('Enables the `anthropic` provider.'),
+  ANTHROPIC_BASE_URL: optionalVar('Anthropic base URL (default https://api.anthropic.com).'),
+  GEMINI_API_KEY: optionalVar('Enables the `gemini` provider.'),
+  GEMINI_BASE_URL: optionalVar('Gemini base URL (default https://generativelanguage.googleapis.com).'),
+  OLLAMA_HOST: optionalVar('Enables the `ollama` provider: host[:port] or URL.'),
+  PROVIDERS_FILE: optionalVar('Providers file (YAML, or JSON when it ends in .json): compatible servers, deployments, aliases, routing.'),
+  PROVIDER_ALLOWED_HOSTS: optionalVar('Comma-separated private hosts that provider URLs set through the admin API may use.'),
+} satisfies Record<(typeof PROVIDER_ENV_VARS)[number], unknown>;
+
+/**
+ * The providers configuration of a service: its validated provider variables over `env` (a
+ * providers file may name further key variables with `apiKeyEnv`). Invalid entries become the
+ * error `invalid` makes of them, so a service stops at start naming the variable or file entry.
+ */
+export function providersFromConfig(
+  config: Partial<Record<(typeof PROVIDER_ENV_VARS)[number], string | undefined>>,
+  env: ProviderEnv,
+  invalid: (issues: ConfigIssue[]) => Error,
+): ProvidersConfig {
+  const merged: Record<string, string | undefined> = { ...env };
+  for (const name of PROVIDER_ENV_VARS) merged[name] = config[name];
+  try {
+    return loadProvidersConfig(merged);
+  } catch (error) {
+    if (error instanceof ProvidersConfigError) throw invalid(error.issues);
+    throw error;
+  }
 }

@@ -11,3 +11,4 @@ export * from './redis';
 export * from './object-storage';
 export * from './identity';
 export * from './openai-errors';
+export * from './http-schemas';
