@@ -8,6 +8,7 @@ import { proxyRoutes } from './modules/proxy/proxy.routes';
 import { upstreamUrls } from './modules/proxy/upstreams';
 import { bodyLimitPlugin } from './plugins/body-limit';
 import { corsPlugin } from './plugins/cors';
+import { wsRoutes } from './modules/ws/ws.routes';
 import { securityHeadersPlugin } from './plugins/security-headers';
 
 export interface BuildGatewayAppOptions {
@@ -85,6 +86,17 @@ export async function buildGatewayApp(
     uploadBodyLimit: config.UPLOAD_BODY_LIMIT_BYTES,
     dispatcher,
     identitySecret: config.INTERNAL_IDENTITY_SECRET,
+  });
+  await app.register(wsRoutes, {
+    chatUrl: upstreams.chat,
+    dispatcher,
+    identitySecret: config.INTERNAL_IDENTITY_SECRET,
+    origins: splitList(config.CORS_ORIGINS),
+    userChannel: (userId) => `${config.REDIS_KEY_PREFIX}user:${userId}`,
+    authTimeoutMs: config.WS_AUTH_TIMEOUT_MS,
+    pingIntervalMs: config.WS_PING_INTERVAL_MS,
+    maxBufferedBytes: config.WS_MAX_BUFFERED_BYTES,
+    maxFrameBytes: config.WS_MAX_FRAME_BYTES,
   });
   await app.register(docsRoutes, { upstreams, dispatcher, ttlSeconds: config.DOCS_CACHE_TTL_SECONDS });
   return app;

@@ -1,0 +1,268 @@
+import websocket from '@fastify/websocket';
+import type { FastifyRequest } from 'fastify';
+import { request as httpRequest, type Dispatcher } from 'undici';
+import type { WebSocket } from 'ws';
+import { signContext, type Identity, type ServiceApp } from '@vivier/service-kit';
+import { looksLikeApiKey } from '../auth/api-key.service';
+import { UserChannels, type ReplyEnvelope } from './user-channels';
+
+export interface WsOptions {
+  chatUrl: string;
+  dispatcher: Dispatcher;
+  identitySecret: string;
+  /** Origins allowed to open a socket (the CORS allowlist); requests without Origin are not browsers. */
+  origins: string[];
+  /** `<prefix>user:<userId>`: where chat publishes the user's reply events. */
+  userChannel: (userId: string) => string;
+  authTimeoutMs: number;
+  pingIntervalMs: number;
+  maxBufferedBytes: number;
+  maxFrameBytes: number;
+}
+
+/** Close codes: 4401 not (or no longer) authenticated, 4403 origin refused, 4008 too slow to keep up. */
+export const CLOSE = { unauthenticated: 4401, forbiddenOrigin: 4403, slowConsumer: 4008, goingAway: 1001 } as const;
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+type ClientFrame =
+  | { type: 'auth'; token: string }
+  | { type: 'ping' }
+  | { type: 'chat.send'; requestId: string; chatId: string; content: string; model?: string }
+  | { type: 'chat.cancel'; chatId: string; messageId: string }
+  | { type: 'chat.resume'; chatId: string; messageId: string; after: number };
+
+/** Checks a client frame; a string says what is wrong with it. */
+function parseFrame(raw: string): ClientFrame | string {
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    return 'The frame is not JSON.';
+  }
+  if (typeof value !== 'object' || value === null || typeof (value as { type?: unknown }).type !== 'string') return 'A frame is an object with a `type`.';
+  const f = value as Record<string, unknown>;
+  const str = (k: string, max = 200) => typeof f[k] === 'string' && (f[k] as string).length > 0 && (f[k] as string).length <= max;
+  switch (f.type) {
+    case 'auth':
+      return str('token', 4096) ? (f as ClientFrame) : '`auth` needs a `token`.';
+    case 'ping':
+      return { type: 'ping' };
+    case 'chat.send':
+      if (!str('requestId', 100) || !str('chatId') || !UUID.test(f.chatId as string) || !str('content', 100_000)) return '`chat.send` needs `requestId`, a `chatId` (uuid) and `content`.';
+      if (f.model !== undefined && !str('model', 256)) return '`model` must be a model id.';
+      return f as ClientFrame;
+    case 'chat.cancel':
+      return str('chatId') && UUID.test(f.chatId as string) && str('messageId') && UUID.test(f.messageId as string) ? (f as ClientFrame) : '`chat.cancel` needs `chatId` and `messageId` (uuids).';
+    case 'chat.resume':
+      return str('chatId') && UUID.test(f.chatId as string) && str('messageId') && UUID.test(f.messageId as string) && Number.isInteger(f.after) && (f.after as number) >= 0
+        ? (f as ClientFrame)
+        : '`chat.resume` needs `chatId`, `messageId` (uuids) and `after` (the last seq seen).';
+    default:
+      return `Unknown frame type "${String(f.type)}".`;
+  }
+}
+
+/** Reads SSE blocks from a chat response body. */
+async function* sseEvents(body: AsyncIterable<Buffer | string>): AsyncGenerator<{ id: number; event: string; data: unknown }> {
+  let buffer = '';
+  for await (const chunk of body) {
+    buffer += chunk.toString();
+    let end: number;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let id = 0;
+      let event = 'message';
+      const data: string[] = [];
+      for (const line of block.split('\n')) {
+        if (line.startsWith('id: ')) id = Number(line.slice(4));
+        else if (line.startsWith('event: ')) event = line.slice(7);
+        else if (line.startsWith('data: ')) data.push(line.slice(6));
+      }
+      if (data.length > 0) yield { id, event, data: JSON.parse(data.join('\n')) as unknown };
+    }
+  }
+}
+
+/**
+ * `GET /api/v1/ws`: the user's replies, live, on every socket they have on any gateway instance.
+ * Authenticated by an access token or API key in the `Authorization` header or in a first
+ * `{type:'auth', token}` frame (browsers cannot set headers); closed at the token's expiry and
+ * when auth revokes it. Reply events come from chat through Redis pub/sub (the user's channel),
+ * so a message sent from one tab streams in every other. A client that reconnects asks for a
+ * reply's events after the last `seq` it saw (`chat.resume`); chat answers from its journal or
+ * the database. A socket that cannot keep up is closed rather than buffered without bound.
+ */
+export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<void> {
+  await app.register(websocket, { options: { maxPayload: options.maxFrameBytes } });
+  const channels = new UserChannels(app.redis, options.userChannel, app.log);
+  app.addHook('onClose', async () => channels.close());
+  const sockets = new Set<WebSocket>();
+  app.addHook('preClose', async () => {
+    for (const socket of sockets) socket.close(CLOSE.goingAway, 'server shutting down');
+  });
+
+  async function authenticate(credential: string): Promise<{ identity: Identity; iat?: number; exp?: number }> {
+    const edge = app.edgeAuth;
+    let result: { identity: Identity; iat?: number; exp?: number };
+    if (looksLikeApiKey(credential)) {
+      const identity = await edge.apiKeys.verify(credential);
+      if (!identity) throw new Error('The API key is invalid or revoked.');
+      result = { identity };
+    } else {
+      const verified = await edge.tokens.verify(credential);
+      result = { identity: verified.identity, iat: verified.iat, exp: verified.exp };
+    }
+    const verdict = await edge.checker.check({ limits: [], identity: result.identity, ...(result.iat === undefined ? {} : { iat: result.iat }) });
+    if (verdict.outcome === 'revoked') throw new Error('The credential has been revoked.');
+    return result;
+  }
+
+  /** A call to chat as this user (the gateway vouches for the caller with a signed context). */
+  function callChat(request: FastifyRequest, identity: Identity, method: 'GET' | 'POST', path: string, extra: { body?: unknown; headers?: Record<string, string>; signal?: AbortSignal } = {}) {
+    const context = signContext(
+      { ip: request.ip, ...(request.headers['user-agent'] ? { userAgent: request.headers['user-agent'].slice(0, 512) } : {}), identity, exp: Math.floor(Date.now() / 1000) + 300 },
+      options.identitySecret,
+    );
+    return httpRequest(`${options.chatUrl}${path}`, {
+      method,
+      dispatcher: options.dispatcher,
+      headers: { ...context, 'x-request-id': request.id, ...(extra.body === undefined ? {} : { 'content-type': 'application/json' }), ...extra.headers },
+      ...(extra.body === undefined ? {} : { body: JSON.stringify(extra.body) }),
+      ...(extra.signal ? { signal: extra.signal } : {}),
+    });
+  }
+
+  app.get('/api/v1/ws', { websocket: true, config: { access: 'public' }, schema: { hide: true } }, (socket, request) => {
+    const origin = request.headers.origin;
+    if (origin !== undefined && !options.origins.includes(origin)) {
+      socket.close(CLOSE.forbiddenOrigin, 'origin not allowed');
+      return;
+    }
+    sockets.add(socket);
+    let identity: Identity | undefined;
+    const cleanups: Array<() => void> = [];
+    let alive = true;
+
+    const send = (frame: Record<string, unknown>) => {
+      if (socket.readyState !== socket.OPEN) return;
+      // Backpressure: a socket that cannot drain is dropped, not buffered without bound.
+      if (socket.bufferedAmount > options.maxBufferedBytes) {
+        socket.close(CLOSE.slowConsumer, 'too slow to keep up');
+        return;
+      }
+      socket.send(JSON.stringify(frame));
+    };
+    const replyFrame = (e: Pick<ReplyEnvelope, 'seq' | 'type' | 'data' | 'messageId' | 'chatId'>) => ({ type: `chat.${e.type}`, chatId: e.chatId, messageId: e.messageId, seq: e.seq, data: e.data });
+
+    const ping = setInterval(() => {
+      if (!alive) {
+        socket.terminate(); // no pong since the last ping: a dead peer
+        return;
+      }
+      alive = false;
+      socket.ping();
+    }, options.pingIntervalMs);
+    socket.on('pong', () => (alive = true));
+    const authTimer = setTimeout(() => {
+      if (!identity) socket.close(CLOSE.unauthenticated, 'authenticate within a few seconds');
+    }, options.authTimeoutMs);
+
+    async function start(credential: string): Promise<void> {
+      let auth: Awaited<ReturnType<typeof authenticate>>;
+      try {
+        auth = await authenticate(credential);
+      } catch (error) {
+        socket.close(CLOSE.unauthenticated, (error as Error).message.slice(0, 120));
+        return;
+      }
+      clearTimeout(authTimer);
+      identity = auth.identity;
+      // Closed when auth revokes the credential, and when an access token expires.
+      cleanups.push(app.edgeAuth.openRequests.add(auth.identity, auth.iat, () => socket.close(CLOSE.unauthenticated, 'credential revoked')));
+      if (auth.exp !== undefined) {
+        const expiry = setTimeout(() => socket.close(CLOSE.unauthenticated, 'access token expired'), Math.max(0, auth.exp * 1000 - Date.now()));
+        cleanups.push(() => clearTimeout(expiry));
+      }
+      try {
+        cleanups.push(await channels.follow(auth.identity.sub, (envelope) => send(replyFrame(envelope))));
+      } catch (error) {
+        app.log.warn({ err: error }, 'cannot follow the user channel');
+        send({ type: 'error', code: 'fanout_unavailable', detail: 'Live events are unavailable right now; use chat.resume to catch up.' });
+      }
+      send({ type: 'ready', userId: auth.identity.sub });
+    }
+
+    async function handle(frame: ClientFrame): Promise<void> {
+      if (frame.type === 'ping') return send({ type: 'pong' });
+      if (frame.type === 'auth') {
+        if (identity) return send({ type: 'error', code: 'already_authenticated' });
+        return start(frame.token);
+      }
+      if (!identity) return send({ type: 'error', code: 'unauthenticated', detail: 'Send {type:"auth", token} first.' });
+      if (frame.type === 'chat.send') {
+        const abort = new AbortController();
+        try {
+          const res = await callChat(request, identity, 'POST', `/api/v1/chats/${frame.chatId}/messages`, {
+            body: { content: frame.content, ...(frame.model ? { model: frame.model } : {}) },
+            headers: { accept: 'text/event-stream' },
+            signal: abort.signal,
+          });
+          if (res.statusCode !== 200) {
+            const problem = (await res.body.json().catch(() => ({}))) as { code?: string; detail?: string };
+            return send({ type: 'chat.error', requestId: frame.requestId, code: problem.code ?? 'send_failed', detail: problem.detail ?? `chat answered ${res.statusCode}` });
+          }
+          // The first event names the reply; the rest reaches every socket of the user through
+          // the user's channel, so this request can go (the reply outlives it).
+          for await (const event of sseEvents(res.body)) {
+            if (event.event === 'message') {
+              const data = event.data as { assistantMessageId: string; userMessage: unknown };
+              send({ type: 'chat.accepted', requestId: frame.requestId, chatId: frame.chatId, messageId: data.assistantMessageId, userMessage: data.userMessage });
+              break;
+            }
+          }
+        } finally {
+          abort.abort();
+        }
+        return;
+      }
+      if (frame.type === 'chat.cancel') {
+        const res = await callChat(request, identity, 'POST', `/api/v1/chats/${frame.chatId}/messages/${frame.messageId}/cancel`);
+        await res.body.dump();
+        if (res.statusCode !== 202) send({ type: 'chat.error', messageId: frame.messageId, code: res.statusCode === 404 ? 'not_found' : 'cancel_failed' });
+        return;
+      }
+      // chat.resume: the reply's events after `after`, from chat's journal or database.
+      const res = await callChat(request, identity, 'GET', `/api/v1/chats/${frame.chatId}/messages/${frame.messageId}/stream`, {
+        headers: { accept: 'text/event-stream', 'last-event-id': String(frame.after) },
+      });
+      if (res.statusCode !== 200) {
+        await res.body.dump();
+        return send({ type: 'chat.error', messageId: frame.messageId, code: res.statusCode === 404 ? 'not_found' : 'resume_failed' });
+      }
+      for await (const event of sseEvents(res.body)) {
+        send(replyFrame({ seq: event.id, type: event.event as ReplyEnvelope['type'], data: event.data, messageId: frame.messageId, chatId: frame.chatId }));
+      }
+    }
+
+    socket.on('message', (raw, isBinary) => {
+      if (isBinary) return send({ type: 'error', code: 'invalid_frame', detail: 'Frames are JSON text.' });
+      const frame = parseFrame(raw.toString());
+      if (typeof frame === 'string') return send({ type: 'error', code: 'invalid_frame', detail: frame });
+      handle(frame).catch((error: unknown) => {
+        app.log.warn({ err: error }, 'socket frame failed');
+        send({ type: 'error', code: 'internal_error', detail: 'The frame could not be handled.' });
+      });
+    });
+    socket.on('close', () => {
+      sockets.delete(socket);
+      clearInterval(ping);
+      clearTimeout(authTimer);
+      for (const cleanup of cleanups) cleanup();
+    });
+
+    const header = request.headers.authorization;
+    if (header?.startsWith('Bearer ') && header.length > 7) void start(header.slice(7).trim());
+  });
+}
