@@ -132,6 +132,8 @@ describe('WebSocket delivery across gateway instances', () => {
 
   it('streams a reply sent from one socket to every socket of the user, on both gateways, in order and once', async () => {
     const [a, b] = [await connect(gateways[0]!, 'frame'), await connect(gateways[1]!, 'header')];
+    const metrics = await (await fetch(`http://${gateways[0]}/metrics`)).text();
+    expect(metrics).toMatch(/^vivier_gateway_websockets_open\{[^}]*\} 1$/m);
     a.send({ type: 'chat.send', requestId: 'r1', chatId, content: 'echo: one two three four five six seven eight nine ten' });
     const accepted = await a.next((f) => f.type === 'chat.accepted' && f.requestId === 'r1');
     const messageId = accepted.messageId as string;
@@ -185,5 +187,7 @@ describe('WebSocket delivery across gateway instances', () => {
     expect(out.status).toBeLessThan(300);
     expect((await a.closedWith()).code).toBe(4401);
     expect((await b.closedWith()).code).toBe(4401);
+    const metrics = await (await fetch(`http://${gateways[0]}/metrics`)).text();
+    expect(metrics).toMatch(/^vivier_gateway_websocket_closes_total\{[^}]*code="4401"[^}]*\} [1-9]/m);
   }, 30_000);
 });

@@ -1,4 +1,5 @@
 import websocket from '@fastify/websocket';
+import { Counter, Gauge } from 'prom-client';
 import type { FastifyRequest } from 'fastify';
 import { request as httpRequest, type Dispatcher } from 'undici';
 import type { WebSocket } from 'ws';
@@ -99,6 +100,9 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
   const channels = new UserChannels(app.redis, options.userChannel, app.log);
   app.addHook('onClose', async () => channels.close());
   const sockets = new Set<WebSocket>();
+  // Read at scrape time from the set of sockets.
+  new Gauge({ name: 'vivier_gateway_websockets_open', help: 'WebSockets open on this instance.', registers: [app.metrics], collect() { this.set(sockets.size); } });
+  const closed = new Counter({ name: 'vivier_gateway_websocket_closes_total', help: 'WebSockets closed, by close code.', labelNames: ['code'], registers: [app.metrics] });
   app.addHook('preClose', async () => {
     for (const socket of sockets) socket.close(CLOSE.goingAway, 'server shutting down');
   });
@@ -255,7 +259,8 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
         send({ type: 'error', code: 'internal_error', detail: 'The frame could not be handled.' });
       });
     });
-    socket.on('close', () => {
+    socket.on('close', (code: number) => {
+      closed.inc({ code: String(code) });
       sockets.delete(socket);
       clearInterval(ping);
       clearTimeout(authTimer);
