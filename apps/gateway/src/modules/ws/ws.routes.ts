@@ -173,7 +173,9 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
       if (!identity) socket.close(CLOSE.unauthenticated, 'authenticate within a few seconds');
     }, options.authTimeoutMs);
 
+    let authenticating = false;
     async function start(credential: string): Promise<void> {
+      authenticating = true;
       let auth: Awaited<ReturnType<typeof authenticate>>;
       try {
         auth = await authenticate(credential);
@@ -201,7 +203,7 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
     async function handle(frame: ClientFrame): Promise<void> {
       if (frame.type === 'ping') return send({ type: 'pong' });
       if (frame.type === 'auth') {
-        if (identity) return send({ type: 'error', code: 'already_authenticated' });
+        if (identity || authenticating) return send({ type: 'error', code: 'already_authenticated' });
         return start(frame.token);
       }
       if (!identity) return send({ type: 'error', code: 'unauthenticated', detail: 'Send {type:"auth", token} first.' });
