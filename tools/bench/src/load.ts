@@ -6,6 +6,8 @@ export interface LoadOptions {
   origin: string;
   path: string;
   headers?: Record<string, string>;
+  /** POST with this body (JSON) instead of GET. */
+  body?: string;
   connections: number;
   durationMs: number;
 }
@@ -33,7 +35,11 @@ export async function closedLoop(options: LoadOptions): Promise<LoadResult> {
     while (performance.now() < deadline) {
       const t0 = performance.now();
       try {
-        const res = await pool.request({ method: 'GET', path: options.path, headers: options.headers });
+        const res = await pool.request(
+          options.body === undefined
+            ? { method: 'GET', path: options.path, headers: options.headers }
+            : { method: 'POST', path: options.path, headers: { 'content-type': 'application/json', ...options.headers }, body: options.body },
+        );
         await res.body.dump();
         if (res.statusCode !== 200) errors += 1;
         else latencies.push(performance.now() - t0);

@@ -1,0 +1,194 @@
+/**
+ * OpenAI-compatible path benchmark (issue 6): `POST /v1/chat/completions` through Vivier (gateway
+ * with API-key authentication and rate limiting → chat with quota reservation and usage event →
+ * the provider simulator), through the Portkey gateway (`@portkey-ai/gateway`, pinned in
+ * tools/bench) to the same simulator, and straight to the simulator, in one run.
+ *
+ *   npm run bench:openai -w @vivier/bench
+ *
+ * Every party is its own process: the provider simulator (zero latency), Portkey, auth, chat,
+ * the gateway, and this load generator (closed loop). Rounds alternate between the targets;
+ * figures are medians of the rounds.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { allTopics } from '@vivier/contracts';
+import { startDevKafka } from '@vivier/dev-kafka';
+import { freePort, ROOT, startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
+import { startTestInfrastructure } from '@vivier/dev-stack/test-infra';
+import { closedLoop, type LoadResult } from './load';
+import { machineNote, median, round, writeSection } from './stats';
+
+const ROUNDS = Number(process.env.ROUNDS ?? 6);
+const SECONDS = Number(process.env.SECONDS ?? 3);
+const PORTKEY_VERSION = '1.15.2';
+
+function child(command: string, args: string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<{ proc: ChildProcess; match: RegExpExecArray }> {
+  const proc = spawn(command, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${args.join(' ')} did not start`)), 30_000);
+    for (const stream of [proc.stdout!, proc.stderr!]) {
+      createInterface({ input: stream }).on('line', (line) => {
+        const match = ready.exec(line);
+        if (match) {
+          clearTimeout(timer);
+          resolve({ proc, match });
+        }
+      });
+    }
+  });
+}
+
+async function main(): Promise<void> {
+  const infra = await startTestInfrastructure();
+  const dev = await startDevKafka({ topics: allTopics().map((t) => ({ name: t.name, partitions: t.partitions })) });
+  const procs: ServiceProcess[] = [];
+  const children: ChildProcess[] = [];
+  try {
+    const sim = await child(process.execPath, ['--import', 'tsx', path.join(ROOT, 'tools/provider-sim/src/cli.ts'), '--port', '0', '--log-size', '1'], process.env, /^PROVIDER_SIM_URL=(\S+)/);
+    children.push(sim.proc);
+    const simUrl = sim.match[1]!;
+    const portkeyPort = await freePort();
+    const portkeyEntry = createRequire(import.meta.url).resolve('@portkey-ai/gateway/build/start-server.js');
+    const portkey = await child(process.execPath, [portkeyEntry, `--port=${portkeyPort}`, '--headless'], process.env, /Ready for connections|running at/i);
+    children.push(portkey.proc);
+
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'vivier-openai-bench-'));
+    const providersFile = path.join(dir, 'providers.json');
+    writeFileSync(providersFile, JSON.stringify({ providers: { openai: { baseUrl: `${simUrl}/v1`, apiKey: 'sk-sim' } } }));
+    const base = {
+      ...process.env,
+      ...infra.env,
+      NODE_ENV: 'production',
+      LOG_LEVEL: 'warn',
+      KAFKA_BROKERS: dev.bootstrap.join(','),
+      KAFKA_PRODUCER_IDEMPOTENT: 'false',
+      INTERNAL_IDENTITY_SECRET: 'bench-internal-identity-secret-0123456789',
+      // Production refuses the development defaults of these secrets.
+      AUTH_KEY_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64'),
+      PROVIDER_KEY_ENCRYPTION_KEY: Buffer.alloc(32, 9).toString('base64'),
+      REDIS_KEY_PREFIX: infra.env.VIVIER_TEST_REDIS_PREFIX,
+    };
+    const [authPort, chatPort, gatewayPort] = [await freePort(), await freePort(), await freePort()];
+    const auth = startServiceProcess('auth', { port: authPort, env: { ...base, DATABASE_URL: infra.env.VIVIER_TEST_DATABASE_URL_AUTH } });
+    const chat = startServiceProcess('chat', { port: chatPort, env: { ...base, DATABASE_URL: infra.env.VIVIER_TEST_DATABASE_URL_CHAT, PROVIDERS_FILE: providersFile, DATABASE_POOL_MAX: '20' } });
+    procs.push(auth, chat);
+    await Promise.all([waitReady(auth), waitReady(chat)]);
+    const gateway = startServiceProcess('gateway', {
+      port: gatewayPort,
+      env: {
+        ...base,
+        AUTH_URL: `http://127.0.0.1:${authPort}`,
+        CHAT_URL: `http://127.0.0.1:${chatPort}`,
+        ADMIN_URL: 'http://127.0.0.1:9',
+        // Rate limiting on, with a quota out of reach.
+        RATE_LIMIT_PER_USER: '100000000',
+        RATE_LIMIT_PER_IP_AUTHENTICATED: '100000000',
+      },
+    });
+    procs.push(gateway);
+    await waitReady(gateway);
+    const vivier = `http://127.0.0.1:${gatewayPort}`;
+    const registered = await fetch(`${vivier}/api/v1/auth/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email: `bench-${Date.now()}@example.test`, password: 'a benchmark password 42' }),
+    });
+    const { accessToken } = (await registered.json()) as { accessToken: string };
+    const keyRes = await fetch(`${vivier}/api/v1/auth/api-keys`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${accessToken}` }, body: JSON.stringify({ name: 'bench' }) });
+    const apiKey = ((await keyRes.json()) as { key: string }).key;
+
+    const messages = [{ role: 'user', content: 'echo: The quick brown fox jumps over the lazy dog' }];
+    const body = (model: string, stream: boolean) => JSON.stringify({ model, messages, ...(stream ? { stream: true, stream_options: { include_usage: true } } : {}) });
+    const targets = (stream: boolean): Array<{ name: string; origin: string; path: string; headers: Record<string, string>; body: string }> => [
+      { name: 'provider simulator, direct', origin: simUrl, path: '/v1/chat/completions', headers: { authorization: 'Bearer sk-sim' }, body: body('gpt-4o-mini', stream) },
+      {
+        name: `Portkey gateway ${PORTKEY_VERSION}`,
+        origin: `http://127.0.0.1:${portkeyPort}`,
+        path: '/v1/chat/completions',
+        headers: { authorization: 'Bearer sk-sim', 'x-portkey-provider': 'openai', 'x-portkey-custom-host': `${simUrl}/v1` },
+        body: body('gpt-4o-mini', stream),
+      },
+      { name: 'Vivier (gateway → chat)', origin: vivier, path: '/v1/chat/completions', headers: { authorization: `Bearer ${apiKey}` }, body: body('openai/gpt-4o-mini', stream) },
+    ];
+
+    const rows: string[] = [];
+    const summary: Record<string, Record<string, LoadResult>> = {};
+    for (const stream of [false, true]) {
+      for (const connections of [1, 50]) {
+        const results = new Map<string, LoadResult[]>();
+        for (let r = 0; r < ROUNDS; r++) {
+          for (const t of targets(stream)) {
+            const result = await closedLoop({ origin: t.origin, path: t.path, headers: t.headers, body: t.body, connections, durationMs: SECONDS * 1000 });
+            results.set(t.name, [...(results.get(t.name) ?? []), result]);
+          }
+        }
+        const label = `${stream ? 'stream' : 'non-stream'}, ${connections} conn.`;
+        summary[label] = {};
+        for (const [name, list] of results) {
+          const med: LoadResult = {
+            requests: median(list.map((x) => x.requests)),
+            errors: median(list.map((x) => x.errors)),
+            rps: median(list.map((x) => x.rps)),
+            p50Ms: median(list.map((x) => x.p50Ms)),
+            p99Ms: median(list.map((x) => x.p99Ms)),
+          };
+          summary[label]![name] = med;
+          const line = `| ${label} | ${name} | ${med.requests === 0 ? '—' : `**${Math.round(med.rps).toLocaleString('en')}**`} | ${med.requests === 0 ? '—' : round(med.p50Ms, 2)} | ${med.requests === 0 ? '—' : round(med.p99Ms, 2)} | ${med.errors} |`;
+          rows.push(line);
+          process.stdout.write(`${line}\n`);
+        }
+      }
+    }
+    const at = (label: string, name: string) => summary[label]?.[name];
+    const direct = 'provider simulator, direct';
+    const pk = `Portkey gateway ${PORTKEY_VERSION}`;
+    const vv = 'Vivier (gateway → chat)';
+    const ratio = (label: string) => {
+      const v = at(label, vv);
+      const p = at(label, pk);
+      return v && p && p.requests > 0 ? `${round(v.rps / p.rps, 2)}×` : 'n/a (Portkey answered no request)';
+    };
+    const added = (label: string, name: string) => {
+      const t = at(label, name);
+      const d = at(label, direct);
+      return t && d && t.requests > 0 ? `${round(t.p50Ms - d.p50Ms, 2)} ms` : 'n/a';
+    };
+
+    await writeSection(
+      'openai',
+      `## OpenAI-compatible path vs Portkey (issue 6)
+
+Command: \`npm run bench:openai -w @vivier/bench\` (${machineNote()}; every party its own process on the same 2 cores: load generator,
+provider simulator (zero latency, OpenAI protocol), Portkey \`@portkey-ai/gateway@${PORTKEY_VERSION}\` (\`--headless\`), and Vivier's
+gateway, auth and chat (\`NODE_ENV=production\`), with PostgreSQL, Redis and the dev Kafka broker; ${ROUNDS} rounds × ${SECONDS} s per target, alternating; medians).
+Vivier's requests carry an API key (verified by auth, cached), pass the gateway's Redis rate limit (on, quota out of reach),
+reserve and settle the monthly quota in PostgreSQL and write \`chat.message.completed\` to the outbox; Portkey forwards with
+\`x-portkey-provider: openai\` and \`x-portkey-custom-host\`, no authentication or accounting of its own.
+
+| mode | target | req/s | p50 ms | p99 ms | errors |
+| --- | --- | --- | --- | --- | --- |
+${rows.join('\n')}
+
+**Vivier / Portkey, requests/s at 50 connections**: non-stream ${ratio('non-stream, 50 conn.')}, stream ${ratio('stream, 50 conn.')} (target ≥ 5×).
+**Added latency at 1 connection, p50 over the simulator**: Vivier ${added('non-stream, 1 conn.', vv)} non-stream / ${added('stream, 1 conn.', vv)} stream;
+Portkey ${added('non-stream, 1 conn.', pk)} / ${added('stream, 1 conn.', pk)} (target for Vivier ≤ 0.5 ms).
+Portkey ${PORTKEY_VERSION} on Node 22 answers every streamed request with \`{"status":"failure","message":"Something went wrong"}\`
+(its log: \`tryTargetsRecursively error: immutable\`), so its stream rows count errors, not requests.`,
+    );
+  } finally {
+    for (const p of procs.reverse()) await stopProcess(p);
+    for (const c of children) c.kill('SIGTERM');
+    await dev.stop();
+    await infra.stop();
+  }
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exit(1);
+});
