@@ -169,7 +169,7 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
   await app.register(exportsRoutes, { exports: exportsService });
   await app.register(exportsInternalRoutes, { exports: exportsService });
   await app.register(openAiRoutes, {
-    openai: new OpenAiService({ db, router, models, publish, metrics, maxOutputTokens: config.CHAT_MAX_OUTPUT_TOKENS }),
+    openai: new OpenAiService({ db, turns, router, models, metrics, maxOutputTokens: config.CHAT_MAX_OUTPUT_TOKENS }),
   });
 
   app.addHook('onReady', async () => {

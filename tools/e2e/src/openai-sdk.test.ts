@@ -128,6 +128,10 @@ describe('the OpenAI-compatible API with the official openai client', () => {
 
     // Both completions were counted like any reply.
     await expect.poll(async () => (await completedEvents()).filter((e) => e.status === 'completed').length, { timeout: 10_000 }).toBe(2);
+    // …and settled against the monthly quota: nothing left reserved, the reported tokens used.
+    const events = await completedEvents();
+    const { rows } = await chatDb.query('select reserved::int, used::int from chat.quota_usage');
+    expect(rows).toEqual([{ reserved: 0, used: events.reduce((n, e) => n + e.usage.promptTokens + e.usage.completionTokens, 0) }]);
   }, 60_000);
 
   it('aborts the provider request within a second when the client goes away mid-stream, and counts what was generated', async () => {

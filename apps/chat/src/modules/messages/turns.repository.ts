@@ -137,6 +137,20 @@ with done as (
 )
 select * from done`;
 
+/**
+ * Settles a reservation that stored no message (an OpenAI-compatible completion): `$3` reserved
+ * tokens of `$1` in the month of `$2` become `$4` used, and the events (`$5`) go to the outbox,
+ * in one statement (one round trip, one implicit transaction).
+ */
+const SETTLE_AND_PUBLISH = `
+with settle as (
+  insert into chat.quota_usage as u (user_id, month, reserved, used) values ($1::uuid, $2::date, 0, $4::bigint)
+  on conflict (user_id, month) do update set reserved = greatest(u.reserved - $3::bigint, 0), used = u.used + excluded.used
+  returning 1
+), events as (${OUTBOX_INSERT('$5', 'settle')}
+)
+select count(*)::int as settled from settle`;
+
 /** `chatId`'s newest history rows (the first batch of a context) and the chat, read together. */
 export const HISTORY_COLUMNS = `id, role, content, status, reply_to as "replyTo", context_tokens as "contextTokens", attachments, created_at as "createdAt"`;
 
@@ -198,6 +212,11 @@ export function turnsRepository(runner: SqlRunner) {
         o.completedAt.toISOString(),
       ]);
       return row && withDates(row);
+    },
+
+    /** See SETTLE_AND_PUBLISH. */
+    async settleAndPublish(input: { userId: string; month: string; reserved: number; used: number; events: AnyEvent[] }): Promise<void> {
+      await runner.rows('chat-settle-publish-v1', SETTLE_AND_PUBLISH, [input.userId, input.month, input.reserved, input.used, outboxJson(input.events)]);
     },
 
     /** A batch of history, newest first, strictly before `before` when given. */

@@ -1,18 +1,28 @@
 import { createHash } from 'node:crypto';
 import { createEvent, EVENTS } from '@vivier/contracts';
-import type { Publish } from '@vivier/messaging';
-import { countPromptTokens, countTokens, isProviderError, type ChatMessage, type ContentPart, type ProviderRouter } from '@vivier/providers';
+import {
+  countPromptTokens,
+  countTokens,
+  isProviderError,
+  type ChatMessage,
+  type ContentPart,
+  type ProviderRouter,
+} from '@vivier/providers';
 import { HttpProblem, type Identity } from '@vivier/service-kit';
 import type { ChatDatabase } from '../../database';
 import { newId } from '../../ids';
 import type { ChatMetrics } from '../../metrics';
 import type { ModelCatalog } from '../models/models.service';
+import type { TurnsRepository } from '../messages/turns.repository';
 import { quotaMonth, quotasRepository } from '../quotas/quotas.repository';
 
 /** The request body of `POST /v1/chat/completions`, as far as Vivier uses it. */
 export interface CompletionBody {
   model: string;
-  messages: Array<{ role: string; content: string | Array<{ type: string; text?: string; image_url?: { url: string } | string }> | null }>;
+  messages: Array<{
+    role: string;
+    content: string | Array<{ type: string; text?: string; image_url?: { url: string } | string }> | null;
+  }>;
   stream?: boolean;
   stream_options?: { include_usage?: boolean } | null;
   max_tokens?: number | null;
@@ -42,7 +52,13 @@ interface Outcome {
   firstTokenAt?: number;
 }
 
-const FINISH: Record<string, string> = { stop: 'stop', length: 'length', content_filter: 'content_filter', error: 'stop', cancelled: 'stop' };
+const FINISH: Record<string, string> = {
+  stop: 'stop',
+  length: 'length',
+  content_filter: 'content_filter',
+  error: 'stop',
+  cancelled: 'stop',
+};
 
 /**
  * A stable per-user id under which completions of the OpenAI-compatible API are reported
@@ -63,7 +79,11 @@ function toMessages(body: CompletionBody): ChatMessage[] {
   return body.messages.map((m, i) => {
     const role = m.role === 'developer' ? 'system' : m.role;
     if (role !== 'system' && role !== 'user' && role !== 'assistant') {
-      throw new HttpProblem(400, 'validation_failed', `messages[${i}].role "${m.role}" is not supported here (system, developer, user, assistant).`);
+      throw new HttpProblem(
+        400,
+        'validation_failed',
+        `messages[${i}].role "${m.role}" is not supported here (system, developer, user, assistant).`,
+      );
     }
     if (m.content === null || typeof m.content === 'string') return { role, content: m.content ?? '' };
     const parts: ContentPart[] = m.content.map((part, j) => {
@@ -71,10 +91,19 @@ function toMessages(body: CompletionBody): ChatMessage[] {
       if (part.type === 'image_url') {
         const url = typeof part.image_url === 'string' ? part.image_url : part.image_url?.url;
         const match = /^data:(image\/[a-z0-9.+-]+);base64,(.+)$/i.exec(url ?? '');
-        if (!match) throw new HttpProblem(400, 'validation_failed', `messages[${i}].content[${j}]: only data: URLs of images are accepted.`);
+        if (!match)
+          throw new HttpProblem(
+            400,
+            'validation_failed',
+            `messages[${i}].content[${j}]: only data: URLs of images are accepted.`,
+          );
         return { type: 'image', mediaType: match[1]!.toLowerCase(), data: match[2]! };
       }
-      throw new HttpProblem(400, 'validation_failed', `messages[${i}].content[${j}].type "${part.type}" is not supported (text, image_url).`);
+      throw new HttpProblem(
+        400,
+        'validation_failed',
+        `messages[${i}].content[${j}].type "${part.type}" is not supported (text, image_url).`,
+      );
     });
     return { role, content: parts };
   });
@@ -92,9 +121,9 @@ export class OpenAiService {
   constructor(
     private readonly deps: {
       db: ChatDatabase;
+      turns: TurnsRepository;
       router: ProviderRouter;
       models: ModelCatalog;
-      publish: Publish;
       metrics: ChatMetrics;
       maxOutputTokens: number;
     },
@@ -105,18 +134,30 @@ export class OpenAiService {
   models() {
     return {
       object: 'list' as const,
-      data: this.deps.models.list().map((m) => ({ id: m.id, object: 'model' as const, created: 0, owned_by: m.provider })),
+      data: this.deps.models
+        .list()
+        .map((m) => ({ id: m.id, object: 'model' as const, created: 0, owned_by: m.provider })),
     };
   }
 
   /** Resolves, counts and reserves: everything that can refuse the request before any byte is sent. */
   async prepare(user: Identity, body: CompletionBody) {
     const resolved = this.deps.router.resolve(body.model);
-    if (!resolved) throw new HttpProblem(404, 'unknown_model', `The model \`${body.model}\` does not exist or is not served here (GET /v1/models).`);
+    if (!resolved)
+      throw new HttpProblem(
+        404,
+        'unknown_model',
+        `The model \`${body.model}\` does not exist or is not served here (GET /v1/models).`,
+      );
     const messages = toMessages(body);
     const promptTokens = await countPromptTokens(messages);
     const room = resolved.contextWindow - promptTokens;
-    if (room <= 0) throw new HttpProblem(400, 'context_length_exceeded', `This model's context window is ${resolved.contextWindow} tokens; the messages take ${promptTokens}.`);
+    if (room <= 0)
+      throw new HttpProblem(
+        400,
+        'context_length_exceeded',
+        `This model's context window is ${resolved.contextWindow} tokens; the messages take ${promptTokens}.`,
+      );
     const asked = body.max_completion_tokens ?? body.max_tokens ?? undefined;
     const maxTokens = Math.min(asked ?? this.deps.maxOutputTokens, room);
     const reserved = promptTokens + maxTokens;
@@ -124,9 +165,21 @@ export class OpenAiService {
     const month = quotaMonth(now);
     if (!(await this.quotas.reserve(user.sub, month, reserved))) {
       this.deps.metrics.quotaRejections.inc();
-      throw new HttpProblem(429, 'quota_exceeded', `This request may take up to ${reserved} tokens, more than what is left of your monthly token quota.`);
+      throw new HttpProblem(
+        429,
+        'quota_exceeded',
+        `This request may take up to ${reserved} tokens, more than what is left of your monthly token quota.`,
+      );
     }
-    return { messages, promptTokens, maxTokens, reserved, month, id: newId(now.getTime()).id, created: Math.floor(now.getTime() / 1000) };
+    return {
+      messages,
+      promptTokens,
+      maxTokens,
+      reserved,
+      month,
+      id: newId(now.getTime()).id,
+      created: Math.floor(now.getTime() / 1000),
+    };
   }
 
   /**
@@ -134,8 +187,23 @@ export class OpenAiService {
    * ends (a client that left: `cancelled`, usage = what was generated). Provider failures before
    * the first token are thrown (as problems) after the settlement.
    */
-  async run(user: Identity, body: CompletionBody, prepared: Awaited<ReturnType<OpenAiService['prepare']>>, signal: AbortSignal, onDelta: (text: string, model: string) => void): Promise<Outcome> {
-    const outcome: Outcome = { text: '', provider: 'unknown', model: body.model, promptTokens: prepared.promptTokens, completionTokens: 0, finishReason: 'stop', status: 'completed', startedAt: performance.now() };
+  async run(
+    user: Identity,
+    body: CompletionBody,
+    prepared: Awaited<ReturnType<OpenAiService['prepare']>>,
+    signal: AbortSignal,
+    onDelta: (text: string, model: string) => void,
+  ): Promise<Outcome> {
+    const outcome: Outcome = {
+      text: '',
+      provider: 'unknown',
+      model: body.model,
+      promptTokens: prepared.promptTokens,
+      completionTokens: 0,
+      finishReason: 'stop',
+      status: 'completed',
+      startedAt: performance.now(),
+    };
     let reported: { promptTokens: number; completionTokens: number } | undefined;
     let failure: unknown;
     try {
@@ -171,8 +239,16 @@ export class OpenAiService {
       else {
         outcome.status = 'failed';
         failure = error;
-        outcome.error = { code: isProviderError(error) ? (error.beforeFirstToken ? 'provider_unavailable' : 'stream_interrupted') : 'internal_error', detail: (error as Error).message.slice(0, 2000) };
-        if (isProviderError(error)) outcome.provider = error.provider === 'router' ? outcome.provider : error.provider;
+        outcome.error = {
+          code: isProviderError(error)
+            ? error.beforeFirstToken
+              ? 'provider_unavailable'
+              : 'stream_interrupted'
+            : 'internal_error',
+          detail: (error as Error).message.slice(0, 2000),
+        };
+        if (isProviderError(error))
+          outcome.provider = error.provider === 'router' ? outcome.provider : error.provider;
       }
     }
     const spent = outcome.text.length > 0 || outcome.status === 'completed';
@@ -183,13 +259,20 @@ export class OpenAiService {
     return outcome;
   }
 
-  private async settle(user: Identity, prepared: Awaited<ReturnType<OpenAiService['prepare']>>, outcome: Outcome): Promise<void> {
+  private async settle(
+    user: Identity,
+    prepared: Awaited<ReturnType<OpenAiService['prepare']>>,
+    outcome: Outcome,
+  ): Promise<void> {
     const used = outcome.promptTokens + outcome.completionTokens;
     const latencyMs = Math.round(performance.now() - outcome.startedAt);
-    await this.deps.db.transaction(async (tx) => {
-      await this.quotas.settle(user.sub, prepared.month, prepared.reserved, used, tx);
-      await this.deps.publish(
-        tx,
+    // One statement: the settlement and the usage event (each round trip costs here).
+    await this.deps.turns.settleAndPublish({
+      userId: user.sub,
+      month: prepared.month,
+      reserved: prepared.reserved,
+      used,
+      events: [
         createEvent(EVENTS.chatMessageCompleted, {
           chatId: apiChatId(user.sub),
           userId: user.sub,
@@ -200,19 +283,22 @@ export class OpenAiService {
           model: outcome.model.includes('/') ? outcome.model : `${outcome.provider}/${outcome.model}`,
           usage: { promptTokens: outcome.promptTokens, completionTokens: outcome.completionTokens },
           latencyMs,
-          ...(outcome.firstTokenAt === undefined ? {} : { timeToFirstTokenMs: Math.round(outcome.firstTokenAt - outcome.startedAt) }),
+          ...(outcome.firstTokenAt === undefined
+            ? {}
+            : { timeToFirstTokenMs: Math.round(outcome.firstTokenAt - outcome.startedAt) }),
           cached: false,
           ...(outcome.error ? { error: outcome.error } : {}),
           completedAt: new Date().toISOString(),
         }),
-      );
+      ],
     });
   }
 }
 
 /** A provider failure before any text, as the status OpenAI clients expect. */
 function providerProblem(error: unknown): HttpProblem {
-  if (!isProviderError(error)) return new HttpProblem(500, 'internal_error', 'The completion failed unexpectedly.');
+  if (!isProviderError(error))
+    return new HttpProblem(500, 'internal_error', 'The completion failed unexpectedly.');
   if (error.kind === 'not_found') return new HttpProblem(404, 'unknown_model', error.message);
   if (error.kind === 'bad_request') return new HttpProblem(400, 'provider_rejected', error.message);
   if (error.kind === 'rate_limited') {
