@@ -1,6 +1,6 @@
 // Anthropic Messages API over SSE: dispatch on the event name, input tokens from message_start,
 // the cumulative output count from message_delta, message_stop as the end marker.
-import { collectCompletion } from './completion.js';
+import { HttpChatProvider } from './completion.js';
 import { HttpEndpoint, streamOverHttp, type WireDecoder } from './http-transport.js';
 import { SseParser } from './sse-parser.js';
 import {
@@ -9,7 +9,6 @@ import {
   type ChatMessage,
   type ChatProvider,
   type ChatRequest,
-  type Completion,
   type FinishReason,
   type ProviderErrorKind,
   type StreamEvent,
@@ -178,13 +177,14 @@ class AnthropicDecoder implements WireDecoder {
   }
 }
 
-class AnthropicProvider implements ChatProvider {
+class AnthropicProvider extends HttpChatProvider {
   readonly provider: string;
-  private readonly endpoint: HttpEndpoint;
+  protected readonly endpoint: HttpEndpoint;
   private readonly path: string;
   private readonly defaultMaxTokens: number;
 
   constructor(options: AnthropicProviderOptions) {
+    super();
     this.provider = options.provider ?? 'anthropic';
     const headers: Record<string, string> = {
       'anthropic-version': options.version ?? ANTHROPIC_DEFAULT_VERSION,
@@ -221,14 +221,6 @@ class AnthropicProvider implements ChatProvider {
       options,
       new AnthropicDecoder(this.provider),
     );
-  }
-
-  complete(request: ChatRequest, options?: CallOptions): Promise<Completion> {
-    return collectCompletion(this.stream(request, options));
-  }
-
-  close(): Promise<void> {
-    return this.endpoint.close();
   }
 }
 

@@ -1,4 +1,4 @@
-import type { Completion, FinishReason, StreamEvent, Usage } from './types.js';
+import type { CallOptions, ChatProvider, ChatRequest, Completion, FinishReason, StreamEvent, Usage } from './types.js';
 
 /**
  * Drains a stream into one reply: the non-streaming `complete()` of every adapter and of the
@@ -18,4 +18,23 @@ export async function collectCompletion(
     else if (ev.type === 'finish') finishReason = ev.reason;
   }
   return { text, usage, finishReason };
+}
+
+/**
+ * What every HTTP adapter shares: `complete` is the stream collected, `close` releases the
+ * endpoint's keep-alive connections. An adapter supplies its wire protocol as `stream`.
+ */
+export abstract class HttpChatProvider implements ChatProvider {
+  abstract readonly provider: string;
+  protected abstract readonly endpoint: { close(): Promise<void> };
+
+  abstract stream(request: ChatRequest, options?: CallOptions): AsyncIterable<StreamEvent>;
+
+  complete(request: ChatRequest, options?: CallOptions): Promise<Completion> {
+    return collectCompletion(this.stream(request, options));
+  }
+
+  close(): Promise<void> {
+    return this.endpoint.close();
+  }
 }

@@ -1,6 +1,6 @@
 // Google Gemini `streamGenerateContent?alt=sse`: CRLF-framed SSE, no terminator (a body that ends
 // without a finishReason was cut), cumulative usageMetadata on every chunk.
-import { collectCompletion } from './completion.js';
+import { HttpChatProvider } from './completion.js';
 import { HttpEndpoint, streamOverHttp, type WireDecoder } from './http-transport.js';
 import { SseParser } from './sse-parser.js';
 import { completeUsage } from './token-counter.js';
@@ -10,7 +10,6 @@ import {
   type ChatMessage,
   type ChatProvider,
   type ChatRequest,
-  type Completion,
   type FinishReason,
   type ProviderErrorKind,
   type StreamEvent,
@@ -164,12 +163,13 @@ function num(v: unknown): number {
   return typeof v === 'number' ? v : 0;
 }
 
-class GeminiProvider implements ChatProvider {
+class GeminiProvider extends HttpChatProvider {
   readonly provider: string;
-  private readonly endpoint: HttpEndpoint;
+  protected readonly endpoint: HttpEndpoint;
   private readonly prefix: string;
 
   constructor(options: GeminiProviderOptions) {
+    super();
     this.provider = options.provider ?? 'gemini';
     const headers: Record<string, string> = { ...options.headers };
     // In a header rather than `?key=`, so the key never lands in access logs.
@@ -203,14 +203,6 @@ class GeminiProvider implements ChatProvider {
       options,
       new GeminiDecoder(this.provider, request),
     );
-  }
-
-  complete(request: ChatRequest, options?: CallOptions): Promise<Completion> {
-    return collectCompletion(this.stream(request, options));
-  }
-
-  close(): Promise<void> {
-    return this.endpoint.close();
   }
 }
 

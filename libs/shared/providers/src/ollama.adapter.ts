@@ -1,5 +1,5 @@
 // Ollama `/api/chat`: NDJSON, one object per token, a final `done: true` object with the counts.
-import { collectCompletion } from './completion.js';
+import { HttpChatProvider } from './completion.js';
 import { HttpEndpoint, streamOverHttp, type WireDecoder } from './http-transport.js';
 import { NdjsonParser } from './ndjson-parser.js';
 import { completeUsage } from './token-counter.js';
@@ -9,7 +9,6 @@ import {
   type ChatMessage,
   type ChatProvider,
   type ChatRequest,
-  type Completion,
   type FinishReason,
   type StreamEvent,
 } from './types.js';
@@ -131,13 +130,14 @@ class OllamaDecoder implements WireDecoder {
   }
 }
 
-class OllamaProvider implements ChatProvider {
+class OllamaProvider extends HttpChatProvider {
   readonly provider: string;
-  private readonly endpoint: HttpEndpoint;
+  protected readonly endpoint: HttpEndpoint;
   private readonly path: string;
   private readonly numCtx: number | undefined;
 
   constructor(options: OllamaProviderOptions) {
+    super();
     this.provider = options.provider ?? 'ollama';
     const headers: Record<string, string> = { ...options.headers };
     if (options.apiKey) headers.authorization = `Bearer ${options.apiKey}`;
@@ -172,14 +172,6 @@ class OllamaProvider implements ChatProvider {
       options,
       new OllamaDecoder(this.provider, request),
     );
-  }
-
-  complete(request: ChatRequest, options?: CallOptions): Promise<Completion> {
-    return collectCompletion(this.stream(request, options));
-  }
-
-  close(): Promise<void> {
-    return this.endpoint.close();
   }
 }
 

@@ -1,7 +1,7 @@
 // OpenAI Chat Completions over SSE, for OpenAI itself and for every OpenAI-compatible server
 // (vLLM, LM Studio, Groq, OpenRouter, …). This is the path the gateway's pass-through is
 // benchmarked on, so everything that does not depend on the request is computed once.
-import { collectCompletion } from './completion.js';
+import { HttpChatProvider } from './completion.js';
 import { HttpEndpoint, streamOverHttp, type WireDecoder } from './http-transport.js';
 import { SseParser } from './sse-parser.js';
 import { completeUsage, type TokenizerName } from './token-counter.js';
@@ -11,7 +11,6 @@ import {
   type ChatMessage,
   type ChatProvider,
   type ChatRequest,
-  type Completion,
   type FinishReason,
   type ProviderErrorKind,
   type StreamEvent,
@@ -145,15 +144,16 @@ class OpenAIDecoder implements WireDecoder {
   }
 }
 
-class OpenAIProvider implements ChatProvider {
+class OpenAIProvider extends HttpChatProvider {
   readonly provider: string;
-  private readonly endpoint: HttpEndpoint;
+  protected readonly endpoint: HttpEndpoint;
   private readonly path: string;
   private readonly includeUsage: boolean;
   private readonly maxTokensField: 'max_completion_tokens' | 'max_tokens';
   private readonly tokenizer: TokenizerName;
 
   constructor(options: OpenAIProviderOptions) {
+    super();
     this.provider = options.provider ?? 'openai';
     const headers: Record<string, string> = { ...options.headers };
     if (options.apiKey) headers.authorization = `Bearer ${options.apiKey}`;
@@ -189,14 +189,6 @@ class OpenAIProvider implements ChatProvider {
       options,
       new OpenAIDecoder(this.provider, request, this.tokenizer),
     );
-  }
-
-  complete(request: ChatRequest, options?: CallOptions): Promise<Completion> {
-    return collectCompletion(this.stream(request, options));
-  }
-
-  close(): Promise<void> {
-    return this.endpoint.close();
   }
 }
 
