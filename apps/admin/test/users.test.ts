@@ -30,7 +30,12 @@ beforeAll(async () => {
       ),
     ),
   );
-  await eventually(async () => (await admin.call('GET', `/api/v1/admin/users/${people.erin.id}`)).statusCode === 200, 45_000, 'the registrations');
+  // Keyed by user, the registrations are on several partitions: wait for every one of them.
+  await eventually(
+    async () => (await Promise.all(order.map(async (p) => (await admin.call('GET', `/api/v1/admin/users/${p.id}`)).statusCode))).every((s) => s === 200),
+    45_000,
+    'the registrations',
+  );
 });
 
 afterAll(async () => {

@@ -3,6 +3,7 @@ import { decodeJwt } from 'jose';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { LightMyRequestResponse } from 'fastify';
+import type { DestinationStream } from 'pino';
 import { signContext, signInternalCall, type Identity, type ServiceApp } from '@vivier/service-kit';
 import { testEnv } from '@vivier/service-kit/testing';
 import { buildAuthApp } from '../src/app';
@@ -63,9 +64,9 @@ export function identityOf(accessToken: string): Identity {
  * The real auth app on the test run's PostgreSQL, Redis and Kafka, called through inject with the
  * signed context the gateway would add. The consumer of admin.events is off unless asked for.
  */
-export async function startAuth(overrides: Record<string, string> = {}, options: { consumers?: boolean } = {}): Promise<AuthHarness> {
+export async function startAuth(overrides: Record<string, string> = {}, options: { consumers?: boolean; logStream?: DestinationStream } = {}): Promise<AuthHarness> {
   const config = loadAuthConfig(testEnv('auth', overrides));
-  const app = await buildAuthApp(config, { consumers: options.consumers ?? false });
+  const app = await buildAuthApp(config, { consumers: options.consumers ?? false, ...(options.logStream ? { logStream: options.logStream } : {}) });
   await app.ready();
   const pool = new pg.Pool({ connectionString: config.DATABASE_URL, max: 2 });
   pool.on('error', () => undefined);

@@ -11,7 +11,7 @@ import {
   redisPlugin,
   type ServiceApp,
 } from '@vivier/service-kit';
-import { CONSUMER_GROUPS, TOPICS } from '@vivier/contracts';
+import { CONSUMER_GROUPS, SUBSCRIPTIONS } from '@vivier/contracts';
 import { createPublisher, messagingPlugin, type ConsumerSpec } from '@vivier/messaging';
 import { createProviderRouter, loadTokenizer } from '@vivier/providers';
 import { chatTables, CHAT_SCHEMA } from '@vivier/db-chat';
@@ -79,7 +79,7 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
   await app.register(objectStoragePlugin, { client: createS3(config), bucket: config.S3_BUCKET });
 
   const metrics = createChatMetrics(app.metrics);
-  const router = createProviderRouter(providers, routerHooks(() => metrics));
+  const router = createProviderRouter(providers, routerHooks(() => metrics, app.metrics));
   circuitGauge(app.metrics, () => router);
   const models = new ModelCatalog(router, config.CHAT_DEFAULT_MODEL);
   const publish = createPublisher(chatTables.outbox);
@@ -142,7 +142,7 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
       : [
           {
             group: CONSUMER_GROUPS.chat,
-            topics: [TOPICS.adminEvents, TOPICS.workerEvents],
+            topics: [...SUBSCRIPTIONS.chat],
             handlers: {
               ...quotaHandlers({ quotas: quotasRepository(db), log: app.log }),
               ...completionHandlers({ streams, log: app.log }),
@@ -169,7 +169,7 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
   await app.register(exportsRoutes, { exports: exportsService });
   await app.register(exportsInternalRoutes, { exports: exportsService });
   await app.register(openAiRoutes, {
-    openai: new OpenAiService({ db, turns, router, models, metrics, maxOutputTokens: config.CHAT_MAX_OUTPUT_TOKENS }),
+    openai: new OpenAiService({ turns, router, models, metrics, maxOutputTokens: config.CHAT_MAX_OUTPUT_TOKENS }),
   });
 
   app.addHook('onReady', async () => {

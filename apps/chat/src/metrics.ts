@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { ProviderRouter, RouterHooks } from '@vivier/providers';
+import { providerMetricsHooks, type ProviderRouter, type RouterHooks } from '@vivier/providers';
 
 /** The chat service's own Prometheus metrics (in the app's registry). */
 export function createChatMetrics(registry: Registry) {
@@ -47,11 +47,14 @@ export function createChatMetrics(registry: Registry) {
 
 export type ChatMetrics = ReturnType<typeof createChatMetrics>;
 
-/** Router hooks that feed the metrics above. */
-export function routerHooks(metrics: () => ChatMetrics | undefined): RouterHooks {
+/** Router hooks that feed the metrics above, and the providers' own (vivier_provider_*, by provider and model). */
+export function routerHooks(metrics: () => ChatMetrics | undefined, registry: Registry): RouterHooks {
+  const providers = providerMetricsHooks(registry);
   return {
-    onAttempt: (record) =>
-      metrics()?.providerAttempts.inc({ deployment: record.deploymentId, provider: record.provider, outcome: record.outcome, kind: record.error?.kind ?? '' }),
+    onAttempt: (record) => {
+      metrics()?.providerAttempts.inc({ deployment: record.deploymentId, provider: record.provider, outcome: record.outcome, kind: record.error?.kind ?? '' });
+      providers.onAttempt(record);
+    },
     onFallback: (record) => metrics()?.providerFallbacks.inc({ from: record.from, to: record.to }),
     onCircuitChange: (change) => metrics()?.circuitChanges.inc({ deployment: change.deploymentId, to: change.to }),
   };

@@ -22,6 +22,7 @@ describe('providers through the chat service', () => {
       },
       deployments: [
         { id: 'tiny', provider: 'openai', model: 'tiny-window', contextWindow: 400 },
+        { id: 'mid', provider: 'openai', model: 'mid-window', contextWindow: 6000 },
         { id: 'chain-1', provider: 'openai', model: 'chain-a' },
         { id: 'chain-2', provider: 'anthropic', model: 'chain-b' },
         { id: 'chain-3', provider: 'gemini', model: 'chain-c' },
@@ -110,6 +111,30 @@ describe('providers through the chat service', () => {
     expect(stored.usage.completionTokens).toBe(3);
   });
 
+  it('counts provider requests, time to first token and tokens by provider and model', async () => {
+    sim.setFaults({ status5xx: 500 }, 'metered-down');
+    const ok = await send('openai/metered-model', 'echo: count these five words');
+    expect(ok.end.event).toBe('done');
+    expect((await send('openai/metered-down', 'hi')).end.event).toBe('error');
+    const metrics = (await chat.app.inject({ method: 'GET', url: '/metrics' })).body;
+    // The value of the series `name` whose labels include every one of `labels` (in any order).
+    const value = (name: string, labels: Record<string, string>) => {
+      for (const line of metrics.split('\n')) {
+        const match = /^([a-z_]+)\{([^}]*)\} (\S+)$/.exec(line);
+        if (!match || match[1] !== name) continue;
+        const have = new Set(match[2]!.split(','));
+        if (Object.entries({ provider: 'openai', ...labels }).every(([k, v]) => have.has(`${k}="${v}"`))) return Number(match[3]);
+      }
+      return NaN;
+    };
+    expect(value('vivier_provider_requests_total', { model: 'metered-model', outcome: 'success' })).toBe(1);
+    expect(value('vivier_provider_requests_total', { model: 'metered-down', outcome: 'error' })).toBeGreaterThanOrEqual(1);
+    expect(value('vivier_provider_time_to_first_token_seconds_count', { model: 'metered-model' })).toBe(1);
+    expect(value('vivier_provider_tokens_total', { model: 'metered-model', direction: 'output' })).toBe(ok.stored.usage.completionTokens);
+    expect(value('vivier_provider_tokens_total', { model: 'metered-model', direction: 'input' })).toBe(ok.stored.usage.promptTokens);
+    expect(value('vivier_provider_request_duration_seconds_count', { model: 'metered-model', outcome: 'success' })).toBe(1);
+  });
+
   it('ends a stalled stream after the idle timeout, with the partial text stored failed', async () => {
     sim.setFaults({ stallAfterChunks: 2 }, 'stall-model');
     const started = Date.now();
@@ -180,6 +205,57 @@ describe('providers through the chat service', () => {
     for (let n = firstKept; n < 7; n++) expected.push({ role: 'user', content: `echo: ${words(n)}` }, { role: 'assistant', content: words(n) });
     expect(history).toEqual(expected);
   });
+
+  it("reads a long chat's history with the chat in one round trip from its second turn, and builds the same context without that hint", async () => {
+    const chatId = await createChat(chat.app, user);
+    const words = (n: number) => Array.from({ length: 12 }, (_, i) => `w${n}x${i}`).join(' ');
+    const turn = (app: TestChat['app'], n: number) =>
+      app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content: `echo: ${words(n)}`, model: 'openai/mid-window' } });
+    for (let n = 0; n < 60; n++) expect((await turn(chat.app, n)).statusCode).toBe(201);
+
+    // Count the history reads of the next turn: this instance remembers how much the last one took.
+    const names: string[] = [];
+    const pool = chat.app.pg;
+    const query = pool.query.bind(pool);
+    pool.query = ((config: unknown, ...rest: unknown[]) => {
+      if (config && typeof config === 'object' && 'name' in config) names.push(String((config as { name: string }).name));
+      return (query as (...args: unknown[]) => unknown)(config, ...rest);
+    }) as typeof pool.query;
+    let sent;
+    try {
+      sent = await turn(chat.app, 60);
+    } finally {
+      pool.query = query;
+    }
+    expect(sent.statusCode).toBe(201);
+    expect(names.filter((n) => n === 'chat-with-history-v2')).toHaveLength(1);
+    expect(names.filter((n) => n === 'chat-history-before-v1')).toHaveLength(0);
+    const body = (model: string) => sim.requests().filter((r) => r.model === model).at(-1)!.body as { messages: Array<{ role: string; content: string }> };
+    const history = body('mid-window').messages.slice(0, -1);
+    // More than a first read of a chat this instance does not know (48), fewer than the chat holds.
+    expect(history.length).toBeGreaterThan(48);
+    expect(history.length).toBeLessThan(120);
+    const firstKept = Number(/w(\d+)x0/.exec(history[0]!.content)![1]);
+    const expected = [];
+    for (let n = firstKept; n < 60; n++) expected.push({ role: 'user', content: `echo: ${words(n)}` }, { role: 'assistant', content: words(n) });
+    expect(history).toEqual(expected);
+
+    // Another instance, with no hint, reads in several batches and must arrive at the same history.
+    const other = await startChat({ PROVIDERS_FILE: chat.config.PROVIDERS_FILE! });
+    try {
+      const question = (sent.json() as { userMessage: { id: string } }).userMessage.id;
+      const again = await other.app.inject({
+        method: 'POST',
+        url: `/api/v1/chats/${chatId}/messages/${question}/regenerate`,
+        headers: user.headers,
+        payload: { model: 'openai/mid-window' },
+      });
+      expect(again.statusCode).toBe(201);
+      expect(body('mid-window').messages.slice(0, -1)).toEqual(history);
+    } finally {
+      await other.close();
+    }
+  }, 60_000);
 
   it('refuses a message that cannot fit the window with 400 context_length_exceeded', async () => {
     const chatId = await createChat(chat.app, user);

@@ -4,6 +4,7 @@ import type pg from 'pg';
 import { startProviderSim, type ProviderSim } from '@vivier/provider-sim';
 import { createEvent, EVENTS, toKafkaRecord, type AnyEvent } from '@vivier/contracts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { apiChatId } from '../src/modules/openai/openai.service';
 import { chatPool, createChat, eventually, parseSse, startChat, streamSse, testUser, writeProvidersFile, type TestChat } from './helpers';
 
 // Quotas from admin.events, the response cache, and replies queued for the worker
@@ -99,6 +100,39 @@ describe('quotas, cache and async replies', () => {
     expect(statuses.filter((s) => s === 201).length).toBe(3);
     expect(statuses.filter((s) => s === 429).length).toBe(3);
     const final = (await usage(user.id))!;
+    expect(final.reserved).toBe(0);
+    expect(final.used).toBeLessThanOrEqual(400);
+  }, 90_000);
+
+  it('OpenAI API: concurrent requests of one key are reserved and settled together, exactly, never past the quota', async () => {
+    const complete = (user: ReturnType<typeof testUser>, n: number) =>
+      Promise.all(
+        Array.from({ length: n }, () =>
+          chat.app.inject({
+            method: 'POST',
+            url: '/v1/chat/completions',
+            headers: user.headers,
+            payload: { model: 'openai/paced', max_tokens: 110, messages: [{ role: 'user', content: 'echo: same words in every request' }] },
+          }),
+        ),
+      );
+    // No quota: every request answered; nothing left reserved, the sum of their usage used, and
+    // one usage event each (the settlements of a batch are one statement).
+    const free = testUser();
+    const answers = await complete(free, 30);
+    expect(answers.map((r) => r.statusCode)).toEqual(Array(30).fill(200));
+    const total = answers.reduce((n, r) => n + (r.json() as { usage: { total_tokens: number } }).usage.total_tokens, 0);
+    expect(await usage(free.id)).toEqual({ reserved: 0, used: total });
+    const { rows } = await pool.query(`select count(*)::int as n from chat.outbox where key = $1 and topic = 'chat.events'`, [apiChatId(free.id)]);
+    expect(rows[0].n).toBe(30);
+
+    // ~120 tokens reserved each, 400 allowed: three fit. The requests that arrive while the first
+    // reservation is in flight go as one reservation, which does not fit; one by one, two more do.
+    const limited = testUser();
+    await setQuota(limited.id, 400);
+    const statuses = (await complete(limited, 6)).map((r) => r.statusCode).sort();
+    expect(statuses).toEqual([200, 200, 200, 429, 429, 429]);
+    const final = (await usage(limited.id))!;
     expect(final.reserved).toBe(0);
     expect(final.used).toBeLessThanOrEqual(400);
   }, 90_000);

@@ -123,3 +123,33 @@ describe('sending a message', () => {
     await eventually(async () => (await pool.query(`select count(*)::int as n from chat.messages where chat_id = $1`, [chatId])).rows[0].n === 4);
   });
 });
+
+// Over a real connection (inject has no socket): a reply that comes at once leaves in one write
+// (the socket is corked for the tick), and that must never reorder or lose its last events.
+describe('an instant reply over HTTP', () => {
+  let chat: TestChat;
+  const user = testUser();
+
+  beforeAll(async () => {
+    chat = await startChat();
+    await chat.listen();
+  });
+  afterAll(async () => {
+    await chat.close();
+  });
+
+  it('arrives whole and in order, done last, then the response ends', async () => {
+    const chatId = await createChat(chat.app, user);
+    for (let i = 0; i < 5; i++) {
+      const res = await fetch(`${chat.url}/api/v1/chats/${chatId}/messages`, {
+        method: 'POST',
+        headers: { ...user.headers, accept: 'text/event-stream', 'content-type': 'application/json' },
+        body: JSON.stringify({ content: `echo: number ${i}` }),
+      });
+      expect(res.status).toBe(200);
+      const events = parseSse(await res.text());
+      expect(events.map((e) => e.event)).toEqual(['message', 'delta', 'usage', 'done']);
+      expect(events.map((e) => e.id)).toEqual([1, 2, 3, 4]);
+    }
+  });
+});

@@ -11,9 +11,9 @@ import {
   redisPlugin,
   type ServiceApp,
 } from '@vivier/service-kit';
-import { CONSUMER_GROUPS, TOPICS } from '@vivier/contracts';
+import { CONSUMER_GROUPS, SUBSCRIPTIONS } from '@vivier/contracts';
 import { messagingPlugin, type ConsumerSpec, type Publish } from '@vivier/messaging';
-import { createProviderRouter } from '@vivier/providers';
+import { createProviderRouter, providerMetricsHooks } from '@vivier/providers';
 import { workerTables, WORKER_SCHEMA } from '@vivier/db-worker';
 import { providersOf, type WorkerConfig } from './config';
 import { completionHandlers } from './modules/completions/completion.consumer';
@@ -38,7 +38,7 @@ export async function buildWorkerApp(config: WorkerConfig, options: BuildWorkerA
   const app = await createServiceApp({ service: 'worker', logLevel: config.LOG_LEVEL, logStream: options.logStream });
   const pool = createPool({ url: config.DATABASE_URL, poolMax: config.DATABASE_POOL_MAX, applicationName: 'worker' });
   const db = createDatabase(pool, workerTables);
-  const router = createProviderRouter(providers);
+  const router = createProviderRouter(providers, providerMetricsHooks(app.metrics));
   app.addHook('onClose', async () => {
     await router.close();
   });
@@ -54,7 +54,7 @@ export async function buildWorkerApp(config: WorkerConfig, options: BuildWorkerA
     const common = { router, publish, logger: app.log, maxAttempts: config.CONSUMER_RETRY_ATTEMPTS };
     consumers.push({
       group: CONSUMER_GROUPS.worker,
-      topics: [TOPICS.jobsCompletion, TOPICS.jobsExport, TOPICS.chatEvents],
+      topics: [...SUBSCRIPTIONS.worker],
       handlers: {
         ...completionHandlers({ ...common, db, leaseMs: config.COMPLETION_LEASE_MS }),
         ...titleHandlers({ ...common, titleModel: config.TITLE_MODEL }),

@@ -21,6 +21,7 @@ import { startDevKafka } from '@vivier/dev-kafka';
 import { freePort, ROOT, startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
 import { startTestInfrastructure } from '@vivier/dev-stack/test-infra';
 import { closedLoop, type LoadResult } from './load';
+import { gatewayEnv, serviceEnv } from './services';
 import { machineNote, median, round, writeSection } from './stats';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 6);
@@ -60,35 +61,20 @@ async function main(): Promise<void> {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'vivier-openai-bench-'));
     const providersFile = path.join(dir, 'providers.json');
     writeFileSync(providersFile, JSON.stringify({ providers: { openai: { baseUrl: `${simUrl}/v1`, apiKey: 'sk-sim' } } }));
-    const base = {
-      ...process.env,
-      ...infra.env,
-      NODE_ENV: 'production',
-      LOG_LEVEL: 'warn',
-      KAFKA_BROKERS: dev.bootstrap.join(','),
-      KAFKA_PRODUCER_IDEMPOTENT: 'false',
-      INTERNAL_IDENTITY_SECRET: 'bench-internal-identity-secret-0123456789',
-      // Production refuses the development defaults of these secrets.
-      AUTH_KEY_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64'),
-      PROVIDER_KEY_ENCRYPTION_KEY: Buffer.alloc(32, 9).toString('base64'),
-      REDIS_KEY_PREFIX: infra.env.VIVIER_TEST_REDIS_PREFIX,
-    };
+    const base = serviceEnv(infra.env, dev.bootstrap);
     const [authPort, chatPort, gatewayPort] = [await freePort(), await freePort(), await freePort()];
     const auth = startServiceProcess('auth', { port: authPort, env: { ...base, DATABASE_URL: infra.env.VIVIER_TEST_DATABASE_URL_AUTH } });
-    const chat = startServiceProcess('chat', { port: chatPort, env: { ...base, DATABASE_URL: infra.env.VIVIER_TEST_DATABASE_URL_CHAT, PROVIDERS_FILE: providersFile, DATABASE_POOL_MAX: '20' } });
+    // CHAT_NODE_OPTIONS / GATEWAY_NODE_OPTIONS=--cpu-prof … profile those processes.
+    const chat = startServiceProcess('chat', {
+      port: chatPort,
+      env: { ...base, DATABASE_URL: infra.env.VIVIER_TEST_DATABASE_URL_CHAT, PROVIDERS_FILE: providersFile, DATABASE_POOL_MAX: '20', NODE_OPTIONS: process.env.CHAT_NODE_OPTIONS ?? '' },
+    });
     procs.push(auth, chat);
     await Promise.all([waitReady(auth), waitReady(chat)]);
     const gateway = startServiceProcess('gateway', {
       port: gatewayPort,
-      env: {
-        ...base,
-        AUTH_URL: `http://127.0.0.1:${authPort}`,
-        CHAT_URL: `http://127.0.0.1:${chatPort}`,
-        ADMIN_URL: 'http://127.0.0.1:9',
-        // Rate limiting on, with a quota out of reach.
-        RATE_LIMIT_PER_USER: '100000000',
-        RATE_LIMIT_PER_IP_AUTHENTICATED: '100000000',
-      },
+      // Rate limiting on, with a quota out of reach.
+      env: { ...gatewayEnv(base, authPort, chatPort), NODE_OPTIONS: process.env.GATEWAY_NODE_OPTIONS ?? '' },
     });
     procs.push(gateway);
     await waitReady(gateway);
@@ -179,10 +165,18 @@ ${rows.join('\n')}
 Portkey ${added('non-stream, 1 conn.', pk)} / ${added('stream, 1 conn.', pk)} (target for Vivier ≤ 0.5 ms).
 Portkey ${PORTKEY_VERSION} on Node 22 answers every streamed request with \`{"status":"failure","message":"Something went wrong"}\`
 (its log: \`tryTargetsRecursively error: immutable\`), so its stream rows count errors, not requests.
-A profile of chat under this load had socket writes (\`writev\`, \`writeBuffer\`) at 3.4 of 12.4 busy CPU seconds: every
-round trip costs here. Writing the quota settlement and the usage event as one statement instead of a four-statement
-transaction took Vivier from 291 to 662 req/s at 50 connections; the remaining round trips per request (API-key cache,
-one Redis script at the gateway, the quota reservation, the relay's sends) are the next ones to fold.`,
+How the figures moved: writing the quota settlement and the usage event as one statement instead of a four-statement
+transaction took Vivier from 291 to 662 req/s at 50 connections (one API key, so one quota row for every request);
+group-committing the reservations and settlements (chat's UsageLedger: while a statement for the row is in flight, the
+next requests wait and go as one) took it to 2,219 req/s in the run that measured it (Portkey 2,634 there: 0.84×).
+With it, chat made 0.7 PostgreSQL statements per request in a 5 s-per-mode run (21,276 requests: 5,344 reservations,
+about 3,500 settlements, 2,094 relay passes of a select and an update). What is left is not one slow part but the
+socket writes of every hop on two shared cores: in CPU profiles under this load, \`writev\` and string writes are 7.6 of
+28.6 busy seconds in chat (4.7 s of it PostgreSQL's) and 5.5 of 18.5 in the gateway (responses, the call to chat,
+the Redis script), time that includes waiting for the core after waking the process at the other end. The simulator
+alone answers about 40,000 req/s here, so five times Portkey (≈ 13,000 req/s through two more Node processes,
+PostgreSQL and Redis) is out of reach on this machine; the added latency at 1 connection is one hop to chat, one
+statement each way and the provider call, about 2–2.5 ms.`,
     );
   } finally {
     for (const p of procs.reverse()) await stopProcess(p);

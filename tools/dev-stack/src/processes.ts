@@ -70,10 +70,13 @@ export async function waitReady(proc: ServiceProcess, timeoutMs = 60_000): Promi
   throw new Error(`${proc.name} was not ready after ${timeoutMs} ms (last answer: ${last})`);
 }
 
-/** SIGTERM, then SIGKILL after `graceMs`. */
+/**
+ * SIGINT (a developer's stop: in-flight requests finish, idle connections close at once, without
+ * the SIGTERM grace that a service behind a load balancer gives them), then SIGKILL after `graceMs`.
+ */
 export async function stopProcess(proc: ServiceProcess, graceMs = 15_000): Promise<number | null> {
   if (proc.child.exitCode !== null || proc.child.signalCode !== null) return proc.child.exitCode;
-  proc.child.kill('SIGTERM');
+  proc.child.kill('SIGINT');
   const timer = setTimeout(() => proc.child.kill('SIGKILL'), graceMs);
   const code = await proc.exited;
   clearTimeout(timer);

@@ -67,3 +67,9 @@ export async function isolatedDatabase(label: string): Promise<{ serviceUrls: Re
   await migrateAll(db.serviceUrls);
   return { serviceUrls: db.serviceUrls, drop: () => dropDatabase(adminUrl, database) };
 }
+
+/** Drops a database a test created under its own name (a stack started with VIVIER_DB_NAME). */
+export async function dropTestDatabase(database: string): Promise<void> {
+  const adminUrl = process.env.VIVIER_TEST_DATABASE_ADMIN_URL || process.env.DATABASE_URL || DEFAULT_ADMIN_DATABASE_URL;
+  await dropDatabase(adminUrl, database);
+}

@@ -1,60 +1,15 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import net from 'node:net';
+import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ROOT, freePort } from '@vivier/dev-stack';
+import { isListening, startStack, type Stack } from './stack';
 
-async function isListening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1');
-    socket.once('connect', () => (socket.destroy(), resolve(true)));
-    socket.once('error', () => resolve(false));
-  });
-}
-
-let child: ChildProcess | undefined;
+let stack: Stack | undefined;
 afterEach(() => {
-  if (child && child.exitCode === null) child.kill('SIGKILL');
+  // The whole group: a stack left running would load every later test of the run.
+  stack?.kill();
+  stack = undefined;
 });
-
-/** Runs `npm start`'s program (tools/dev-stack/src/cli.ts start) on free ports against this test run's database. */
-async function startStack(extraEnv: Record<string, string>) {
-  const ports = { gateway: await freePort(), auth: await freePort(), chat: await freePort(), admin: await freePort(), worker: await freePort() };
-  const admin = new URL(process.env.VIVIER_TEST_DATABASE_ADMIN_URL!);
-  const database = admin.pathname.slice(1);
-  admin.pathname = '/postgres';
-  child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'tools/dev-stack/src/cli.ts'), 'start'], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      VIVIER_QUIET: '1',
-      LOG_LEVEL: 'warn',
-      DATABASE_URL: admin.toString(),
-      VIVIER_DB_NAME: database,
-      PORT: String(ports.gateway),
-      AUTH_PORT: String(ports.auth),
-      CHAT_PORT: String(ports.chat),
-      ADMIN_PORT: String(ports.admin),
-      WORKER_PORT: String(ports.worker),
-      // Its own dev broker (KAFKA_BROKERS unset) and Redis keys: these services must not join the
-      // consumer groups of other test files running at the same time.
-      KAFKA_BROKERS: '',
-      // The dev broker holds every rebalance for a session timeout: keep group joins short.
-      CONSUMER_SESSION_TIMEOUT_MS: '6000',
-      REDIS_KEY_PREFIX: `${process.env.VIVIER_TEST_REDIS_PREFIX ?? 'vivier-test:'}dev-stack:`,
-      ...extraEnv,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child!.once('exit', (code) => resolve(code)));
-  const ready = `Vivier is ready at http://127.0.0.1:${ports.gateway}`;
-  await expect.poll(() => output.includes(ready) || child!.exitCode !== null, { timeout: 90_000, interval: 200 }).toBe(true);
-  expect(output, output).toContain(ready);
-  return { ports, exited, output: () => output };
-}
 
 /**
  * One user through the gateway and every service: register (auth), a chat and a streamed reply
@@ -107,7 +62,7 @@ async function userJourney(base: string): Promise<void> {
 
 describe('npm start', () => {
   it('brings the five services to ready behind the gateway, and Ctrl-C stops all of it', async () => {
-    const stack = await startStack({});
+    stack = await startStack({});
     const health = await fetch(`http://127.0.0.1:${stack.ports.gateway}/api/v1/health`);
     expect(health.status).toBe(200);
     const body = (await health.json()) as { services: Record<string, { status: string }> };
@@ -121,7 +76,7 @@ describe('npm start', () => {
 
     await userJourney(`http://127.0.0.1:${stack.ports.gateway}`);
 
-    child!.kill('SIGINT');
+    stack.child.kill('SIGINT');
     expect(await stack.exited).toBe(0);
     for (const port of Object.values(stack.ports)) expect(await isListening(port)).toBe(false);
     expect(stack.output()).toContain('Stopped.');
@@ -129,7 +84,7 @@ describe('npm start', () => {
 
   it('starts its own dev Kafka broker and S3 server when none is configured, and reports a busy port by name', async () => {
     const s3Port = await freePort();
-    const stack = await startStack({ S3_ENDPOINT: '', DEV_S3_PORT: String(s3Port) });
+    stack = await startStack({ S3_ENDPOINT: '', DEV_S3_PORT: String(s3Port) });
     expect(stack.output()).toMatch(/kafka\s+127\.0\.0\.1:\d+ \(dev broker/);
     expect(stack.output()).toContain(`s3        http://127.0.0.1:${s3Port}`);
 
@@ -146,7 +101,7 @@ describe('npm start', () => {
     expect(err).toMatch(new RegExp(`port \\d+ \\((auth|gateway)\\) is already in use`));
     expect(err).not.toContain('    at ');
 
-    child!.kill('SIGINT');
+    stack.child.kill('SIGINT');
     expect(await stack.exited).toBe(0);
     expect(await isListening(s3Port)).toBe(false);
   }, 150_000);

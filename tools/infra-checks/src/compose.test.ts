@@ -217,8 +217,9 @@ describe('docker-compose.yml', () => {
   it('lets in-flight requests drain before the stop timeout, read-only and unprivileged', () => {
     for (const app of APPS) {
       const service = services[app]!;
-      const drain = Number(defaultOf(envOf(app).SHUTDOWN_TIMEOUT_MS) ?? 10_000);
-      expect(durationMs(service.stop_grace_period ?? '10s'), `${app}: stop_grace_period > SHUTDOWN_TIMEOUT_MS`).toBeGreaterThan(drain);
+      const ms = (value: unknown, fallback: number) => (value === undefined ? fallback : Number(defaultOf(value) ?? fallback));
+      const drain = ms(envOf(app).SHUTDOWN_TIMEOUT_MS, 10_000) + ms(envOf(app).SHUTDOWN_GRACE_MS, 5000);
+      expect(durationMs(service.stop_grace_period ?? '10s'), `${app}: stop_grace_period > SHUTDOWN_GRACE_MS + SHUTDOWN_TIMEOUT_MS`).toBeGreaterThan(drain);
       expect(service.read_only, app).toBe(true);
       expect(envOf(app).NODE_ENV).toBe('production');
       expect(envOf(app).HOST).toBe('0.0.0.0');

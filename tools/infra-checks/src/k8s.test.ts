@@ -180,11 +180,11 @@ function checkInvariants(objects: K8sObject[], overlay: string | undefined) {
 
     const env = containerEnv(objects, container, overlay);
     for (const [name, { from }] of env) expect(documented.has(name), `${app} reads ${name} (${from}), undocumented in .env.example`).toBe(true);
-    const drain = Number(env.get('SHUTDOWN_TIMEOUT_MS')?.value ?? 10_000);
+    const drain = Number(env.get('SHUTDOWN_TIMEOUT_MS')?.value ?? 10_000) + Number(env.get('SHUTDOWN_GRACE_MS')?.value ?? 5000);
     const preStop = container.lifecycle?.preStop?.exec?.command;
     expect(preStop?.[0], `${app}: preStop sleep`).toBe('sleep');
     const sleepMs = Number(preStop![1]) * 1000;
-    expect((pod.terminationGracePeriodSeconds ?? 30) * 1000, `${app}: grace > preStop + drain`).toBeGreaterThan(sleepMs + drain);
+    expect((pod.terminationGracePeriodSeconds ?? 30) * 1000, `${app}: grace > preStop + SHUTDOWN_GRACE_MS + drain`).toBeGreaterThan(sleepMs + drain);
     expect(env.get('NODE_ENV')?.value, app).toBe('production');
     expect(env.get('HOST')?.value, app).toBe('0.0.0.0');
     for (const key of ['INTERNAL_IDENTITY_SECRET', 'REDIS_URL', ...((SERVICES_WITH_DATABASE as readonly string[]).includes(app) ? ['DATABASE_URL'] : [])]) {

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { APPS, fromRoot } from './paths';
 import { readYaml } from './support';
@@ -26,6 +27,11 @@ describe('.github/workflows/ci.yml', () => {
     for (const target of ['lint', 'typecheck', 'test', 'build']) expect(runs).toMatch(new RegExp(`nx affected -t [\\w ]*\\b${target}\\b`));
     expect(runs).toContain('npm ci');
     expect(runs).toContain('tools/build/bundle.mjs');
+    // `nx affected -t build` builds only projects that have the target: every app has it.
+    for (const app of APPS) {
+      const scripts = (JSON.parse(readFileSync(fromRoot(`apps/${app}/package.json`), 'utf8')) as { scripts: Record<string, string> }).scripts;
+      expect(scripts.build, app).toBe(`node ../../tools/build/bundle.mjs ${app}`);
+    }
   });
 
   it('builds one image per affected app with build-push-action, pushing only outside pull requests', () => {

@@ -1,4 +1,4 @@
-import { CONSUMER_GROUPS, TOPICS } from '@vivier/contracts';
+import { CONSUMER_GROUPS, SUBSCRIPTIONS } from '@vivier/contracts';
 import type { ConsumerSpec, EventHandler, EventHandlers } from '@vivier/messaging';
 
 /** Handler maps merged by event type; several handlers of one type run in order, in the same transaction. */
@@ -29,7 +29,7 @@ export function combineHandlers(...maps: EventHandlers[]): EventHandlers {
 export function readModelsConsumer(...handlers: EventHandlers[]): ConsumerSpec {
   return {
     group: CONSUMER_GROUPS.admin,
-    topics: [TOPICS.authEvents, TOPICS.chatEvents, TOPICS.workerEvents, TOPICS.adminEvents],
+    topics: [...SUBSCRIPTIONS.admin],
     handlers: combineHandlers(...handlers),
     applyInRuns: true,
   };

@@ -1,6 +1,6 @@
 import { FormatRegistry } from '@sinclair/typebox';
 import { describe, expect, it } from 'vitest';
-import { isDateTime, isUuid } from './formats.js';
+import { isDateTime, isUuid, nameBasedUuid } from './formats.js';
 
 describe('formats', () => {
   it('registers uuid and date-time with TypeBox', () => {
@@ -29,5 +29,14 @@ describe('formats', () => {
     expect(isDateTime('2025-01-31T12:00:00')).toBe(false);
     expect(isDateTime('2025-01-31')).toBe(false);
     expect(isDateTime('2025-01-31T12:00:00+25:00')).toBe(false);
+  });
+
+  it('derives name-based UUIDs: stable, versioned, different for different names', () => {
+    const chat = nameBasedUuid('sha1', 'vivier:openai-api:5b0c1f8e-3a52-4d7b-9c1e-2f6a8d4b7e01');
+    expect(chat).toBe('24b1452a-6f87-521f-8f18-56430e0bd8fc');
+    const marker = nameBasedUuid('sha256', 'forwarded chat.events/2/41\n', Buffer.from('{"a":1}'));
+    expect(marker).toBe('7c6cafca-e208-8854-a9c1-1b388ec93d4e');
+    expect(isUuid(chat) && isUuid(marker)).toBe(true);
+    expect(nameBasedUuid('sha256', 'forwarded chat.events/2/42\n', Buffer.from('{"a":1}'))).not.toBe(marker);
   });
 });

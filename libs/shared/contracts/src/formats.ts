@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { FormatRegistry } from '@sinclair/typebox';
 
 // TypeBox checks a `format` only if it is registered; unregistered formats fail every value.
@@ -13,6 +14,20 @@ const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
 
 export function isUuid(value: string): boolean {
   return UUID.test(value);
+}
+
+/**
+ * A name-based UUID (RFC 9562): the first 16 bytes of the digest of `parts` with the version (5 for
+ * SHA-1, 8 for SHA-256) and variant bits set. The same name always gives the same id.
+ */
+export function nameBasedUuid(algorithm: 'sha1' | 'sha256', ...parts: Array<string | Uint8Array>): string {
+  const hash = createHash(algorithm);
+  for (const part of parts) hash.update(part);
+  const digest = hash.digest();
+  digest[6] = (digest[6]! & 0x0f) | (algorithm === 'sha1' ? 0x50 : 0x80);
+  digest[8] = (digest[8]! & 0x3f) | 0x80;
+  const hex = digest.subarray(0, 16).toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
 /**

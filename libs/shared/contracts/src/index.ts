@@ -1,6 +1,6 @@
 // @vivier/contracts: event envelopes, payload schemas, topics and consumer groups.
 export * from './topics.js';
-export { isDateTime, isUuid, registerFormats } from './formats.js';
+export { isDateTime, isUuid, nameBasedUuid, registerFormats } from './formats.js';
 export {
   EventContractError,
   EventValidationError,

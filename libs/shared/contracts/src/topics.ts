@@ -53,8 +53,9 @@ export const TOPIC_PRODUCERS = {
 export const SUBSCRIPTIONS = {
   // Enforce role changes and disabling (revoke sessions).
   auth: [TOPICS.adminEvents],
-  // Users that exist or are disabled, quotas and providers, results of background jobs.
-  chat: [TOPICS.authEvents, TOPICS.adminEvents, TOPICS.workerEvents],
+  // Quotas and providers set by admins, results of background jobs. (Disabled users and revoked
+  // sessions reach chat as requests the gateway refuses, not as events.)
+  chat: [TOPICS.adminEvents, TOPICS.workerEvents],
   // Read models (users, usage analytics) and the audit log, including admins' own actions.
   admin: [TOPICS.authEvents, TOPICS.chatEvents, TOPICS.workerEvents, TOPICS.adminEvents],
   // Background jobs, and titles / summaries of chats.

@@ -1,10 +1,23 @@
 import type { Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import type { FastifyBaseLogger } from 'fastify';
-import { and, eq } from 'drizzle-orm';
+import { and, eq, inArray } from 'drizzle-orm';
 import {
+  contextFromHeaders,
+  endSpan,
+  otelContext,
+  otelTrace,
+  serviceTracer,
+  SpanKind,
+  startChildSpan,
+  TRACER_KEY,
+  type TraceContext,
+} from '@vivier/service-kit';
+import {
+  KAFKA_HEADERS,
   EventValidationError,
   UnknownEventTypeError,
   deadLetterTopic,
+  nameBasedUuid,
   parseEvent,
   retryTopic,
   type AnyEvent,
@@ -97,6 +110,82 @@ function header(headers: IHeaders | undefined, name: string): string | undefined
   return first === undefined ? undefined : first.toString();
 }
 
+/**
+ * The id under which a group records, in processed_events next to the ids of applied events, that
+ * it forwarded a record to its retry or dead-letter topic. A record redelivered after its offset
+ * commit was lost (a rebalance while the commit was under way, a crash) finds it and is neither
+ * retried nor dead-lettered a second time. Derived from the record's place and content (a UUIDv8
+ * from SHA-256): a replay of the same event is a new record and is tried afresh, and a topic that
+ * was recreated cannot match an old record at the same offset.
+ */
+export function forwardingMarker(topic: string, partition: number, message: Pick<KafkaMessage, 'offset' | 'value'>): string {
+  return nameBasedUuid('sha256', `forwarded ${topic}/${partition}/${message.offset}\n`, message.value ?? Buffer.alloc(0));
+}
+
+/** The trace a record continues (its `traceparent`/`tracestate` headers), as this group's work. */
+function recordContext(group: string, message: KafkaMessage): TraceContext {
+  const carrier = { traceparent: header(message.headers, KAFKA_HEADERS.traceparent), tracestate: header(message.headers, 'tracestate') };
+  return contextFromHeaders(carrier).setValue(TRACER_KEY, serviceTracer(group));
+}
+
+function consumerSpanAttributes(group: string, topic: string, partition: number, messages: KafkaMessage[]) {
+  return {
+    'messaging.system': 'kafka',
+    'messaging.operation.type': 'process',
+    'messaging.destination.name': topic,
+    'messaging.destination.partition.id': String(partition),
+    'messaging.consumer.group.name': group,
+    'messaging.batch.message_count': messages.length,
+    'messaging.kafka.offset': Number(messages[0]?.offset ?? -1),
+  };
+}
+
+/**
+ * Commits resolved offsets without holding up the batches that resolved them. kafkajs's autoCommit
+ * sends one OffsetCommit per batch and waits for it before the partition's next fetch; with several
+ * partitions in flight that is several commits per round trip, and each one a chance to wait on
+ * the coordinator. Here one commit is in flight at a time, carrying every partition's latest
+ * resolved offset; requests made meanwhile are folded into the next one. An offset committed a
+ * little later only means a few more redeliveries after a crash, and redeliveries change nothing
+ * (processed-event records).
+ */
+class OffsetCommitter {
+  private inFlight: Promise<void> | undefined;
+  private pending: EachBatchPayload | undefined;
+
+  constructor(private readonly onError: (error: unknown) => void) {}
+
+  /** Commits the resolved offsets soon; resolves once a commit that includes them has been tried. */
+  request(payload: EachBatchPayload): Promise<void> {
+    this.pending = payload;
+    this.inFlight ??= this.run();
+    return this.inFlight;
+  }
+
+  /** Resolves when no commit is in flight or waiting. */
+  async settled(): Promise<void> {
+    while (this.inFlight) await this.inFlight;
+  }
+
+  private async run(): Promise<void> {
+    try {
+      while (this.pending) {
+        const payload = this.pending;
+        this.pending = undefined;
+        const offsets = payload.uncommittedOffsets();
+        if (offsets.topics.length === 0) continue;
+        try {
+          await payload.commitOffsetsIfNecessary(offsets);
+        } catch (error) {
+          this.onError(error);
+        }
+      }
+    } finally {
+      this.inFlight = undefined;
+    }
+  }
+}
+
 /** First deliveries applied together in one transaction. */
 const CHUNK_SIZE = 100;
 
@@ -111,7 +200,9 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
  * that throws sends the record to `<topic>.retry.<group>` with the next attempt number and a
  * not-before time (exponential backoff), and the partition goes on; after the last attempt the
  * record is parked on `<topic>.dlq.<group>` with the error. An invalid record goes to the
- * dead-letter topic at once. Heartbeats continue while a handler runs, so a slow handler
+ * dead-letter topic at once. A record passed on to a retry or dead-letter topic is marked as such
+ * (see forwardingMarker), so a redelivery after a lost offset commit does not pass it on again.
+ * Heartbeats continue while a handler runs, so a slow handler
  * never costs the group a rebalance.
  *
  * If Kafka is away the consumer keeps retrying its connection in the background; it never
@@ -125,6 +216,7 @@ export class EventConsumer {
   private healthy = false;
   private lastErrorValue: string | undefined;
   private readonly retry: RetryPolicy;
+  private readonly commits: OffsetCommitter;
   /** Group joins and crashes seen, for tests and diagnostics. */
   readonly stats = { joins: 0, crashes: 0 };
 
@@ -134,6 +226,9 @@ export class EventConsumer {
       initialDelayMs: options.retry?.initialDelayMs ?? 1000,
       maxDelayMs: options.retry?.maxDelayMs ?? 60_000,
     };
+    this.commits = new OffsetCommitter((error) =>
+      options.logger.debug({ err: error, group: options.group }, 'offset commit failed; the next one carries these offsets too'),
+    );
   }
 
   /** True while the group member is joined and fetching. */
@@ -153,6 +248,7 @@ export class EventConsumer {
   async stop(): Promise<void> {
     this.running = false;
     this.stopWaiting?.();
+    await this.commits.settled();
     await this.consumer?.disconnect().catch(() => undefined);
     await this.supervisor;
   }
@@ -177,7 +273,8 @@ export class EventConsumer {
         const topics = this.options.topics.flatMap((t) => [t, retryTopic(t, this.options.group)]);
         await consumer.subscribe({ topics, fromBeginning: this.options.fromBeginning ?? true });
         await consumer.run({
-          autoCommit: true,
+          // Offsets are committed by this.commits, off the batch path (see OffsetCommitter).
+          autoCommit: false,
           eachBatchAutoResolve: false,
           partitionsConsumedConcurrently: this.options.partitionsConsumedConcurrently ?? 4,
           eachBatch: (payload) => this.eachBatch(payload),
@@ -220,7 +317,7 @@ export class EventConsumer {
   }
 
   private async eachBatch(payload: EachBatchPayload): Promise<void> {
-    const { batch, resolveOffset, heartbeat, isRunning, isStale, commitOffsetsIfNecessary } = payload;
+    const { batch, resolveOffset, heartbeat, isRunning, isStale } = payload;
     const group = this.options.group;
     const messages = batch.messages;
     let i = 0;
@@ -257,7 +354,10 @@ export class EventConsumer {
       i = end;
       await heartbeat().catch(() => undefined);
     }
-    await commitOffsetsIfNecessary();
+    // A stopping consumer commits what it resolved before it leaves the group; otherwise the
+    // commit is made in the background, one request at a time for every partition.
+    if (isRunning()) this.commits.request(payload);
+    else await this.commits.request(payload);
     const lag = Number(batch.offsetLag());
     if (Number.isFinite(lag)) this.options.metrics?.lag.set({ group, topic: batch.topic, partition: String(batch.partition) }, lag);
   }
@@ -289,8 +389,25 @@ export class EventConsumer {
     const afterCommit = (fn: () => void | Promise<void>) => void after.push(fn);
     const started = performance.now();
     const beating = setInterval(() => void heartbeat().catch(() => undefined), 1000);
+    // One span for the run: the first record's trace is its parent, the others are linked.
+    const traced =
+      wanted.length === 0
+        ? undefined
+        : startChildSpan(`process ${topic}`, {
+            kind: SpanKind.CONSUMER,
+            root: true,
+            parent: recordContext(group, run[0]!),
+            attributes: consumerSpanAttributes(group, topic, partition, run),
+          });
+    if (traced) {
+      for (const message of run.slice(1)) {
+        const linked = otelTrace.getSpanContext(recordContext(group, message));
+        if (linked) traced.span.addLink({ context: linked });
+      }
+    }
+    const inTrace = <T>(fn: () => Promise<T>): Promise<T> => (traced ? otelContext.with(traced.context, fn) : fn());
     try {
-      const applied = wanted.length === 0 ? new Set<string>() : await this.options.db.transaction(async (tx) => {
+      const applied = wanted.length === 0 ? new Set<string>() : await inTrace(() => this.options.db.transaction(async (tx) => {
         const inserted = await tx
           .insert(this.options.processedEvents)
           .values(wanted.map((e) => ({ consumerGroup: group, eventId: e.id, topic })))
@@ -307,8 +424,9 @@ export class EventConsumer {
           await handler(event, { tx, topic, partition, attempt: 1, afterCommit });
         }
         return done;
-      });
-      await this.runAfterCommit(after);
+      }));
+      await inTrace(() => this.runAfterCommit(after));
+      if (traced) endSpan(traced.span);
       const metrics = this.options.metrics;
       if (metrics) {
         const now = Date.now();
@@ -324,6 +442,7 @@ export class EventConsumer {
       }
       return true;
     } catch (error) {
+      if (traced) endSpan(traced.span, error);
       this.options.logger.debug({ err: error, group, topic, records: run.length }, 'a run of events failed; applying them one by one');
       return false;
     } finally {
@@ -337,10 +456,15 @@ export class EventConsumer {
     const attempt = Number(header(message.headers, RETRY_HEADERS.attempt) ?? 1);
     const metrics = this.options.metrics;
 
+    const marker = forwardingMarker(recordTopic, partition, message);
     let event: AnyEvent;
     try {
       event = parseEvent(message.value);
     } catch (error) {
+      if (await this.wasForwarded(marker)) {
+        metrics?.consumed.inc({ group, topic, outcome: 'duplicate' });
+        return;
+      }
       const reason = error instanceof UnknownEventTypeError ? 'unknown_type' : 'invalid';
       const detail =
         error instanceof EventValidationError
@@ -349,6 +473,7 @@ export class EventConsumer {
             ? error.message
             : String(error);
       await this.deadLetter(topic, partition, message, reason, detail);
+      await this.markForwarded(marker, deadLetterTopic(topic, group));
       return;
     }
 
@@ -363,6 +488,13 @@ export class EventConsumer {
     const afterCommit = (fn: () => void | Promise<void>) => void after.push(fn);
     // Heartbeats go on while the handler works, however long it takes.
     const beating = setInterval(() => void heartbeat().catch(() => undefined), 1000);
+    const traced = startChildSpan(`process ${topic}`, {
+      kind: SpanKind.CONSUMER,
+      root: true,
+      parent: recordContext(group, message),
+      attributes: { ...consumerSpanAttributes(group, topic, partition, [message]), 'messaging.message.id': event.id, 'vivier.attempt': attempt },
+    });
+    const inTrace = <T>(fn: () => Promise<T>): Promise<T> => (traced ? otelContext.with(traced.context, fn) : fn());
     try {
       // The event id is recorded after the handler, not before: until a handler writes, its
       // transaction has no transaction id, so one that calls out for minutes (a provider, S3)
@@ -370,13 +502,14 @@ export class EventConsumer {
       // the oldest open transaction id). A copy applied meanwhile by another member (a rebalance
       // overlap) makes the insert find the id: this transaction is rolled back as a duplicate.
       const processed = this.options.processedEvents;
-      const applied = await this.options.db
+      const applied = await inTrace(() => this.options.db
         .transaction(async (tx) => {
           after.length = 0;
+          // Applied already, or this very record was already passed on to a retry or dead-letter topic.
           const seen = await tx
             .select({ eventId: processed.eventId })
             .from(processed)
-            .where(and(eq(processed.consumerGroup, group), eq(processed.eventId, event.id)));
+            .where(and(eq(processed.consumerGroup, group), inArray(processed.eventId, [event.id, marker])));
           if (seen.length > 0) return false;
           await handler(event, { tx, topic, partition, attempt, afterCommit });
           const inserted = await tx.insert(processed).values({ consumerGroup: group, eventId: event.id, topic }).onConflictDoNothing().returning({ eventId: processed.eventId });
@@ -386,14 +519,19 @@ export class EventConsumer {
         .catch((error: unknown) => {
           if (error instanceof AppliedElsewhere) return false;
           throw error;
-        });
+        }));
       if (!applied) after.length = 0;
-      await this.runAfterCommit(after);
+      await inTrace(() => this.runAfterCommit(after));
+      if (traced) {
+        traced.span.setAttribute('vivier.outcome', applied ? 'handled' : 'duplicate');
+        endSpan(traced.span);
+      }
       metrics?.consumed.inc({ group, topic, outcome: applied ? 'handled' : 'duplicate' });
       metrics?.handleDuration.observe({ group, topic }, (performance.now() - started) / 1000);
       const age = Date.now() - Date.parse(event.time);
       if (applied && Number.isFinite(age)) metrics?.endToEnd.observe({ group, topic }, Math.max(0, age) / 1000);
     } catch (error) {
+      if (traced) endSpan(traced.span, error);
       const detail = error instanceof Error ? error.message : String(error);
       if (attempt < this.retry.attempts) {
         const delay = Math.min(this.retry.initialDelayMs * 2 ** (attempt - 1), this.retry.maxDelayMs);
@@ -416,15 +554,38 @@ export class EventConsumer {
             },
           ],
         });
+        await this.markForwarded(marker, retryTopic(topic, group));
         metrics?.retries.inc({ group, topic });
         metrics?.consumed.inc({ group, topic, outcome: 'retried' });
       } else {
         this.options.logger.error({ err: error, group, topic, eventId: event.id, type: event.type, attempt }, 'event handler failed for the last time; dead-lettered');
         await this.deadLetter(topic, partition, message, 'handler_failed', detail);
+        await this.markForwarded(marker, deadLetterTopic(topic, group));
       }
     } finally {
       clearInterval(beating);
     }
+  }
+
+  private async wasForwarded(marker: string): Promise<boolean> {
+    const processed = this.options.processedEvents;
+    return this.options.db.transaction(async (tx) => {
+      const found = await tx
+        .select({ eventId: processed.eventId })
+        .from(processed)
+        .where(and(eq(processed.consumerGroup, this.options.group), eq(processed.eventId, marker)));
+      return found.length > 0;
+    });
+  }
+
+  /**
+   * Records that a record was passed on, once the retry or dead-letter record is written. A crash
+   * between the two can still forward it twice; a lost offset commit no longer does.
+   */
+  private async markForwarded(marker: string, to: string): Promise<void> {
+    await this.options.db.transaction((tx) =>
+      tx.insert(this.options.processedEvents).values({ consumerGroup: this.options.group, eventId: marker, topic: to }).onConflictDoNothing(),
+    );
   }
 
   private async deadLetter(topic: Topic, partition: number, message: KafkaMessage, reason: string, detail: string): Promise<void> {

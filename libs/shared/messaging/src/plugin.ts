@@ -60,6 +60,7 @@ export const messagingPlugin = fp<MessagingPluginOptions>(
       metrics,
       batchSize: config.OUTBOX_BATCH_SIZE,
       pollIntervalMs: config.OUTBOX_POLL_INTERVAL_MS,
+      lingerMs: config.OUTBOX_LINGER_MS,
       housekeeping: {
         intervalMs: config.HOUSEKEEPING_INTERVAL_MS,
         tasks: [

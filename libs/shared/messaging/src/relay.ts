@@ -1,6 +1,9 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import type { Producer } from 'kafkajs';
 import type { FastifyBaseLogger } from 'fastify';
+import { KAFKA_HEADERS } from '@vivier/contracts';
+import { contextFromHeaders, endSpan, serviceTracer, SpanKind, startChildSpan, traceHeaders, tracingEnabled, TRACER_KEY, type TraceSpan } from '@vivier/service-kit';
 import type { MessagingMetrics } from './metrics';
 import { ensureConnected } from './producer';
 import type { HousekeepingTask } from './housekeeping';
@@ -15,6 +18,13 @@ export interface OutboxRelayOptions {
   batchSize?: number;
   /** Safety poll; NOTIFY from the outbox trigger normally wakes the relay at once. */
   pollIntervalMs?: number;
+  /**
+   * After a pass that published less than a full batch, wait this long before the next one
+   * (Kafka's `linger.ms`, 5 ms by default since Kafka 4.0): under a steady stream, records go out
+   * in fewer, larger requests, which consumers then fetch in fewer round trips. An event arriving
+   * after a quiet spell is not delayed: the wait follows a pass, it never precedes one.
+   */
+  lingerMs?: number;
   maxBackoffMs?: number;
   /**
    * Upkeep of the service's schema, run by the leader (so once per schema however many replicas
@@ -49,7 +59,15 @@ export class OutboxRelay {
   private loop: Promise<void> | undefined;
   private client: pg.PoolClient | undefined;
   private wake: (() => void) | undefined;
+  private backlogCountedAt = 0;
   private backlogValue = 0;
+  /**
+   * Every outbox row of a transaction below this id is published (the xmin of the last pass that
+   * saw fewer rows than a batch). Passes read from here, through outbox_pending_txid_idx, instead
+   * of walking the id index past the entries of rows published since the last vacuum. A new
+   * leader starts from 0.
+   */
+  private floor = '0';
   private lastErrorValue: string | undefined;
   private leader = false;
   private nextHousekeeping = 0;
@@ -112,6 +130,8 @@ export class OutboxRelay {
         this.lastErrorValue = undefined;
         backoff = 100;
         if (published === 0 && Date.now() >= this.nextHousekeeping) await this.housekeep();
+        const linger = this.options.lingerMs ?? 5;
+        if (published > 0 && published < (this.options.batchSize ?? 500) && linger > 0) await sleep(linger);
         if (published === 0) {
           // Rows written by transactions still open elsewhere become publishable very soon.
           await this.sleep(this.backlogValue > 0 ? 10 : (this.options.pollIntervalMs ?? 1000));
@@ -140,6 +160,7 @@ export class OutboxRelay {
       client.on('error', () => undefined);
       this.client = client;
       this.leader = true;
+      this.floor = '0';
       this.options.logger.info({ schema: this.options.schema }, 'outbox relay is the leader for this schema');
       return true;
     } catch (error) {
@@ -167,22 +188,33 @@ export class OutboxRelay {
   private async pass(): Promise<number> {
     const client = this.client!;
     const batchSize = this.options.batchSize ?? 500;
-    const { rows } = await client.query<OutboxRow>(
-      `select id, topic, key, envelope, headers from ${this.table}
-        where published_at is null and txid < pg_snapshot_xmin(pg_current_snapshot())
-        order by id limit $1`,
-      [batchSize],
+    // One round trip: the snapshot's xmin (every transaction below it has ended) and the rows of
+    // ended transactions, from the floor on, in id order. An empty outbox still returns a row.
+    const { rows: found } = await client.query<OutboxRow & { xmin: string }>(
+      `with snap as (select pg_snapshot_xmin(pg_current_snapshot()) as xmin)
+       select snap.xmin::text as xmin, o.id, o.topic, o.key, o.envelope, o.headers
+         from snap left join lateral (
+           select id, topic, key, envelope, headers from ${this.table}
+            where published_at is null and txid < snap.xmin and txid >= $2::xid8
+            order by id limit $1) o on true`,
+      [batchSize, this.floor],
     );
+    const rows = found.filter((r) => r.id !== null);
+    // Fewer than a batch: every row of a transaction below xmin is now seen, and is published
+    // below unless the send fails; the next passes can start from xmin.
+    const nextFloor = rows.length < batchSize ? found[0]!.xmin : undefined;
     if (rows.length === 0) {
+      this.floor = nextFloor ?? this.floor;
       await this.refreshBacklog();
       return 0;
     }
 
     // Grouped by topic in id order; one request in flight keeps per-partition order.
     const byTopic = new Map<string, Array<{ key: string; value: string; headers: Record<string, string> }>>();
+    const spans: TraceSpan[] = [];
     for (const row of rows) {
       const list = byTopic.get(row.topic) ?? [];
-      list.push({ key: row.key, value: JSON.stringify(row.envelope), headers: row.headers });
+      list.push({ key: row.key, value: JSON.stringify(row.envelope), headers: this.traced(row, spans) });
       byTopic.set(row.topic, list);
     }
     const started = performance.now();
@@ -193,23 +225,51 @@ export class OutboxRelay {
         topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
       });
     } catch (error) {
+      for (const span of spans) endSpan(span, error);
       // Kafka is away: say how much is waiting (the backoff makes this count cheap enough).
       await this.refreshBacklog().catch(() => undefined);
       throw error;
     }
+    for (const span of spans) endSpan(span);
     this.options.metrics?.publishDuration.observe({ schema: this.options.schema }, (performance.now() - started) / 1000);
     await client.query(`update ${this.table} set published_at = now() where id = any($1::bigint[])`, [rows.map((r) => r.id)]);
+    if (nextFloor !== undefined) this.floor = nextFloor;
     for (const [topic, messages] of byTopic) {
       this.options.metrics?.outboxPublished.inc({ schema: this.options.schema, topic }, messages.length);
     }
     if (rows.length < batchSize) {
-      await this.refreshBacklog();
+      // The gauge, counted at most once a second while events flow (a pass that finds nothing
+      // counts again: that count decides how soon to look next).
+      if (Date.now() - this.backlogCountedAt >= 1000) await this.refreshBacklog();
     } else {
       // Draining a large backlog: estimate instead of counting it again on every batch.
       this.backlogValue = Math.max(this.backlogValue - rows.length, rows.length);
       this.options.metrics?.outboxBacklog.set({ schema: this.options.schema }, this.backlogValue);
     }
     return rows.length;
+  }
+
+  /**
+   * A row written inside a trace is sent as a PRODUCER span of that trace (`send <topic>`), and the
+   * record carries that span as its parent for the consumers. Rows without one go as they are.
+   */
+  private traced(row: OutboxRow, spans: TraceSpan[]): Record<string, string> {
+    if (!tracingEnabled() || row.headers[KAFKA_HEADERS.traceparent] === undefined) return row.headers;
+    const parent = contextFromHeaders(row.headers).setValue(TRACER_KEY, serviceTracer(this.options.schema));
+    const started = startChildSpan(`send ${row.topic}`, {
+      kind: SpanKind.PRODUCER,
+      parent,
+      attributes: {
+        'messaging.system': 'kafka',
+        'messaging.operation.type': 'send',
+        'messaging.destination.name': row.topic,
+        'messaging.message.id': (row.envelope as { id?: string }).id ?? '',
+        'messaging.kafka.message.key': row.key,
+      },
+    });
+    if (!started) return row.headers;
+    spans.push(started.span);
+    return { ...row.headers, ...traceHeaders(started.context) };
   }
 
   /** Runs every housekeeping task on the leader's connection; a failing task waits for the next round. */
@@ -234,8 +294,12 @@ export class OutboxRelay {
   }
 
   private async refreshBacklog(): Promise<void> {
-    const { rows } = await this.client!.query<{ n: number }>(`select count(*)::int as n from ${this.table} where published_at is null`);
+    const { rows } = await this.client!.query<{ n: number }>(
+      `select count(*)::int as n from ${this.table} where published_at is null and txid >= $1::xid8`,
+      [this.floor],
+    );
     this.backlogValue = rows[0]?.n ?? 0;
+    this.backlogCountedAt = Date.now();
     this.options.metrics?.outboxBacklog.set({ schema: this.options.schema }, this.backlogValue);
   }
 

@@ -31,7 +31,13 @@ export function messagingTables(schema: PgSchema) {
       createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
       publishedAt: timestamp('published_at', { withTimezone: true }),
     },
-    (t) => [index('outbox_unpublished_idx').on(t.id).where(sql`${t.publishedAt} is null`)],
+    (t) => [
+      index('outbox_unpublished_idx').on(t.id).where(sql`${t.publishedAt} is null`),
+      // Where the relay starts looking: every row of a transaction older than its last complete
+      // pass is published, so it reads from that transaction id on. Walking the id index from its
+      // start would also walk the entries of every row published since the last vacuum.
+      index('outbox_pending_txid_idx').on(t.txid).where(sql`${t.publishedAt} is null`),
+    ],
   );
   const processedEvents = schema.table(
     'processed_events',

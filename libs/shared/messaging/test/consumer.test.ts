@@ -205,6 +205,57 @@ describe('event consumer', () => {
     expect(called).toBe(1);
   });
 
+  it('does not retry or dead-letter a record twice when it is redelivered after its offset commit was lost', async () => {
+    const chatId = randomUUID();
+    const poison = chatEvent(chatId, 1, 'poison');
+    const dlq = await collect(kafka, ['chat.events.dlq.admin']);
+    const retries = await collect(kafka, ['chat.events.retry.admin']);
+    cleanups.push(() => dlq.stop(), () => retries.stop());
+    const admin = kafka.admin();
+    await admin.connect();
+    cleanups.push(() => admin.disconnect());
+    const ends = async (topic: string) => (await admin.fetchTopicOffsets(topic)).map((p) => ({ partition: p.partition, offset: p.high }));
+    const before = { 'chat.events': await ends('chat.events'), 'chat.events.retry.admin': await ends('chat.events.retry.admin') };
+    let attempts = 0;
+    const handler: EventHandler = async (event, ctx) => {
+      if (event.id === poison.id) {
+        attempts += 1;
+        throw new Error('cannot apply this one');
+      }
+      await recordEffect(event, ctx);
+    };
+    const first = consumer(handler, { retry: { attempts: 2, initialDelayMs: 100, maxDelayMs: 100 } });
+    await producer.send({ topic: 'chat.events', messages: [{ key: chatId, value: '{not json' }] });
+    await send([poison, chatEvent(chatId, 2)]);
+    await expect.poll(() => dlq.records.filter((r) => r.key === chatId).length, { timeout: 20_000 }).toBe(2);
+    expect(retries.records.filter((r) => r.key === chatId)).toHaveLength(1);
+    expect(attempts).toBe(2);
+    await first.consumer.stop();
+
+    // The offsets go back to before these records, as when a commit is lost in a rebalance (the
+    // mock broker has no DescribeGroups, so no admin.setOffsets: a member of the group commits them).
+    const rewinder = kafka.consumer({ groupId: 'admin', maxWaitTimeInMs: 100, sessionTimeout: 3000, rebalanceTimeout: 5000, heartbeatInterval: 300 });
+    await rewinder.connect();
+    await rewinder.subscribe({ topics: Object.keys(before) });
+    let joined = false;
+    rewinder.on(rewinder.events.GROUP_JOIN, () => (joined = true));
+    await rewinder.run({ autoCommit: false, eachBatchAutoResolve: false, eachBatch: async () => undefined });
+    await expect.poll(() => joined, { timeout: 30_000 }).toBe(true);
+    await rewinder.commitOffsets(Object.entries(before).flatMap(([topic, partitions]) => partitions.map((p) => ({ topic, ...p }))));
+    await rewinder.disconnect();
+    const second = consumer(handler, { retry: { attempts: 2, initialDelayMs: 100, maxDelayMs: 100 } });
+    await send([chatEvent(chatId, 3)]);
+    await expect.poll(async () => (await effects(chatId)).map((e) => e.seq), { timeout: 30_000 }).toEqual([2, 3]);
+    // The invalid record, the poison and its retry record: each found as already passed on.
+    await expect
+      .poll(async () => (await second.metrics.consumed.get()).values.filter((v) => v.labels.outcome === 'duplicate').reduce((n, v) => n + v.value, 0), { timeout: 10_000 })
+      .toBeGreaterThanOrEqual(3);
+    await sleep(500);
+    expect(dlq.records.filter((r) => r.key === chatId)).toHaveLength(2);
+    expect(retries.records.filter((r) => r.key === chatId)).toHaveLength(1);
+    expect(attempts).toBe(2);
+  }, 90_000);
+
   it('keeps heartbeating through a handler slower than the session timeout: no rebalance, processed once', async () => {
     const chatId = randomUUID();
     let calls = 0;
@@ -264,6 +315,51 @@ describe('event consumer', () => {
     expect((await effects(chatId)).map((e) => e.seq).sort((a, b) => a - b)).toEqual([0, 1, 2, ...Array.from({ length: 50 }, (_, i) => 4 + i)]);
     await expect.poll(() => dlq.records.filter((r) => r.key === chatId).length, { timeout: 20_000 }).toBe(1);
   });
+
+  it('commits offsets while it runs and, when stopped, every resolved offset before it leaves the group', async () => {
+    const keys = Array.from({ length: 40 }, () => randomUUID());
+    const ours = new Set<string>(keys);
+    let handled = 0;
+    let stopping: Promise<void> | undefined;
+    const holder: { consumer?: EventConsumer } = {};
+    const c = consumer(
+      async (event, ctx) => {
+        await recordEffect(event, ctx);
+        // The group starts from the beginning: the events of earlier tests come first.
+        if (!ours.has((event.data as { chatId: string }).chatId)) return;
+        handled += 1;
+        // The last one: stop before its transaction has even committed or its offset resolved.
+        if (handled === 80) stopping = holder.consumer!.stop();
+      },
+      { group: 'worker' },
+    );
+    holder.consumer = c.consumer;
+    const admin = kafka.admin();
+    await admin.connect();
+    cleanups.push(() => admin.disconnect());
+    const committed = async () => {
+      const [topic] = await admin.fetchOffsets({ groupId: 'worker', topics: ['chat.events'] });
+      return Object.fromEntries(topic!.partitions.map((p) => [p.partition, Number(p.offset)]));
+    };
+    const ends = async () => Object.fromEntries((await admin.fetchTopicOffsets('chat.events')).map((p) => [p.partition, Number(p.high)]));
+    await expect.poll(() => c.consumer.stats.joins, { timeout: 30_000 }).toBeGreaterThan(0);
+
+    // Running: the background commits catch up with the end of every partition.
+    await send(keys.map((k) => chatEvent(k, 0)));
+    await expect.poll(() => handled, { timeout: 30_000 }).toBe(40);
+    const end = await ends();
+    await expect.poll(committed, { timeout: 10_000 }).toEqual(end);
+
+    // Stopped from inside the last handler: its batch still commits before the member leaves,
+    // even with a commit of earlier batches still under way (a slow broker keeps one in flight).
+    await dev.setRtt(1, 100);
+    cleanups.push(() => dev.setRtt(1, 0));
+    await send(keys.map((k) => chatEvent(k, 1)));
+    await expect.poll(() => stopping !== undefined, { timeout: 30_000 }).toBe(true);
+    await stopping;
+    expect(handled).toBe(80);
+    expect(await committed()).toEqual(await ends());
+  }, 90_000);
 
   it('splits partitions between two members of one group and hands them over without loss when one stops', async () => {
     // Enough keys that every partition gets some (8 keys would leave one empty 40% of the time).

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Kafka, Producer } from 'kafkajs';
+import type pg from 'pg';
 import { Registry } from 'prom-client';
 import { testAdminDatabaseUrl } from '@vivier/service-kit/testing';
 import type { DevKafka } from '@vivier/dev-kafka';
@@ -40,7 +41,24 @@ function relay(overrides: Partial<ConstructorParameters<typeof OutboxRelay>[0]> 
   return { relay: r, producer, metrics };
 }
 
+/** A sink on chat.events, and a relay polling every 20 ms that has become the leader. */
+async function pollingLeaderWithSink() {
+  const sink = await collect(kafka, ['chat.events']);
+  cleanups.push(() => sink.stop());
+  const { relay: r } = relay({ pollIntervalMs: 20 });
+  r.start();
+  await expect.poll(() => r.isLeader).toBe(true);
+  return sink;
+}
+
 const publish = () => createPublisher(ts.tables.outbox);
+/** An outbox row written on a connection the test holds (a transaction it keeps open). */
+const insertOn = (client: pg.PoolClient, event: ReturnType<typeof chatEvent>) =>
+  client.query(`insert into "${ts.schema}".outbox (event_id, topic, key, envelope, headers) values ($1, 'chat.events', $2, $3, '{}')`, [
+    event.id,
+    (event.data as { chatId: string }).chatId,
+    JSON.stringify(event),
+  ]);
 const idsOf = (records: Array<{ value: string }>) => records.map((r) => (JSON.parse(r.value) as { id: string }).id);
 
 describe('outbox relay', () => {
@@ -93,11 +111,7 @@ describe('outbox relay', () => {
 
   it('never lets a later-committing transaction be overtaken by a newer row of the same key', async () => {
     const chatId = randomUUID();
-    const sink = await collect(kafka, ['chat.events']);
-    cleanups.push(() => sink.stop());
-    const { relay: r } = relay({ pollIntervalMs: 20 });
-    r.start();
-    await expect.poll(() => r.isLeader).toBe(true);
+    const sink = await pollingLeaderWithSink();
 
     const slow = await ts.pool.connect();
     try {
@@ -105,10 +119,7 @@ describe('outbox relay', () => {
       const first = chatEvent(chatId, 1);
       const second = chatEvent(chatId, 2);
       // The first event gets the lower id but its transaction commits last.
-      await slow.query(
-        `insert into "${ts.schema}".outbox (event_id, topic, key, envelope, headers) values ($1, 'chat.events', $2, $3, '{}')`,
-        [first.id, chatId, JSON.stringify(first)],
-      );
+      await insertOn(slow, first);
       await ts.db.transaction((tx) => publish()(tx, second));
       await sleep(800);
       expect(sink.records.filter((rec) => rec.key === chatId)).toHaveLength(0);
@@ -117,6 +128,28 @@ describe('outbox relay', () => {
       expect(sink.records.filter((rec) => rec.key === chatId).map((rec) => seqOf(JSON.parse(rec.value)))).toEqual([1, 2]);
     } finally {
       slow.release();
+    }
+  });
+
+  it('publishes the event of a transaction that took its id before a pass and wrote the event after it', async () => {
+    // The relay reads from the xmin of its last complete pass on; a transaction that already had
+    // an id then (here: it wrote elsewhere first) must still be found when it writes its event.
+    const chatId = randomUUID();
+    const sink = await pollingLeaderWithSink();
+    const early = await ts.pool.connect();
+    try {
+      await early.query('begin');
+      await early.query('select pg_current_xact_id()');
+      // Passes go on meanwhile, publishing the events of others (all of them newer transactions,
+      // so held back until this one ends) and finding nothing older.
+      await ts.db.transaction((tx) => publish()(tx, chatEvent(randomUUID(), 0)));
+      await sleep(500);
+      const late = chatEvent(chatId, 1);
+      await insertOn(early, late);
+      await early.query('commit');
+      await expect.poll(() => sink.records.filter((rec) => rec.key === chatId).length, { timeout: 10_000 }).toBe(1);
+    } finally {
+      early.release();
     }
   });
 

@@ -128,3 +128,4 @@ export {
   UnsafeProviderUrlError,
   type HostResolver,
 } from './ssrf.js';
+export { providerMetricsHooks } from './provider-metrics.js';

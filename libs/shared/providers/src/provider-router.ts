@@ -6,6 +6,7 @@
 // replayed or moved to another provider (the two halves would not belong to one reply). A
 // failure after the first token ends the stream with ProviderError `stream_cut`
 // (`beforeFirstToken: false`) and the caller stores the partial reply as failed.
+import { context as otelContext, SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
 import { CircuitBreaker, type CircuitChange, type CircuitSnapshot } from './circuit-breaker.js';
 import { collectCompletion } from './completion.js';
 import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_TIMEOUT_MS } from './http-transport.js';
@@ -63,6 +64,8 @@ export interface AttemptRecord {
   durationMs: number;
   /** Absent when nothing arrived. */
   timeToFirstTokenMs?: number;
+  /** Tokens in and out, when the provider (or the token counter) reported them. */
+  usage?: { promptTokens: number; completionTokens: number };
 }
 
 export interface FallbackRecord {
@@ -489,6 +492,7 @@ export class ProviderRouter {
   ): AsyncGenerator<RoutedStreamEvent, ProviderError | undefined, undefined> {
     const startedAt = Date.now();
     let firstAt: number | undefined;
+    let usage: AttemptRecord['usage'];
     let settled = false;
     const record = (outcome: AttemptRecord['outcome'], error?: ProviderError) =>
       this.call('onAttempt', {
@@ -503,27 +507,41 @@ export class ProviderRouter {
         startedAt,
         durationMs: Date.now() - startedAt,
         ...(firstAt !== undefined ? { timeToFirstTokenMs: firstAt - startedAt } : {}),
+        ...(usage ? { usage } : {}),
       });
+    const span = attemptSpan(d, attempt, retry);
     try {
       const adapter = this.adapterFor(d);
       const events = adapter.stream(
         { ...request, model: d.model },
         { timeoutMs: Math.min(d.timeoutMs, remaining), idleTimeoutMs: d.idleTimeoutMs },
       );
-      for await (const ev of events) {
+      for await (const ev of span ? within(trace.setSpan(otelContext.active(), span), events) : events) {
         if (firstAt === undefined) {
           firstAt = Date.now();
           d.breaker.success();
+          span?.addEvent('first_token');
           yield { type: 'route', deploymentId: d.id, provider: d.provider, model: d.model };
         }
+        if (ev.type === 'usage') {
+          usage = { promptTokens: ev.promptTokens, completionTokens: ev.completionTokens };
+          span?.setAttributes({ 'gen_ai.usage.input_tokens': ev.promptTokens, 'gen_ai.usage.output_tokens': ev.completionTokens });
+        }
+        if (span && ev.type === 'finish') span.setAttribute('gen_ai.response.finish_reasons', [ev.reason]);
         yield ev;
       }
       settled = true;
       record('success');
+      span?.end();
       return undefined;
     } catch (e) {
       settled = true;
       const err = asProviderError(e, d.provider, firstAt === undefined);
+      if (span) {
+        span.setAttribute('error.type', err.kind);
+        span.setStatus({ code: SpanStatusCode.ERROR, message: err.message });
+        span.end();
+      }
       if (err.kind === 'cancelled') {
         if (firstAt === undefined) d.breaker.release();
         record('cancelled', err);
@@ -551,6 +569,8 @@ export class ProviderRouter {
         // The consumer stopped reading (client went away): the adapter closed the connection.
         if (firstAt === undefined) d.breaker.release();
         record('cancelled');
+        span?.setAttribute('error.type', 'cancelled');
+        span?.end();
       }
     }
   }
@@ -579,6 +599,44 @@ export class ProviderRouter {
     );
     this.adapters.clear();
     await Promise.all(adapters.map((a) => a.close()));
+  }
+}
+
+/**
+ * Inside a trace, one CLIENT span per attempt (`chat <model>`, OpenTelemetry's GenAI conventions);
+ * the provider's HTTP call is its child. None outside a trace or with tracing off.
+ */
+function attemptSpan(d: Runtime, attempt: number, retry: number): Span | undefined {
+  const parent = otelContext.active();
+  if (!trace.getSpan(parent)) return undefined;
+  return trace.getTracer('@vivier/providers').startSpan(
+    `chat ${d.model}`,
+    {
+      kind: SpanKind.CLIENT,
+      attributes: {
+        'gen_ai.operation.name': 'chat',
+        'gen_ai.provider.name': d.provider,
+        'gen_ai.request.model': d.model,
+        'vivier.deployment': d.id,
+        'vivier.attempt': attempt,
+        'vivier.retry': retry,
+      },
+    },
+    parent,
+  );
+}
+
+/** Iterates `source` with every step in `ctx`, so what it starts (its HTTP request) is a child of that span. */
+async function* within<T>(ctx: Context, iterable: AsyncIterable<T>): AsyncGenerator<T> {
+  const source = iterable[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      const step = await otelContext.with(ctx, () => source.next());
+      if (step.done) return;
+      yield step.value;
+    }
+  } finally {
+    await source.return?.(undefined);
   }
 }
 

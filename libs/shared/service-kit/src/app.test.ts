@@ -17,6 +17,11 @@ async function build(logs = new LogCapture()) {
     { schema: { body: Type.Object({ name: Type.String({ minLength: 1 }), size: Type.Integer() }, { additionalProperties: false }) } },
     async (request) => ({ ok: true, name: request.body.name }),
   );
+  app.get(
+    '/page',
+    { schema: { querystring: Type.Object({ limit: Type.Integer({ minimum: 1 }), archived: Type.Optional(Type.Boolean()) }) } },
+    async (request) => ({ limit: request.query.limit, archived: request.query.archived ?? null }),
+  );
   app.get('/teapot', async () => {
     throw new HttpProblem(409, 'email_taken', 'That email is registered.');
   });
@@ -30,6 +35,20 @@ async function build(logs = new LogCapture()) {
 }
 
 describe('service app', () => {
+  it('refuses a NUL in JSON text (PostgreSQL cannot store it) and still refuses prototype poisoning', async () => {
+    const { app } = await build();
+    const post = (payload: string) => app.inject({ method: 'POST', url: '/things', headers: { 'content-type': 'application/json' }, payload });
+    const nul = await post(JSON.stringify({ name: 'a\u0000b', size: 1 }));
+    expect(nul.statusCode).toBe(400);
+    expect(nul.json()).toMatchObject({ code: 'invalid_text', status: 400 });
+    // A backslash followed by "u0000" is ordinary text.
+    const text = await post(JSON.stringify({ name: '\\u0000', size: 1 }));
+    expect(text.statusCode).toBe(200);
+    expect(text.json()).toMatchObject({ name: '\\u0000' });
+    const poisoned = await post('{"name":"x","size":1,"__proto__":{"admin":true}}');
+    expect(poisoned.statusCode).toBe(400);
+  });
+
   it('answers validation errors as problem details with a stable code', async () => {
     const { app } = await build();
     const res = await app.inject({ method: 'POST', url: '/things', payload: { name: '', size: 'x' } });
@@ -40,6 +59,20 @@ describe('service app', () => {
     expect(body.type).toMatch(/validation-failed$/);
     expect(body.requestId).toBe(res.headers['x-request-id']);
     expect(body.errors.length).toBeGreaterThan(0);
+  });
+
+  it('takes JSON bodies as typed (no coercion) while query strings are coerced to the schema', async () => {
+    const { app } = await build();
+    const post = (payload: unknown) => app.inject({ method: 'POST', url: '/things', payload: payload as Record<string, unknown> });
+    for (const payload of [{ name: 123, size: 1 }, { name: true, size: 1 }, { name: 'a', size: '1' }, { name: null, size: 1 }, { name: 'a', size: [1] }]) {
+      const res = await post(payload);
+      expect(res.statusCode, JSON.stringify(payload)).toBe(400);
+      expect(res.json().code).toBe('validation_failed');
+    }
+    expect((await post({ name: 'a', size: 1 })).statusCode).toBe(200);
+    const page = await app.inject({ method: 'GET', url: '/page?limit=20&archived=true' });
+    expect(page.json()).toEqual({ limit: 20, archived: true });
+    expect((await app.inject({ method: 'GET', url: '/page?limit=many' })).statusCode).toBe(400);
   });
 
   it('answers malformed JSON with malformed_body', async () => {

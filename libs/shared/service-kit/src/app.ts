@@ -11,10 +11,19 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { DestinationStream } from 'pino';
 import pino from 'pino';
 import swagger from '@fastify/swagger';
+import { AjvCompiler } from '@fastify/ajv-compiler';
 import { loggerOptions } from './logging';
-import { registerProblemHandlers } from './errors';
+import { HttpProblem, registerProblemHandlers } from './errors';
 import { metricsPlugin } from './metrics';
 import { readinessPlugin } from './readiness';
+import { traceHttpServer } from './tracing';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Set when the service begins to stop: responses close their connections, /ready says 503. */
+    draining: { active: boolean };
+  }
+}
 
 export type ServiceApp = FastifyInstance<
   RawServerDefault,
@@ -36,6 +45,8 @@ export interface CreateAppOptions {
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/** `\u0000` in JSON text, not preceded by an escaped backslash (`\\u0000` is a backslash and "u0000"). */
+const ESCAPED_NUL = /(?:^|[^\\])(?:\\\\)*\\u0000/;
 
 /**
  * The Fastify instance every Vivier service starts from: TypeBox type provider, pino with the
@@ -45,6 +56,8 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
  * client) and passes it on; services keep the id they receive, so one request has one id in the
  * logs of every service it touches.
  */
+const AJV_OPTIONS = { removeAdditional: false, useDefaults: true, allErrors: false } as const;
+
 export async function createServiceApp(options: CreateAppOptions): Promise<ServiceApp> {
   const logger = pino(loggerOptions(options.service, options.logLevel ?? 'info'), options.logStream);
   const app = Fastify<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, FastifyBaseLogger>({
@@ -57,25 +70,48 @@ export async function createServiceApp(options: CreateAppOptions): Promise<Servi
       const given = req.headers['x-request-id'];
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
     },
-    return503OnClosing: true,
+    // While draining, a request that still arrives on an open keep-alive connection is served
+    // (its response closes the connection), not refused: the client sent it before it could know,
+    // and a 503 for it would be a failed request in a rolling restart. /ready answers 503 then, so
+    // load balancers stop sending; new connections are refused once the server stops listening.
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
+  // Query strings, path parameters and headers are text: their values are coerced to the schema's
+  // types (`?limit=20` is the integer 20). JSON bodies already carry types and are taken as sent:
+  // `{"title": 123}` is a 400, not the title "123", and `null` never becomes "" or 0.
+  const coercing = AjvCompiler()({}, { customOptions: { ...AJV_OPTIONS, coerceTypes: 'array' } });
+  const exact = AjvCompiler()({}, { customOptions: { ...AJV_OPTIONS, coerceTypes: false } });
+  app.setValidatorCompiler((route) => (route.httpPart === 'body' ? exact : coercing)(route));
 
+  traceHttpServer(app, options.service);
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
-  // While draining, every response closes its connection, so keep-alive clients move to another
-  // instance and the server can finish closing as soon as in-flight requests are answered.
-  let closing = false;
+  // While draining (from SIGTERM, see runService, or from close()), every response closes its
+  // connection, so keep-alive clients move to another instance and the server can finish closing
+  // as soon as in-flight requests are answered; /ready answers 503.
+  const draining = { active: false };
+  app.decorate('draining', draining);
   app.addHook('preClose', async () => {
-    closing = true;
+    draining.active = true;
   });
   app.addHook('onSend', async (_request, reply) => {
-    if (closing) reply.header('connection', 'close');
+    if (draining.active) reply.header('connection', 'close');
   });
   registerProblemHandlers(app);
+  // JSON as Fastify parses it (prototype poisoning refused), except text PostgreSQL cannot store:
+  // a NUL (JSON can only write it escaped) is a 400 here, not a failed insert later.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    if (ESCAPED_NUL.test(body as string)) {
+      done(new HttpProblem(400, 'invalid_text', 'Text may not contain NUL characters (\\u0000).'), undefined);
+      return;
+    }
+    parseJson(request, body as string, done);
+  });
   // Route schemas become this service's OpenAPI document; the gateway merges all of them at /docs.
   await app.register(swagger, {
     openapi: {

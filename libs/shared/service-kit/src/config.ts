@@ -65,6 +65,11 @@ export const baseConfigProperties = {
   ),
   HOST: Env.string('127.0.0.1', 'Interface to listen on (0.0.0.0 in containers).'),
   SHUTDOWN_TIMEOUT_MS: Env.int(10_000, 'How long in-flight requests may take to finish after SIGTERM.', 100),
+  SHUTDOWN_GRACE_MS: Env.int(
+    5000,
+    'After SIGTERM, how long open keep-alive connections may stay while their clients move away (the service stops listening at once and ends sooner when none is left); 0 closes idle ones at once.',
+    0,
+  ),
 } satisfies TProperties;
 
 export const databaseConfigProperties = {

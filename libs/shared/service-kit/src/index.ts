@@ -12,3 +12,4 @@ export * from './object-storage';
 export * from './identity';
 export * from './openai-errors';
 export * from './http-schemas';
+export * from './tracing';

@@ -1,4 +1,5 @@
 import type { LoggerOptions } from 'pino';
+import { activeTraceIds } from './tracing';
 
 /**
  * Paths never written to logs. Tokens, passwords and keys may appear in headers and bodies;
@@ -28,6 +29,8 @@ export function loggerOptions(service: string, level: string): LoggerOptions {
     messageKey: 'msg',
     timestamp: () => `,"time":"${new Date().toISOString()}"`,
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    // The trace of the work in progress, on every line written inside it (tracing on).
+    mixin: () => activeTraceIds() ?? {},
     formatters: { level: (label) => ({ level: label }) },
   };
 }

@@ -7,6 +7,8 @@ interface Journal {
   entries: Array<{ idx: number; tag: string; when: number }>;
 }
 
+const NO_TRANSACTION = /^\s*-- vivier:no-transaction\b/;
+
 export interface MigrationResult {
   applied: string[];
   skipped: number;
@@ -46,7 +48,13 @@ export async function runMigrations(pool: pg.Pool, options: { schema: string; fo
         skipped += 1;
         continue;
       }
-      await client.query('begin');
+      // A migration that starts with `-- vivier:no-transaction` runs statement by statement,
+      // outside a transaction: CREATE INDEX CONCURRENTLY cannot run in one, and building an index
+      // on a busy table (the outbox takes a row with every turn) must not block its writes. Such
+      // a migration must be safe to run again after a failure (DROP INDEX CONCURRENTLY IF EXISTS
+      // first: a failed concurrent build leaves an invalid index behind).
+      const transactional = !NO_TRANSACTION.test(sql);
+      if (transactional) await client.query('begin');
       try {
         for (const statement of sql.split('--> statement-breakpoint')) {
           // The schema itself is provisioned by the operator (with its owner role); drizzle-kit
@@ -55,10 +63,10 @@ export async function runMigrations(pool: pg.Pool, options: { schema: string; fo
           await client.query(statement);
         }
         await client.query(`insert into ${table} (tag, hash) values ($1, $2)`, [entry.tag, hash]);
-        await client.query('commit');
+        if (transactional) await client.query('commit');
         applied.push(entry.tag);
       } catch (error) {
-        await client.query('rollback');
+        if (transactional) await client.query('rollback');
         throw new Error(`migration ${entry.tag} of schema ${options.schema} failed: ${(error as Error).message}`, {
           cause: error,
         });

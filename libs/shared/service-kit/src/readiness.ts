@@ -66,7 +66,7 @@ export const readinessPlugin = fp(
     app.decorate('readiness', { add: (check: ReadinessCheck) => void checks.push(check), run });
     app.get('/health', { logLevel: 'warn', schema: { hide: true } }, async () => ({ status: 'ok' }));
     app.get('/ready', { logLevel: 'warn', schema: { hide: true } }, async (_request, reply) => {
-      if (closing) return reply.code(503).send({ status: 'unavailable', checks: {}, closing: true });
+      if (closing || app.draining?.active) return reply.code(503).send({ status: 'unavailable', checks: {}, closing: true });
       const report = await run();
       return reply.code(report.status === 'unavailable' ? 503 : 200).send(report);
     });

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { Client } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
 
 const fixture = fileURLToPath(new URL('./fixtures/slow-service.ts', import.meta.url));
@@ -53,8 +54,51 @@ describe('graceful shutdown', () => {
     expect(proc.output()).toContain('shutdown complete');
   });
 
+  it('SIGTERM leaves an idle keep-alive connection to its client: a request sent on it is answered and closes it', async () => {
+    const proc = startFixture({ SHUTDOWN_GRACE_MS: '10000' });
+    const port = await proc.port;
+    const client = new Client(`http://127.0.0.1:${port}`, { pipelining: 1, keepAliveTimeout: 60_000 });
+    try {
+      const first = await client.request({ method: 'GET', path: '/health' });
+      await first.body.text();
+      expect(first.headers.connection).toBe('keep-alive');
+      child!.kill('SIGTERM');
+      await new Promise((r) => setTimeout(r, 300));
+      // The connection was idle at the signal. Had it been closed under us, this request would go
+      // out on a new connection and be refused: the service no longer listens.
+      await expect(fetch(`http://127.0.0.1:${port}/health`)).rejects.toThrow();
+      const second = await client.request({ method: 'GET', path: '/ready' });
+      expect(second.statusCode).toBe(503); // draining: load balancers stop sending
+      expect(second.headers.connection).toBe('close');
+      await second.body.text();
+      // No connection left: the service ends without waiting out the 10 s grace.
+      const answeredAt = Date.now();
+      expect(await proc.exited).toBe(0);
+      expect(Date.now() - answeredAt).toBeLessThan(3000);
+      expect(proc.output()).toContain('waiting for clients to release their connections');
+    } finally {
+      await client.destroy();
+    }
+  });
+
+  it('SIGINT (Ctrl-C) closes idle connections at once instead of waiting for their clients', async () => {
+    const proc = startFixture({ SHUTDOWN_GRACE_MS: '10000' });
+    const port = await proc.port;
+    const client = new Client(`http://127.0.0.1:${port}`, { pipelining: 1, keepAliveTimeout: 60_000 });
+    try {
+      await (await client.request({ method: 'GET', path: '/health' })).body.text();
+      const signalledAt = Date.now();
+      child!.kill('SIGINT');
+      expect(await proc.exited).toBe(0);
+      expect(Date.now() - signalledAt).toBeLessThan(3000);
+      expect(proc.output()).not.toContain('waiting for clients');
+    } finally {
+      await client.destroy();
+    }
+  });
+
   it('gives up after the shutdown timeout with a non-zero exit', async () => {
-    const proc = startFixture({ SHUTDOWN_TIMEOUT_MS: '300' });
+    const proc = startFixture({ SHUTDOWN_TIMEOUT_MS: '300', SHUTDOWN_GRACE_MS: '200' });
     const port = await proc.port;
     const hanging = fetch(`http://127.0.0.1:${port}/slow?ms=5000`).catch(() => undefined);
     await new Promise((r) => setTimeout(r, 150));

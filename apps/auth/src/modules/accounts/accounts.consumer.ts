@@ -1,4 +1,4 @@
-import { EVENTS, TOPICS, CONSUMER_GROUPS } from '@vivier/contracts';
+import { EVENTS, CONSUMER_GROUPS, SUBSCRIPTIONS } from '@vivier/contracts';
 import type { ConsumerSpec, EventHandlers } from '@vivier/messaging';
 import type { FastifyBaseLogger } from 'fastify';
 import type { RevocationNotifier } from '../revocation/revocation.service';
@@ -42,5 +42,5 @@ export function adminEventsConsumer(deps: AdminEventsDeps): ConsumerSpec {
       deps.log.info({ userId }, 'user enabled by an administrator');
     },
   };
-  return { group: CONSUMER_GROUPS.auth, topics: [TOPICS.adminEvents], handlers };
+  return { group: CONSUMER_GROUPS.auth, topics: [...SUBSCRIPTIONS.auth], handlers };
 }

@@ -9,9 +9,11 @@ import { isImage } from '../files/files.service';
 /** Per-message framing and the reply primer, as OpenAI counts chat tokens (and as the budget does). */
 const TOKENS_PER_MESSAGE = 4;
 const REPLY_PRIMER = 3;
-/** History is read newest first in batches growing from this size (×4 each), until the budget is spent. */
-export const FIRST_HISTORY_BATCH = 48;
+/** History is read newest first, from this many messages in a chat this instance has not built a context for yet. */
+const FIRST_HISTORY_BATCH = 48;
 const MAX_HISTORY_BATCH = 3072;
+/** Chats whose last context size this instance remembers (most recently used kept). */
+const REMEMBERED_CHATS = 20_000;
 
 /** The text a model sees for a message: what the user wrote, then each attached text file. */
 export function composeText(content: string, attachments: Array<Pick<ContextAttachment, 'name' | 'contentType' | 'text' | 'image'>>): string {
@@ -50,11 +52,32 @@ export interface BuiltContext {
  * the model's context window minus the output budget, then the message being answered. Whole
  * messages only: the first one that does not fit ends the history (older ones are left out too,
  * so the model never sees a conversation with holes in it). Token counts of stored messages
- * come from their `context_tokens` column, so a long chat costs a few indexed reads (batches grow
- * ×4) and no re-tokenising.
+ * come from their `context_tokens` column, so a long chat costs one indexed read (two the first
+ * time this instance builds one for it, see firstBatchSize) and no re-tokenising.
  */
 export class ContextBuilder {
+  /**
+   * How many history messages the last context of a chat looked at, most recently used last. A
+   * conversation's next turn needs about as many (the window moves by the last turn's two
+   * messages), so its first read can take them all in the same round trip as the chat itself.
+   * Only a hint: a wrong one costs one more read, and each instance learns its own.
+   */
+  private readonly lastLooked = new Map<string, number>();
+
   constructor(private readonly deps: { turns: TurnsRepository; files: FilesService }) {}
+
+  /** How many of the newest messages to read with the chat for its next context. */
+  firstBatchSize(chatId: string): number {
+    const looked = this.lastLooked.get(chatId);
+    if (looked === undefined) return FIRST_HISTORY_BATCH;
+    return Math.min(MAX_HISTORY_BATCH, Math.max(FIRST_HISTORY_BATCH, Math.ceil(looked * 1.1) + 8));
+  }
+
+  private remember(chatId: string, looked: number): void {
+    this.lastLooked.delete(chatId);
+    this.lastLooked.set(chatId, looked);
+    if (this.lastLooked.size > REMEMBERED_CHATS) this.lastLooked.delete(this.lastLooked.keys().next().value!);
+  }
 
   static async countCurrent(content: string, attachments: ContextAttachment[]): Promise<number> {
     const images = attachments.filter((a) => a.image !== undefined).length;
@@ -75,8 +98,8 @@ export class ContextBuilder {
     current: CurrentMessage;
     contextWindow: number;
     maxOutputTokens: number;
-    /** The first batch (FIRST_HISTORY_BATCH newest messages), when the caller read it already. */
-    firstBatch?: HistoryRow[];
+    /** The newest `limit` messages (see firstBatchSize), when the caller read them already. */
+    firstBatch?: { rows: HistoryRow[]; limit: number };
   }): Promise<BuiltContext> {
     const maxTokens = ContextBuilder.outputBudget(input.contextWindow, input.maxOutputTokens);
     const budget = input.contextWindow - maxTokens;
@@ -93,19 +116,23 @@ export class ContextBuilder {
     const chosen: HistoryRow[] = [];
     const answered = new Set<string>();
     let omitted = 0;
-    let cursor = input.before;
+    let cursor: { id: string; createdAt: Date | string } | undefined = input.before;
     let full = false;
-    let size = FIRST_HISTORY_BATCH;
-    while (!full) {
-      const batch =
-        size === FIRST_HISTORY_BATCH && input.firstBatch && !input.before
-          ? input.firstBatch
-          : await this.deps.turns.historyBatch(input.chatId, cursor, size);
+    const given = input.before ? undefined : input.firstBatch;
+    let size = given?.limit ?? this.firstBatchSize(input.chatId);
+    let looked = 0;
+    let readCost = 0;
+    let read = 0;
+    for (let first = true; !full; first = false) {
+      const batch = first && given ? given.rows : await this.deps.turns.historyBatch(input.chatId, cursor, size);
+      read += batch.length;
       for (const row of batch) {
+        readCost += row.contextTokens + TOKENS_PER_MESSAGE;
         if (full) {
           omitted += 1;
           continue;
         }
+        looked += 1;
         if (row.role === 'assistant') {
           // Replies in flight, failed ones and older regenerations of one question stay out.
           if ((row.status !== 'completed' && row.status !== 'cancelled') || row.content.length === 0) continue;
@@ -126,8 +153,12 @@ export class ContextBuilder {
       if (batch.length < size) break;
       const last = batch[batch.length - 1]!;
       cursor = { id: last.id, createdAt: last.createdAt };
-      size = Math.min(size * 4, MAX_HISTORY_BATCH);
+      // Enough for what is left of the budget at the size of the messages read so far, and a
+      // quarter more: one more read as a rule, not four times what fits.
+      const perMessage = Math.max(1, readCost / read);
+      size = Math.min(MAX_HISTORY_BATCH, Math.max(FIRST_HISTORY_BATCH, Math.ceil(((budget - used) / perMessage) * 1.25) + 8));
     }
+    if (!input.before) this.remember(input.chatId, looked);
     chosen.reverse();
     // Providers want a conversation to open with the user.
     while (chosen[0]?.role === 'assistant') {

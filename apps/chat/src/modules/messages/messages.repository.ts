@@ -20,7 +20,12 @@ export const historyColumns = {
   attachments: messages.attachments,
   createdAt: messages.createdAt,
 };
-export type HistoryRow = { [K in keyof typeof historyColumns]: MessageRow[K] };
+/**
+ * A message as a model context reads it. `createdAt` stays PostgreSQL's text (it only ever goes
+ * back to PostgreSQL, as a read cursor): parsing a date per row was the largest cost of reading
+ * a long history.
+ */
+export type HistoryRow = { [K in Exclude<keyof typeof historyColumns, 'createdAt'>]: MessageRow[K] } & { createdAt: string };
 
 const { search: _search, ...rowColumns } = getTableColumns(messages);
 

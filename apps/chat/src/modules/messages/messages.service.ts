@@ -9,7 +9,7 @@ import type { ChatMetrics } from '../../metrics';
 import type { ResponseCache } from '../cache/response-cache.service';
 import type { ChatRow } from '../chats/chats.repository';
 import type { ChatsService } from '../chats/chats.service';
-import { ContextBuilder, FIRST_HISTORY_BATCH, type BuiltContext } from '../context/context.service';
+import { ContextBuilder, type BuiltContext } from '../context/context.service';
 import type { ContextAttachment, FilesService } from '../files/files.service';
 import type { ModelCatalog } from '../models/models.service';
 import { quotaMonth } from '../quotas/quotas.repository';
@@ -100,11 +100,12 @@ export class MessagesService {
   }
 
   async send(user: Identity, chatId: string, input: SendInput): Promise<StartedReply> {
-    // The chat (ownership) and the newest history are read at the same time: one round trip.
-    const [chat, firstBatch] = await Promise.all([
-      this.deps.chats.require(user, chatId),
-      this.deps.turns.historyBatch(chatId, undefined, FIRST_HISTORY_BATCH),
-    ]);
+    // The chat (ownership) and the newest history, in one statement.
+    const limit = this.deps.context.firstBatchSize(chatId);
+    const found = await this.deps.turns.chatWithHistory(user.sub, chatId, limit);
+    if (!found) throw problems.notFound('No such chat.');
+    const { chat } = found;
+    const firstBatch = { rows: found.history, limit };
     const attachments = await this.deps.files.forContext(user, input.attachments ?? []);
     const contextTokens = await ContextBuilder.countCurrent(input.content, attachments);
     return this.startReply(user, chat, input, { content: input.content, attachments, contextTokens }, undefined, firstBatch);
@@ -126,7 +127,7 @@ export class MessagesService {
     options: ReplyOptions,
     current: { content: string; attachments: ContextAttachment[]; contextTokens: number },
     existingQuestion?: MessageRow,
-    firstBatch?: HistoryRow[],
+    firstBatch?: { rows: HistoryRow[]; limit: number },
   ): Promise<StartedReply> {
     const modelId = options.model ?? chat.model;
     const resolved = this.deps.models.resolve(modelId);

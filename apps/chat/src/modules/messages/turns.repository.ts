@@ -1,9 +1,10 @@
 import type pg from 'pg';
 import { sql, type SQL } from 'drizzle-orm';
-import { toKafkaRecord, type AnyEvent } from '@vivier/contracts';
-import type { Executor } from '@vivier/messaging';
+import type { AnyEvent } from '@vivier/contracts';
+import { outboxRecords, type Executor } from '@vivier/messaging';
 import type { MessageStatus } from '@vivier/db-chat';
 import type { HistoryRow, MessageRow, NewMessageRow, ReplyOutcome } from './messages.repository';
+import type { ChatRow } from '../chats/chats.repository';
 
 // The statements of a chat turn, each one round trip. A turn is the hot path of the service
 // (the benchmark asks for hundreds per second on two shared cores, and every round trip to
@@ -55,14 +56,9 @@ const MESSAGE_COLUMNS = `id, chat_id as "chatId", user_id as "userId", role, con
 const INSERTED_COLUMNS =
   'id, chat_id, user_id, role, content, status, reply_to, model, provider, context_tokens, cached, attachments, quota_reserved, params, created_at, completed_at';
 
-/** The outbox rows of events, as @vivier/messaging's `publish` writes them. */
+/** The outbox rows of events, as @vivier/messaging's `publish` writes them (trace context included). */
 function outboxJson(events: AnyEvent[]): string {
-  return JSON.stringify(
-    events.map((event) => {
-      const record = toKafkaRecord(event);
-      return { event_id: event.id, topic: record.topic, key: record.key, envelope: event, headers: record.headers };
-    }),
-  );
+  return JSON.stringify(outboxRecords(events).map((r) => ({ event_id: r.eventId, topic: r.topic, key: r.key, envelope: r.envelope, headers: r.headers })));
 }
 
 const OUTBOX_INSERT = (param: string, guard: string) => `
@@ -76,15 +72,22 @@ const OUTBOX_INSERT = (param: string, guard: string) => `
  * chat's `updated_at`. `$1` user, `$2` month, `$3` tokens to reserve, `$4` messages (jsonb), `$5`
  * outbox rows (jsonb), `$6` chat id, `$7` time. No rows back: the quota refused it.
  */
-const INSERT_TURN = `
-with reserve as (
+/**
+ * Reserves `$3` tokens for user `$1` in month `$2` if `used + reserved + $3` stays within the user's
+ * quota (or there is none): one statement, so concurrent sends cannot both squeeze through the last
+ * tokens (the conflicting row is locked and re-checked). One row back when granted, none when refused.
+ */
+const RESERVE_QUOTA = `
   insert into chat.quota_usage as u (user_id, month, reserved, used)
   select $1::uuid, $2::date, $3::bigint, 0
   where not exists (select 1 from chat.quotas q where q.user_id = $1::uuid and q.monthly_tokens is not null and q.monthly_tokens < $3::bigint)
   on conflict (user_id, month) do update set reserved = u.reserved + excluded.reserved
   where not exists (select 1 from chat.quotas q where q.user_id = u.user_id and q.monthly_tokens is not null
                     and u.used + u.reserved + excluded.reserved > q.monthly_tokens)
-  returning 1
+  returning 1`;
+
+const INSERT_TURN = `
+with reserve as (${RESERVE_QUOTA}
 ), turn as (
   insert into chat.messages (${INSERTED_COLUMNS})
   select ${INSERTED_COLUMNS} from jsonb_populate_recordset(null::chat.messages, $4::jsonb)
@@ -142,20 +145,119 @@ select * from done`;
  * tokens of `$1` in the month of `$2` become `$4` used, and the events (`$5`) go to the outbox,
  * in one statement (one round trip, one implicit transaction).
  */
+/**
+ * Settles many reservations and writes their events, in one statement: `$1` the settlements, one
+ * per (user, month), as jsonb `[{user_id, month, reserved, used}]`; `$2` the outbox rows. The quota
+ * rows are locked in key order first, so two instances settling overlapping users cannot deadlock.
+ * A row that is missing (never, after a reservation) is created with the usage alone.
+ */
 const SETTLE_AND_PUBLISH = `
-with settle as (
-  insert into chat.quota_usage as u (user_id, month, reserved, used) values ($1::uuid, $2::date, 0, $4::bigint)
-  on conflict (user_id, month) do update set reserved = greatest(u.reserved - $3::bigint, 0), used = u.used + excluded.used
+with s as (
+  select * from jsonb_to_recordset($1::jsonb) as s(user_id uuid, month date, reserved bigint, used bigint)
+), locked as (
+  select u.user_id, u.month from chat.quota_usage u join s on s.user_id = u.user_id and s.month = u.month
+  order by u.user_id, u.month for update of u
+), settled as (
+  update chat.quota_usage u set reserved = greatest(u.reserved - s.reserved, 0), used = u.used + s.used
+  from locked l join s on s.user_id = l.user_id and s.month = l.month
+  where u.user_id = l.user_id and u.month = l.month
   returning 1
-), events as (${OUTBOX_INSERT('$5', 'settle')}
+), created as (
+  insert into chat.quota_usage (user_id, month, reserved, used)
+  select s.user_id, s.month, 0, s.used from s where not exists (select 1 from locked l where l.user_id = s.user_id and l.month = s.month)
+  on conflict (user_id, month) do update set used = chat.quota_usage.used + excluded.used
+  returning 1
+), events as (${OUTBOX_INSERT('$2', 's')}
 )
-select count(*)::int as settled from settle`;
+select (select count(*) from settled)::int + (select count(*) from created)::int as settled`;
+
+/** A reservation to settle: what was reserved, what was used, and the events that report it. */
+export interface Settlement {
+  userId: string;
+  month: string;
+  reserved: number;
+  used: number;
+  events: AnyEvent[];
+}
 
 /** `chatId`'s newest history rows (the first batch of a context) and the chat, read together. */
-export const HISTORY_COLUMNS = `id, role, content, status, reply_to as "replyTo", context_tokens as "contextTokens", attachments, created_at as "createdAt"`;
+export const HISTORY_COLUMNS = `id, role, content, status, reply_to as "replyTo", context_tokens as "contextTokens", attachments, created_at::text as "createdAt"`;
+
+/**
+ * The caller's chat and its newest `limit` messages in one statement: one row per message, or a
+ * single row without message columns for a chat with none yet, or no row at all (not the caller's
+ * chat, or no such chat). The chat's columns come on one row only (the others carry nulls, which
+ * cost nothing to read) and its times as ISO text: a long history would otherwise have the driver
+ * parse them, two dates among them, once per message.
+ */
+const CHAT_ONCE = [
+  ['c.id', 'c_id'],
+  ['c.user_id', 'c_user_id'],
+  ['c.title', 'c_title'],
+  ['c.model', 'c_model'],
+  ['c.system_prompt', 'c_system_prompt'],
+  ['c.archived', 'c_archived'],
+  ['to_json(c.created_at)#>>\'{}\'', 'c_created_at'],
+  ['to_json(c.updated_at)#>>\'{}\'', 'c_updated_at'],
+]
+  .map(([expr, name]) => `case when coalesce(h.rn, 1) = 1 then ${expr} end as ${name}`)
+  .join(', ');
+
+const CHAT_WITH_HISTORY = `
+select ${CHAT_ONCE}, h.*
+  from chat.chats c
+  left join lateral (
+    select m.*, row_number() over () as rn from (
+      select ${HISTORY_COLUMNS} from chat.messages where chat_id = c.id order by created_at desc, id desc limit $3
+    ) m
+  ) h on true
+ where c.id = $1::uuid and c.user_id = $2::uuid`;
+
+interface ChatWithHistoryRow extends Partial<HistoryRow> {
+  c_id: string | null;
+  c_user_id: string;
+  c_title: string | null;
+  c_model: string;
+  c_system_prompt: string | null;
+  c_archived: boolean;
+  c_created_at: string;
+  c_updated_at: string;
+}
 
 export function turnsRepository(runner: SqlRunner) {
   return {
+    /** See CHAT_WITH_HISTORY: what sending a message reads, in one round trip. */
+    async chatWithHistory(userId: string, chatId: string, limit: number): Promise<{ chat: ChatRow; history: HistoryRow[] } | undefined> {
+      const rows = await runner.rows<ChatWithHistoryRow>('chat-with-history-v2', CHAT_WITH_HISTORY, [chatId, userId, limit]);
+      const first = rows.find((r) => r.c_id !== null);
+      if (!first) return undefined;
+      const chat: ChatRow = {
+        id: first.c_id!,
+        userId: first.c_user_id,
+        title: first.c_title,
+        model: first.c_model,
+        systemPrompt: first.c_system_prompt,
+        archived: first.c_archived,
+        createdAt: new Date(first.c_created_at),
+        updatedAt: new Date(first.c_updated_at),
+      };
+      const history: HistoryRow[] = [];
+      for (const row of rows) {
+        if (row.id === null || row.id === undefined) continue;
+        history.push({
+          id: row.id,
+          role: row.role!,
+          content: row.content!,
+          status: row.status!,
+          replyTo: row.replyTo!,
+          contextTokens: row.contextTokens!,
+          attachments: row.attachments!,
+          createdAt: row.createdAt!,
+        });
+      }
+      return { chat, history };
+    },
+
     /** The stored messages (user message first, when there is one), or undefined when the quota refused. */
     async insertTurn(input: {
       userId: string;
@@ -214,13 +316,28 @@ export function turnsRepository(runner: SqlRunner) {
       return row && withDates(row);
     },
 
-    /** See SETTLE_AND_PUBLISH. */
-    async settleAndPublish(input: { userId: string; month: string; reserved: number; used: number; events: AnyEvent[] }): Promise<void> {
-      await runner.rows('chat-settle-publish-v1', SETTLE_AND_PUBLISH, [input.userId, input.month, input.reserved, input.used, outboxJson(input.events)]);
+    /** See RESERVE_QUOTA. False when the quota refused it. */
+    async reserveQuota(userId: string, month: string, tokens: number): Promise<boolean> {
+      return (await runner.rows('chat-reserve-quota-v1', RESERVE_QUOTA, [userId, month, tokens])).length > 0;
+    },
+
+    /** See SETTLE_AND_PUBLISH; settlements of one (user, month) are added up first. */
+    async settleAndPublish(settlements: Settlement[]): Promise<void> {
+      if (settlements.length === 0) return;
+      const byKey = new Map<string, { user_id: string; month: string; reserved: number; used: number }>();
+      for (const s of settlements) {
+        const key = `${s.userId} ${s.month}`;
+        const sum = byKey.get(key);
+        if (sum) {
+          sum.reserved += s.reserved;
+          sum.used += s.used;
+        } else byKey.set(key, { user_id: s.userId, month: s.month, reserved: s.reserved, used: s.used });
+      }
+      await runner.rows('chat-settle-publish-v2', SETTLE_AND_PUBLISH, [JSON.stringify([...byKey.values()]), outboxJson(settlements.flatMap((s) => s.events))]);
     },
 
     /** A batch of history, newest first, strictly before `before` when given. */
-    async historyBatch(chatId: string, before: { id: string; createdAt: Date } | undefined, limit: number): Promise<HistoryRow[]> {
+    async historyBatch(chatId: string, before: { id: string; createdAt: Date | string } | undefined, limit: number): Promise<HistoryRow[]> {
       if (!before) {
         return runner.rows<HistoryRow>(
           'chat-history-v1',
@@ -233,7 +350,7 @@ export function turnsRepository(runner: SqlRunner) {
         `select ${HISTORY_COLUMNS} from chat.messages
          where chat_id = $1::uuid and created_at <= $2::timestamptz and (created_at, id) < ($2::timestamptz, $3::uuid)
          order by created_at desc, id desc limit $4`,
-        [chatId, before.createdAt.toISOString(), before.id, limit],
+        [chatId, typeof before.createdAt === 'string' ? before.createdAt : before.createdAt.toISOString(), before.id, limit],
       );
     },
   };

@@ -1,5 +1,4 @@
-import { createHash } from 'node:crypto';
-import { createEvent, EVENTS } from '@vivier/contracts';
+import { createEvent, EVENTS, nameBasedUuid } from '@vivier/contracts';
 import {
   countPromptTokens,
   countTokens,
@@ -9,12 +8,12 @@ import {
   type ProviderRouter,
 } from '@vivier/providers';
 import { HttpProblem, type Identity } from '@vivier/service-kit';
-import type { ChatDatabase } from '../../database';
 import { newId } from '../../ids';
 import type { ChatMetrics } from '../../metrics';
 import type { ModelCatalog } from '../models/models.service';
 import type { TurnsRepository } from '../messages/turns.repository';
-import { quotaMonth, quotasRepository } from '../quotas/quotas.repository';
+import { quotaMonth } from '../quotas/quotas.repository';
+import { UsageLedger } from '../quotas/usage-ledger';
 
 /** The request body of `POST /v1/chat/completions`, as far as Vivier uses it. */
 export interface CompletionBody {
@@ -67,11 +66,7 @@ const FINISH: Record<string, string> = {
  * (RFC 9562 v5 layout) of the user id.
  */
 export function apiChatId(userId: string): string {
-  const hash = createHash('sha1').update(`vivier:openai-api:${userId}`).digest();
-  hash[6] = (hash[6]! & 0x0f) | 0x50;
-  hash[8] = (hash[8]! & 0x3f) | 0x80;
-  const hex = hash.subarray(0, 16).toString('hex');
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  return nameBasedUuid('sha1', `vivier:openai-api:${userId}`);
 }
 
 /** OpenAI's message content → the providers library's (text and data-URL images). */
@@ -113,14 +108,15 @@ function toMessages(body: CompletionBody): ChatMessage[] {
  * `POST /v1/chat/completions` through the same router, quotas and usage accounting as chats:
  * reserve prompt + maximum output against the monthly quota (one statement), stream from the
  * provider straight to the client, then settle the reservation with the real usage and write
- * `chat.message.completed` in one transaction. Nothing is stored of the conversation itself.
+ * `chat.message.completed` in one statement. Both writes are group-committed (UsageLedger): one
+ * API key at high concurrency would otherwise queue every request on its quota row. Nothing is
+ * stored of the conversation itself.
  */
 export class OpenAiService {
-  private readonly quotas;
+  private readonly ledger: UsageLedger;
 
   constructor(
     private readonly deps: {
-      db: ChatDatabase;
       turns: TurnsRepository;
       router: ProviderRouter;
       models: ModelCatalog;
@@ -128,7 +124,7 @@ export class OpenAiService {
       maxOutputTokens: number;
     },
   ) {
-    this.quotas = quotasRepository(deps.db);
+    this.ledger = new UsageLedger(deps.turns);
   }
 
   models() {
@@ -163,7 +159,7 @@ export class OpenAiService {
     const reserved = promptTokens + maxTokens;
     const now = new Date();
     const month = quotaMonth(now);
-    if (!(await this.quotas.reserve(user.sub, month, reserved))) {
+    if (!(await this.ledger.reserve(user.sub, month, reserved))) {
       this.deps.metrics.quotaRejections.inc();
       throw new HttpProblem(
         429,
@@ -266,8 +262,8 @@ export class OpenAiService {
   ): Promise<void> {
     const used = outcome.promptTokens + outcome.completionTokens;
     const latencyMs = Math.round(performance.now() - outcome.startedAt);
-    // One statement: the settlement and the usage event (each round trip costs here).
-    await this.deps.turns.settleAndPublish({
+    // One statement for the settlement and the usage event, shared with the requests settling meanwhile.
+    await this.ledger.settle({
       userId: user.sub,
       month: prepared.month,
       reserved: prepared.reserved,

@@ -332,11 +332,14 @@ export class ReplyRunner {
   /** Waits for the replies in flight (graceful shutdown), then stops those still running. */
   async drain(timeoutMs: number): Promise<void> {
     clearInterval(this.leaseTimer);
-    const pending = [...this.runs.values()].map((run) => run.done);
-    if (pending.length === 0) return;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.all(pending), new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
-    clearTimeout(timer);
+    // Until none is left: a request that arrived just before the signal may start its reply
+    // while the first ones finish, and it must finish too (within the time given).
+    const deadline = Date.now() + timeoutMs;
+    while (this.runs.size > 0 && Date.now() < deadline) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.all([...this.runs.values()].map((run) => run.done)), new Promise((resolve) => (timer = setTimeout(resolve, Math.min(100, deadline - Date.now()))))]);
+      clearTimeout(timer);
+    }
     for (const id of this.runs.keys()) this.cancelLocal(id, 'shutdown');
     await Promise.all([...this.runs.values()].map((run) => run.done));
     await this.deps.streams.flush();

@@ -1,7 +1,12 @@
 import { sql } from 'drizzle-orm';
 import type { Executor } from '@vivier/messaging';
 import { chatTables } from '@vivier/db-chat';
-import type { QueryResult } from '../quotas/quotas.repository';
+
+/** node-postgres' result of `execute` (drizzle types it per driver). */
+interface QueryResult<T> {
+  rows: T[];
+  rowCount: number | null;
+}
 
 const { messages, chats } = chatTables;
 

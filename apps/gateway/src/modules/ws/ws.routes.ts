@@ -24,6 +24,9 @@ export interface WsOptions {
 /** Close codes: 4401 not (or no longer) authenticated, 4403 origin refused, 4008 too slow to keep up. */
 export const CLOSE = { unauthenticated: 4401, forbiddenOrigin: 4403, slowConsumer: 4008, goingAway: 1001 } as const;
 
+/** How long a slow socket's close frame may wait behind its buffer before the connection is cut. */
+const SLOW_CLOSE_GRACE_MS = 5000;
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 type ClientFrame =
@@ -148,12 +151,29 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
     let identity: Identity | undefined;
     const cleanups: Array<() => void> = [];
     let alive = true;
+    let ended = false;
+    /** Counted once, and the socket follows nothing more from the moment it is decided. */
+    const end = (code: number) => {
+      if (ended) return;
+      ended = true;
+      closed.inc({ code: String(code) });
+      sockets.delete(socket);
+      clearInterval(ping);
+      clearTimeout(authTimer);
+      for (const cleanup of cleanups.splice(0)) cleanup();
+    };
+    const closeWith = (code: number, reason: string) => {
+      end(code);
+      socket.close(code, reason);
+    };
 
     const send = (frame: Record<string, unknown>) => {
-      if (socket.readyState !== socket.OPEN) return;
-      // Backpressure: a socket that cannot drain is dropped, not buffered without bound.
+      if (ended || socket.readyState !== socket.OPEN) return;
+      // Backpressure: a socket that cannot drain is dropped, not buffered without bound. Its close
+      // frame waits behind what is buffered; a peer that does not read it within the grace is cut.
       if (socket.bufferedAmount > options.maxBufferedBytes) {
-        socket.close(CLOSE.slowConsumer, 'too slow to keep up');
+        closeWith(CLOSE.slowConsumer, 'too slow to keep up');
+        setTimeout(() => socket.terminate(), SLOW_CLOSE_GRACE_MS).unref();
         return;
       }
       socket.send(JSON.stringify(frame));
@@ -170,7 +190,7 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
     }, options.pingIntervalMs);
     socket.on('pong', () => (alive = true));
     const authTimer = setTimeout(() => {
-      if (!identity) socket.close(CLOSE.unauthenticated, 'authenticate within a few seconds');
+      if (!identity) closeWith(CLOSE.unauthenticated, 'authenticate within a few seconds');
     }, options.authTimeoutMs);
 
     let authenticating = false;
@@ -180,19 +200,22 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
       try {
         auth = await authenticate(credential);
       } catch (error) {
-        socket.close(CLOSE.unauthenticated, (error as Error).message.slice(0, 120));
+        closeWith(CLOSE.unauthenticated, (error as Error).message.slice(0, 120));
         return;
       }
       clearTimeout(authTimer);
       identity = auth.identity;
       // Closed when auth revokes the credential, and when an access token expires.
-      cleanups.push(app.edgeAuth.openRequests.add(auth.identity, auth.iat, () => socket.close(CLOSE.unauthenticated, 'credential revoked')));
+      if (ended) return; // closed while the credential was being checked
+      cleanups.push(app.edgeAuth.openRequests.add(auth.identity, auth.iat, () => closeWith(CLOSE.unauthenticated, 'credential revoked')));
       if (auth.exp !== undefined) {
-        const expiry = setTimeout(() => socket.close(CLOSE.unauthenticated, 'access token expired'), Math.max(0, auth.exp * 1000 - Date.now()));
+        const expiry = setTimeout(() => closeWith(CLOSE.unauthenticated, 'access token expired'), Math.max(0, auth.exp * 1000 - Date.now()));
         cleanups.push(() => clearTimeout(expiry));
       }
       try {
-        cleanups.push(await channels.follow(auth.identity.sub, (envelope) => send(replyFrame(envelope))));
+        const unfollow = await channels.follow(auth.identity.sub, (envelope) => send(replyFrame(envelope)));
+        if (ended) return unfollow();
+        cleanups.push(unfollow);
       } catch (error) {
         app.log.warn({ err: error }, 'cannot follow the user channel');
         send({ type: 'error', code: 'fanout_unavailable', detail: 'Live events are unavailable right now; use chat.resume to catch up.' });
@@ -261,13 +284,7 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
         send({ type: 'error', code: 'internal_error', detail: 'The frame could not be handled.' });
       });
     });
-    socket.on('close', (code: number) => {
-      closed.inc({ code: String(code) });
-      sockets.delete(socket);
-      clearInterval(ping);
-      clearTimeout(authTimer);
-      for (const cleanup of cleanups) cleanup();
-    });
+    socket.on('close', (code: number) => end(code));
 
     const header = request.headers.authorization;
     if (header?.startsWith('Bearer ') && header.length > 7) void start(header.slice(7).trim());

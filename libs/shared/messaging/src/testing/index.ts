@@ -26,7 +26,7 @@ export async function createTestSchema(adminUrl: string): Promise<TestSchema> {
   const pool = new pg.Pool({ connectionString: adminUrl, max: 8 });
   pool.on('error', () => undefined);
   const folder = path.join(ROOT, 'libs/db/worker/migrations');
-  const files = (await readdir(folder)).filter((f) => /^000[01]_.*\.sql$/.test(f)).sort();
+  const files = (await readdir(folder)).filter((f) => /^(000[01]_.*|\d{4}_outbox_.*)\.sql$/.test(f)).sort();
   const client = await pool.connect();
   try {
     for (const file of files) {

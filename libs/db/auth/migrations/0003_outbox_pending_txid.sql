@@ -1,0 +1,5 @@
+-- vivier:no-transaction
+-- Built without blocking the outbox's writes (every turn, sign-in or usage record inserts there).
+-- A failed concurrent build leaves an invalid index: dropped first when this runs again.
+DROP INDEX CONCURRENTLY IF EXISTS "auth"."outbox_pending_txid_idx";--> statement-breakpoint
+CREATE INDEX CONCURRENTLY "outbox_pending_txid_idx" ON "auth"."outbox" USING btree ("txid") WHERE "auth"."outbox"."published_at" is null;
