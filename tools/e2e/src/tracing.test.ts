@@ -119,7 +119,16 @@ describe('OpenTelemetry tracing', () => {
       expect(registered.status).toBe(201);
       const { accessToken } = (await registered.json()) as { accessToken: string };
       const auth = { authorization: `Bearer ${accessToken}`, 'content-type': 'application/json' };
-      const chat = (await (await fetch(`${base}/api/v1/chats`, { method: 'POST', headers: auth, body: '{}' })).json()) as { id: string };
+      // The chat is made in a trace of its own, and the turn starts once admin and the worker have
+      // consumed its event: a consumer processes a run of records as one span in the first record's
+      // trace (the others linked), so a turn whose events joined the chat's run would be traced
+      // under the chat's trace instead of its own.
+      const setupTraceId = randomBytes(16).toString('hex');
+      const chat = (await (
+        await fetch(`${base}/api/v1/chats`, { method: 'POST', headers: { ...auth, traceparent: `00-${setupTraceId}-${randomBytes(8).toString('hex')}-01` }, body: '{}' })
+      ).json()) as { id: string };
+      const consumedSetup = (service: string) => collector.spans.some((s) => s.traceId === setupTraceId && s.service === service && s.kind === KIND.consumer && s.name === 'process chat.events');
+      await expect.poll(() => consumedSetup('vivier-admin') && consumedSetup('vivier-worker'), { timeout: 60_000, interval: 100 }).toBe(true);
 
       // The client's own trace context: the turn continues it.
       const traceId = randomBytes(16).toString('hex');
