@@ -168,9 +168,8 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
   await app.register(filesRoutes, { files, maxBytes: config.CHAT_UPLOAD_MAX_BYTES });
   await app.register(exportsRoutes, { exports: exportsService });
   await app.register(exportsInternalRoutes, { exports: exportsService });
-  await app.register(openAiRoutes, {
-    openai: new OpenAiService({ turns, router, models, metrics, maxOutputTokens: config.CHAT_MAX_OUTPUT_TOKENS }),
-  });
+  const openai = new OpenAiService({ turns, router, models, metrics, maxOutputTokens: config.CHAT_MAX_OUTPUT_TOKENS, log: app.log });
+  await app.register(openAiRoutes, { openai });
 
   app.addHook('onReady', async () => {
     // Partitions first (inserts need them); the tokenizer is loaded before the first message.
@@ -183,6 +182,8 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
     await sweeper.stop();
   });
   app.addHook('onClose', async () => {
+    // The requests have ended; the settlements they left run on until written (the pool closes after).
+    await openai.drain();
     await hub.close();
     await router.close();
   });

@@ -14,15 +14,16 @@ describe('quotas, cache and async replies', () => {
   let chat: TestChat;
   let pool: pg.Pool;
   let producer: Producer;
+  let providersFile: string;
   const admin = { userId: randomUUID() };
 
   beforeAll(async () => {
     sim = await startProviderSim({ port: 0 });
     sim.setFaults({ tokensPerSecond: 40 }, 'paced');
-    const file = writeProvidersFile({
+    providersFile = writeProvidersFile({
       providers: { openai: { baseUrl: `${sim.url}/v1`, apiKey: 'sk-test' }, sim: { tokensPerSecond: 0, firstTokenLatencyMs: 0 } },
     });
-    chat = await startChat({ PROVIDERS_FILE: file, CHAT_DEFAULT_MODEL: 'openai/gpt-4o-mini', CONSUMER_SESSION_TIMEOUT_MS: '6000' }, { consumers: true });
+    chat = await startChat({ PROVIDERS_FILE: providersFile, CHAT_DEFAULT_MODEL: 'openai/gpt-4o-mini', CONSUMER_SESSION_TIMEOUT_MS: '6000' }, { consumers: true });
     await chat.listen();
     pool = chatPool();
     const kafka = new Kafka({ clientId: 'chat-test', brokers: chat.config.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING });
@@ -118,11 +119,12 @@ describe('quotas, cache and async replies', () => {
       );
     // No quota: every request answered; nothing left reserved, the sum of their usage used, and
     // one usage event each (the settlements of a batch are one statement).
+    // Settlements are written after the answers (see the next test): wait for them.
     const free = testUser();
     const answers = await complete(free, 30);
     expect(answers.map((r) => r.statusCode)).toEqual(Array(30).fill(200));
     const total = answers.reduce((n, r) => n + (r.json() as { usage: { total_tokens: number } }).usage.total_tokens, 0);
-    expect(await usage(free.id)).toEqual({ reserved: 0, used: total });
+    await expect.poll(() => usage(free.id)).toEqual({ reserved: 0, used: total });
     const { rows } = await pool.query(`select count(*)::int as n from chat.outbox where key = $1 and topic = 'chat.events'`, [apiChatId(free.id)]);
     expect(rows[0].n).toBe(30);
 
@@ -132,10 +134,56 @@ describe('quotas, cache and async replies', () => {
     await setQuota(limited.id, 400);
     const statuses = (await complete(limited, 6)).map((r) => r.statusCode).sort();
     expect(statuses).toEqual([200, 200, 200, 429, 429, 429]);
-    const final = (await usage(limited.id))!;
-    expect(final.reserved).toBe(0);
-    expect(final.used).toBeLessThanOrEqual(400);
+    await expect.poll(async () => (await usage(limited.id))!.reserved).toBe(0);
+    expect((await usage(limited.id))!.used).toBeLessThanOrEqual(400);
   }, 90_000);
+
+  it('OpenAI API: answers before its settlement is written, and closing the service waits for every settlement', async () => {
+    const instance = await startChat({ PROVIDERS_FILE: providersFile, CHAT_DEFAULT_MODEL: 'openai/gpt-4o-mini' });
+    const [first, second] = [testUser(), testUser()];
+    const ask = (user: ReturnType<typeof testUser>) =>
+      instance.app.inject({
+        method: 'POST',
+        url: '/v1/chat/completions',
+        headers: user.headers,
+        payload: { model: 'openai/paced', max_tokens: 40, messages: [{ role: 'user', content: 'Tell me about rivers.' }] },
+      });
+    const notWaiting = async (answer: ReturnType<typeof ask>) => {
+      const timeout = new Promise<'waited for a settlement'>((resolve) => setTimeout(() => resolve('waited for a settlement'), 10_000));
+      const response = await Promise.race([answer, timeout]);
+      expect(response).not.toBe('waited for a settlement');
+      return ((response as Awaited<ReturnType<typeof ask>>).json() as { usage: { total_tokens: number } }).usage.total_tokens;
+    };
+    const locker = await pool.connect();
+    let closed = false;
+    try {
+      // 40 tokens/s: the reservation is in while the reply is paced; then the first user's quota
+      // row is locked, so that settlement (an update of the row) waits for this transaction…
+      const answer = ask(first);
+      await eventually(async () => ((await usage(first.id))?.reserved ?? 0) > 0);
+      await locker.query('begin');
+      await locker.query('select 1 from chat.quota_usage where user_id = $1 for update', [first.id]);
+      const firstTokens = await notWaiting(answer);
+      // …and the second user's, queued behind it in the ledger, waits for that statement.
+      const secondTokens = await notWaiting(ask(second));
+      expect(await usage(first.id)).toMatchObject({ used: 0 });
+      expect(await usage(second.id)).toMatchObject({ used: 0 });
+
+      const closing = instance.close().then(() => (closed = true));
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(closed).toBe(false);
+      await locker.query('commit');
+      await closing;
+      expect(await usage(first.id)).toEqual({ reserved: 0, used: firstTokens });
+      expect(await usage(second.id)).toEqual({ reserved: 0, used: secondTokens });
+      const { rows } = await pool.query(`select count(*)::int as n from chat.outbox where key = any($1) and topic = 'chat.events'`, [[apiChatId(first.id), apiChatId(second.id)]]);
+      expect(rows[0].n).toBe(2);
+    } finally {
+      await locker.query('rollback').catch(() => undefined);
+      locker.release();
+      if (!closed) await instance.close().catch(() => undefined);
+    }
+  }, 60_000);
 
   it('answers an identical temperature-0 request from the cache, marked cached and counted', async () => {
     const user = testUser();

@@ -1,3 +1,5 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { FastifyBaseLogger } from 'fastify';
 import { createEvent, EVENTS, nameBasedUuid } from '@vivier/contracts';
 import {
   countPromptTokens,
@@ -11,7 +13,7 @@ import { HttpProblem, type Identity } from '@vivier/service-kit';
 import { newId } from '../../ids';
 import type { ChatMetrics } from '../../metrics';
 import type { ModelCatalog } from '../models/models.service';
-import type { TurnsRepository } from '../messages/turns.repository';
+import type { Settlement, TurnsRepository } from '../messages/turns.repository';
 import { quotaMonth } from '../quotas/quotas.repository';
 import { UsageLedger } from '../quotas/usage-ledger';
 
@@ -108,12 +110,19 @@ function toMessages(body: CompletionBody): ChatMessage[] {
  * `POST /v1/chat/completions` through the same router, quotas and usage accounting as chats:
  * reserve prompt + maximum output against the monthly quota (one statement), stream from the
  * provider straight to the client, then settle the reservation with the real usage and write
- * `chat.message.completed` in one statement. Both writes are group-committed (UsageLedger): one
- * API key at high concurrency would otherwise queue every request on its quota row. Nothing is
- * stored of the conversation itself.
+ * `chat.message.completed` in one statement, after the answer has gone (as gateways log usage:
+ * the client does not wait for the bookkeeping; closing the service waits for it). Both writes
+ * are group-committed (UsageLedger): one API key at high concurrency would otherwise queue every
+ * request on its quota row. Nothing is stored of the conversation itself.
  */
+/** Tries of a settlement before it is logged as lost, the first pause between them, growing 4× each. */
+const SETTLE_ATTEMPTS = 5;
+const SETTLE_RETRY_MS = 100;
+
 export class OpenAiService {
   private readonly ledger: UsageLedger;
+  /** Settlements under way (run() answers before they are written). */
+  private readonly settling = new Set<Promise<void>>();
 
   constructor(
     private readonly deps: {
@@ -122,6 +131,7 @@ export class OpenAiService {
       models: ModelCatalog;
       metrics: ChatMetrics;
       maxOutputTokens: number;
+      log: FastifyBaseLogger;
     },
   ) {
     this.ledger = new UsageLedger(deps.turns);
@@ -250,11 +260,26 @@ export class OpenAiService {
     const spent = outcome.text.length > 0 || outcome.status === 'completed';
     outcome.promptTokens = reported?.promptTokens ?? (spent ? prepared.promptTokens : 0);
     outcome.completionTokens = reported?.completionTokens ?? (await countTokens(outcome.text));
-    await this.settle(user, prepared, outcome);
+    // The answer does not wait for its settlement (see settle): the reservation already holds its
+    // tokens against the quota, and the write joins the next group commit.
+    const settling = this.settle(user, prepared, outcome).finally(() => this.settling.delete(settling));
+    this.settling.add(settling);
     if (failure && outcome.text.length === 0) throw providerProblem(failure);
     return outcome;
   }
 
+  /** Resolves once every settlement started so far is written (or given up); closing waits for it. */
+  async drain(): Promise<void> {
+    while (this.settling.size > 0) await Promise.all(this.settling);
+  }
+
+  /**
+   * Settles the reservation with what was used and writes `chat.message.completed`, in one
+   * statement shared with the requests settling meanwhile. Runs after the answer has gone: a
+   * failure is retried (SETTLE_ATTEMPTS, growing pauses) and, if the database stays away, logged
+   * with everything needed to settle by hand. Until it is written the quota counts the whole
+   * reservation, so a late settlement can refuse a request early but never let one overdraw.
+   */
   private async settle(
     user: Identity,
     prepared: Awaited<ReturnType<OpenAiService['prepare']>>,
@@ -262,8 +287,7 @@ export class OpenAiService {
   ): Promise<void> {
     const used = outcome.promptTokens + outcome.completionTokens;
     const latencyMs = Math.round(performance.now() - outcome.startedAt);
-    // One statement for the settlement and the usage event, shared with the requests settling meanwhile.
-    await this.ledger.settle({
+    const settlement: Settlement = {
       userId: user.sub,
       month: prepared.month,
       reserved: prepared.reserved,
@@ -287,7 +311,22 @@ export class OpenAiService {
           completedAt: new Date().toISOString(),
         }),
       ],
-    });
+    };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.ledger.settle(settlement);
+        return;
+      } catch (error) {
+        if (attempt >= SETTLE_ATTEMPTS) {
+          this.deps.log.error(
+            { err: error, userId: user.sub, month: prepared.month, reserved: prepared.reserved, used, messageId: prepared.id, attempts: attempt },
+            'could not settle an OpenAI API request: its reservation stays counted and its usage event is missing',
+          );
+          return;
+        }
+        await sleep(SETTLE_RETRY_MS * 4 ** (attempt - 1));
+      }
+    }
   }
 }
 
