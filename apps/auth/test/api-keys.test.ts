@@ -48,7 +48,7 @@ describe('API keys', () => {
     expect(verified.statusCode).toBe(200);
     expect(verified.json()).toEqual({ userId: owner.user.id, keyId: created.id, role: 'user' });
     await expect
-      .poll(async () => (await auth.call('GET', '/api/v1/auth/api-keys', { identity })).json<{ items: Array<{ lastUsedAt: string | null }> }>().items[0]!.lastUsedAt)
+      .poll(async () => (await auth.call('GET', '/api/v1/auth/api-keys', { identity })).json<{ items: Array<{ lastUsedAt: string | null }> }>().items[0]!.lastUsedAt, { timeout: 10_000 })
       .not.toBeNull();
 
     const wrong = await auth.internal('POST', '/internal/v1/api-keys/verify', { key: `vk_${'x'.repeat(43)}` });

@@ -19,7 +19,8 @@ describe('quotas, cache and async replies', () => {
 
   beforeAll(async () => {
     sim = await startProviderSim({ port: 0 });
-    sim.setFaults({ tokensPerSecond: 40 }, 'paced');
+    // A second before the first token, then 40 tokens/s: a paced reply holds its reservation long enough to be seen.
+    sim.setFaults({ tokensPerSecond: 40, latencyMs: 1000 }, 'paced');
     providersFile = writeProvidersFile({
       providers: { openai: { baseUrl: `${sim.url}/v1`, apiKey: 'sk-test' }, sim: { tokensPerSecond: 0, firstTokenLatencyMs: 0 } },
     });
@@ -124,7 +125,7 @@ describe('quotas, cache and async replies', () => {
     const answers = await complete(free, 30);
     expect(answers.map((r) => r.statusCode)).toEqual(Array(30).fill(200));
     const total = answers.reduce((n, r) => n + (r.json() as { usage: { total_tokens: number } }).usage.total_tokens, 0);
-    await expect.poll(() => usage(free.id)).toEqual({ reserved: 0, used: total });
+    await expect.poll(() => usage(free.id), { timeout: 10_000 }).toEqual({ reserved: 0, used: total });
     const { rows } = await pool.query(`select count(*)::int as n from chat.outbox where key = $1 and topic = 'chat.events'`, [apiChatId(free.id)]);
     expect(rows[0].n).toBe(30);
 
@@ -134,7 +135,7 @@ describe('quotas, cache and async replies', () => {
     await setQuota(limited.id, 400);
     const statuses = (await complete(limited, 6)).map((r) => r.statusCode).sort();
     expect(statuses).toEqual([200, 200, 200, 429, 429, 429]);
-    await expect.poll(async () => (await usage(limited.id))!.reserved).toBe(0);
+    await expect.poll(async () => (await usage(limited.id))!.reserved, { timeout: 10_000 }).toBe(0);
     expect((await usage(limited.id))!.used).toBeLessThanOrEqual(400);
   }, 90_000);
 

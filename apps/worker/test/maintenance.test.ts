@@ -38,15 +38,17 @@ describe('scheduled maintenance on several instances', () => {
 
   it('runs each job once per interval however many instances poll', async () => {
     await sleep(3500);
+    // From `started` (before the two instances started up, which takes its time on a loaded machine) to now.
+    const window = Date.now() - started.getTime();
     const { rows } = await pool.query<{ name: string; instance: string; started_at: Date }>(
       `select name, instance, started_at from worker.schedule_runs where started_at >= $1 order by name, started_at`,
       [started],
     );
     for (const name of ['expire-exports', 'purge-schedule-runs']) {
       const runs = rows.filter((r) => r.name === name);
-      // t≈0, 1, 2, 3 s: never two in one interval, however the two instances interleave.
+      // t≈0, 1, 2, 3 s…: never two in one interval, however the two instances interleave.
       expect(runs.length, name).toBeGreaterThanOrEqual(3);
-      expect(runs.length, name).toBeLessThanOrEqual(4);
+      expect(runs.length, name).toBeLessThanOrEqual(Math.floor(window / 1000) + 1);
       for (let i = 1; i < runs.length; i += 1) {
         expect(runs[i]!.started_at.getTime() - runs[i - 1]!.started_at.getTime(), name).toBeGreaterThanOrEqual(1000);
       }

@@ -324,13 +324,13 @@ describe('timeouts and cancellation', () => {
     const slow = createOpenAIProvider({
       baseUrl: `${sim.url}/v1`,
       apiKey: 'k',
-      headers: { 'x-sim-tokens-per-second': '20', 'x-sim-reply-tokens': '40' },
+      headers: { 'x-sim-tokens-per-second': '20', 'x-sim-reply-tokens': '60' },
     });
     const result: Outcome = { text: '', events: [] };
     try {
       for await (const ev of slow.stream(
         { model: 'slow-steady', messages: [{ role: 'user', content: 'hi' }] },
-        { timeoutMs: 400 },
+        { timeoutMs: 1000 }, // the first token well inside it even on a loaded machine; the stream takes 3 s
       ))
         if (ev.type === 'delta') result.text += ev.text;
     } catch (err) {

@@ -337,7 +337,8 @@ describe('circuit breaker', () => {
         { alias: 'chain', deployments: ['cb', 'backup'], strategy: 'ordered' },
         { alias: 'alone', deployments: ['cb'], strategy: 'ordered' },
       ],
-      { failureThreshold: 2, cooldownMs: 300 },
+      // A cool-down long enough for the checks of the open state on a loaded machine.
+      { failureThreshold: 2, cooldownMs: 1500 },
     );
     const state = () => router.circuits().find((c) => c.deploymentId === 'cb')?.state;
 
@@ -355,14 +356,14 @@ describe('circuit breaker', () => {
     expect(requestsFor('cb-model')).toHaveLength(2);
 
     // Half-open trial fails: open again.
-    await new Promise((r) => setTimeout(r, 350));
+    await new Promise((r) => setTimeout(r, 1600));
     expect((await run(router, 'chain')).route?.deploymentId).toBe('backup');
     expect(requestsFor('cb-model')).toHaveLength(3);
     expect(state()).toBe('open');
 
     // Half-open trial succeeds: closed.
     sim.setFaults({}, 'cb-model');
-    await new Promise((r) => setTimeout(r, 350));
+    await new Promise((r) => setTimeout(r, 1600));
     expect((await run(router, 'chain')).route?.deploymentId).toBe('cb');
     expect(state()).toBe('closed');
     expect(seen.circuits.filter((c) => c.deploymentId === 'cb').map((c) => `${c.from}>${c.to}`)).toEqual([

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { Client } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -34,7 +35,32 @@ function startFixture(env: Record<string, string>) {
     });
   });
   port.catch(() => undefined); // the config test expects the early exit
-  return { port, exited, output: () => out, errors: () => err };
+  /** Resolves once the fixture's /slow route has a request in hand (a fixed pause was too short on a loaded machine). */
+  const slowStarted = async () => {
+    for (const deadline = Date.now() + 15_000; !out.includes('SLOW STARTED'); ) {
+      if (Date.now() > deadline) throw new Error(`/slow never started: ${out}${err}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  return { port, exited, output: () => out, errors: () => err, slowStarted };
+}
+
+/** Whether a new connection to `port` is accepted (one-off, `connection: close`: it leaves nothing open). */
+const accepts = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/health', agent: false, headers: { connection: 'close' } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(true));
+    });
+    req.on('error', () => resolve(false));
+  });
+
+/** Resolves once nothing accepts connections on `port` any more. */
+async function refusing(port: number): Promise<void> {
+  for (const deadline = Date.now() + 10_000; await accepts(port); ) {
+    if (Date.now() > deadline) throw new Error(`port ${port} still answers`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 describe('graceful shutdown', () => {
@@ -42,10 +68,9 @@ describe('graceful shutdown', () => {
     const proc = startFixture({});
     const port = await proc.port;
     const inFlight = fetch(`http://127.0.0.1:${port}/slow?ms=1200`);
-    await new Promise((r) => setTimeout(r, 200));
+    await proc.slowStarted();
     child!.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 200));
-    await expect(fetch(`http://127.0.0.1:${port}/health`)).rejects.toThrow();
+    await refusing(port);
     const res = await inFlight;
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({ done: true });
@@ -63,10 +88,9 @@ describe('graceful shutdown', () => {
       await first.body.text();
       expect(first.headers.connection).toBe('keep-alive');
       child!.kill('SIGTERM');
-      await new Promise((r) => setTimeout(r, 300));
-      // The connection was idle at the signal. Had it been closed under us, this request would go
-      // out on a new connection and be refused: the service no longer listens.
-      await expect(fetch(`http://127.0.0.1:${port}/health`)).rejects.toThrow();
+      // The connection was idle at the signal. Had it been closed under us, the request below would
+      // go out on a new connection and be refused: the service no longer listens.
+      await refusing(port);
       const second = await client.request({ method: 'GET', path: '/ready' });
       expect(second.statusCode).toBe(503); // draining: load balancers stop sending
       expect(second.headers.connection).toBe('close');
@@ -101,7 +125,7 @@ describe('graceful shutdown', () => {
     const proc = startFixture({ SHUTDOWN_TIMEOUT_MS: '300', SHUTDOWN_GRACE_MS: '200' });
     const port = await proc.port;
     const hanging = fetch(`http://127.0.0.1:${port}/slow?ms=5000`).catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 150));
+    await proc.slowStarted();
     child!.kill('SIGTERM');
     expect(await proc.exited).toBe(1);
     await hanging;
