@@ -58,7 +58,10 @@ export class OutboxRelay {
   private running = false;
   private loop: Promise<void> | undefined;
   private client: pg.PoolClient | undefined;
+  /** Ends the current sleep; undefined while the relay is not sleeping. */
   private wake: (() => void) | undefined;
+  /** A NOTIFY (or poke) came while the relay was not sleeping: its next sleep returns at once. */
+  private woken = false;
   private backlogCountedAt = 0;
   private backlogValue = 0;
   /**
@@ -104,14 +107,24 @@ export class OutboxRelay {
 
   async stop(): Promise<void> {
     this.running = false;
-    this.wake?.();
+    this.signal();
     await this.loop;
     await this.releaseLeadership();
   }
 
   /** Wakes the relay now (tests, or callers that know they just committed). */
   poke(): void {
-    this.wake?.();
+    this.signal();
+  }
+
+  /**
+   * New rows (or a stop): ends the sleep, or, during a pass, makes the next sleep return at once.
+   * A NOTIFY that arrives while a pass runs may be for a row that pass did not see; without the
+   * flag it was lost, and the row waited for the safety poll.
+   */
+  private signal(): void {
+    if (this.wake) this.wake();
+    else this.woken = true;
   }
 
   private async run(): Promise<void> {
@@ -156,7 +169,7 @@ export class OutboxRelay {
         return false;
       }
       await client.query(`listen "${this.channel}"`);
-      client.on('notification', () => this.wake?.());
+      client.on('notification', () => this.signal());
       client.on('error', () => undefined);
       this.client = client;
       this.leader = true;
@@ -304,12 +317,17 @@ export class OutboxRelay {
   }
 
   private sleep(ms: number): Promise<void> {
+    if (this.woken) {
+      this.woken = false;
+      return Promise.resolve();
+    }
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
+      const done = () => {
         clearTimeout(timer);
+        this.wake = undefined;
         resolve();
-      }
+      };
+      const timer = setTimeout(done, ms);
       this.wake = done;
     });
   }

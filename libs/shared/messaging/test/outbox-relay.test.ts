@@ -47,7 +47,7 @@ async function pollingLeaderWithSink() {
   cleanups.push(() => sink.stop());
   const { relay: r } = relay({ pollIntervalMs: 20 });
   r.start();
-  await expect.poll(() => r.isLeader).toBe(true);
+  await expect.poll(() => r.isLeader, { timeout: 10_000 }).toBe(true);
   return sink;
 }
 
@@ -68,7 +68,7 @@ describe('outbox relay', () => {
     cleanups.push(() => sink.stop());
     const { relay: r } = relay();
     r.start();
-    await expect.poll(() => r.isLeader).toBe(true);
+    await expect.poll(() => r.isLeader, { timeout: 10_000 }).toBe(true);
 
     const rolledBack = chatEvent(chatId, 0);
     await ts.db.transaction(async (tx) => {
@@ -79,11 +79,13 @@ describe('outbox relay', () => {
     const event = chatEvent(chatId, 1);
     await ts.db.transaction((tx) => publish()(tx, event));
     const committedAt = Date.now();
-    // The poll interval is a minute: only NOTIFY can get it published this fast.
+    // The poll interval is a minute: only NOTIFY can get it published this soon (milliseconds
+    // here; the bound leaves room for transactions that tests running meanwhile keep open, since a
+    // relay publishes only below the oldest one on the server).
     await expect
-      .poll(async () => (await ts.pool.query(`select published_at from "${ts.schema}".outbox where event_id = $1`, [event.id])).rows[0].published_at, { timeout: 5000, interval: 10 })
+      .poll(async () => (await ts.pool.query(`select published_at from "${ts.schema}".outbox where event_id = $1`, [event.id])).rows[0].published_at, { timeout: 10_000, interval: 10 })
       .not.toBeNull();
-    expect(Date.now() - committedAt).toBeLessThan(1000);
+    expect(Date.now() - committedAt).toBeLessThan(10_000);
     await expect.poll(() => sink.records.filter((r) => r.key === chatId).length, { timeout: 10_000, interval: 20 }).toBe(1);
     const record = sink.records.find((r) => r.key === chatId)!;
     expect(JSON.parse(record.value)).toMatchObject({ id: event.id, type: 'vivier.chat.message.created.v1', specversion: '1.0' });
@@ -91,6 +93,56 @@ describe('outbox relay', () => {
     expect(idsOf(sink.records)).not.toContain(rolledBack.id);
     const { rows } = await ts.pool.query(`select published_at from "${ts.schema}".outbox where event_id = $1`, [event.id]);
     expect(rows[0].published_at).not.toBeNull();
+  });
+
+  it('keeps a NOTIFY that arrives while a pass runs: the row is published without waiting for the poll', async () => {
+    const chatId = randomUUID();
+    const late = chatEvent(chatId, 1);
+    // The leader's connection, as the relay gets it from the pool: once armed, after a pass that
+    // found nothing has counted its backlog, an event commits and its NOTIFY reaches the connection
+    // before the pass returns, too late for that pass to see the row.
+    let counted = 0;
+    let armed = false;
+    let emptyPass = false;
+    const pool = new Proxy(ts.pool, {
+      get(target, prop) {
+        if (prop === 'connect') {
+          return async () => {
+            const client = await target.connect();
+            const query = client.query.bind(client) as (...args: unknown[]) => Promise<pg.QueryResult>;
+            client.query = (async (...args: unknown[]) => {
+              const result = await query(...args);
+              const text = typeof args[0] === 'string' ? args[0] : '';
+              if (text.includes('pg_snapshot_xmin')) emptyPass = result.rows.every((r: { id: unknown }) => r.id === null);
+              if (text.includes('select count(*)::int as n from')) {
+                counted += 1;
+                if (armed && emptyPass && result.rows[0]?.n === 0) {
+                  armed = false;
+                  const notified = new Promise((resolve) => client.once('notification', resolve));
+                  await ts.db.transaction((tx) => publish()(tx, late));
+                  await notified;
+                }
+              }
+              return result;
+            }) as typeof client.query;
+            return client;
+          };
+        }
+        const value = Reflect.get(target, prop, target) as unknown;
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const sink = await collect(kafka, ['chat.events']);
+    cleanups.push(() => sink.stop());
+    const { relay: r } = relay({ pool }); // polls once a minute
+    r.start();
+    await expect.poll(() => r.isLeader, { timeout: 10_000 }).toBe(true);
+    await expect.poll(() => counted, { timeout: 10_000 }).toBeGreaterThan(0); // its first pass is over
+    await sleep(100);
+    armed = true;
+    r.poke();
+    await expect.poll(() => armed, { timeout: 5000 }).toBe(false);
+    await expect.poll(() => idsOf(sink.records.filter((rec) => rec.key === chatId)), { timeout: 10_000, interval: 20 }).toEqual([late.id]);
   });
 
   it('delivers events committed while no relay ran (the service stopped before publishing) once it starts again', async () => {
@@ -160,7 +212,7 @@ describe('outbox relay', () => {
     const a = relay({ pollIntervalMs: 50 });
     const b = relay({ pollIntervalMs: 50 });
     a.relay.start();
-    await expect.poll(() => a.relay.isLeader).toBe(true);
+    await expect.poll(() => a.relay.isLeader, { timeout: 10_000 }).toBe(true);
     b.relay.start();
     await sleep(300);
     expect(b.relay.isLeader).toBe(false);
@@ -185,7 +237,7 @@ describe('outbox relay', () => {
     cleanups.push(() => sink.stop());
     const { relay: r, metrics } = relay({ pollIntervalMs: 50, maxBackoffMs: 500 });
     r.start();
-    await expect.poll(() => r.isLeader).toBe(true);
+    await expect.poll(() => r.isLeader, { timeout: 10_000 }).toBe(true);
     await dev.brokerDown(1);
     try {
       for (let i = 0; i < 30; i++) await ts.db.transaction((tx) => publish()(tx, chatEvent(chatId, i)));
@@ -227,13 +279,21 @@ describe('outbox relay', () => {
     const housekeeping = { intervalMs: 100, tasks: messagingHousekeeping(ts.schema, { outboxHours: 24, processedEventsHours: 48 }) };
     const leader = relay({ housekeeping });
     leader.relay.start();
-    await expect.poll(() => leader.relay.isLeader).toBe(true);
+    await expect.poll(() => leader.relay.isLeader, { timeout: 10_000 }).toBe(true);
     const present = async (table: string, column: string, candidates: string[]) =>
       (await ts.pool.query(`select ${column} as id from "${ts.schema}".${table} where ${column} = any($1) order by 1`, [candidates])).rows.map((r) => r.id as string).sort();
-    await expect.poll(() => present('outbox', 'event_id', [ids.oldSent, ids.newSent, ids.oldUnsent]), { timeout: 10_000 }).toEqual([ids.newSent, ids.oldUnsent].sort());
-    expect(await present('processed_events', 'event_id', [ids.oldSeen, ids.newSeen])).toEqual([ids.newSeen]);
-    const runs = await leader.metrics.housekeepingRuns.get();
-    expect(runs.values.filter((v) => v.labels.outcome === 'ok').map((v) => v.labels.task).sort()).toEqual(['purge-outbox', 'purge-processed-events']);
+    // The tasks run one after the other: wait for the last one's effects and metric too.
+    const okTasks = async () => (await leader.metrics.housekeepingRuns.get()).values.filter((v) => v.labels.outcome === 'ok').map((v) => v.labels.task).sort();
+    await expect
+      .poll(
+        async () => ({
+          outbox: await present('outbox', 'event_id', [ids.oldSent, ids.newSent, ids.oldUnsent]),
+          processed: await present('processed_events', 'event_id', [ids.oldSeen, ids.newSeen]),
+          tasks: await okTasks(),
+        }),
+        { timeout: 10_000 },
+      )
+      .toEqual({ outbox: [ids.newSent, ids.oldUnsent].sort(), processed: [ids.newSeen], tasks: ['purge-outbox', 'purge-processed-events'] });
 
     // A standby relay (not the leader) never runs it.
     const standby = relay({ housekeeping });
