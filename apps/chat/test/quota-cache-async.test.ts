@@ -142,12 +142,12 @@ describe('quotas, cache and async replies', () => {
   it('OpenAI API: answers before its settlement is written, and closing the service waits for every settlement', async () => {
     const instance = await startChat({ PROVIDERS_FILE: providersFile, CHAT_DEFAULT_MODEL: 'openai/gpt-4o-mini' });
     const [first, second] = [testUser(), testUser()];
-    const ask = (user: ReturnType<typeof testUser>) =>
+    const ask = (user: ReturnType<typeof testUser>, maxTokens: number) =>
       instance.app.inject({
         method: 'POST',
         url: '/v1/chat/completions',
         headers: user.headers,
-        payload: { model: 'openai/paced', max_tokens: 40, messages: [{ role: 'user', content: 'Tell me about rivers.' }] },
+        payload: { model: 'openai/paced', max_tokens: maxTokens, messages: [{ role: 'user', content: 'Tell me about rivers.' }] },
       });
     const notWaiting = async (answer: ReturnType<typeof ask>) => {
       const timeout = new Promise<'waited for a settlement'>((resolve) => setTimeout(() => resolve('waited for a settlement'), 10_000));
@@ -158,20 +158,22 @@ describe('quotas, cache and async replies', () => {
     const locker = await pool.connect();
     let closed = false;
     try {
-      // 40 tokens/s: the reservation is in while the reply is paced; then the first user's quota
-      // row is locked, so that settlement (an update of the row) waits for this transaction…
-      const answer = ask(first);
-      await eventually(async () => ((await usage(first.id))?.reserved ?? 0) > 0);
+      // Both reserve at once and get their first token a second later; the first ends sooner.
+      const answers = [ask(first, 4), ask(second, 24)];
+      await eventually(async () => ((await usage(first.id))?.reserved ?? 0) > 0 && ((await usage(second.id))?.reserved ?? 0) > 0);
+      // Writes to quota_usage now wait for this transaction. A table lock takes no transaction id,
+      // so the relays of tests running meanwhile (which publish below the oldest one) go on.
       await locker.query('begin');
-      await locker.query('select 1 from chat.quota_usage where user_id = $1 for update', [first.id]);
-      const firstTokens = await notWaiting(answer);
-      // …and the second user's, queued behind it in the ledger, waits for that statement.
-      const secondTokens = await notWaiting(ask(second));
+      await locker.query('lock table chat.quota_usage in share mode');
+      expect((await locker.query('select txid_current_if_assigned() as xid')).rows[0].xid).toBeNull();
+      // The first settlement's statement waits for the lock; the second waits behind it in the ledger.
+      const firstTokens = await notWaiting(answers[0]!);
+      const secondTokens = await notWaiting(answers[1]!);
       expect(await usage(first.id)).toMatchObject({ used: 0 });
       expect(await usage(second.id)).toMatchObject({ used: 0 });
 
       const closing = instance.close().then(() => (closed = true));
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      await new Promise((resolve) => setTimeout(resolve, 300));
       expect(closed).toBe(false);
       await locker.query('commit');
       await closing;

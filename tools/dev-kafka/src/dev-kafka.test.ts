@@ -6,6 +6,7 @@ import type { ControlServer, DevKafka } from './index';
 
 // Everything a test starts is registered here, so a failing assertion never leaks a broker
 // or a kafkajs client into the next test.
+// Each test starts a broker of its own, which has taken over 10 s on a loaded CI machine: each gets 60 s.
 const cleanups: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
   for (const fn of cleanups.splice(0).reverse()) await fn().catch(() => {});
@@ -105,7 +106,7 @@ describe('dev-kafka mock broker', () => {
     expect([...seen.values()].every((n) => n === 1)).toBe(true);
     // The key hash spread 100 keys over all 4 partitions, so the topic really has 4.
     expect(partitions.size).toBe(4);
-  }, 30_000);
+  }, 60_000);
 
   // Retried: in the full suite on 2 shared cores the mock's coordinator has twice failed to
   // settle the second member's join within 40 s (alone, even with the CPU saturated, 15 s).
@@ -184,7 +185,7 @@ describe('dev-kafka mock broker', () => {
       if (!ok) await new Promise((r) => setTimeout(r, 200));
     }
     expect(ok).toBe(true);
-  }, 30_000);
+  }, 60_000);
 
   it('pushRequestErrors fails exactly the next N requests of that API', async () => {
     const dev = await start(1, [{ name: 'errs', partitions: 1 }]);
@@ -203,7 +204,7 @@ describe('dev-kafka mock broker', () => {
     await dev.pushBrokerRequestErrors(1, 0, 6, 1);
     expect(await send()).toMatch(/not the leader/);
     expect(await send()).toBe('ok');
-  }, 15_000);
+  }, 60_000);
 
   it('the HTTP control server reports the cluster and drives down/up', async () => {
     const dev = await start(2, []);
@@ -264,7 +265,7 @@ describe('dev-kafka mock broker', () => {
     const back = client(dev, { connectionTimeout: 1000, retry: { retries: 2 } }).admin();
     cleanups.push(() => back.disconnect());
     await expect(back.connect()).resolves.toBeUndefined();
-  }, 30_000);
+  }, 60_000);
 
   it('a bad command answers error and the broker keeps serving', async () => {
     const dev = await start(1, []);
@@ -283,7 +284,7 @@ describe('dev-kafka mock broker', () => {
     const exit = await dev.exited;
     expect(exit).toMatchObject({ code: 0, expected: true });
     await expect(dev.command('ping')).rejects.toThrow(/not running/);
-  }, 15_000);
+  }, 60_000);
 
   it('an unexpected death of the broker rejects pending calls', async () => {
     const dev = await start(1, []);
@@ -293,5 +294,5 @@ describe('dev-kafka mock broker', () => {
     // The ping may have been answered just before the kill; the next call cannot be.
     await expect(inFlight.then(() => dev.command('ping'))).rejects.toThrow(/exited|not running/);
     expect(await dev.exited).toMatchObject({ signal: 'SIGKILL', expected: false });
-  }, 15_000);
+  }, 60_000);
 });

@@ -119,7 +119,12 @@ describe('fault injection', () => {
     // About three seconds of streaming each at 25 tokens/s.
     const words = Array.from({ length: 40 }, (_, i) => `w${i}`).join(' ');
     const replies = chats.map((chatId, i) => stream(gateways[i % 2]!, users[i % 5]!, chatId, `echo: ${words}`));
-    await new Promise((r) => setTimeout(r, 1200));
+    // Every turn stored (a loaded machine may take a while to start twenty), then a moment of
+    // streaming: the kill lands mid-reply, with three seconds of each to go.
+    await expect
+      .poll(async () => (await platform.db.query<{ n: number }>(`select count(*)::int as n from chat.messages where role = 'user' and chat_id = any($1)`, [chats])).rows[0]!.n, { timeout: 30_000, interval: 50 })
+      .toBe(20);
+    await new Promise((r) => setTimeout(r, 500));
     await platform.kill('chat-1', 'SIGKILL');
     const ends = await Promise.all(replies);
     // Those on the survivor finish; those on the dead instance end with an error or a closed stream.

@@ -53,9 +53,9 @@ describe('request id across gateway and service processes', () => {
     expect(res.status).toBe(200);
     expect(res.headers.get('x-request-id')).toBe('trace-me-42');
     expect(((await res.json()) as { keys: unknown[] }).keys.length).toBeGreaterThan(0);
-    await expect.poll(() => lines.auth!.some((l) => l.requestId === 'trace-me-42')).toBe(true);
+    await expect.poll(() => lines.auth!.some((l) => l.requestId === 'trace-me-42'), { timeout: 10_000 }).toBe(true);
     // Each process logs the request when it completes; the lines reach the test as they are read.
-    await expect.poll(() => lines.gateway!.some((l) => l.requestId === 'trace-me-42')).toBe(true);
+    await expect.poll(() => lines.gateway!.some((l) => l.requestId === 'trace-me-42'), { timeout: 10_000 }).toBe(true);
   });
 
   it('generates one id when the client sends none, and the service logs that id', async () => {
@@ -67,7 +67,7 @@ describe('request id across gateway and service processes', () => {
     expect(res.status).toBe(400);
     const id = res.headers.get('x-request-id')!;
     expect(id).toMatch(/^[0-9a-f-]{36}$/);
-    await expect.poll(() => lines.auth!.some((l) => l.requestId === id)).toBe(true);
-    await expect.poll(() => lines.gateway!.some((l) => l.requestId === id)).toBe(true);
+    await expect.poll(() => lines.auth!.some((l) => l.requestId === id), { timeout: 10_000 }).toBe(true);
+    await expect.poll(() => lines.gateway!.some((l) => l.requestId === id), { timeout: 10_000 }).toBe(true);
   });
 });
