@@ -180,38 +180,32 @@ export interface Settlement {
   events: AnyEvent[];
 }
 
-/** `chatId`'s newest history rows (the first batch of a context) and the chat, read together. */
+/** The columns of a message in a context's history (see HistoryRow). */
 export const HISTORY_COLUMNS = `id, role, content, status, reply_to as "replyTo", context_tokens as "contextTokens", attachments, created_at::text as "createdAt"`;
 
 /**
- * The caller's chat and its newest `limit` messages in one statement: one row per message, or a
- * single row without message columns for a chat with none yet, or no row at all (not the caller's
- * chat, or no such chat). The chat's columns come on one row only (the others carry nulls, which
- * cost nothing to read) and its times as ISO text: a long history would otherwise have the driver
- * parse them, two dates among them, once per message.
+ * The caller's chat and its newest `limit` messages in one statement: the chat as one row (history
+ * columns null) and the messages, newest first, as the others (chat columns null); no row at all
+ * when it is not the caller's chat or there is none. A UNION ALL of the two reads: its Append runs
+ * the chat's branch, then the history's, each in its own order (the history's is all that matters:
+ * the chat row is found by its id). Joining the two instead cost the server more per message than
+ * reading the message itself: a lateral join, a window function and a CASE per chat column per
+ * row (v2), and the chat columns again on every row before that (v1). Times are text: the chat's
+ * ISO (parsed once), the messages' PostgreSQL's own (only ever sent back as a read cursor).
  */
-const CHAT_ONCE = [
-  ['c.id', 'c_id'],
-  ['c.user_id', 'c_user_id'],
-  ['c.title', 'c_title'],
-  ['c.model', 'c_model'],
-  ['c.system_prompt', 'c_system_prompt'],
-  ['c.archived', 'c_archived'],
-  ['to_json(c.created_at)#>>\'{}\'', 'c_created_at'],
-  ['to_json(c.updated_at)#>>\'{}\'', 'c_updated_at'],
-]
-  .map(([expr, name]) => `case when coalesce(h.rn, 1) = 1 then ${expr} end as ${name}`)
-  .join(', ');
-
 const CHAT_WITH_HISTORY = `
-select ${CHAT_ONCE}, h.*
+select c.id as c_id, c.user_id as c_user_id, c.title as c_title, c.model as c_model, c.system_prompt as c_system_prompt,
+       c.archived as c_archived, to_json(c.created_at)#>>'{}' as c_created_at, to_json(c.updated_at)#>>'{}' as c_updated_at,
+       null::uuid as id, null::text as role, null::text as content, null::text as status, null::uuid as "replyTo",
+       null::int as "contextTokens", null::uuid[] as attachments, null::text as "createdAt"
   from chat.chats c
-  left join lateral (
-    select m.*, row_number() over () as rn from (
-      select ${HISTORY_COLUMNS} from chat.messages where chat_id = c.id order by created_at desc, id desc limit $3
-    ) m
-  ) h on true
- where c.id = $1::uuid and c.user_id = $2::uuid`;
+ where c.id = $1::uuid and c.user_id = $2::uuid
+union all (
+select null, null, null, null, null, null, null, null, ${HISTORY_COLUMNS}
+  from chat.messages
+ where chat_id = $1::uuid and exists (select 1 from chat.chats where id = $1::uuid and user_id = $2::uuid)
+ order by created_at desc, id desc
+ limit $3)`;
 
 interface ChatWithHistoryRow extends Partial<HistoryRow> {
   c_id: string | null;
@@ -228,7 +222,7 @@ export function turnsRepository(runner: SqlRunner) {
   return {
     /** See CHAT_WITH_HISTORY: what sending a message reads, in one round trip. */
     async chatWithHistory(userId: string, chatId: string, limit: number): Promise<{ chat: ChatRow; history: HistoryRow[] } | undefined> {
-      const rows = await runner.rows<ChatWithHistoryRow>('chat-with-history-v2', CHAT_WITH_HISTORY, [chatId, userId, limit]);
+      const rows = await runner.rows<ChatWithHistoryRow>('chat-with-history-v3', CHAT_WITH_HISTORY, [chatId, userId, limit]);
       const first = rows.find((r) => r.c_id !== null);
       if (!first) return undefined;
       const chat: ChatRow = {
