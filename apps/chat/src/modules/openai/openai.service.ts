@@ -106,6 +106,10 @@ function toMessages(body: CompletionBody): ChatMessage[] {
   });
 }
 
+/** Tries of a settlement before it is logged as lost, the first pause between them, growing 4× each. */
+const SETTLE_ATTEMPTS = 5;
+const SETTLE_RETRY_MS = 100;
+
 /**
  * `POST /v1/chat/completions` through the same router, quotas and usage accounting as chats:
  * reserve prompt + maximum output against the monthly quota (one statement), stream from the
@@ -115,10 +119,6 @@ function toMessages(body: CompletionBody): ChatMessage[] {
  * are group-committed (UsageLedger): one API key at high concurrency would otherwise queue every
  * request on its quota row. Nothing is stored of the conversation itself.
  */
-/** Tries of a settlement before it is logged as lost, the first pause between them, growing 4× each. */
-const SETTLE_ATTEMPTS = 5;
-const SETTLE_RETRY_MS = 100;
-
 export class OpenAiService {
   private readonly ledger: UsageLedger;
   /** Settlements under way (run() answers before they are written). */
