@@ -19,9 +19,8 @@
 import { randomUUID } from 'node:crypto';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
-import { allTopics, createEvent, EVENTS, toKafkaRecord } from '@vivier/contracts';
-import { startDevKafka } from '@vivier/dev-kafka';
-import { startServiceProcess, stopProcess, waitReady, type ServiceProcess, freePort } from '@vivier/dev-stack';
+import { createEvent, EVENTS, toKafkaRecord } from '@vivier/contracts';
+import { startKafka, startServiceProcess, stopProcess, waitReady, type ServiceProcess, freePort } from '@vivier/dev-stack';
 import { startTestInfrastructure } from '@vivier/dev-stack/test-infra';
 import { signContext } from '@vivier/service-kit';
 import { machineNote, median, percentile, round, writeSection } from './stats';
@@ -115,7 +114,7 @@ async function seed(db: pg.Pool): Promise<{ rows: Record<string, number>; sizeMb
 
 async function main(): Promise<void> {
   const infra = await startTestInfrastructure();
-  const kafkaBroker = await startDevKafka({ topics: allTopics().map((t) => ({ name: t.name, partitions: t.partitions })) });
+  const kafkaBroker = await startKafka();
   const brokers = kafkaBroker.bootstrap;
   const db = new pg.Pool({ connectionString: infra.env.VIVIER_TEST_DATABASE_URL_ADMIN, max: 4 });
   let admin: ServiceProcess | undefined;

@@ -16,9 +16,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { allTopics } from '@vivier/contracts';
-import { startDevKafka } from '@vivier/dev-kafka';
-import { freePort, ROOT, startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
+import { freePort, ROOT, startKafka, startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
 import { startTestInfrastructure } from '@vivier/dev-stack/test-infra';
 import { closedLoop, type LoadResult } from './load';
 import { gatewayEnv, serviceEnv } from './services';
@@ -47,7 +45,7 @@ function child(command: string, args: string[], env: NodeJS.ProcessEnv, ready: R
 
 async function main(): Promise<void> {
   const infra = await startTestInfrastructure();
-  const dev = await startDevKafka({ topics: allTopics().map((t) => ({ name: t.name, partitions: t.partitions })) });
+  const dev = await startKafka();
   const procs: ServiceProcess[] = [];
   const children: ChildProcess[] = [];
   try {

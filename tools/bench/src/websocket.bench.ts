@@ -16,9 +16,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import WebSocket from 'ws';
-import { allTopics } from '@vivier/contracts';
-import { startDevKafka } from '@vivier/dev-kafka';
-import { freePort, startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
+import { freePort, startKafka, startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
 import { startTestInfrastructure } from '@vivier/dev-stack/test-infra';
 import { gatewayEnv, serviceEnv } from './services';
 import { machineNote, median, percentile, round, writeSection } from './stats';
@@ -95,7 +93,7 @@ async function gatewayMemory(gateway: ServiceProcess): Promise<{ rss: number; he
 
 async function main(): Promise<void> {
   const infra = await startTestInfrastructure();
-  const dev = await startDevKafka({ topics: allTopics().map((t) => ({ name: t.name, partitions: t.partitions })) });
+  const dev = await startKafka();
   const procs: ServiceProcess[] = [];
   const open: Socket[] = [];
   try {

@@ -4,8 +4,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
-import { allTopics, type Topic } from '@vivier/contracts';
-import { startDevKafka, type DevKafka } from '@vivier/dev-kafka';
+import type { Topic } from '@vivier/contracts';
+import type { DevKafka } from '@vivier/dev-kafka';
+import { startKafka } from './infra';
 import { freePort } from './ports';
 import { startServiceProcess, stopProcess, waitReady, type ServiceProcess } from './processes';
 import type { BackendService, Service } from './paths';
@@ -153,7 +154,7 @@ export class Platform {
 
   static async start(options: PlatformOptions): Promise<Platform> {
     const counts = { ...DEFAULT_INSTANCES, ...options.instances };
-    const kafka = await startDevKafka({ brokers: options.brokers ?? 3, topics: allTopics().map((t) => ({ name: t.name, partitions: t.partitions })) });
+    const kafka = await startKafka(options.brokers ?? 3);
     const database = await isolatedDatabase(options.label);
     const sim = await startProviderSim({ port: 0 });
     const url = new URL(process.env.VIVIER_TEST_DATABASE_ADMIN_URL!);

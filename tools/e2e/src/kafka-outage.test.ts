@@ -2,9 +2,9 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Kafka, logLevel } from 'kafkajs';
-import { allTopics, createEvent, EVENTS, toKafkaRecord } from '@vivier/contracts';
-import { startDevKafka, type DevKafka } from '@vivier/dev-kafka';
-import { startServiceProcess, stopProcess, waitReady, type ServiceProcess, freePort } from '@vivier/dev-stack';
+import { createEvent, EVENTS, toKafkaRecord } from '@vivier/contracts';
+import type { DevKafka } from '@vivier/dev-kafka';
+import { startKafka, startServiceProcess, stopProcess, waitReady, type ServiceProcess, freePort } from '@vivier/dev-stack';
 import { isolatedDatabase } from '@vivier/dev-stack/test-infra';
 import { testEnv } from '@vivier/service-kit/testing';
 
@@ -23,7 +23,7 @@ describe('a service through a Kafka outage', () => {
   let database: Awaited<ReturnType<typeof isolatedDatabase>>;
 
   beforeAll(async () => {
-    dev = await startDevKafka({ topics: allTopics().map((t) => ({ name: t.name, partitions: t.partitions })) });
+    dev = await startKafka();
     // Its own database: this chat's relay must not take over the outbox of the run's other chats.
     database = await isolatedDatabase('kafka_outage');
     const port = await freePort();

@@ -4,9 +4,8 @@ import path from 'node:path';
 import pg from 'pg';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { allTopics } from '@vivier/contracts';
-import { startDevKafka, type DevKafka } from '@vivier/dev-kafka';
-import { startServiceProcess, stopProcess, waitReady, type ServiceProcess, freePort } from '@vivier/dev-stack';
+import type { DevKafka } from '@vivier/dev-kafka';
+import { startKafka, startServiceProcess, stopProcess, waitReady, type ServiceProcess, freePort } from '@vivier/dev-stack';
 import { isolatedDatabase } from '@vivier/dev-stack/test-infra';
 import { startProviderSim, type ProviderSim } from '@vivier/provider-sim';
 import { testEnv } from '@vivier/service-kit/testing';
@@ -26,7 +25,7 @@ describe('the OpenAI-compatible API with the official openai client', () => {
 
   beforeAll(async () => {
     // Own broker (no joining the run's consumer groups) and so own database (see isolatedDatabase).
-    dev = await startDevKafka({ topics: allTopics().map((t) => ({ name: t.name, partitions: t.partitions })) });
+    dev = await startKafka();
     database = await isolatedDatabase('openai_sdk');
     sim = await startProviderSim({ port: 0 });
     sim.setFaults({ tokensPerSecond: 20 }, 'slow');

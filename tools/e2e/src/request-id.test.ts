@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServiceProcess, stopProcess, waitReady, type ServiceProcess, freePort } from '@vivier/dev-stack';
+import { startKafka, startServiceProcess, stopProcess, waitReady, type ServiceProcess, freePort } from '@vivier/dev-stack';
 import { isolatedDatabase } from '@vivier/dev-stack/test-infra';
 import { testEnv } from '@vivier/service-kit/testing';
-import { allTopics } from '@vivier/contracts';
-import { startDevKafka, type DevKafka } from '@vivier/dev-kafka';
+import type { DevKafka } from '@vivier/dev-kafka';
 
 // One request, one id: the gateway's log lines and the auth service's carry the same request id,
 // with both running as their own processes, as in production.
@@ -24,7 +23,7 @@ describe('request id across gateway and service processes', () => {
   beforeAll(async () => {
     // Its own broker, so these processes never join the consumer groups of other test files, and
     // its own database, so auth's relay never takes over the run's auth outbox for that broker.
-    dev = await startDevKafka({ topics: allTopics().map((t) => ({ name: t.name, partitions: t.partitions })) });
+    dev = await startKafka();
     database = await isolatedDatabase('request_id');
     const kafkaEnv = { KAFKA_BROKERS: dev.bootstrap.join(','), DATABASE_URL: database.serviceUrls.auth };
     const authPort = await freePort();

@@ -4,8 +4,8 @@ import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { allTopics, CONSUMER_GROUPS, SUBSCRIPTIONS } from '@vivier/contracts';
-import { startDevKafka, type DevKafka } from '@vivier/dev-kafka';
-import { freePort, ROOT, startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
+import type { DevKafka } from '@vivier/dev-kafka';
+import { freePort, ROOT, startKafka, startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
 import { isolatedDatabase } from '@vivier/dev-stack/test-infra';
 import { testEnv } from '@vivier/service-kit/testing';
 
@@ -75,7 +75,7 @@ describe('backup and restore drill', () => {
   };
 
   beforeAll(async () => {
-    dev = await startDevKafka({ topics: allTopics().map((t) => ({ name: t.name, partitions: t.partitions })) });
+    dev = await startKafka();
     database = await isolatedDatabase('restore_drill');
     const url = new URL(process.env.VIVIER_TEST_DATABASE_ADMIN_URL!);
     url.pathname = new URL(database.serviceUrls.auth).pathname;

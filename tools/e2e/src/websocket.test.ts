@@ -3,9 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { allTopics } from '@vivier/contracts';
-import { startDevKafka, type DevKafka } from '@vivier/dev-kafka';
-import { freePort, startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
+import type { DevKafka } from '@vivier/dev-kafka';
+import { freePort, startKafka, startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
 import { isolatedDatabase } from '@vivier/dev-stack/test-infra';
 import { testEnv } from '@vivier/service-kit/testing';
 
@@ -72,7 +71,7 @@ describe('WebSocket delivery across gateway instances', () => {
   let chatId = '';
 
   beforeAll(async () => {
-    dev = await startDevKafka({ topics: allTopics().map((t) => ({ name: t.name, partitions: t.partitions })) });
+    dev = await startKafka();
     database = await isolatedDatabase('websocket');
     const dir = mkdtempSync(path.join(os.tmpdir(), 'vivier-ws-e2e-'));
     const providersFile = path.join(dir, 'providers.json');
