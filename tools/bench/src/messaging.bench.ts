@@ -16,8 +16,8 @@ import pino from 'pino';
 import { Registry } from 'prom-client';
 import { sql } from 'drizzle-orm';
 import type { FastifyBaseLogger } from 'fastify';
-import { allTopics, toKafkaRecord } from '@vivier/contracts';
-import { startDevKafka } from '@vivier/dev-kafka';
+import { toKafkaRecord } from '@vivier/contracts';
+import { startKafka } from '@vivier/dev-stack';
 import { createKafka, createProducer, createPublisher, EventConsumer, MessagingMetrics, OutboxRelay } from '@vivier/messaging';
 import { createTestSchema } from '@vivier/messaging/testing';
 import { startTestInfrastructure } from '@vivier/dev-stack/test-infra';
@@ -41,8 +41,7 @@ const event = chatMessageEvent;
 async function main(): Promise<void> {
   const infra = await startTestInfrastructure();
   Object.assign(process.env, infra.env);
-  const topics = allTopics().map((t) => ({ name: t.name, partitions: t.partitions }));
-  let dev = await startDevKafka({ topics });
+  let dev = await startKafka();
   let devRunning = true;
   let kafka = createKafka({ KAFKA_BROKERS: dev.bootstrap.join(','), KAFKA_CLIENT_ID: 'bench', KAFKA_LOG_LEVEL: 'nothing' }, 'bench', logger);
   const ts = await createTestSchema(infra.env.VIVIER_TEST_DATABASE_ADMIN_URL!);
@@ -88,7 +87,7 @@ async function main(): Promise<void> {
     const consumerRates: Record<string, number> = {};
     for (const [mode, applyInRuns] of [['one transaction per event', false], ['runs (applyInRuns)', true]] as const) {
       await dev.stop();
-      dev = await startDevKafka({ topics });
+      dev = await startKafka();
       kafka = createKafka({ KAFKA_BROKERS: dev.bootstrap.join(','), KAFKA_CLIENT_ID: 'bench', KAFKA_LOG_LEVEL: 'nothing' }, 'bench', logger);
       const producer = createProducer(kafka, false);
       await producer.connect();
@@ -213,9 +212,8 @@ async function measureLatency(
   chats: string[],
   wait: number,
 ): Promise<LatencyResult> {
-  const topics = allTopics().map((t) => ({ name: t.name, partitions: t.partitions }));
   const publish = createPublisher(ts.tables.outbox);
-  const dev = await startDevKafka({ topics });
+  const dev = await startKafka();
   const kafka = createKafka({ KAFKA_BROKERS: dev.bootstrap.join(','), KAFKA_CLIENT_ID: 'bench', KAFKA_LOG_LEVEL: 'nothing' }, 'bench', logger);
   try {
     await ts.pool.query(`create table if not exists "${ts.schema}".effects (event_id uuid primary key)`);
