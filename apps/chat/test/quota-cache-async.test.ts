@@ -188,6 +188,58 @@ describe('quotas, cache and async replies', () => {
     }
   }, 60_000);
 
+  it('OpenAI API: with room known to be ample the provider call does not wait for the reservation; a refusal aborts it', async () => {
+    const user = testUser();
+    const ask = (content: string, model = 'openai/paced') =>
+      chat.app.inject({
+        method: 'POST',
+        url: '/v1/chat/completions',
+        headers: user.headers,
+        payload: { model, max_tokens: 8, messages: [{ role: 'user', content }] },
+      });
+    const seenBySim = (content: string) => sim.requests().find((r) => JSON.stringify(r.body).includes(content));
+
+    // A first request: its reservation waits for nothing and tells chat the user has no limit.
+    expect((await ask('echo: first', 'openai/gpt-4o-mini')).statusCode).toBe(200);
+    await expect.poll(async () => (await usage(user.id))?.reserved, { timeout: 10_000 }).toBe(0);
+
+    // Reservations now wait for this lock, yet the next request reaches the provider.
+    const locker = await pool.connect();
+    try {
+      await locker.query('begin');
+      await locker.query('lock table chat.quota_usage in share mode');
+      const answer = ask('echo: went ahead');
+      await eventually(() => seenBySim('went ahead'), 10_000);
+      const sent = Date.now();
+      await locker.query('commit');
+      const response = await answer;
+      expect(response.statusCode).toBe(200);
+      expect(seenBySim('went ahead')!.startedAt).toBeLessThanOrEqual(sent);
+    } finally {
+      await locker.query('rollback').catch(() => undefined);
+      locker.release();
+    }
+    await expect.poll(async () => (await usage(user.id))?.reserved, { timeout: 10_000 }).toBe(0);
+    const spent = (await usage(user.id))!.used;
+
+    // The limit drops below what a request reserves (as quota.set would write it) while chat still
+    // remembers ample room: the provider call goes ahead, the reservation is refused, the call is
+    // aborted long before its first token (a second away), and nothing is counted.
+    await pool.query(
+      `insert into chat.quotas (user_id, monthly_tokens, updated_at) values ($1, $2, now())
+       on conflict (user_id) do update set monthly_tokens = excluded.monthly_tokens`,
+      [user.id, spent + 10],
+    );
+    const started = Date.now();
+    const refused = await ask('echo: refused after all');
+    expect(refused.statusCode).toBe(429);
+    expect(refused.json()).toMatchObject({ error: { code: 'insufficient_quota' } });
+    expect(Date.now() - started).toBeLessThan(1000);
+    expect(seenBySim('refused after all')).toBeDefined();
+    await eventually(() => seenBySim('refused after all')?.abortedAt, 5_000);
+    expect(await usage(user.id)).toEqual({ reserved: 0, used: spent });
+  }, 60_000);
+
   it('answers an identical temperature-0 request from the cache, marked cached and counted', async () => {
     const user = testUser();
     const before = sim.requests().filter((r) => r.model === 'cache-model').length;

@@ -68,14 +68,10 @@ const OUTBOX_INSERT = (param: string, guard: string) => `
   where exists (select 1 from ${guard})`;
 
 /**
- * Reserves quota and, only if that succeeded, stores the turn: its messages, its events, and the
- * chat's `updated_at`. `$1` user, `$2` month, `$3` tokens to reserve, `$4` messages (jsonb), `$5`
- * outbox rows (jsonb), `$6` chat id, `$7` time. No rows back: the quota refused it.
- */
-/**
  * Reserves `$3` tokens for user `$1` in month `$2` if `used + reserved + $3` stays within the user's
  * quota (or there is none): one statement, so concurrent sends cannot both squeeze through the last
- * tokens (the conflicting row is locked and re-checked). One row back when granted, none when refused.
+ * tokens (the conflicting row is locked and re-checked). One row back when granted, with the
+ * tokens still left after it (`headroom`, null without a limit); none when refused.
  */
 const RESERVE_QUOTA = `
   insert into chat.quota_usage as u (user_id, month, reserved, used)
@@ -84,8 +80,13 @@ const RESERVE_QUOTA = `
   on conflict (user_id, month) do update set reserved = u.reserved + excluded.reserved
   where not exists (select 1 from chat.quotas q where q.user_id = u.user_id and q.monthly_tokens is not null
                     and u.used + u.reserved + excluded.reserved > q.monthly_tokens)
-  returning 1`;
+  returning (select q.monthly_tokens - u.used - u.reserved from chat.quotas q where q.user_id = u.user_id) as headroom`;
 
+/**
+ * Reserves quota and, only if that succeeded, stores the turn: its messages, its events, and the
+ * chat's `updated_at`. `$1` user, `$2` month, `$3` tokens to reserve, `$4` messages (jsonb), `$5`
+ * outbox rows (jsonb), `$6` chat id, `$7` time. No rows back: the quota refused it.
+ */
 const INSERT_TURN = `
 with reserve as (${RESERVE_QUOTA}
 ), turn as (
@@ -170,6 +171,9 @@ with s as (
 ), events as (${OUTBOX_INSERT('$2', 's')}
 )
 select (select count(*) from settled)::int + (select count(*) from created)::int as settled`;
+
+/** What a quota reservation answered: refused, or granted with the tokens left after it (null: no limit). */
+export type Reservation = { granted: false } | { granted: true; headroom: number | null };
 
 /** A reservation to settle: what was reserved, what was used, and the events that report it. */
 export interface Settlement {
@@ -310,9 +314,11 @@ export function turnsRepository(runner: SqlRunner) {
       return row && withDates(row);
     },
 
-    /** See RESERVE_QUOTA. False when the quota refused it. */
-    async reserveQuota(userId: string, month: string, tokens: number): Promise<boolean> {
-      return (await runner.rows('chat-reserve-quota-v1', RESERVE_QUOTA, [userId, month, tokens])).length > 0;
+    /** See RESERVE_QUOTA. */
+    async reserveQuota(userId: string, month: string, tokens: number): Promise<Reservation> {
+      const [row] = await runner.rows<{ headroom: string | null }>('chat-reserve-quota-v2', RESERVE_QUOTA, [userId, month, tokens]);
+      if (!row) return { granted: false };
+      return { granted: true, headroom: row.headroom === null ? null : Number(row.headroom) };
     },
 
     /** See SETTLE_AND_PUBLISH; settlements of one (user, month) are added up first. */

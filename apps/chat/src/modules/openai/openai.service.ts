@@ -8,6 +8,7 @@ import {
   type ChatMessage,
   type ContentPart,
   type ProviderRouter,
+  type RoutedStreamEvent,
 } from '@vivier/providers';
 import { HttpProblem, type Identity } from '@vivier/service-kit';
 import { newId } from '../../ids';
@@ -106,6 +107,13 @@ function toMessages(body: CompletionBody): ChatMessage[] {
   });
 }
 
+/** The reservation a provider call went ahead of was refused or failed: `reason` is for the client, nothing is settled. */
+class NotReserved extends Error {
+  constructor(readonly reason: unknown) {
+    super('the reservation was not granted');
+  }
+}
+
 /** Tries of a settlement before it is logged as lost, the first pause between them, growing 4× each. */
 const SETTLE_ATTEMPTS = 5;
 const SETTLE_RETRY_MS = 100;
@@ -117,7 +125,9 @@ const SETTLE_RETRY_MS = 100;
  * `chat.message.completed` in one statement, after the answer has gone (as gateways log usage:
  * the client does not wait for the bookkeeping; closing the service waits for it). Both writes
  * are group-committed (UsageLedger): one API key at high concurrency would otherwise queue every
- * request on its quota row. Nothing is stored of the conversation itself.
+ * request on its quota row. When the ledger knows the user has ample room, the provider call
+ * starts alongside the reservation (see afterGrant) and the database round trip leaves the
+ * latency. Nothing is stored of the conversation itself.
  */
 export class OpenAiService {
   private readonly ledger: UsageLedger;
@@ -169,13 +179,16 @@ export class OpenAiService {
     const reserved = promptTokens + maxTokens;
     const now = new Date();
     const month = quotaMonth(now);
-    if (!(await this.ledger.reserve(user.sub, month, reserved))) {
-      this.deps.metrics.quotaRejections.inc();
-      throw new HttpProblem(
-        429,
-        'quota_exceeded',
-        `This request may take up to ${reserved} tokens, more than what is left of your monthly token quota.`,
-      );
+    // When the user's last reservation left ample room, the provider call need not wait for this
+    // one's statement: run() starts it at once and holds everything back until the grant is in.
+    const likely = this.ledger.covers(user.sub, month, reserved);
+    const reservation = this.ledger.reserve(user.sub, month, reserved);
+    let pending: Promise<boolean> | undefined;
+    if (likely) {
+      pending = reservation;
+      pending.catch(() => undefined); // run() awaits it; an early rejection is not unhandled
+    } else if (!(await reservation)) {
+      throw this.refused(reserved);
     }
     return {
       messages,
@@ -183,9 +196,53 @@ export class OpenAiService {
       maxTokens,
       reserved,
       month,
+      /** The reservation still being written, when the provider call goes ahead of it. */
+      pending,
       id: newId(now.getTime()).id,
       created: Math.floor(now.getTime() / 1000),
     };
+  }
+
+  private refused(reserved: number): HttpProblem {
+    this.deps.metrics.quotaRejections.inc();
+    return new HttpProblem(
+      429,
+      'quota_exceeded',
+      `This request may take up to ${reserved} tokens, more than what is left of your monthly token quota.`,
+    );
+  }
+
+  /**
+   * The provider's events, its call started before the pending reservation is answered: nothing
+   * is read from it (so nothing reaches the client) until the grant; a refusal (429) or a failed
+   * reservation aborts the call, within a round trip of the database, and nothing is settled.
+   */
+  private async *afterGrant(
+    events: AsyncIterable<RoutedStreamEvent>,
+    pending: Promise<boolean>,
+    reserved: number,
+    abort: AbortController,
+  ): AsyncGenerator<RoutedStreamEvent> {
+    const iterator = events[Symbol.asyncIterator]();
+    const first = iterator.next();
+    first.catch(() => undefined);
+    let refusal: unknown;
+    try {
+      if (!(await pending)) refusal = this.refused(reserved);
+    } catch (error) {
+      refusal = error;
+    }
+    if (refusal !== undefined) {
+      abort.abort();
+      await first.catch(() => undefined);
+      await iterator.return?.(undefined);
+      throw new NotReserved(refusal);
+    }
+    try {
+      for (let next = await first; !next.done; next = await iterator.next()) yield next.value;
+    } finally {
+      await iterator.return?.(undefined);
+    }
   }
 
   /**
@@ -212,16 +269,18 @@ export class OpenAiService {
     };
     let reported: { promptTokens: number; completionTokens: number } | undefined;
     let failure: unknown;
+    const refusal = prepared.pending ? new AbortController() : undefined;
     try {
-      const stream = this.deps.router.stream(body.model, {
+      const routed = this.deps.router.stream(body.model, {
         messages: prepared.messages,
         maxTokens: prepared.maxTokens,
         promptTokens: prepared.promptTokens,
         ...(body.temperature != null ? { temperature: body.temperature } : {}),
         ...(body.top_p != null ? { topP: body.top_p } : {}),
         ...(body.stop != null ? { stop: Array.isArray(body.stop) ? body.stop : [body.stop] } : {}),
-        signal,
+        signal: refusal ? AbortSignal.any([signal, refusal.signal]) : signal,
       });
+      const stream = prepared.pending && refusal ? this.afterGrant(routed, prepared.pending, prepared.reserved, refusal) : routed;
       for await (const event of stream) {
         if (event.type === 'route') {
           outcome.provider = event.provider;
@@ -241,6 +300,7 @@ export class OpenAiService {
       }
       if (signal.aborted) outcome.status = 'cancelled';
     } catch (error) {
+      if (error instanceof NotReserved) throw error.reason;
       if (signal.aborted) outcome.status = 'cancelled';
       else {
         outcome.status = 'failed';

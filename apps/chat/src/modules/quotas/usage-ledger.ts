@@ -1,8 +1,8 @@
-import type { Settlement } from '../messages/turns.repository';
+import type { Reservation, Settlement } from '../messages/turns.repository';
 
 export interface UsageStore {
-  /** Reserves `tokens` in one statement; false when the quota refused them. */
-  reserveQuota(userId: string, month: string, tokens: number): Promise<boolean>;
+  /** Reserves `tokens` in one statement, and tells what is left after it. */
+  reserveQuota(userId: string, month: string, tokens: number): Promise<Reservation>;
   /** Settles reservations and writes their events in one statement. */
   settleAndPublish(settlements: Settlement[]): Promise<void>;
 }
@@ -14,6 +14,10 @@ interface Waiter<T> {
 
 /** Most requests folded into one statement. */
 const MAX_BATCH = 256;
+/** How long what a reservation said was left is trusted for `covers`. */
+const HEADROOM_TTL_MS = 10_000;
+/** Users whose headroom is remembered; past it the oldest knowledge is dropped. */
+const MAX_HEADROOMS = 10_000;
 
 /**
  * Group commit for the quota writes of the OpenAI-compatible API. One API key at high concurrency
@@ -28,17 +32,36 @@ const MAX_BATCH = 256;
  * that reserved it, and a settlement resolves only once its statement committed. A sum that does
  * not fit (a user close to the limit) is retried one reservation at a time, in arrival order, so
  * batching never refuses a request that would have fitted on its own.
+ *
+ * Every granted reservation also says how many tokens the user has left; the ledger keeps that
+ * (less what was asked for since) for a few seconds, so a caller can tell (`covers`) whether a
+ * reservation is all but certain before its answer is in.
  */
 export class UsageLedger {
   /** Reservations waiting per user and month; a key is present exactly while its drain runs. */
   private readonly reservations = new Map<string, Array<{ tokens: number } & Waiter<boolean>>>();
   private settlements: Array<{ settlement: Settlement } & Waiter<void>> = [];
   private settling = false;
+  /** Tokens left per user and month as the last granted reservation reported them (null: no limit), less what was asked since. */
+  private readonly headroom = new Map<string, { tokens: number | null; at: number }>();
 
   constructor(private readonly store: UsageStore) {}
 
+  /**
+   * True when the last reservation answered for this user and month, less everything asked for
+   * since, left at least `tokens`, and is recent: another reservation of `tokens` will very likely
+   * be granted (other instances may have spent the rest meanwhile, so it is a forecast, not a grant).
+   */
+  covers(userId: string, month: string, tokens: number): boolean {
+    const known = this.headroom.get(`${userId} ${month}`);
+    if (!known || performance.now() - known.at > HEADROOM_TTL_MS) return false;
+    return known.tokens === null || known.tokens >= tokens;
+  }
+
   reserve(userId: string, month: string, tokens: number): Promise<boolean> {
     const key = `${userId} ${month}`;
+    const known = this.headroom.get(key);
+    if (known && known.tokens !== null) known.tokens -= tokens;
     return new Promise<boolean>((resolve, reject) => {
       const queue = this.reservations.get(key);
       if (queue) {
@@ -63,18 +86,33 @@ export class UsageLedger {
       const batch = queue.splice(0, MAX_BATCH);
       try {
         const total = batch.reduce((sum, r) => sum + r.tokens, 0);
-        if (await this.store.reserveQuota(userId, month, total)) {
+        const answer = await this.store.reserveQuota(userId, month, total);
+        this.learn(key, answer, queue);
+        if (answer.granted) {
           for (const r of batch) r.resolve(true);
         } else if (batch.length === 1) {
           batch[0]!.resolve(false);
         } else {
-          for (const r of batch) r.resolve(await this.store.reserveQuota(userId, month, r.tokens));
+          for (const [i, r] of batch.entries()) {
+            const one = await this.store.reserveQuota(userId, month, r.tokens);
+            this.learn(key, one, [...batch.slice(i + 1), ...queue]);
+            r.resolve(one.granted);
+          }
         }
       } catch (error) {
         for (const r of batch) r.reject(error); // a no-op for those already answered
       }
     }
     this.reservations.delete(key);
+  }
+
+  /** Remembers what a reservation left, less the reservations still waiting to be written. */
+  private learn(key: string, answer: Reservation, waiting: Array<{ tokens: number }>): void {
+    let tokens = answer.granted ? answer.headroom : 0;
+    if (tokens !== null) for (const r of waiting) tokens -= r.tokens;
+    this.headroom.delete(key); // re-inserted last: the map stays in order of last news
+    this.headroom.set(key, { tokens, at: performance.now() });
+    if (this.headroom.size > MAX_HEADROOMS) this.headroom.delete(this.headroom.keys().next().value!);
   }
 
   private async drainSettlements(): Promise<void> {
