@@ -37,23 +37,81 @@ function countWith(encoder: Tiktoken, text: string): number {
   return text.length === 0 ? 0 : encoder.encode(text, [], []).length;
 }
 
+/**
+ * Token counts of texts seen before, least recently used dropped first once the texts held pass
+ * `maxChars`. A conversation sent through the OpenAI-compatible API repeats all of its history on
+ * every turn; encoding costs about 10 µs per text plus half a microsecond per token here (1.7 ms
+ * for a 3,000-token history), a lookup a hash of the text. Texts shorter than `minChars` are not
+ * kept, so that many short messages ("ok", "thanks") do not fill the cache with entries.
+ */
+export class TokenCountCache {
+  private readonly counts = new Map<string, number>();
+  private chars = 0;
+
+  constructor(
+    readonly maxChars: number,
+    readonly minChars = 64,
+  ) {}
+
+  get size(): number {
+    return this.counts.size;
+  }
+
+  count(encoder: Tiktoken, text: string): number {
+    if (text.length < this.minChars || text.length > this.maxChars) return countWith(encoder, text);
+    const known = this.counts.get(text);
+    if (known !== undefined) {
+      this.counts.delete(text); // re-inserted last: the map stays in order of last use
+      this.counts.set(text, known);
+      return known;
+    }
+    const tokens = countWith(encoder, text);
+    this.counts.set(text, tokens);
+    this.chars += text.length;
+    for (const oldest of this.counts.keys()) {
+      if (this.chars <= this.maxChars) break;
+      this.counts.delete(oldest);
+      this.chars -= oldest.length;
+    }
+    return tokens;
+  }
+}
+
+/** Per tokenizer; 8 M characters of text (≈ 16 MiB) hold the histories of hundreds of conversations. */
+const promptCounts = new Map<TokenizerName, TokenCountCache>();
+const PROMPT_CACHE_CHARS = 8 * 1024 * 1024;
+
+function promptCache(name: TokenizerName): TokenCountCache {
+  let cache = promptCounts.get(name);
+  if (!cache) {
+    cache = new TokenCountCache(PROMPT_CACHE_CHARS);
+    promptCounts.set(name, cache);
+  }
+  return cache;
+}
+
 export async function countTokens(text: string, tokenizer: TokenizerName = 'o200k_base'): Promise<number> {
   return countWith(await loadTokenizer(tokenizer), text);
 }
 
-/** Prompt tokens the way OpenAI counts chat messages: 4 per message, 3 for the primer, 85 per image. */
+/**
+ * Prompt tokens the way OpenAI counts chat messages: 4 per message, 3 for the primer, 85 per
+ * image. Long texts are counted once and remembered (TokenCountCache): the history a client
+ * sends again with each turn is not re-tokenised.
+ */
 export async function countPromptTokens(
   messages: readonly ChatMessage[],
   tokenizer: TokenizerName = 'o200k_base',
 ): Promise<number> {
   const encoder = await loadTokenizer(tokenizer);
+  const cache = promptCache(tokenizer);
   let total = REPLY_PRIMER;
   for (const m of messages) {
     total += TOKENS_PER_MESSAGE;
-    if (typeof m.content === 'string') total += countWith(encoder, m.content);
+    if (typeof m.content === 'string') total += cache.count(encoder, m.content);
     else
       for (const part of m.content)
-        total += part.type === 'text' ? countWith(encoder, part.text) : IMAGE_TOKENS;
+        total += part.type === 'text' ? cache.count(encoder, part.text) : IMAGE_TOKENS;
   }
   return total;
 }

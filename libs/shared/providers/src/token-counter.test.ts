@@ -1,0 +1,62 @@
+import { randomUUID } from 'node:crypto';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { countPromptTokens, loadTokenizer, TokenCountCache } from './token-counter.js';
+
+const longText = (words: number) => `${randomUUID()} ${'the river runs to the sea '.repeat(words / 6)}`;
+
+describe('token counting', () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  it('counts a history sent again from memory, with the same result as encoding it', async () => {
+    const encoder = await loadTokenizer();
+    const history = longText(600);
+    const messages = [
+      { role: 'user' as const, content: history },
+      { role: 'assistant' as const, content: 'ok' },
+      { role: 'user' as const, content: [{ type: 'text' as const, text: history }] },
+    ];
+    const encoded = encoder.encode(history, [], []).length;
+    const expected = 3 + 3 * 4 + encoded + encoder.encode('ok', [], []).length + encoded;
+
+    const encode = vi.spyOn(encoder, 'encode');
+    expect(await countPromptTokens(messages)).toBe(expected);
+    // The long text once (its second occurrence is already remembered), the short one every time.
+    expect(encode.mock.calls.map(([text]) => text.length)).toEqual([history.length, 2]);
+    encode.mockClear();
+
+    expect(await countPromptTokens(messages)).toBe(expected);
+    expect(encode.mock.calls.map(([text]) => text)).toEqual(['ok']);
+  });
+
+  it('holds at most its size in text and drops the least recently used first', async () => {
+    const encoder = await loadTokenizer();
+    const cache = new TokenCountCache(1000, 100);
+    const [a, b, c] = [longText(120), longText(120), longText(120)].map((t) => t.slice(0, 400)) as [string, string, string];
+    const encode = vi.spyOn(encoder, 'encode');
+    const counted = () => encode.mock.calls.map(([text]) => [a, b, c].indexOf(text));
+
+    cache.count(encoder, a);
+    cache.count(encoder, b);
+    cache.count(encoder, a); // a is now the most recently used
+    cache.count(encoder, c); // 1,200 characters: b goes
+    expect(cache.size).toBe(2);
+    expect(counted()).toEqual([0, 1, 2]);
+
+    encode.mockClear();
+    cache.count(encoder, a);
+    cache.count(encoder, c);
+    expect(counted()).toEqual([]);
+    cache.count(encoder, b);
+    expect(counted()).toEqual([1]);
+  });
+
+  it('does not keep short texts, nor one larger than the whole cache', async () => {
+    const encoder = await loadTokenizer();
+    const cache = new TokenCountCache(1000, 100);
+    expect(cache.count(encoder, 'a short message')).toBe(encoder.encode('a short message', [], []).length);
+    const huge = longText(400);
+    expect(huge.length).toBeGreaterThan(1000);
+    expect(cache.count(encoder, huge)).toBe(encoder.encode(huge, [], []).length);
+    expect(cache.size).toBe(0);
+  });
+});
