@@ -28,6 +28,7 @@ export { NdjsonParser } from './ndjson-parser.js';
 export { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_TIMEOUT_MS } from './http-transport.js';
 export {
   countPromptTokens,
+  countRecurringTokens,
   countTokens,
   loadTokenizer,
   IMAGE_TOKENS,

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { countPromptTokens, loadTokenizer, TokenCountCache } from './token-counter.js';
+import { countPromptTokens, countRecurringTokens, loadTokenizer, TokenCountCache } from './token-counter.js';
 
 const longText = (words: number) => `${randomUUID()} ${'the river runs to the sea '.repeat(words / 6)}`;
 
@@ -26,6 +26,16 @@ describe('token counting', () => {
 
     expect(await countPromptTokens(messages)).toBe(expected);
     expect(encode.mock.calls.map(([text]) => text)).toEqual(['ok']);
+  });
+
+  it('counts a recurring text (a system prompt) once', async () => {
+    const encoder = await loadTokenizer();
+    const prompt = longText(300);
+    const encode = vi.spyOn(encoder, 'encode');
+    const first = await countRecurringTokens(prompt);
+    expect(await countRecurringTokens(prompt)).toBe(first);
+    expect(encode).toHaveBeenCalledTimes(1);
+    expect(first).toBe(encoder.encode(prompt, [], []).length);
   });
 
   it('holds at most its size in text and drops the least recently used first', async () => {

@@ -95,6 +95,14 @@ export async function countTokens(text: string, tokenizer: TokenizerName = 'o200
 }
 
 /**
+ * `countTokens` for a text that comes back request after request (a chat's system prompt),
+ * remembered the way prompt texts are (see TokenCountCache).
+ */
+export async function countRecurringTokens(text: string, tokenizer: TokenizerName = 'o200k_base'): Promise<number> {
+  return promptCache(tokenizer).count(await loadTokenizer(tokenizer), text);
+}
+
+/**
  * Prompt tokens the way OpenAI counts chat messages: 4 per message, 3 for the primer, 85 per
  * image. Long texts are counted once and remembered (TokenCountCache): the history a client
  * sends again with each turn is not re-tokenised.

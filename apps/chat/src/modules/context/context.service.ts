@@ -1,5 +1,5 @@
 import { HttpProblem } from '@vivier/service-kit';
-import { countTokens, IMAGE_TOKENS, type ChatMessage, type ContentPart } from '@vivier/providers';
+import { countRecurringTokens, countTokens, IMAGE_TOKENS, type ChatMessage, type ContentPart } from '@vivier/providers';
 import type { HistoryRow } from '../messages/messages.repository';
 import type { TurnsRepository } from '../messages/turns.repository';
 import type { FileRow } from '../files/files.repository';
@@ -103,7 +103,8 @@ export class ContextBuilder {
   }): Promise<BuiltContext> {
     const maxTokens = ContextBuilder.outputBudget(input.contextWindow, input.maxOutputTokens);
     const budget = input.contextWindow - maxTokens;
-    const systemTokens = input.systemPrompt ? (await countTokens(input.systemPrompt)) + TOKENS_PER_MESSAGE : 0;
+    // The system prompt is the same every turn: its count is remembered, not re-encoded.
+    const systemTokens = input.systemPrompt ? (await countRecurringTokens(input.systemPrompt)) + TOKENS_PER_MESSAGE : 0;
     let used = REPLY_PRIMER + systemTokens + input.current.contextTokens + TOKENS_PER_MESSAGE;
     if (used > budget) {
       throw new HttpProblem(
