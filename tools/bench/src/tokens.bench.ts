@@ -83,8 +83,8 @@ on each turn; here a conversation of ${TURNS} turns (a system prompt, questions 
 | the same conversation grown turn by turn (texts of 64+ characters remembered) | **${round(warmMs, 3)} ms** |
 
 Remembering the counts of long texts makes counting the last request ${round(coldMs / warmMs, 1)}× faster: only what it adds
-(the last answer and the new question) and the short texts are encoded. The memory is bounded (8 M characters of text per tokenizer, least recently
-used dropped first).`,
+(the last answer and the new question) and the short texts are encoded. The cache holds digests, not texts, and at most 100,000 of them per
+tokenizer (least recently used dropped first).`,
   );
 }
 

@@ -1,5 +1,6 @@
 // Token counts for providers that report none (some OpenAI-compatible servers, the in-process
 // simulator). The BPE ranks are megabytes of data, so each encoder is loaded once, on first use.
+import { hash } from 'node:crypto';
 import type { Tiktoken } from 'js-tiktoken/lite';
 import type { ChatMessage, Usage } from './types.js';
 
@@ -38,18 +39,19 @@ function countWith(encoder: Tiktoken, text: string): number {
 }
 
 /**
- * Token counts of texts seen before, least recently used dropped first once the texts held pass
- * `maxChars`. A conversation sent through the OpenAI-compatible API repeats all of its history on
- * every turn; encoding costs about 10 µs per text plus half a microsecond per token here (1.7 ms
- * for a 3,000-token history), a lookup a hash of the text. Texts shorter than `minChars` are not
- * kept, so that many short messages ("ok", "thanks") do not fill the cache with entries.
+ * Token counts of texts seen before, least recently used dropped first past `maxEntries`. A
+ * conversation sent through the OpenAI-compatible API repeats all of its history on every turn;
+ * encoding costs about 10 µs per text plus half a microsecond per token here (1.7 ms for a
+ * 3,000-token history), a lookup one SHA-1 of the text. Texts are kept as their digest only: no
+ * user's words stay in memory after their request, and an entry is the same size whatever the
+ * text. Texts shorter than `minChars` are encoded each time, so that many short messages ("ok",
+ * "thanks") do not crowd out the histories.
  */
 export class TokenCountCache {
   private readonly counts = new Map<string, number>();
-  private chars = 0;
 
   constructor(
-    readonly maxChars: number,
+    readonly maxEntries: number,
     readonly minChars = 64,
   ) {}
 
@@ -58,33 +60,29 @@ export class TokenCountCache {
   }
 
   count(encoder: Tiktoken, text: string): number {
-    if (text.length < this.minChars || text.length > this.maxChars) return countWith(encoder, text);
-    const known = this.counts.get(text);
+    if (text.length < this.minChars) return countWith(encoder, text);
+    const key = hash('sha1', text, 'base64');
+    const known = this.counts.get(key);
     if (known !== undefined) {
-      this.counts.delete(text); // re-inserted last: the map stays in order of last use
-      this.counts.set(text, known);
+      this.counts.delete(key); // re-inserted last: the map stays in order of last use
+      this.counts.set(key, known);
       return known;
     }
     const tokens = countWith(encoder, text);
-    this.counts.set(text, tokens);
-    this.chars += text.length;
-    for (const oldest of this.counts.keys()) {
-      if (this.chars <= this.maxChars) break;
-      this.counts.delete(oldest);
-      this.chars -= oldest.length;
-    }
+    this.counts.set(key, tokens);
+    if (this.counts.size > this.maxEntries) this.counts.delete(this.counts.keys().next().value!);
     return tokens;
   }
 }
 
-/** Per tokenizer; 8 M characters of text (≈ 16 MiB) hold the histories of hundreds of conversations. */
+/** Per tokenizer; an entry is about a hundred bytes, so 100,000 of them take about 10 MiB. */
 const promptCounts = new Map<TokenizerName, TokenCountCache>();
-const PROMPT_CACHE_CHARS = 8 * 1024 * 1024;
+const PROMPT_CACHE_ENTRIES = 100_000;
 
 function promptCache(name: TokenizerName): TokenCountCache {
   let cache = promptCounts.get(name);
   if (!cache) {
-    cache = new TokenCountCache(PROMPT_CACHE_CHARS);
+    cache = new TokenCountCache(PROMPT_CACHE_ENTRIES);
     promptCounts.set(name, cache);
   }
   return cache;
