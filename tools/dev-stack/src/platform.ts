@@ -218,6 +218,11 @@ export class Platform {
     return `http://127.0.0.1:${instance.port}`;
   }
 
+  /** The last lines an instance printed (its current process), for a failure's message. */
+  output(name: string): string {
+    return this.instances.get(name)?.proc.tail.join('\n') ?? '';
+  }
+
   /** The running instances of a service. */
   of(service: Service): Instance[] {
     return [...this.instances.values()].filter((i) => i.service === service && i.proc.child.exitCode === null && i.proc.child.signalCode === null);

@@ -323,36 +323,53 @@ describe('fault injection', () => {
 
   it('SIGTERM of every instance in turn under load (a rolling restart): no request that started before a signal fails', async () => {
     const user = await register(platform.url('gateway-1'));
-    const chatIds = await Promise.all(Array.from({ length: 4 }, () => newChat(platform.url('gateway-1'), user)));
-    const signals: Array<{ at: number; readyAt: number; name: string }> = [];
+    // Each client moves to a fresh chat every 20 turns: the load stays that of short chats however
+    // long the restarts take (one chat per client grew to thousands of messages on a slow run, every
+    // turn reading and sending all of them, which slowed the restarts, which grew the chats further).
+    const chatIds = await Promise.all(Array.from({ length: 4 }, () => Promise.all(Array.from({ length: 40 }, () => newChat(platform.url('gateway-1'), user)))));
+    const signals: Array<{ at: number; exitedAt?: number; readyAt: number; name: string }> = [];
     const results: Array<{ start: number; end: number; ok: boolean; what: string }> = [];
     let running = true;
     const client = async (k: number) => {
       let i = 0;
       while (running) {
         const gateways = platform.of('gateway');
+        if (gateways.length === 0) {
+          await new Promise((r) => setTimeout(r, 100));
+          continue;
+        }
         const gateway = platform.url(gateways[(i + k) % gateways.length]!.name);
         let start = Date.now();
         const list = await fetch(`${gateway}/api/v1/chats`, { headers: user.headers }).then((r) => String(r.status), (e: Error) => e.message);
         results.push({ start, end: Date.now(), ok: list === '200', what: `${gateway} ${k}/${i}: list ${list}` });
         start = Date.now();
-        const reply = await stream(gateway, user, chatIds[k]!, `echo: rolling ${k} ${i}`).then((r) => `${r.status} ${r.end}`, (e: Error) => e.message);
+        const reply = await stream(gateway, user, chatIds[k]![Math.floor(i / 20) % 40]!, `echo: rolling ${k} ${i}`).then((r) => `${r.status} ${r.end}`, (e: Error) => e.message);
         results.push({ start, end: Date.now(), ok: reply === '200 done', what: `${gateway} ${k}/${i}: reply ${reply}` });
         i += 1;
       }
     };
     const clients = [0, 1, 2, 3].map((k) => client(k));
-    await new Promise((r) => setTimeout(r, 2000));
-    for (const name of ['chat-1', 'chat-2', 'admin-1', 'admin-2', 'worker-1', 'worker-2', 'gateway-1', 'gateway-2']) {
-      const signal = { at: Date.now(), readyAt: Number.POSITIVE_INFINITY, name };
-      signals.push(signal);
-      expect(await platform.kill(name, 'SIGTERM')).toBe(0); // a clean exit after draining
-      await platform.restart(name);
-      signal.readyAt = Date.now();
-      await new Promise((r) => setTimeout(r, 1000));
+    // How long each stop and start took, for the message of a failure (a step that hangs would
+    // otherwise only show as this test's timeout).
+    const steps = () => signals.map((s) => `${s.name}: exited after ${s.exitedAt === undefined ? '-' : s.exitedAt - s.at} ms, ready after ${s.readyAt === Number.POSITIVE_INFINITY ? '-' : s.readyAt - s.at} ms`).join('; ');
+    try {
+      await new Promise((r) => setTimeout(r, 2000));
+      for (const name of ['chat-1', 'chat-2', 'admin-1', 'admin-2', 'worker-1', 'worker-2', 'gateway-1', 'gateway-2']) {
+        const signal: (typeof signals)[number] = { at: Date.now(), readyAt: Number.POSITIVE_INFINITY, name };
+        signals.push(signal);
+        const exited = await Promise.race([platform.kill(name, 'SIGTERM'), new Promise<string>((r) => setTimeout(() => r('no exit within 30 s'), 30_000))]);
+        signal.exitedAt = Date.now();
+        expect(exited, `${name} after SIGTERM (${steps()}):\n${platform.output(name)}`).toBe(0); // a clean exit after draining
+        await platform.restart(name);
+        signal.readyAt = Date.now();
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    } finally {
+      // Whatever happened, the clients stop here: left running they would write into the next test.
+      running = false;
+      await Promise.all(clients);
     }
-    running = false;
-    await Promise.all(clients);
+    console.log(`rolling restart: ${steps()}`);
     // A request may fail only if it started while an instance was going away (it could have been
     // sent to it after it stopped accepting); one in flight when the signal came must succeed.
     const failed = results.filter((r) => !r.ok);
