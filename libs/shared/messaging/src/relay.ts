@@ -62,7 +62,6 @@ export class OutboxRelay {
   private wake: (() => void) | undefined;
   /** A NOTIFY (or poke) came while the relay was not sleeping: its next sleep returns at once. */
   private woken = false;
-  private backlogCountedAt = 0;
   private backlogValue = 0;
   /**
    * Every outbox row of a transaction below this id is published (the xmin of the last pass that
@@ -201,11 +200,15 @@ export class OutboxRelay {
   private async pass(): Promise<number> {
     const client = this.client!;
     const batchSize = this.options.batchSize ?? 500;
-    // One round trip: the snapshot's xmin (every transaction below it has ended) and the rows of
-    // ended transactions, from the floor on, in id order. An empty outbox still returns a row.
-    const { rows: found } = await client.query<OutboxRow & { xmin: string }>(
+    // One round trip: the snapshot's xmin (every transaction below it has ended); how many rows
+    // committed by transactions at or above it wait (the backlog once this pass is through, so a
+    // pass that finds nothing needs no count of its own); and the rows of ended transactions, from
+    // the floor on, in id order. An empty outbox still returns a row.
+    const { rows: found } = await client.query<OutboxRow & { xmin: string; waiting: number }>(
       `with snap as (select pg_snapshot_xmin(pg_current_snapshot()) as xmin)
-       select snap.xmin::text as xmin, o.id, o.topic, o.key, o.envelope, o.headers
+       select snap.xmin::text as xmin,
+              (select count(*)::int from ${this.table} where published_at is null and txid >= snap.xmin) as waiting,
+              o.id, o.topic, o.key, o.envelope, o.headers
          from snap left join lateral (
            select id, topic, key, envelope, headers from ${this.table}
             where published_at is null and txid < snap.xmin and txid >= $2::xid8
@@ -218,7 +221,7 @@ export class OutboxRelay {
     const nextFloor = rows.length < batchSize ? found[0]!.xmin : undefined;
     if (rows.length === 0) {
       this.floor = nextFloor ?? this.floor;
-      await this.refreshBacklog();
+      this.setBacklog(found[0]!.waiting);
       return 0;
     }
 
@@ -251,9 +254,8 @@ export class OutboxRelay {
       this.options.metrics?.outboxPublished.inc({ schema: this.options.schema, topic }, messages.length);
     }
     if (rows.length < batchSize) {
-      // The gauge, counted at most once a second while events flow (a pass that finds nothing
-      // counts again: that count decides how soon to look next).
-      if (Date.now() - this.backlogCountedAt >= 1000) await this.refreshBacklog();
+      // Everything below xmin is out: what is left is what later transactions wrote.
+      this.setBacklog(found[0]!.waiting);
     } else {
       // Draining a large backlog: estimate instead of counting it again on every batch.
       this.backlogValue = Math.max(this.backlogValue - rows.length, rows.length);
@@ -306,14 +308,18 @@ export class OutboxRelay {
     }
   }
 
+  /** Counts every unpublished row from the floor on (while Kafka is away, the rows waiting for it). */
   private async refreshBacklog(): Promise<void> {
     const { rows } = await this.client!.query<{ n: number }>(
       `select count(*)::int as n from ${this.table} where published_at is null and txid >= $1::xid8`,
       [this.floor],
     );
-    this.backlogValue = rows[0]?.n ?? 0;
-    this.backlogCountedAt = Date.now();
-    this.options.metrics?.outboxBacklog.set({ schema: this.options.schema }, this.backlogValue);
+    this.setBacklog(rows[0]?.n ?? 0);
+  }
+
+  private setBacklog(value: number): void {
+    this.backlogValue = value;
+    this.options.metrics?.outboxBacklog.set({ schema: this.options.schema }, value);
   }
 
   private sleep(ms: number): Promise<void> {

@@ -98,12 +98,11 @@ describe('outbox relay', () => {
   it('keeps a NOTIFY that arrives while a pass runs: the row is published without waiting for the poll', async () => {
     const chatId = randomUUID();
     const late = chatEvent(chatId, 1);
-    // The leader's connection, as the relay gets it from the pool: once armed, after a pass that
-    // found nothing has counted its backlog, an event commits and its NOTIFY reaches the connection
-    // before the pass returns, too late for that pass to see the row.
-    let counted = 0;
+    // The leader's connection, as the relay gets it from the pool: once armed, after a pass has
+    // read nothing, an event commits and its NOTIFY reaches the connection before the pass
+    // returns, too late for that pass to see the row.
+    let passes = 0;
     let armed = false;
-    let emptyPass = false;
     const pool = new Proxy(ts.pool, {
       get(target, prop) {
         if (prop === 'connect') {
@@ -113,10 +112,10 @@ describe('outbox relay', () => {
             client.query = (async (...args: unknown[]) => {
               const result = await query(...args);
               const text = typeof args[0] === 'string' ? args[0] : '';
-              if (text.includes('pg_snapshot_xmin')) emptyPass = result.rows.every((r: { id: unknown }) => r.id === null);
-              if (text.includes('select count(*)::int as n from')) {
-                counted += 1;
-                if (armed && emptyPass && result.rows[0]?.n === 0) {
+              if (text.includes('pg_snapshot_xmin')) {
+                passes += 1;
+                const empty = result.rows.every((r: { id: unknown; waiting: number }) => r.id === null && r.waiting === 0);
+                if (armed && empty) {
                   armed = false;
                   const notified = new Promise((resolve) => client.once('notification', resolve));
                   await ts.db.transaction((tx) => publish()(tx, late));
@@ -137,12 +136,55 @@ describe('outbox relay', () => {
     const { relay: r } = relay({ pool }); // polls once a minute
     r.start();
     await expect.poll(() => r.isLeader, { timeout: 10_000 }).toBe(true);
-    await expect.poll(() => counted, { timeout: 10_000 }).toBeGreaterThan(0); // its first pass is over
+    await expect.poll(() => passes, { timeout: 10_000 }).toBeGreaterThan(0); // its first pass is over
     await sleep(100);
     armed = true;
     r.poke();
     await expect.poll(() => armed, { timeout: 5000 }).toBe(false);
     await expect.poll(() => idsOf(sink.records.filter((rec) => rec.key === chatId)), { timeout: 10_000, interval: 20 }).toEqual([late.id]);
+  });
+
+  it('counts its backlog in the statement that reads: an event that comes alone costs a read and a mark', async () => {
+    const chatId = randomUUID();
+    // Every statement the leader's connection runs: 'pass' for the read, else its first words.
+    const statements: string[] = [];
+    const pool = new Proxy(ts.pool, {
+      get(target, prop) {
+        if (prop === 'connect') {
+          return async () => {
+            const client = await target.connect();
+            const query = client.query.bind(client) as (...args: unknown[]) => Promise<pg.QueryResult>;
+            client.query = ((...args: unknown[]) => {
+              const text = typeof args[0] === 'string' ? args[0] : '';
+              statements.push(text.includes('pg_snapshot_xmin') ? 'pass' : text.trim().split(/\s+/).slice(0, 2).join(' '));
+              return query(...args);
+            }) as typeof client.query;
+            return client;
+          };
+        }
+        const value = Reflect.get(target, prop, target) as unknown;
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const sink = await collect(kafka, ['chat.events']);
+    cleanups.push(() => sink.stop());
+    const { relay: r, metrics } = relay({ pool });
+    r.start();
+    await expect.poll(() => statements.includes('pass'), { timeout: 10_000 }).toBe(true);
+    await sleep(100);
+    const from = statements.length;
+    const events = [chatEvent(chatId, 1), chatEvent(chatId, 2), chatEvent(chatId, 3)];
+    for (const event of events) {
+      await ts.db.transaction((tx) => publish()(tx, event));
+      await expect.poll(() => idsOf(sink.records.filter((rec) => rec.key === chatId)).includes(event.id), { timeout: 10_000, interval: 10 }).toBe(true);
+      await sleep(300); // the linger and the pass that finds nothing
+    }
+    const { rows } = await ts.pool.query(`select count(*)::int as n from "${ts.schema}".outbox where key = $1 and published_at is not null`, [chatId]);
+    expect(rows[0].n).toBe(3);
+    const others = statements.slice(from).filter((s) => s !== 'pass');
+    // One mark per event, and no count of its own: the reads said what was left.
+    expect(others).toEqual(['update "' + ts.schema + '"."outbox"', 'update "' + ts.schema + '"."outbox"', 'update "' + ts.schema + '"."outbox"']);
+    expect((await metrics.outboxBacklog.get()).values.find((v) => v.labels.schema === ts.schema)?.value).toBe(0);
   });
 
   it('delivers events committed while no relay ran (the service stopped before publishing) once it starts again', async () => {
