@@ -32,6 +32,7 @@ export {
   countTokens,
   loadTokenizer,
   IMAGE_TOKENS,
+  type Tokenizer,
   type TokenizerName,
 } from './token-counter.js';
 export {
