@@ -38,6 +38,24 @@ describe('quotas, cache and async replies', () => {
     await pool?.end();
   });
 
+  /**
+   * Runs `fn` while a transaction of the test holds an id open. Other test files run chat apps on
+   * the same schema and worker apps on the same broker, and a worker answers any job it sees; but
+   * every relay publishes only rows of transactions older than the oldest one still open, so a job
+   * queued meanwhile stays in the outbox while this test plays the worker.
+   */
+  async function withOutboxHeld<T>(fn: () => Promise<T>): Promise<T> {
+    const client = await pool.connect();
+    try {
+      await client.query('begin');
+      await client.query('select pg_current_xact_id()');
+      return await fn();
+    } finally {
+      await client.query('rollback').catch(() => undefined);
+      client.release();
+    }
+  }
+
   async function produce(event: AnyEvent): Promise<void> {
     const record = toKafkaRecord(event);
     await producer.send({ topic: record.topic, acks: -1, messages: [{ key: record.key, value: record.value, headers: record.headers }] });
@@ -269,68 +287,77 @@ describe('quotas, cache and async replies', () => {
   });
 
   it('queues an async reply for the worker and stores the result the worker reports', async () => {
-    const user = testUser();
-    const chatId = await createChat(chat.app, user, { systemPrompt: 'Be kind.' });
-    const res = await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content: 'Write a poem', async: true } });
-    expect(res.statusCode).toBe(202);
-    const turn = res.json();
-    expect(turn.assistantMessage).toMatchObject({ status: 'queued', role: 'assistant', content: '', replyTo: turn.userMessage.id });
-    const job = await pool.query(`select envelope from chat.outbox where topic = 'jobs.completion' and key = $1`, [turn.assistantMessage.id]);
-    expect(job.rows[0].envelope).toMatchObject({
-      type: 'vivier.jobs.completion.requested.v1',
-      data: {
+    await withOutboxHeld(async () => {
+      const user = testUser();
+      const chatId = await createChat(chat.app, user, { systemPrompt: 'Be kind.' });
+      const res = await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content: 'Write a poem', async: true } });
+      expect(res.statusCode).toBe(202);
+      const turn = res.json();
+      expect(turn.assistantMessage).toMatchObject({ status: 'queued', role: 'assistant', content: '', replyTo: turn.userMessage.id });
+      const job = await pool.query(`select envelope from chat.outbox where topic = 'jobs.completion' and key = $1`, [turn.assistantMessage.id]);
+      expect(job.rows[0].envelope).toMatchObject({
+        type: 'vivier.jobs.completion.requested.v1',
+        data: {
+          chatId,
+          userId: user.id,
+          userMessageId: turn.userMessage.id,
+          assistantMessageId: turn.assistantMessage.id,
+          model: 'openai/gpt-4o-mini',
+          systemPrompt: 'Be kind.',
+          messages: [{ role: 'user', content: 'Write a poem' }],
+          regenerate: false,
+        },
+      });
+
+      // A client follows the queued reply while the worker works.
+      const following = streamSse(`${chat.url}/api/v1/chats/${chatId}/messages/${turn.assistantMessage.id}/stream`, { headers: user.headers });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const finished = createEvent(EVENTS.workerCompletionFinished, {
+        assistantMessageId: turn.assistantMessage.id,
         chatId,
         userId: user.id,
         userMessageId: turn.userMessage.id,
-        assistantMessageId: turn.assistantMessage.id,
+        status: 'completed',
+        content: 'Roses are red.',
+        provider: 'openai',
         model: 'openai/gpt-4o-mini',
-        systemPrompt: 'Be kind.',
-        messages: [{ role: 'user', content: 'Write a poem' }],
-        regenerate: false,
-      },
+        usage: { promptTokens: 12, completionTokens: 4 },
+        latencyMs: 321,
+        timeToFirstTokenMs: 45,
+      });
+      await produce(finished);
+      await produce(finished); // redelivered: one effect
+      const followed = await following;
+      expect(followed.events.map((e) => [e.id, e.event])).toEqual([
+        [1, 'message'],
+        [2, 'delta'],
+        [3, 'usage'],
+        [4, 'done'],
+      ]);
+      expect(followed.events[3]!.data).toMatchObject({ message: { status: 'completed', content: 'Roses are red.', usage: { promptTokens: 12, completionTokens: 4 } } });
+      const stored = (await chat.app.inject({ method: 'GET', url: `/api/v1/chats/${chatId}/messages/${turn.assistantMessage.id}`, headers: user.headers })).json();
+      expect(stored).toMatchObject({ status: 'completed', content: 'Roses are red.', latencyMs: 321, timeToFirstTokenMs: 45, provider: 'openai' });
+      const completed = await eventually(async () => {
+        const { rows } = await pool.query(`select envelope from chat.outbox where envelope->>'type' = 'vivier.chat.message.completed.v1' and envelope->>'subject' = $1`, [turn.assistantMessage.id]);
+        return rows.length > 0 && rows;
+      });
+      expect(completed).toHaveLength(1);
+      expect((await usage(user.id))!).toEqual({ reserved: 0, used: 16 });
+      // No relay has let the job out meanwhile: no worker but this test could have answered it.
+      const held = await pool.query(`select published_at from chat.outbox where topic = 'jobs.completion' and key = $1`, [turn.assistantMessage.id]);
+      expect(held.rows[0].published_at).toBeNull();
     });
-
-    // A client follows the queued reply while the worker works.
-    const following = streamSse(`${chat.url}/api/v1/chats/${chatId}/messages/${turn.assistantMessage.id}/stream`, { headers: user.headers });
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    const finished = createEvent(EVENTS.workerCompletionFinished, {
-      assistantMessageId: turn.assistantMessage.id,
-      chatId,
-      userId: user.id,
-      userMessageId: turn.userMessage.id,
-      status: 'completed',
-      content: 'Roses are red.',
-      provider: 'openai',
-      model: 'openai/gpt-4o-mini',
-      usage: { promptTokens: 12, completionTokens: 4 },
-      latencyMs: 321,
-      timeToFirstTokenMs: 45,
-    });
-    await produce(finished);
-    await produce(finished); // redelivered: one effect
-    const followed = await following;
-    expect(followed.events.map((e) => [e.id, e.event])).toEqual([
-      [1, 'message'],
-      [2, 'delta'],
-      [3, 'usage'],
-      [4, 'done'],
-    ]);
-    expect(followed.events[3]!.data).toMatchObject({ message: { status: 'completed', content: 'Roses are red.', usage: { promptTokens: 12, completionTokens: 4 } } });
-    const stored = (await chat.app.inject({ method: 'GET', url: `/api/v1/chats/${chatId}/messages/${turn.assistantMessage.id}`, headers: user.headers })).json();
-    expect(stored).toMatchObject({ status: 'completed', content: 'Roses are red.', latencyMs: 321, timeToFirstTokenMs: 45, provider: 'openai' });
-    const completed = await eventually(async () => {
-      const { rows } = await pool.query(`select envelope from chat.outbox where envelope->>'type' = 'vivier.chat.message.completed.v1' and envelope->>'subject' = $1`, [turn.assistantMessage.id]);
-      return rows.length > 0 && rows;
-    });
-    expect(completed).toHaveLength(1);
-    expect((await usage(user.id))!).toEqual({ reserved: 0, used: 16 });
   }, 90_000);
 
   it('cancels a queued reply; a late worker result is ignored', async () => {
     const user = testUser();
     const chatId = await createChat(chat.app, user);
-    const turn = (await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content: 'Later', async: true } })).json();
-    const cancel = await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages/${turn.assistantMessage.id}/cancel`, headers: user.headers });
+    // Cancelled before any worker could see the job (see withOutboxHeld).
+    const { turn, cancel } = await withOutboxHeld(async () => {
+      const turn = (await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content: 'Later', async: true } })).json();
+      const cancel = await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages/${turn.assistantMessage.id}/cancel`, headers: user.headers });
+      return { turn, cancel };
+    });
     expect(cancel.statusCode).toBe(202);
     expect(cancel.json()).toMatchObject({ status: 'cancelled' });
     const event = createEvent(EVENTS.workerCompletionFinished, {
