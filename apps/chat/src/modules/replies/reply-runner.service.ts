@@ -272,7 +272,9 @@ export class ReplyRunner {
     // Tokens were spent unless the request failed before anything came back: count what the
     // provider did not report (a cut or a cancel reports nothing), so usage is what was generated.
     const spent = status === 'completed' || run.text.length > 0 || firstAt !== undefined;
-    if (spent && !usage) usage = { promptTokens: start.promptTokens, completionTokens: await countTokens(run.text) };
+    // The reply's own count, by our tokenizer: what it weighs in a later turn's context.
+    const replyTokens = await countTokens(run.text);
+    if (spent && !usage) usage = { promptTokens: start.promptTokens, completionTokens: replyTokens };
     if (usage) run.emit('usage', usage);
 
     const completedAt = new Date();
@@ -283,7 +285,7 @@ export class ReplyRunner {
       model: model ?? start.modelId,
       promptTokens: usage?.promptTokens ?? null,
       completionTokens: usage?.completionTokens ?? null,
-      contextTokens: await countTokens(run.text),
+      contextTokens: replyTokens,
       latencyMs: Math.round(performance.now() - startedAt),
       timeToFirstTokenMs: firstAt === undefined ? null : Math.round(firstAt - startedAt),
       cached: start.cached !== undefined,
