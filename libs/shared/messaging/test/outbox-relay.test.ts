@@ -52,6 +52,32 @@ async function pollingLeaderWithSink() {
 }
 
 const publish = () => createPublisher(ts.tables.outbox);
+
+/**
+ * The test schema's pool, except that every query on a connection it hands out (the relay's
+ * leader connection among them) is followed by `after(client, text, result)`, which the query's
+ * caller waits for.
+ */
+function poolWatching(after: (client: pg.PoolClient, text: string, result: pg.QueryResult) => Promise<void> | void): pg.Pool {
+  return new Proxy(ts.pool, {
+    get(target, prop) {
+      if (prop === 'connect') {
+        return async () => {
+          const client = await target.connect();
+          const query = client.query.bind(client) as (...args: unknown[]) => Promise<pg.QueryResult>;
+          client.query = (async (...args: unknown[]) => {
+            const result = await query(...args);
+            await after(client, typeof args[0] === 'string' ? args[0] : '', result);
+            return result;
+          }) as typeof client.query;
+          return client;
+        };
+      }
+      const value = Reflect.get(target, prop, target) as unknown;
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+}
 /** An outbox row written on a connection the test holds (a transaction it keeps open). */
 const insertOn = (client: pg.PoolClient, event: ReturnType<typeof chatEvent>) =>
   client.query(`insert into "${ts.schema}".outbox (event_id, topic, key, envelope, headers) values ($1, 'chat.events', $2, $3, '{}')`, [
@@ -103,33 +129,16 @@ describe('outbox relay', () => {
     // returns, too late for that pass to see the row.
     let passes = 0;
     let armed = false;
-    const pool = new Proxy(ts.pool, {
-      get(target, prop) {
-        if (prop === 'connect') {
-          return async () => {
-            const client = await target.connect();
-            const query = client.query.bind(client) as (...args: unknown[]) => Promise<pg.QueryResult>;
-            client.query = (async (...args: unknown[]) => {
-              const result = await query(...args);
-              const text = typeof args[0] === 'string' ? args[0] : '';
-              if (text.includes('pg_snapshot_xmin')) {
-                passes += 1;
-                const empty = result.rows.every((r: { id: unknown; waiting: number }) => r.id === null && r.waiting === 0);
-                if (armed && empty) {
-                  armed = false;
-                  const notified = new Promise((resolve) => client.once('notification', resolve));
-                  await ts.db.transaction((tx) => publish()(tx, late));
-                  await notified;
-                }
-              }
-              return result;
-            }) as typeof client.query;
-            return client;
-          };
-        }
-        const value = Reflect.get(target, prop, target) as unknown;
-        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-      },
+    const pool = poolWatching(async (client, text, result) => {
+      if (!text.includes('pg_snapshot_xmin')) return;
+      passes += 1;
+      const empty = result.rows.every((r: { id: unknown; waiting: number }) => r.id === null && r.waiting === 0);
+      if (armed && empty) {
+        armed = false;
+        const notified = new Promise((resolve) => client.once('notification', resolve));
+        await ts.db.transaction((tx) => publish()(tx, late));
+        await notified;
+      }
     });
     const sink = await collect(kafka, ['chat.events']);
     cleanups.push(() => sink.stop());
@@ -148,23 +157,8 @@ describe('outbox relay', () => {
     const chatId = randomUUID();
     // Every statement the leader's connection runs: 'pass' for the read, else its first words.
     const statements: string[] = [];
-    const pool = new Proxy(ts.pool, {
-      get(target, prop) {
-        if (prop === 'connect') {
-          return async () => {
-            const client = await target.connect();
-            const query = client.query.bind(client) as (...args: unknown[]) => Promise<pg.QueryResult>;
-            client.query = ((...args: unknown[]) => {
-              const text = typeof args[0] === 'string' ? args[0] : '';
-              statements.push(text.includes('pg_snapshot_xmin') ? 'pass' : text.trim().split(/\s+/).slice(0, 2).join(' '));
-              return query(...args);
-            }) as typeof client.query;
-            return client;
-          };
-        }
-        const value = Reflect.get(target, prop, target) as unknown;
-        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-      },
+    const pool = poolWatching((_client, text) => {
+      statements.push(text.includes('pg_snapshot_xmin') ? 'pass' : text.trim().split(/\s+/).slice(0, 2).join(' '));
     });
     const sink = await collect(kafka, ['chat.events']);
     cleanups.push(() => sink.stop());
