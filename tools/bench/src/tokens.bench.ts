@@ -49,7 +49,7 @@ function baselinePromptTokens(messages: ChatMessage[]): number {
   return total;
 }
 
-/** Microseconds per count of one text, median of `rounds` batches. */
+/** Microseconds per count over one batch of texts (the rounds' medians are taken by the caller). */
 function perText(count: (text: string) => number, texts: string[]): number {
   const t0 = performance.now();
   for (const t of texts) count(t);
@@ -106,9 +106,10 @@ async function main(): Promise<void> {
       const b = Array.from({ length: n }, kind.make);
       perKind[i]!.ours.push(perText((t) => tokenizer.count(t), a));
       perKind[i]!.baseline.push(perText((t) => baseline.encode(t, [], []).length, b));
+      const tokens = tokenizer.count(a[0]!);
+      if (tokens !== baseline.encode(a[0]!, [], []).length) throw new Error(`the two tokenizers disagree on ${kind.name}`);
       perKind[i]!.chars = a[0]!.length;
-      perKind[i]!.tokens = tokenizer.count(a[0]!);
-      if (tokenizer.count(a[0]!) !== baseline.encode(a[0]!, [], []).length) throw new Error(`the two tokenizers disagree on ${kind.name}`);
+      perKind[i]!.tokens = tokens;
     }
   }
   const coldMs = median(cold);

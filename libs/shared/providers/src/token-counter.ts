@@ -14,7 +14,6 @@ const REPLY_PRIMER = 3;
 
 /** Counts a text's tokens in one encoding. */
 export interface Tokenizer {
-  readonly name: TokenizerName;
   count(text: string): number;
 }
 
@@ -42,7 +41,7 @@ export function loadTokenizer(name: TokenizerName = 'o200k_base'): Promise<Token
       // Its cache of word pieces would keep pieces of users' texts in memory (a pasted secret among
       // them); the counts worth keeping are kept by digest in TokenCountCache instead.
       encoding.setMergeCacheSize(0);
-      return { name, count: (text) => (text.length === 0 ? 0 : encoding.countTokens(text, AS_PLAIN_TEXT)) };
+      return { count: (text) => (text.length === 0 ? 0 : encoding.countTokens(text, AS_PLAIN_TEXT)) };
     })();
     // A failed load must not be cached forever.
     tokenizer.catch(() => tokenizers.delete(name));
