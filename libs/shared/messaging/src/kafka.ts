@@ -5,6 +5,7 @@ import { Kafka, logLevel as KafkaLogLevel, type ISocketFactory, type Producer, t
 import type { Static, TProperties } from '@sinclair/typebox';
 import type { FastifyBaseLogger } from 'fastify';
 import { Env } from '@vivier/service-kit';
+import { fixKafkajsIdleLoop } from './request-queue-fix';
 
 export const messagingConfigProperties = {
   KAFKA_PRODUCER_IDEMPOTENT: Env.bool(
@@ -77,6 +78,7 @@ export function createKafka(
   service: string,
   logger: FastifyBaseLogger,
 ): Kafka {
+  fixKafkajsIdleLoop();
   return new Kafka({
     clientId: `${config.KAFKA_CLIENT_ID}-${service}`,
     brokers: config.KAFKA_BROKERS.split(',').map((b) => b.trim()),
