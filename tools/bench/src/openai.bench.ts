@@ -18,6 +18,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { freePort, ROOT, startKafka, startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
 import { startTestInfrastructure } from '@vivier/dev-stack/test-infra';
+import { cpuBetween, cpuReading, pidsNamed, type CpuParty } from './cpu';
 import { closedLoop, type LoadResult } from './load';
 import { gatewayEnv, serviceEnv } from './services';
 import { machineNote, median, round, writeSection } from './stats';
@@ -78,6 +79,18 @@ async function main(): Promise<void> {
     procs.push(gateway);
     await waitReady(gateway);
     const vivier = `http://127.0.0.1:${gatewayPort}`;
+    // Every party's CPU is read around every measured round: what one request costs each of them.
+    const pid = (p: { pid?: number | undefined }) => () => (p.pid === undefined ? [] : [p.pid]);
+    const parties: CpuParty[] = [
+      { name: 'provider simulator', pids: pid(sim.proc) },
+      { name: 'Portkey', pids: pid(portkey.proc) },
+      { name: 'gateway', pids: pid(gateway.child) },
+      { name: 'chat', pids: pid(chat.child) },
+      { name: 'auth', pids: pid(auth.child) },
+      { name: 'PostgreSQL', pids: () => pidsNamed('postgres') },
+      { name: 'Redis', pids: () => pidsNamed('redis-server') },
+      { name: 'Kafka (dev broker)', pids: () => [dev.pid] },
+    ];
     const registered = await fetch(`${vivier}/api/v1/auth/register`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
@@ -112,16 +125,24 @@ async function main(): Promise<void> {
 
     const rows: string[] = [];
     const summary: Record<string, Record<string, LoadResult>> = {};
+    const cpu = new Map<string, { requests: number; seconds: Map<string, number> }>();
     for (const stream of [false, true]) {
       for (const connections of [1, 50]) {
         const results = new Map<string, LoadResult[]>();
+        const label = `${stream ? 'stream' : 'non-stream'}, ${connections} conn.`;
         for (let r = 0; r < ROUNDS; r++) {
           for (const t of targets(stream)) {
+            const before = cpuReading(parties);
             const result = await closedLoop({ origin: t.origin, path: t.path, headers: t.headers, body: t.body, connections, durationMs: SECONDS * 1000 });
+            const used = cpuBetween(before, cpuReading(parties));
             results.set(t.name, [...(results.get(t.name) ?? []), result]);
+            const key = `${label}|${t.name}`;
+            const sum = cpu.get(key) ?? { requests: 0, seconds: new Map<string, number>() };
+            sum.requests += result.requests;
+            for (const [party, seconds] of used) sum.seconds.set(party, (sum.seconds.get(party) ?? 0) + seconds);
+            cpu.set(key, sum);
           }
         }
-        const label = `${stream ? 'stream' : 'non-stream'}, ${connections} conn.`;
         summary[label] = {};
         for (const [name, list] of results) {
           const med: LoadResult = {
@@ -153,6 +174,48 @@ async function main(): Promise<void> {
       return t && d && t.requests > 0 ? `${round(t.p50Ms - d.p50Ms, 2)} ms` : 'n/a';
     };
 
+    // CPU per request: every round's CPU of each party over the requests the round completed.
+    const partyNames = ['load generator', ...parties.map((p) => p.name)];
+    const microseconds = (label: string, name: string) => {
+      const sum = cpu.get(`${label}|${name}`);
+      if (!sum || sum.requests === 0) return undefined;
+      return new Map(partyNames.map((party) => [party, ((sum.seconds.get(party) ?? 0) / sum.requests) * 1e6]));
+    };
+    // Only the parties a request passes through: the others idle (a few µs of timers and GC).
+    const onPath: Record<string, string[]> = {
+      [direct]: ['load generator', 'provider simulator'],
+      [pk]: ['load generator', 'provider simulator', 'Portkey'],
+      [vv]: ['load generator', 'provider simulator', 'gateway', 'chat', 'auth', 'PostgreSQL', 'Redis', 'Kafka (dev broker)'],
+    };
+    const pathTotal = (label: string, name: string) => {
+      const us = microseconds(label, name);
+      return us ? onPath[name]!.reduce((sum, party) => sum + us.get(party)!, 0) : undefined;
+    };
+    const cpuRows: string[] = [];
+    for (const label of Object.keys(summary)) {
+      for (const name of [direct, pk, vv]) {
+        const us = microseconds(label, name);
+        if (!us) continue;
+        const cells = partyNames.map((party) => (onPath[name]!.includes(party) ? String(Math.round(us.get(party)!)) : '·'));
+        const line = `| ${label} | ${name} | **${Math.round(pathTotal(label, name)!)}** | ${cells.join(' | ')} |`;
+        cpuRows.push(line);
+        process.stdout.write(`${line}\n`);
+      }
+    }
+    const nonStream50 = 'non-stream, 50 conn.';
+    const vivierCpu = pathTotal(nonStream50, vv);
+    const portkeyCpu = pathTotal(nonStream50, pk);
+    const fixedCpu = (() => {
+      const us = microseconds(nonStream50, vv);
+      return us ? us.get('load generator')! + us.get('provider simulator')! : undefined;
+    })();
+    const budget =
+      vivierCpu !== undefined && portkeyCpu !== undefined && fixedCpu !== undefined
+        ? `At 50 connections (non-stream) every request through Portkey cost ${Math.round(portkeyCpu)} µs of CPU on the machine, one through Vivier ${Math.round(vivierCpu)} µs.
+With both cores busy, requests/s go as the inverse of that cost: five times Portkey's requests/s needs a request through Vivier to cost
+at most ${Math.round(portkeyCpu / 5)} µs in all, and the load generator and the simulator alone take ${Math.round(fixedCpu)} µs of each.`
+        : 'CPU per request could not be read (/proc).';
+
     await writeSection(
       'openai',
       `## OpenAI-compatible path vs Portkey (issue 6)
@@ -173,23 +236,27 @@ ${rows.join('\n')}
 Portkey ${added('non-stream, 1 conn.', pk)} / ${added('stream, 1 conn.', pk)} (target for Vivier ≤ 0.5 ms).
 Portkey ${PORTKEY_VERSION} on Node 22 answers every streamed request with \`{"status":"failure","message":"Something went wrong"}\`
 (its log: \`tryTargetsRecursively error: immutable\`), so its stream rows count errors, not requests.
+
+**CPU per request**, µs, each party's user + system time (/proc) over the requests of its rounds (· = not on that path):
+
+| mode | target | total | ${partyNames.join(' | ')} |
+| --- | --- | --- | ${partyNames.map(() => '---').join(' | ')} |
+${cpuRows.join('\n')}
+
+${budget}
+
 How the figures moved: writing the quota settlement and the usage event as one statement instead of a four-statement
 transaction took Vivier from 291 to 662 req/s at 50 connections (one API key, so one quota row for every request);
 group-committing the reservations and settlements (chat's UsageLedger: while a statement for the row is in flight, the
 next requests wait and go as one) took it to 2,219 req/s in the run that measured it (Portkey 2,634 there: 0.84×).
-With it, chat made 0.7 PostgreSQL statements per request in a 5 s-per-mode run (21,276 requests: 5,344 reservations,
-about 3,500 settlements, 2,094 relay passes of a select and an update). What is left is not one slow part but the
-socket writes of every hop on two shared cores: in CPU profiles under this load, \`writev\` and string writes are 7.6 of
-28.6 busy seconds in chat (4.7 s of it PostgreSQL's) and 5.5 of 18.5 in the gateway (responses, the call to chat,
-the Redis script), time that includes waiting for the core after waking the process at the other end. The simulator
-alone answers about 40,000 req/s here, so five times Portkey (≈ 13,000 req/s through two more Node processes,
-PostgreSQL and Redis) is out of reach on this machine. The added latency at 1 connection is the hop to chat, the
-gateway's Redis script, and the provider call from chat; the settlement is written after the answer (it kept the answer
-waiting for one more statement until 2026-11-26), and since 2026-12-05 the reservation statement runs alongside the
-provider call once chat knows the user has room (their last reservation said so): at one connection, median of 5 × 2 s
-with the machine of that day, chat alone went from 1.93 to 1.42 ms and the whole path from 2.75 to 2.26 ms (simulator
-0.12 ms). What is left is mostly system calls: in CPU profiles at one connection, \`writev\` to the loopback
-sockets is a fifth of chat's busy time and a Redis write an eighth of the gateway's.`,
+The added latency at 1 connection is the hop to chat, the gateway's Redis script, and the provider call from chat; the
+settlement is written after the answer, and since 2026-12-05 the reservation statement runs alongside the provider call
+once chat knows the user has room (their last reservation said so): at one connection, median of 5 × 2 s with the machine
+of that day, chat alone went from 1.93 to 1.42 ms and the whole path from 2.75 to 2.26 ms (simulator 0.12 ms).
+No one part dominates what is left: \`perf record -a\` at one connection (2026-12-06) put chat's user space at 24 % of all
+samples and the gateway's at 11 %, the top symbol under 1 %, and the kernel at 7.9 % of the samples of all Node processes.
+In V8 CPU profiles the socket writes (\`writev\`: to PostgreSQL, to the client, to the provider) look large, but that
+time is mostly the writer losing its core to the process it woke, not system-call work.`,
     );
   } finally {
     for (const p of procs.reverse()) await stopProcess(p);

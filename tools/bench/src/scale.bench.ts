@@ -21,6 +21,7 @@ import { randomUUID } from 'node:crypto';
 import { Pool } from 'undici';
 import { Platform, type AuditReport, type Instance } from '@vivier/dev-stack/platform';
 import { startTestInfrastructure } from '@vivier/dev-stack/test-infra';
+import { cpuSeconds } from './cpu';
 import { machineNote, median, percentile, round, writeSection } from './stats';
 
 const USERS = Number(process.env.USERS ?? 1000);
@@ -31,7 +32,6 @@ const SAMPLE_SECONDS = Number(process.env.SAMPLE_SECONDS ?? 5);
 const WARMUP_SECONDS = Number(process.env.WARMUP_SECONDS ?? 20);
 const TARGET_RATE = 1160;
 const MAX_IN_FLIGHT = 4000;
-const CLOCK_TICKS = 100; // USER_HZ on Linux
 
 type Kind = 'message' | 'list' | 'history';
 interface User {
@@ -137,11 +137,8 @@ interface Sample {
 }
 
 function procStats(pid: number): { rssMiB: number; cpuSeconds: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const cpuSeconds = (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS; // utime, stime
   const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return { rssMiB: Number(rss?.[1] ?? 0) / 1024, cpuSeconds };
+  return { rssMiB: Number(rss?.[1] ?? 0) / 1024, cpuSeconds: cpuSeconds(pid) };
 }
 
 async function consumerLag(instances: Instance[]): Promise<Record<string, number>> {
