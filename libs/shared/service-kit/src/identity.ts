@@ -1,6 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import fp from 'fastify-plugin';
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
 import { problems } from './errors';
 
 /**
@@ -74,6 +74,40 @@ export function verifyContext(
   }
 }
 
+/**
+ * verifyContext with a memory: the gateway signs a context once per caller and second, so a
+ * busy caller's requests bring the same header pair again and again. A pair verified before is
+ * known by its signature and accepted without another HMAC and parse, when the payload is the
+ * same string and the context has not expired since. Bounded: when `max` pairs are held, the
+ * memory starts again empty.
+ */
+export class ContextVerifier {
+  private readonly verified = new Map<string, { payload: string; context: GatewayContext }>();
+
+  constructor(
+    private readonly secret: string,
+    private readonly max = 4096,
+    private readonly verify: typeof verifyContext = verifyContext,
+  ) {}
+
+  context(
+    headers: Record<string, string | string[] | undefined>,
+    nowSeconds = Math.floor(Date.now() / 1000),
+  ): GatewayContext | undefined {
+    const payload = headers[CONTEXT_HEADER];
+    const signature = headers[CONTEXT_SIGNATURE_HEADER];
+    if (typeof payload !== 'string' || typeof signature !== 'string') return undefined;
+    const known = this.verified.get(signature);
+    if (known !== undefined && known.payload === payload) return known.context.exp < nowSeconds ? undefined : known.context;
+    const context = this.verify(headers, this.secret, nowSeconds);
+    if (context !== undefined) {
+      if (this.verified.size >= this.max) this.verified.clear();
+      this.verified.set(signature, { payload, context });
+    }
+    return context;
+  }
+}
+
 /** Header for a service-to-service call: a timestamp and its HMAC (valid for 60 s). */
 export function signInternalCall(secret: string, nowSeconds = Math.floor(Date.now() / 1000)): Record<string, string> {
   const stamp = `internal.${nowSeconds}`;
@@ -113,12 +147,19 @@ export const identityPlugin = fp<{ secret: string }>(
     app.decorateRequest('identity', undefined);
     app.decorateRequest('clientIp', '');
     app.decorateRequest('clientUserAgent', undefined);
+    const verifier = new ContextVerifier(secret);
     app.addHook('onRequest', async (request) => {
-      const context = verifyContext(request.headers, secret);
+      const context = verifier.context(request.headers);
       request.clientIp = context?.ip ?? request.ip;
       request.clientUserAgent = context ? context.userAgent : request.headers['user-agent'];
       request.identity = context?.identity;
-      if (request.identity) request.log = request.log.child({ userId: request.identity.sub });
+      // Onto the request's own logger (Fastify makes one per request; reply.log is the same
+      // object): no second child logger per request.
+      if (request.identity) {
+        const log = request.log as FastifyBaseLogger & { setBindings?: (bindings: Record<string, unknown>) => void };
+        if (log.setBindings) log.setBindings({ userId: request.identity.sub });
+        else request.log = request.log.child({ userId: request.identity.sub });
+      }
     });
     app.decorate('requireInternalCall', async (request: FastifyRequest) => {
       if (!verifyInternalCall(request.headers, secret)) throw problems.forbidden('Internal route.');
