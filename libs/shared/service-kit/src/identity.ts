@@ -1,6 +1,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import fp from 'fastify-plugin';
-import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
 import { problems } from './errors';
 
 /**
@@ -154,12 +155,9 @@ export const identityPlugin = fp<{ secret: string }>(
       request.clientUserAgent = context ? context.userAgent : request.headers['user-agent'];
       request.identity = context?.identity;
       // Onto the request's own logger (Fastify makes one per request; reply.log is the same
-      // object): no second child logger per request.
-      if (request.identity) {
-        const log = request.log as FastifyBaseLogger & { setBindings?: (bindings: Record<string, unknown>) => void };
-        if (log.setBindings) log.setBindings({ userId: request.identity.sub });
-        else request.log = request.log.child({ userId: request.identity.sub });
-      }
+      // object): no second child logger per request. Every service app logs with pino
+      // (createServiceApp), whose loggers take more bindings.
+      if (request.identity) (request.log as Logger).setBindings({ userId: request.identity.sub });
     });
     app.decorate('requireInternalCall', async (request: FastifyRequest) => {
       if (!verifyInternalCall(request.headers, secret)) throw problems.forbidden('Internal route.');
