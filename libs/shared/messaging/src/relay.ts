@@ -52,10 +52,15 @@ const LEADER_RETRY_MS = 2000;
  *   (txid < pg_snapshot_xmin), so a transaction that committed late cannot be overtaken by a
  *   newer row of the same key: per-key order on Kafka equals commit-safe id order.
  * - With Kafka away, sends fail and are retried with backoff; rows stay until they are sent.
- *   A crash between send and mark re-sends a row: consumers dedupe by event id.
+ * - Rows sent are marked by the statement of the next pass (which follows within the linger, or
+ *   by stop()), not by a statement of their own: a steady stream costs one round trip and one
+ *   commit per pass instead of two. A crash between send and mark re-sends those rows: consumers
+ *   dedupe by event id.
  */
 export class OutboxRelay {
   private running = false;
+  /** Aborted by stop(): ends a linger at once (the rows it sent are marked on the way out). */
+  private stopping = new AbortController();
   private loop: Promise<void> | undefined;
   private client: pg.PoolClient | undefined;
   /** Ends the current sleep; undefined while the relay is not sleeping. */
@@ -70,6 +75,8 @@ export class OutboxRelay {
    * leader starts from 0.
    */
   private floor = '0';
+  /** Ids of rows sent to Kafka and not marked yet: the next pass's statement marks them. */
+  private unmarked: string[] = [];
   private lastErrorValue: string | undefined;
   private leader = false;
   private nextHousekeeping = 0;
@@ -99,6 +106,7 @@ export class OutboxRelay {
   start(): void {
     if (this.running) return;
     this.running = true;
+    this.stopping = new AbortController();
     this.loop = this.run().catch((error: unknown) => {
       this.options.logger.error({ err: error }, 'outbox relay stopped unexpectedly');
     });
@@ -106,10 +114,13 @@ export class OutboxRelay {
 
   async stop(): Promise<void> {
     this.running = false;
+    this.stopping.abort();
     this.signal();
     await this.loop;
     await this.releaseLeadership();
   }
+
+  private readonly onNotification = (): void => this.signal();
 
   /** Wakes the relay now (tests, or callers that know they just committed). */
   poke(): void {
@@ -143,7 +154,9 @@ export class OutboxRelay {
         backoff = 100;
         if (published === 0 && Date.now() >= this.nextHousekeeping) await this.housekeep();
         const linger = this.options.lingerMs ?? 5;
-        if (published > 0 && published < (this.options.batchSize ?? 500) && linger > 0) await sleep(linger);
+        if (published > 0 && published < (this.options.batchSize ?? 500) && linger > 0) {
+          await sleep(linger, undefined, { signal: this.stopping.signal }).catch(() => undefined);
+        }
         if (published === 0) {
           // Rows written by transactions still open elsewhere become publishable very soon.
           await this.sleep(this.backlogValue > 0 ? 10 : (this.options.pollIntervalMs ?? 1000));
@@ -168,8 +181,8 @@ export class OutboxRelay {
         return false;
       }
       await client.query(`listen "${this.channel}"`);
-      client.on('notification', () => this.signal());
-      client.on('error', () => undefined);
+      client.on('notification', this.onNotification);
+      client.on('error', ignoreError);
       this.client = client;
       this.leader = true;
       this.floor = '0';
@@ -183,38 +196,50 @@ export class OutboxRelay {
 
   private async releaseLeadership(): Promise<void> {
     const client = this.client;
+    const unmarked = this.unmarked;
     this.client = undefined;
     this.leader = false;
+    this.unmarked = [];
     if (!client) return;
     try {
+      if (unmarked.length > 0) await client.query(`update ${this.table} set published_at = now() where id = any($1::bigint[])`, [unmarked]);
       await client.query(`unlisten "${this.channel}"`);
       await client.query('select pg_advisory_unlock(hashtext($1))', [this.lockKey]);
       client.release();
     } catch (error) {
       // A broken connection loses its locks with it.
       client.release(error as Error);
+    } finally {
+      // Back in the pool, the connection takes none of the leader's listeners with it.
+      client.off('notification', this.onNotification);
+      client.off('error', ignoreError);
     }
   }
 
-  /** One batch: read publishable rows, send them, mark them. Returns how many were published. */
+  /** One batch: mark what the last pass sent, read publishable rows, send them. Returns how many were sent. */
   private async pass(): Promise<number> {
     const client = this.client!;
     const batchSize = this.options.batchSize ?? 500;
-    // One round trip: the snapshot's xmin (every transaction below it has ended); how many rows
-    // committed by transactions at or above it wait (the backlog once this pass is through, so a
-    // pass that finds nothing needs no count of its own); and the rows of ended transactions, from
-    // the floor on, in id order. An empty outbox still returns a row.
+    // One round trip: marks the rows the last pass sent; the snapshot's xmin (every transaction
+    // below it has ended); how many rows committed by transactions at or above it wait (the backlog
+    // once this pass is through, so a pass that finds nothing needs no count of its own); and the
+    // rows of ended transactions, from the floor on, in id order. The read does not see the marks
+    // of its own statement, so the rows just marked are left out by id (the count needs no such
+    // care: they were written below the last pass's xmin). An empty outbox still returns a row.
+    const marking = this.unmarked;
     const { rows: found } = await client.query<OutboxRow & { xmin: string; waiting: number }>(
-      `with snap as (select pg_snapshot_xmin(pg_current_snapshot()) as xmin)
+      `with marked as (update ${this.table} set published_at = now() where id = any($3::bigint[])),
+       snap as (select pg_snapshot_xmin(pg_current_snapshot()) as xmin)
        select snap.xmin::text as xmin,
               (select count(*)::int from ${this.table} where published_at is null and txid >= snap.xmin) as waiting,
               o.id, o.topic, o.key, o.envelope, o.headers
          from snap left join lateral (
            select id, topic, key, envelope, headers from ${this.table}
-            where published_at is null and txid < snap.xmin and txid >= $2::xid8
+            where published_at is null and txid < snap.xmin and txid >= $2::xid8 and id <> all($3::bigint[])
             order by id limit $1) o on true`,
-      [batchSize, this.floor],
+      [batchSize, this.floor, marking],
     );
+    this.unmarked = [];
     const rows = found.filter((r) => r.id !== null);
     // Fewer than a batch: every row of a transaction below xmin is now seen, and is published
     // below unless the send fails; the next passes can start from xmin.
@@ -248,7 +273,7 @@ export class OutboxRelay {
     }
     for (const span of spans) endSpan(span);
     this.options.metrics?.publishDuration.observe({ schema: this.options.schema }, (performance.now() - started) / 1000);
-    await client.query(`update ${this.table} set published_at = now() where id = any($1::bigint[])`, [rows.map((r) => r.id)]);
+    this.unmarked = rows.map((r) => r.id);
     if (nextFloor !== undefined) this.floor = nextFloor;
     for (const [topic, messages] of byTopic) {
       this.options.metrics?.outboxPublished.inc({ schema: this.options.schema, topic }, messages.length);
@@ -338,6 +363,9 @@ export class OutboxRelay {
     });
   }
 }
+
+/** The leader's connection may fail while idle; the next query on it reports that. */
+function ignoreError(): void {}
 
 function isConnectionError(error: unknown): boolean {
   const code = (error as { code?: string }).code;

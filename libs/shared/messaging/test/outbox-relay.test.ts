@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Kafka, Producer } from 'kafkajs';
-import type pg from 'pg';
+import pg from 'pg';
 import { Registry } from 'prom-client';
 import { testAdminDatabaseUrl } from '@vivier/service-kit/testing';
 import type { DevKafka } from '@vivier/dev-kafka';
@@ -153,7 +153,7 @@ describe('outbox relay', () => {
     await expect.poll(() => idsOf(sink.records.filter((rec) => rec.key === chatId)), { timeout: 10_000, interval: 20 }).toEqual([late.id]);
   });
 
-  it('counts its backlog in the statement that reads: an event that comes alone costs a read and a mark', async () => {
+  it('counts its backlog and marks what it sent in the statement that reads: an event that comes alone costs two reads and nothing else', async () => {
     const chatId = randomUUID();
     // Every statement the leader's connection runs: 'pass' for the read, else its first words.
     const statements: string[] = [];
@@ -171,14 +171,72 @@ describe('outbox relay', () => {
     for (const event of events) {
       await ts.db.transaction((tx) => publish()(tx, event));
       await expect.poll(() => idsOf(sink.records.filter((rec) => rec.key === chatId)).includes(event.id), { timeout: 10_000, interval: 10 }).toBe(true);
-      await sleep(300); // the linger and the pass that finds nothing
+      // The linger, then the pass that marks it and finds nothing else.
+      await expect
+        .poll(async () => (await ts.pool.query(`select published_at from "${ts.schema}".outbox where event_id = $1`, [event.id])).rows[0].published_at, { timeout: 10_000, interval: 10 })
+        .not.toBeNull();
+      await sleep(100);
     }
-    const { rows } = await ts.pool.query(`select count(*)::int as n from "${ts.schema}".outbox where key = $1 and published_at is not null`, [chatId]);
-    expect(rows[0].n).toBe(3);
-    const others = statements.slice(from).filter((s) => s !== 'pass');
-    // One mark per event, and no count of its own: the reads said what was left.
-    expect(others).toEqual(['update "' + ts.schema + '"."outbox"', 'update "' + ts.schema + '"."outbox"', 'update "' + ts.schema + '"."outbox"']);
+    // The read that sent an event, and the next one, which marked it: no mark or count of its own.
+    expect(statements.slice(from)).toEqual(Array(6).fill('pass'));
     expect((await metrics.outboxBacklog.get()).values.find((v) => v.labels.schema === ts.schema)?.value).toBe(0);
+  });
+
+  it('sends every row once when the marks go with the next read, also batch after full batch', async () => {
+    const chatId = randomUUID();
+    const events = Array.from({ length: 23 }, (_, i) => chatEvent(chatId, i));
+    await ts.db.transaction((tx) => publish()(tx, events));
+    const sink = await collect(kafka, ['chat.events']);
+    cleanups.push(() => sink.stop());
+    // Full batches of 5: the floor stays put, so each read must leave out the rows it marks.
+    const { relay: r } = relay({ batchSize: 5 });
+    r.start();
+    await expect.poll(() => sink.records.filter((rec) => rec.key === chatId).length, { timeout: 15_000 }).toBe(23);
+    await sleep(300);
+    expect(sink.records.filter((rec) => rec.key === chatId).map((rec) => seqOf(JSON.parse(rec.value)))).toEqual(events.map((_, i) => i));
+    const { rows } = await ts.pool.query(`select count(*)::int as n from "${ts.schema}".outbox where key = $1 and published_at is null`, [chatId]);
+    expect(rows[0].n).toBe(0);
+  });
+
+  it('marks what it last sent when it stops, however long it would have lingered', async () => {
+    const chatId = randomUUID();
+    const sink = await collect(kafka, ['chat.events']);
+    cleanups.push(() => sink.stop());
+    const { relay: r } = relay({ lingerMs: 60_000 });
+    r.start();
+    await expect.poll(() => r.isLeader, { timeout: 10_000 }).toBe(true);
+    const event = chatEvent(chatId, 1);
+    await ts.db.transaction((tx) => publish()(tx, event));
+    await expect.poll(() => idsOf(sink.records.filter((rec) => rec.key === chatId)), { timeout: 10_000, interval: 10 }).toEqual([event.id]);
+    const marked = async () => (await ts.pool.query(`select published_at from "${ts.schema}".outbox where event_id = $1`, [event.id])).rows[0].published_at;
+    await sleep(200);
+    expect(await marked()).toBeNull(); // lingering: the next read would mark it
+    const stopping = Date.now();
+    await r.stop();
+    expect(Date.now() - stopping).toBeLessThan(5000);
+    expect(await marked()).not.toBeNull();
+  });
+
+  it('hands its connection back to the pool without the listeners it added, however often it leads', async () => {
+    const single = new pg.Pool({ connectionString: testAdminDatabaseUrl(), max: 1 });
+    single.on('error', () => undefined);
+    cleanups.push(() => single.end());
+    const listeners = async () => {
+      const client = await single.connect();
+      try {
+        return { notification: client.listenerCount('notification'), error: client.listenerCount('error') };
+      } finally {
+        client.release();
+      }
+    };
+    const before = await listeners();
+    for (let i = 0; i < 3; i++) {
+      const { relay: r } = relay({ pool: single });
+      r.start();
+      await expect.poll(() => r.isLeader, { timeout: 10_000 }).toBe(true);
+      await r.stop();
+    }
+    expect(await listeners()).toEqual(before);
   });
 
   it('delivers events committed while no relay ran (the service stopped before publishing) once it starts again', async () => {
