@@ -206,6 +206,33 @@ describe('quotas, cache and async replies', () => {
     }
   }, 60_000);
 
+  it('OpenAI API: requests one after another settle in one statement within the linger, and no answer waits for it', async () => {
+    const instance = await startChat({ PROVIDERS_FILE: providersFile, CHAT_DEFAULT_MODEL: 'openai/gpt-4o-mini', CHAT_USAGE_SETTLE_LINGER_MS: '3000' });
+    try {
+      const user = testUser();
+      const ask = () =>
+        instance.app.inject({
+          method: 'POST',
+          url: '/v1/chat/completions',
+          headers: user.headers,
+          payload: { model: 'openai/gpt-4o-mini', max_tokens: 8, messages: [{ role: 'user', content: 'echo: one after another' }] },
+        });
+      const started = Date.now();
+      const answers = [await ask(), await ask(), await ask()];
+      expect(Date.now() - started).toBeLessThan(2500);
+      expect(answers.map((a) => a.statusCode)).toEqual([200, 200, 200]);
+      expect(await usage(user.id)).toMatchObject({ used: 0 }); // all three still lingering
+      const total = answers.reduce((n, a) => n + (a.json() as { usage: { total_tokens: number } }).usage.total_tokens, 0);
+      await expect.poll(() => usage(user.id), { timeout: 10_000 }).toEqual({ reserved: 0, used: total });
+      // Rows written by one statement carry one transaction id.
+      const { rows } = await pool.query(`select txid::text from chat.outbox where key = $1 and topic = 'chat.events'`, [apiChatId(user.id)]);
+      expect(rows).toHaveLength(3);
+      expect(new Set(rows.map((r: { txid: string }) => r.txid)).size).toBe(1);
+    } finally {
+      await instance.close();
+    }
+  }, 60_000);
+
   it('OpenAI API: with room known to be ample the provider call does not wait for the reservation; a refusal aborts it', async () => {
     const user = testUser();
     const ask = (content: string, model = 'openai/paced') =>

@@ -141,10 +141,12 @@ export class OpenAiService {
       models: ModelCatalog;
       metrics: ChatMetrics;
       maxOutputTokens: number;
+      /** See UsageLedger's `settleLingerMs`. */
+      settleLingerMs: number;
       log: FastifyBaseLogger;
     },
   ) {
-    this.ledger = new UsageLedger(deps.turns);
+    this.ledger = new UsageLedger(deps.turns, { settleLingerMs: deps.settleLingerMs });
   }
 
   models() {

@@ -25,8 +25,10 @@ const MAX_HEADROOMS = 10_000;
  * statement per request queues them all on that row's lock and a WAL flush each. Here, while a
  * statement for a user's row is in flight, the reservations that arrive meanwhile wait and go as
  * one reservation of their sum; settlements of every user go as one statement while another is in
- * flight. A lone request never waits (nothing is in flight), so the latency of light traffic is a
- * single statement as before, and under load a request waits at most for the statement ahead.
+ * flight. A lone reservation never waits (nothing is in flight), so the latency of light traffic is
+ * a single statement as before, and under load a request waits at most for the statement ahead.
+ * Settlements, which no answer waits for, also linger a few milliseconds when nothing is in flight,
+ * so that steady light traffic (one connection, one request after another) shares statements too.
  *
  * Nothing is answered before its write has committed: a reservation is granted only by a statement
  * that reserved it, and a settlement resolves only once its statement committed. A sum that does
@@ -45,7 +47,21 @@ export class UsageLedger {
   /** Tokens left per user and month as the last granted reservation reported them (null: no limit), less what was asked since. */
   private readonly headroom = new Map<string, { tokens: number | null; at: number }>();
 
-  constructor(private readonly store: UsageStore) {}
+  private readonly settleLingerMs: number;
+
+  /**
+   * `settleLingerMs`: how long a settlement that finds no statement in flight waits for others to
+   * join it (Kafka's `linger.ms`, PostgreSQL's `commit_delay`). Answers never wait for it (run()
+   * answers first), so it costs no latency; what it saves is a statement, a commit and a relay
+   * wake-up for each settlement that joins, which is most of them once requests come faster than
+   * one per linger.
+   */
+  constructor(
+    private readonly store: UsageStore,
+    options: { settleLingerMs?: number } = {},
+  ) {
+    this.settleLingerMs = options.settleLingerMs ?? 0;
+  }
 
   /**
    * True when the last reservation answered for this user and month, less everything asked for
@@ -76,7 +92,10 @@ export class UsageLedger {
   settle(settlement: Settlement): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       this.settlements.push({ settlement, resolve, reject });
-      if (!this.settling) void this.drainSettlements();
+      if (this.settling) return;
+      this.settling = true;
+      if (this.settleLingerMs > 0) setTimeout(() => void this.drainSettlements(), this.settleLingerMs);
+      else void this.drainSettlements();
     });
   }
 
@@ -115,8 +134,8 @@ export class UsageLedger {
     if (this.headroom.size > MAX_HEADROOMS) this.headroom.delete(this.headroom.keys().next().value!);
   }
 
+  /** Writes the settlements waiting, a batch per statement, until none is left; `settling` is set by the caller. */
   private async drainSettlements(): Promise<void> {
-    this.settling = true;
     try {
       while (this.settlements.length > 0) {
         const batch = this.settlements.splice(0, MAX_BATCH);
