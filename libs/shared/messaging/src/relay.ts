@@ -174,15 +174,18 @@ export class OutboxRelay {
 
   private async acquireLeadership(): Promise<boolean> {
     const client = await this.options.pool.connect();
+    // From here on the connection may fail between queries; without a listener its 'error' event
+    // would be thrown, and take the process down.
+    client.on('error', ignoreError);
     try {
       const { rows } = await client.query<{ locked: boolean }>('select pg_try_advisory_lock(hashtext($1)) as locked', [this.lockKey]);
       if (!rows[0]?.locked) {
         client.release();
+        client.off('error', ignoreError);
         return false;
       }
       await client.query(`listen "${this.channel}"`);
       client.on('notification', this.onNotification);
-      client.on('error', ignoreError);
       this.client = client;
       this.leader = true;
       this.floor = '0';
@@ -190,6 +193,8 @@ export class OutboxRelay {
       return true;
     } catch (error) {
       client.release(error as Error);
+      client.off('notification', this.onNotification);
+      client.off('error', ignoreError);
       throw error;
     }
   }
@@ -207,8 +212,13 @@ export class OutboxRelay {
       await client.query('select pg_advisory_unlock(hashtext($1))', [this.lockKey]);
       client.release();
     } catch (error) {
-      // A broken connection loses its locks with it.
+      // A broken connection loses its locks with it. What it had not marked yet is marked on
+      // another connection, so that the next leader does not send it again (marking sent rows
+      // needs no lock); if the database is away altogether, the next leader re-sends them.
       client.release(error as Error);
+      if (unmarked.length > 0) {
+        await this.options.pool.query(`update ${this.table} set published_at = now() where id = any($1::bigint[]) and published_at is null`, [unmarked]).catch(() => undefined);
+      }
     } finally {
       // Back in the pool, the connection takes none of the leader's listeners with it.
       client.off('notification', this.onNotification);

@@ -178,7 +178,9 @@ describe('outbox relay', () => {
       await sleep(100);
     }
     // The read that sent an event, and the next one, which marked it: no mark or count of its own.
-    expect(statements.slice(from)).toEqual(Array(6).fill('pass'));
+    // (More reads when a transaction open elsewhere held the event back for a while.)
+    expect(statements.slice(from).filter((s) => s !== 'pass')).toEqual([]);
+    expect(statements.slice(from).length).toBeGreaterThanOrEqual(6);
     expect((await metrics.outboxBacklog.get()).values.find((v) => v.labels.schema === ts.schema)?.value).toBe(0);
   });
 
@@ -215,6 +217,29 @@ describe('outbox relay', () => {
     await r.stop();
     expect(Date.now() - stopping).toBeLessThan(5000);
     expect(await marked()).not.toBeNull();
+  });
+
+  it('marks what it last sent on another connection when its own was cut, so the next leader does not send it again', async () => {
+    const chatId = randomUUID();
+    const sink = await collect(kafka, ['chat.events']);
+    cleanups.push(() => sink.stop());
+    const { relay: r } = relay({ lingerMs: 60_000 });
+    r.start();
+    await expect.poll(() => r.isLeader, { timeout: 10_000 }).toBe(true);
+    const event = chatEvent(chatId, 1);
+    await ts.db.transaction((tx) => publish()(tx, event));
+    await expect.poll(() => idsOf(sink.records.filter((rec) => rec.key === chatId)), { timeout: 10_000, interval: 10 }).toEqual([event.id]);
+    // The leader's backend goes away while the relay lingers (its connection emits an error no
+    // query is waiting for, which must not take the process down).
+    const { rows: killed } = await ts.pool.query<{ ok: boolean }>(
+      `select pg_terminate_backend(pid) as ok from pg_stat_activity where query like '%pg_snapshot_xmin%' and query like $1 and pid <> pg_backend_pid()`,
+      [`%"${ts.schema}"."outbox"%`],
+    );
+    expect(killed.map((k) => k.ok)).toEqual([true]);
+    await sleep(200);
+    await r.stop();
+    const { rows } = await ts.pool.query(`select published_at from "${ts.schema}".outbox where event_id = $1`, [event.id]);
+    expect(rows[0].published_at).not.toBeNull();
   });
 
   it('hands its connection back to the pool without the listeners it added, however often it leads', async () => {
