@@ -87,6 +87,26 @@ const insertOn = (client: pg.PoolClient, event: ReturnType<typeof chatEvent>) =>
   ]);
 const idsOf = (records: Array<{ value: string }>) => records.map((r) => (JSON.parse(r.value) as { id: string }).id);
 
+/**
+ * A leader that lingers a minute after each send, right after it sent one event: the event is on
+ * Kafka, and only the next read (a minute away), or stop(), would mark it. `marked` reads its
+ * `published_at`.
+ */
+async function lingeringAfterSend() {
+  const chatId = randomUUID();
+  const sink = await collect(kafka, ['chat.events']);
+  cleanups.push(() => sink.stop());
+  const { relay: r } = relay({ lingerMs: 60_000 });
+  r.start();
+  await expect.poll(() => r.isLeader, { timeout: 10_000 }).toBe(true);
+  const event = chatEvent(chatId, 1);
+  await ts.db.transaction((tx) => publish()(tx, event));
+  await expect.poll(() => idsOf(sink.records.filter((rec) => rec.key === chatId)), { timeout: 10_000, interval: 10 }).toEqual([event.id]);
+  const marked = async (): Promise<Date | null> =>
+    (await ts.pool.query(`select published_at from "${ts.schema}".outbox where event_id = $1`, [event.id])).rows[0].published_at;
+  return { relay: r, marked };
+}
+
 describe('outbox relay', () => {
   it('publishes only committed events, wakes on NOTIFY within milliseconds, and marks them sent', async () => {
     const chatId = randomUUID();
@@ -201,16 +221,7 @@ describe('outbox relay', () => {
   });
 
   it('marks what it last sent when it stops, however long it would have lingered', async () => {
-    const chatId = randomUUID();
-    const sink = await collect(kafka, ['chat.events']);
-    cleanups.push(() => sink.stop());
-    const { relay: r } = relay({ lingerMs: 60_000 });
-    r.start();
-    await expect.poll(() => r.isLeader, { timeout: 10_000 }).toBe(true);
-    const event = chatEvent(chatId, 1);
-    await ts.db.transaction((tx) => publish()(tx, event));
-    await expect.poll(() => idsOf(sink.records.filter((rec) => rec.key === chatId)), { timeout: 10_000, interval: 10 }).toEqual([event.id]);
-    const marked = async () => (await ts.pool.query(`select published_at from "${ts.schema}".outbox where event_id = $1`, [event.id])).rows[0].published_at;
+    const { relay: r, marked } = await lingeringAfterSend();
     await sleep(200);
     expect(await marked()).toBeNull(); // lingering: the next read would mark it
     const stopping = Date.now();
@@ -220,15 +231,7 @@ describe('outbox relay', () => {
   });
 
   it('marks what it last sent on another connection when its own was cut, so the next leader does not send it again', async () => {
-    const chatId = randomUUID();
-    const sink = await collect(kafka, ['chat.events']);
-    cleanups.push(() => sink.stop());
-    const { relay: r } = relay({ lingerMs: 60_000 });
-    r.start();
-    await expect.poll(() => r.isLeader, { timeout: 10_000 }).toBe(true);
-    const event = chatEvent(chatId, 1);
-    await ts.db.transaction((tx) => publish()(tx, event));
-    await expect.poll(() => idsOf(sink.records.filter((rec) => rec.key === chatId)), { timeout: 10_000, interval: 10 }).toEqual([event.id]);
+    const { relay: r, marked } = await lingeringAfterSend();
     // The leader's backend goes away while the relay lingers (its connection emits an error no
     // query is waiting for, which must not take the process down).
     const { rows: killed } = await ts.pool.query<{ ok: boolean }>(
@@ -238,8 +241,7 @@ describe('outbox relay', () => {
     expect(killed.map((k) => k.ok)).toEqual([true]);
     await sleep(200);
     await r.stop();
-    const { rows } = await ts.pool.query(`select published_at from "${ts.schema}".outbox where event_id = $1`, [event.id]);
-    expect(rows[0].published_at).not.toBeNull();
+    expect(await marked()).not.toBeNull();
   });
 
   it('hands its connection back to the pool without the listeners it added, however often it leads', async () => {
