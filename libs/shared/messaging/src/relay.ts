@@ -52,10 +52,10 @@ const LEADER_RETRY_MS = 2000;
  *   (txid < pg_snapshot_xmin), so a transaction that committed late cannot be overtaken by a
  *   newer row of the same key: per-key order on Kafka equals commit-safe id order.
  * - With Kafka away, sends fail and are retried with backoff; rows stay until they are sent.
- * - Rows sent are marked by the statement of the next pass (which follows within the linger, or
- *   by stop()), not by a statement of their own: a steady stream costs one round trip and one
- *   commit per pass instead of two. A crash between send and mark re-sends those rows: consumers
- *   dedupe by event id.
+ * - Rows sent are marked by the statement of the next pass (which follows after the linger, or
+ *   after the backoff if it fails), or when the leader lets go; not by a statement of their own:
+ *   a steady stream costs one round trip and one commit per pass instead of two. A crash between
+ *   send and mark re-sends those rows: consumers dedupe by event id.
  */
 export class OutboxRelay {
   private running = false;
@@ -83,12 +83,15 @@ export class OutboxRelay {
   private readonly channel: string;
   private readonly table: string;
   private readonly lockKey: string;
+  /** Marks sent rows (`$1`, ids) outside a pass: when the leader lets go. */
+  private readonly markStatement: string;
 
   constructor(private readonly options: OutboxRelayOptions) {
     if (!/^[a-z_][a-z0-9_]*$/.test(options.schema)) throw new Error(`unsafe schema name ${options.schema}`);
     this.channel = `vivier_outbox_${options.schema}`;
     this.table = `"${options.schema}"."outbox"`;
     this.lockKey = `vivier-outbox-relay:${options.schema}`;
+    this.markStatement = `update ${this.table} set published_at = now() where id = any($1::bigint[]) and published_at is null`;
   }
 
   /** Unpublished rows seen at the last pass. */
@@ -207,7 +210,7 @@ export class OutboxRelay {
     this.unmarked = [];
     if (!client) return;
     try {
-      if (unmarked.length > 0) await client.query(`update ${this.table} set published_at = now() where id = any($1::bigint[])`, [unmarked]);
+      if (unmarked.length > 0) await client.query(this.markStatement, [unmarked]);
       await client.query(`unlisten "${this.channel}"`);
       await client.query('select pg_advisory_unlock(hashtext($1))', [this.lockKey]);
       client.release();
@@ -217,7 +220,7 @@ export class OutboxRelay {
       // needs no lock); if the database is away altogether, the next leader re-sends them.
       client.release(error as Error);
       if (unmarked.length > 0) {
-        await this.options.pool.query(`update ${this.table} set published_at = now() where id = any($1::bigint[]) and published_at is null`, [unmarked]).catch(() => undefined);
+        await this.options.pool.query(this.markStatement, [unmarked]).catch(() => undefined);
       }
     } finally {
       // Back in the pool, the connection takes none of the leader's listeners with it.
