@@ -62,6 +62,10 @@ export class OutboxRelay {
   /** Aborted by stop(): ends a linger at once (the rows it sent are marked on the way out). */
   private stopping = new AbortController();
   private loop: Promise<void> | undefined;
+  /** Counts start() calls: a loop runs while it is the latest, so a stop() that start() overtook still ends its loop. */
+  private generation = 0;
+  /** The last stop(): a loop started after it waits until it has let go of the connection. */
+  private stopped: Promise<void> = Promise.resolve();
   private client: pg.PoolClient | undefined;
   /** Ends the current sleep; undefined while the relay is not sleeping. */
   private wake: (() => void) | undefined;
@@ -110,17 +114,27 @@ export class OutboxRelay {
     if (this.running) return;
     this.running = true;
     this.stopping = new AbortController();
-    this.loop = this.run().catch((error: unknown) => {
-      this.options.logger.error({ err: error }, 'outbox relay stopped unexpectedly');
-    });
+    const generation = ++this.generation;
+    // A stop() still under way (its loop finishing a pass, its marks) shares this.client: the new
+    // loop begins once it is over, never beside the old one.
+    const previous = this.stopped;
+    this.loop = previous
+      .then(() => this.run(generation))
+      .catch((error: unknown) => {
+        this.options.logger.error({ err: error }, 'outbox relay stopped unexpectedly');
+      });
   }
 
   async stop(): Promise<void> {
     this.running = false;
     this.stopping.abort();
     this.signal();
-    await this.loop;
-    await this.releaseLeadership();
+    const loop = this.loop;
+    this.stopped = (async () => {
+      await loop;
+      await this.releaseLeadership();
+    })();
+    await this.stopped;
   }
 
   private readonly onNotification = (): void => this.signal();
@@ -140,10 +154,10 @@ export class OutboxRelay {
     else this.woken = true;
   }
 
-  private async run(): Promise<void> {
+  private async run(generation: number): Promise<void> {
     let backoff = 100;
     const maxBackoff = this.options.maxBackoffMs ?? 5000;
-    while (this.running) {
+    while (this.running && generation === this.generation) {
       try {
         if (!this.client) {
           const acquired = await this.acquireLeadership();

@@ -266,6 +266,26 @@ describe('outbox relay', () => {
     expect(await listeners()).toEqual(before);
   });
 
+  it('restarted before its stop() has finished, ends the old loop and runs one new one', async () => {
+    const chatId = randomUUID();
+    const sink = await collect(kafka, ['chat.events']);
+    cleanups.push(() => sink.stop());
+    const { relay: r } = relay({ pollIntervalMs: 20 });
+    r.start();
+    await expect.poll(() => r.isLeader, { timeout: 10_000 }).toBe(true);
+    const stopping = r.stop();
+    r.start();
+    // The old loop saw `running` true again and went on: this stop() then waited for the next one.
+    const outcome = await Promise.race([stopping.then(() => 'stopped'), sleep(5000).then(() => 'still waiting')]);
+    expect(outcome).toBe('stopped');
+    await expect.poll(() => r.isLeader, { timeout: 10_000 }).toBe(true);
+    const events = Array.from({ length: 20 }, (_, i) => chatEvent(chatId, i));
+    for (const event of events) await ts.db.transaction((tx) => publish()(tx, event));
+    await expect.poll(() => sink.records.filter((rec) => rec.key === chatId).length, { timeout: 10_000 }).toBe(20);
+    await sleep(300);
+    expect(sink.records.filter((rec) => rec.key === chatId).map((rec) => seqOf(JSON.parse(rec.value)))).toEqual(events.map((_, i) => i));
+  });
+
   it('delivers events committed while no relay ran (the service stopped before publishing) once it starts again', async () => {
     const chatId = randomUUID();
     const events = Array.from({ length: 50 }, (_, i) => chatEvent(chatId, i));
