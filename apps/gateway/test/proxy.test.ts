@@ -49,6 +49,35 @@ describe('gateway proxy', () => {
     expect(rest).toContain('event: done');
   });
 
+  it('ends the request to the service when the client goes away before any answer, and still reuses its pool', async () => {
+    let arrived!: () => void;
+    const arrival = new Promise<void>((r) => (arrived = r));
+    const closes: number[] = [];
+    const chatUrl = await upstream((req, res) => {
+      if (req.url === '/v1/models') return void res.end('{"object":"list","data":[]}');
+      arrived();
+      // A non-streamed completion: nothing is sent until the provider is done (never, here).
+      res.on('close', () => closes.push(Date.now()));
+    });
+    const { url } = await gateway({ CHAT_URL: chatUrl });
+    const client = new AbortController();
+    const pending = fetch(`${url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...bearer(token) },
+      body: JSON.stringify({ model: 'openai/slow', messages: [{ role: 'user', content: 'hi' }] }),
+      signal: client.signal,
+    }).catch(() => undefined);
+    await arrival;
+    const goneAt = Date.now();
+    client.abort();
+    await pending;
+    await expect.poll(() => closes.length, { timeout: 2000, interval: 10 }).toBe(1);
+    expect(closes[0]! - goneAt).toBeLessThan(1000);
+    // The gateway itself carries on.
+    const after = await fetch(`${url}/v1/models`, { headers: bearer(token) });
+    expect(after.status).toBe(200);
+  });
+
   it('streams a request body to the service while the client is still sending', async () => {
     let firstChunkSeen!: () => void;
     const seen = new Promise<void>((r) => (firstChunkSeen = r));

@@ -171,6 +171,34 @@ describe('the OpenAI-compatible API with the official openai client', () => {
     expect(cancelled.usage.completionTokens).toBeLessThan(60);
   }, 60_000);
 
+  it('aborts the provider request within a second when the client of a non-streamed completion goes away, and counts what was generated', async () => {
+    const openai = client();
+    const controller = new AbortController();
+    const before = (await completedEvents()).length;
+    const startedAt = Date.now();
+    const completion = openai.chat.completions.create(
+      { model: 'openai/slow', messages: [{ role: 'user', content: `echo: ${Array.from({ length: 60 }, (_, i) => `w${i}`).join(' ')}` }] },
+      { signal: controller.signal },
+    );
+    completion.catch(() => undefined);
+    // 20 tokens a second: a few have been generated, nothing has been answered yet.
+    await new Promise((r) => setTimeout(r, 500));
+    const abortedAt = Date.now();
+    controller.abort();
+    await expect(completion).rejects.toBeInstanceOf(OpenAI.APIUserAbortError);
+    await expect
+      .poll(() => sim.stats().aborts.find((a) => a.model === 'slow' && a.abortedAt >= abortedAt), { timeout: 5000, interval: 20 })
+      .toBeDefined();
+    const abort = sim.stats().aborts.find((a) => a.model === 'slow' && a.abortedAt >= abortedAt)!;
+    expect(abort.abortedAt - abortedAt).toBeLessThan(1000);
+    await expect.poll(async () => (await completedEvents()).length, { timeout: 10_000 }).toBe(before + 1);
+    const cancelled = (await completedEvents()).at(-1)!;
+    expect(cancelled.status).toBe('cancelled');
+    expect(cancelled.usage.completionTokens).toBeGreaterThanOrEqual(1);
+    expect(cancelled.usage.completionTokens).toBeLessThan(60);
+    expect(abortedAt - startedAt).toBeLessThan(3000); // the request really was cut mid-way
+  }, 60_000);
+
   it('answers the gateway rate limit with RateLimitError and Retry-After', async () => {
     const openai = client();
     let limited: unknown;

@@ -50,6 +50,33 @@ const INTERNAL_HEADERS = [
 ];
 
 /**
+ * Carries a request's abort signal from its route handler to the pool. reply-from passes nothing
+ * of the request to the dispatcher but the headers object, which it copies with Object.assign:
+ * symbol keys come along, and never reach the wire.
+ */
+const UPSTREAM_SIGNAL = Symbol('vivier.upstream-signal');
+
+/**
+ * The keep-alive pools as reply-from calls them, with each request's abort signal attached: a
+ * client that goes away before the service has answered (a non-streamed completion, a reply
+ * before its first event) ends the request to the service, which stops its provider call.
+ * Once the answer streams, its body is destroyed with the client connection anyway.
+ */
+function abortablePool(agent: Dispatcher): Pick<Dispatcher, 'request'> {
+  return {
+    request: ((opts: Dispatcher.RequestOptions, callback: (err: Error | null, data: Dispatcher.ResponseData) => void) => {
+      const headers = opts.headers as Record<string | symbol, unknown>;
+      const signal = headers[UPSTREAM_SIGNAL] as AbortSignal | undefined;
+      if (signal) {
+        delete headers[UPSTREAM_SIGNAL];
+        opts.signal = signal;
+      }
+      return agent.request(opts, callback);
+    }) as Dispatcher['request'],
+  };
+}
+
+/**
  * Forwards public routes to the owning service over keep-alive pools. Bodies stream both ways:
  * the request body is never parsed here and the response (SSE included) is piped as it arrives.
  */
@@ -78,7 +105,7 @@ export async function proxyRoutes(app: FastifyInstance, options: ProxyOptions): 
     return headers;
   }
   await app.register(replyFrom, {
-    undici: agent as never,
+    undici: abortablePool(agent) as never,
     // Retrying a non-idempotent chat message would send it twice; services are reached once.
     retryMethods: [],
     disableRequestLogging: true,
@@ -106,17 +133,22 @@ export async function proxyRoutes(app: FastifyInstance, options: ProxyOptions): 
           if (request.body instanceof Readable) request.body = request.body.pipe(byteLimit(limit));
           // A revocation ends what is running with the revoked credential (SSE replies above all).
           // Not on auth's routes: they are short, and the request that revokes (logout-all) must not end itself.
-          if (request.identity && route.upstream !== 'auth') {
-            const done = app.edgeAuth.openRequests.add(request.identity, request.credentialIssuedAt, () =>
-              reply.raw.destroy(),
-            );
-            reply.raw.once('close', done);
-          }
+          const done =
+            request.identity && route.upstream !== 'auth'
+              ? app.edgeAuth.openRequests.add(request.identity, request.credentialIssuedAt, () => reply.raw.destroy())
+              : undefined;
+          const upstream = new AbortController();
+          reply.raw.once('close', () => {
+            // The client went before the answer began: nobody is left to receive it.
+            if (!reply.raw.headersSent) upstream.abort();
+            done?.();
+          });
           return reply.from(base + request.url, {
             rewriteRequestHeaders: (_req, headers) => {
-              const forwarded: Record<string, string | string[] | undefined> = {
+              const forwarded: Record<string | symbol, unknown> = {
                 ...headers,
                 'x-request-id': request.id,
+                [UPSTREAM_SIGNAL]: upstream.signal,
               };
               for (const name of INTERNAL_HEADERS) delete forwarded[name];
               forwarded['x-forwarded-for'] = request.clientIp;
@@ -130,6 +162,7 @@ export async function proxyRoutes(app: FastifyInstance, options: ProxyOptions): 
               return headers;
             },
             onError: (reply, { error }) => {
+              if (upstream.signal.aborted) return; // the client has gone: nothing to answer, nothing went wrong
               const code = (error as { code?: string }).code ?? '';
               const cause = (error as { cause?: unknown }).cause;
               const problem =
