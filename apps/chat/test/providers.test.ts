@@ -111,6 +111,19 @@ describe('providers through the chat service', () => {
     expect(stored.usage.completionTokens).toBe(3);
   });
 
+  it('OpenAI API: answers a non-streamed completion cut mid-reply with 502 stream_interrupted, not a 200 with part of it', async () => {
+    sim.setFaults({ cutAfterChunks: 3 }, 'cut-model');
+    const res = await chat.app.inject({
+      method: 'POST',
+      url: '/v1/chat/completions',
+      headers: user.headers,
+      payload: { model: 'openai/cut-model', messages: [{ role: 'user', content: 'echo: one two three four five six' }] },
+    });
+    expect(res.statusCode).toBe(502);
+    expect(res.json()).toMatchObject({ error: { type: 'server_error', code: 'stream_interrupted' } });
+    expect(res.json().error.message).toMatch(/after part of the answer/);
+  });
+
   it('counts provider requests, time to first token and tokens by provider and model', async () => {
     sim.setFaults({ status5xx: 500 }, 'metered-down');
     const ok = await send('openai/metered-model', 'echo: count these five words');

@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox';
-import { caller, openAiErrorsOnSend, requireIdentity, type ServiceApp } from '@vivier/service-kit';
+import { caller, HttpProblem, openAiErrorsOnSend, requireIdentity, type ServiceApp } from '@vivier/service-kit';
 import type { CompletionBody, OpenAiService } from './openai.service';
 
 const tags = ['openai'];
@@ -81,12 +81,20 @@ export async function openAiRoutes(app: ServiceApp, { openai }: { openai: OpenAi
       if (!body.stream) {
         const outcome = await openai.run(user, body, prepared, gone.signal, () => undefined);
         reply.raw.off('close', onClose);
+        // Cut after some text: a 200 with that text would pass for a whole answer. (It is settled
+        // and counted as generated all the same.)
+        if (outcome.status === 'failed')
+          throw new HttpProblem(
+            502,
+            outcome.error?.code ?? 'stream_interrupted',
+            `The provider stopped after part of the answer: ${outcome.error?.detail ?? 'no reason given'}`,
+          );
         return {
           id: completionId,
           object: 'chat.completion',
           created: prepared.created,
           model: outcome.model,
-          choices: [{ index: 0, message: { role: 'assistant', content: outcome.text, refusal: null }, logprobs: null, finish_reason: outcome.status === 'failed' ? 'stop' : outcome.finishReason }],
+          choices: [{ index: 0, message: { role: 'assistant', content: outcome.text, refusal: null }, logprobs: null, finish_reason: outcome.finishReason }],
           usage: { prompt_tokens: outcome.promptTokens, completion_tokens: outcome.completionTokens, total_tokens: outcome.promptTokens + outcome.completionTokens },
         };
       }
