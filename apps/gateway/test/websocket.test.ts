@@ -129,3 +129,99 @@ describe('WebSocket lifetime', () => {
     fast.socket.close();
   }, 40_000);
 });
+
+describe('WebSocket frames that call chat', () => {
+  const MESSAGE = '00000000-0000-4000-8000-000000000001';
+  const CHAT = '00000000-0000-4000-8000-000000000002';
+
+  /** A chat stand-in: cancels answer 202; a resume stream sends one event and stays open. */
+  async function chatStandIn() {
+    const cancels: string[] = [];
+    const resumeClosed: number[] = [];
+    const chat = await standIn((req, res) => {
+      if (req.method === 'POST' && req.url?.endsWith('/cancel')) {
+        cancels.push(req.url);
+        res.writeHead(202, { 'content-type': 'application/json' }).end('{}');
+        return;
+      }
+      if (req.method === 'GET' && req.url?.endsWith('/stream')) {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write('id: 3\nevent: delta\ndata: {"text":"later"}\n\n');
+        res.on('close', () => resumeClosed.push(Date.now()));
+        return;
+      }
+      res.writeHead(404).end();
+    });
+    return { chat, cancels, resumeClosed };
+  }
+
+  async function gatewayWith(chatUrl: string, env: Record<string, string> = {}) {
+    const g = await startGateway({ AUTH_URL: auth.url, CHAT_URL: chatUrl, ADMIN_URL: chatUrl, CORS_ORIGINS: ORIGIN, ...env }, { listen: true });
+    return { g, url: `${g.url.replace('http', 'ws')}/api/v1/ws` };
+  }
+
+  it('refuses a handshake from another origin with 403 problem details, before any upgrade', async () => {
+    const socket = new WebSocket(wsUrl, { headers: { origin: 'https://evil.example' } });
+    const answer = await new Promise<{ status: number; type: string; body: string } | 'opened'>((resolve) => {
+      socket.on('open', () => resolve('opened'));
+      socket.on('error', () => undefined);
+      socket.on('unexpected-response', (_req, res) => {
+        let body = '';
+        res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), body }));
+      });
+    });
+    expect(answer).not.toBe('opened');
+    const refused = answer as { status: number; type: string; body: string };
+    expect(refused.status).toBe(403);
+    expect(refused.type).toContain('application/problem+json');
+    expect(JSON.parse(refused.body)).toMatchObject({ status: 403, code: 'origin_not_allowed' });
+  });
+
+  it('cancels a reply by its message id alone once the socket has seen it, and says when it has not', async () => {
+    const { chat, cancels } = await chatStandIn();
+    const { g, url } = await gatewayWith(chat.url);
+    const userId = `u-${randomUUID()}`;
+    const client = new Client(url, await auth.sign({ sub: userId }));
+    await client.ready();
+    await g.redis.publish(`${g.prefix}user:${userId}`, envelope(userId, 1, 'Hel'));
+    await eventually(() => client.frames.some((f) => f.type === 'chat.delta'));
+    client.socket.send(JSON.stringify({ type: 'chat.cancel', messageId: MESSAGE }));
+    await eventually(() => cancels.length === 1);
+    expect(cancels).toEqual([`/api/v1/chats/${CHAT}/messages/${MESSAGE}/cancel`]);
+    const unseen = randomUUID();
+    client.socket.send(JSON.stringify({ type: 'chat.cancel', messageId: unseen }));
+    await eventually(() => client.frames.some((f) => f.type === 'chat.error'));
+    expect(client.frames.find((f) => f.type === 'chat.error')).toMatchObject({ messageId: unseen, code: 'unknown_message' });
+    expect(cancels).toHaveLength(1);
+    client.socket.close();
+  });
+
+  it("counts every frame that calls chat against the caller's rate limit", async () => {
+    const { chat, cancels } = await chatStandIn();
+    const { url } = await gatewayWith(chat.url, { RATE_LIMIT_PER_USER: '3', RATE_LIMIT_WINDOW_SECONDS: '60' });
+    const client = new Client(url, await auth.sign({ sub: `u-${randomUUID()}` }));
+    await client.ready();
+    for (let i = 0; i < 5; i++) client.socket.send(JSON.stringify({ type: 'chat.cancel', chatId: CHAT, messageId: MESSAGE }));
+    await eventually(() => client.frames.filter((f) => f.type === 'chat.error').length === 2 && cancels.length === 3);
+    const limited = client.frames.filter((f) => f.type === 'chat.error');
+    expect(limited.every((f) => f.code === 'rate_limited' && (f.retryAfter as number) > 0)).toBe(true);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(cancels).toHaveLength(3);
+    client.socket.close();
+  });
+
+  it('ends a resume stream at chat when its socket closes', async () => {
+    const { chat, resumeClosed } = await chatStandIn();
+    const { url } = await gatewayWith(chat.url);
+    const client = new Client(url, await auth.sign({ sub: `u-${randomUUID()}` }));
+    await client.ready();
+    client.socket.send(JSON.stringify({ type: 'chat.resume', chatId: CHAT, messageId: MESSAGE, after: 2 }));
+    await eventually(() => client.frames.some((f) => f.type === 'chat.delta' && f.seq === 3));
+    expect(resumeClosed).toEqual([]);
+    const closedAt = Date.now();
+    client.socket.close();
+    await eventually(() => resumeClosed.length === 1, 2000);
+    expect(resumeClosed[0]! - closedAt).toBeLessThan(1000);
+  });
+});

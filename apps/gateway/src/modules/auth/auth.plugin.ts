@@ -45,6 +45,8 @@ declare module 'fastify' {
       tokens: AccessTokenVerifier;
       apiKeys: ApiKeyVerifier;
       checker: EdgeChecker;
+      /** The rate limits a caller counts against (also per WebSocket frame that calls a service). */
+      policies: RateLimitPolicies;
       /** Authenticated requests in flight, ended when auth revokes their credential. */
       openRequests: OpenRequests;
     };
@@ -115,7 +117,7 @@ export const authPlugin = unscoped<AuthPluginOptions>('gateway-auth', async (app
   const checker = new EdgeChecker(app.redis, app.log);
   const policies = new RateLimitPolicies(options.rateLimits);
   const openRequests = new OpenRequests();
-  app.decorate('edgeAuth', { jwks, tokens, apiKeys, checker, openRequests });
+  app.decorate('edgeAuth', { jwks, tokens, apiKeys, checker, policies, openRequests });
   app.decorateRequest('identity', undefined);
   app.decorateRequest('clientIp', '');
   app.decorateRequest('clientUserAgent', undefined);

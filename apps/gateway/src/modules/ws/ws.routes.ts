@@ -3,7 +3,7 @@ import { Counter, Gauge } from 'prom-client';
 import type { FastifyRequest } from 'fastify';
 import { request as httpRequest, type Dispatcher } from 'undici';
 import type { WebSocket } from 'ws';
-import { signContext, type Identity, type ServiceApp } from '@vivier/service-kit';
+import { HttpProblem, signContext, type Identity, type ServiceApp } from '@vivier/service-kit';
 import { looksLikeApiKey } from '../auth/api-key.service';
 import { UserChannels, type ReplyEnvelope } from './user-channels';
 
@@ -21,8 +21,13 @@ export interface WsOptions {
   maxFrameBytes: number;
 }
 
-/** Close codes: 4401 not (or no longer) authenticated, 4403 origin refused, 4008 too slow to keep up. */
-export const CLOSE = { unauthenticated: 4401, forbiddenOrigin: 4403, slowConsumer: 4008, goingAway: 1001 } as const;
+/** Close codes: 4401 not (or no longer) authenticated, 4008 too slow to keep up. */
+export const CLOSE = { unauthenticated: 4401, slowConsumer: 4008, goingAway: 1001 } as const;
+
+/** Frames of one socket waiting on chat at once (a resume holds its place until its reply ends). */
+const MAX_FRAMES_IN_FLIGHT = 8;
+/** Reply ids a socket remembers the chat of, for `chat.cancel` by message id alone. */
+const REMEMBERED_REPLIES = 256;
 
 /** How long a slow socket's close frame may wait behind its buffer before the connection is cut. */
 const SLOW_CLOSE_GRACE_MS = 5000;
@@ -33,7 +38,7 @@ type ClientFrame =
   | { type: 'auth'; token: string }
   | { type: 'ping' }
   | { type: 'chat.send'; requestId: string; chatId: string; content: string; model?: string }
-  | { type: 'chat.cancel'; chatId: string; messageId: string }
+  | { type: 'chat.cancel'; chatId?: string; messageId: string }
   | { type: 'chat.resume'; chatId: string; messageId: string; after: number };
 
 /** Checks a client frame; a string says what is wrong with it. */
@@ -57,7 +62,8 @@ function parseFrame(raw: string): ClientFrame | string {
       if (f.model !== undefined && !str('model', 256)) return '`model` must be a model id.';
       return f as ClientFrame;
     case 'chat.cancel':
-      return str('chatId') && UUID.test(f.chatId as string) && str('messageId') && UUID.test(f.messageId as string) ? (f as ClientFrame) : '`chat.cancel` needs `chatId` and `messageId` (uuids).';
+      if (f.chatId !== undefined && !(str('chatId') && UUID.test(f.chatId as string))) return '`chatId` must be a uuid.';
+      return str('messageId') && UUID.test(f.messageId as string) ? (f as ClientFrame) : '`chat.cancel` needs a `messageId` (uuid).';
     case 'chat.resume':
       return str('chatId') && UUID.test(f.chatId as string) && str('messageId') && UUID.test(f.messageId as string) && Number.isInteger(f.after) && (f.after as number) >= 0
         ? (f as ClientFrame)
@@ -141,15 +147,30 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
     });
   }
 
-  app.get('/api/v1/ws', { websocket: true, config: { access: 'public' }, schema: { hide: true } }, (socket, request) => {
+  /** Refused at the handshake, before any upgrade: a page of another site never gets a socket. */
+  const allowedOrigin = async (request: FastifyRequest) => {
     const origin = request.headers.origin;
-    if (origin !== undefined && !options.origins.includes(origin)) {
-      socket.close(CLOSE.forbiddenOrigin, 'origin not allowed');
-      return;
-    }
+    if (origin !== undefined && !options.origins.includes(origin))
+      throw new HttpProblem(403, 'origin_not_allowed', `The origin ${origin.slice(0, 200)} may not open a socket here.`);
+  };
+
+  app.get('/api/v1/ws', { websocket: true, config: { access: 'public' }, schema: { hide: true }, preValidation: allowedOrigin }, (socket, request) => {
     sockets.add(socket);
     let identity: Identity | undefined;
+    let issuedAt: number | undefined;
+    const ip = request.ip;
     const cleanups: Array<() => void> = [];
+    /** Aborted when the socket goes: what it still waits for from chat (a resume above all) ends. */
+    const gone = new AbortController();
+    cleanups.push(() => gone.abort());
+    let inFlight = 0;
+    /** messageId → chatId of the replies this socket has seen, the oldest forgotten first. */
+    const chatOf = new Map<string, string>();
+    const remember = (messageId: string, chatId: string) => {
+      if (chatOf.has(messageId)) return;
+      if (chatOf.size >= REMEMBERED_REPLIES) chatOf.delete(chatOf.keys().next().value!);
+      chatOf.set(messageId, chatId);
+    };
     let alive = true;
     let ended = false;
     /** Counted once, and the socket follows nothing more from the moment it is decided. */
@@ -205,6 +226,7 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
       }
       clearTimeout(authTimer);
       identity = auth.identity;
+      issuedAt = auth.iat;
       // Closed when auth revokes the credential, and when an access token expires.
       if (ended) return; // closed while the credential was being checked
       cleanups.push(app.edgeAuth.openRequests.add(auth.identity, auth.iat, () => closeWith(CLOSE.unauthenticated, 'credential revoked')));
@@ -213,7 +235,10 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
         cleanups.push(() => clearTimeout(expiry));
       }
       try {
-        const unfollow = await channels.follow(auth.identity.sub, (envelope) => send(replyFrame(envelope)));
+        const unfollow = await channels.follow(auth.identity.sub, (envelope) => {
+          remember(envelope.messageId, envelope.chatId);
+          send(replyFrame(envelope));
+        });
         if (ended) return unfollow();
         cleanups.push(unfollow);
       } catch (error) {
@@ -230,13 +255,31 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
         return start(frame.token);
       }
       if (!identity) return send({ type: 'error', code: 'unauthenticated', detail: 'Send {type:"auth", token} first.' });
+      const about = frame.type === 'chat.send' ? { requestId: frame.requestId } : { messageId: frame.messageId };
+      if (inFlight >= MAX_FRAMES_IN_FLIGHT)
+        return send({ type: 'chat.error', ...about, code: 'too_many_in_flight', detail: `At most ${MAX_FRAMES_IN_FLIGHT} frames of a socket wait for chat at once.` });
+      // Every frame that calls chat counts against the caller's rate limits, as a request would.
+      inFlight += 1;
+      try {
+        const verdict = await app.edgeAuth.checker.check({ limits: app.edgeAuth.policies.limitsFor(identity, ip), identity, ...(issuedAt === undefined ? {} : { iat: issuedAt }) });
+        if (verdict.outcome === 'revoked') return closeWith(CLOSE.unauthenticated, 'credential revoked');
+        if (verdict.outcome === 'limited')
+          return send({ type: 'chat.error', ...about, code: 'rate_limited', retryAfter: verdict.retryAfterSeconds, detail: `Too many requests; retry in ${verdict.retryAfterSeconds} s.` });
+        await callChatFor(frame, identity);
+      } finally {
+        inFlight -= 1;
+      }
+    }
+
+    /** A frame that calls chat, once it has passed the socket's and the caller's limits. */
+    async function callChatFor(frame: Exclude<ClientFrame, { type: 'ping' | 'auth' }>, identity: Identity): Promise<void> {
       if (frame.type === 'chat.send') {
         const abort = new AbortController();
         try {
           const res = await callChat(request, identity, 'POST', `/api/v1/chats/${frame.chatId}/messages`, {
             body: { content: frame.content, ...(frame.model ? { model: frame.model } : {}) },
             headers: { accept: 'text/event-stream' },
-            signal: abort.signal,
+            signal: AbortSignal.any([abort.signal, gone.signal]),
           });
           if (res.statusCode !== 200) {
             const problem = (await res.body.json().catch(() => ({}))) as { code?: string; detail?: string };
@@ -247,6 +290,7 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
           for await (const event of sseEvents(res.body)) {
             if (event.event === 'message') {
               const data = event.data as { assistantMessageId: string; userMessage: unknown };
+              remember(data.assistantMessageId, frame.chatId);
               send({ type: 'chat.accepted', requestId: frame.requestId, chatId: frame.chatId, messageId: data.assistantMessageId, userMessage: data.userMessage });
               break;
             }
@@ -257,14 +301,19 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
         return;
       }
       if (frame.type === 'chat.cancel') {
-        const res = await callChat(request, identity, 'POST', `/api/v1/chats/${frame.chatId}/messages/${frame.messageId}/cancel`);
+        const chatId = frame.chatId ?? chatOf.get(frame.messageId);
+        if (chatId === undefined)
+          return send({ type: 'chat.error', messageId: frame.messageId, code: 'unknown_message', detail: 'This socket has seen no reply with this id: send its chatId too.' });
+        const res = await callChat(request, identity, 'POST', `/api/v1/chats/${chatId}/messages/${frame.messageId}/cancel`, { signal: gone.signal });
         await res.body.dump();
         if (res.statusCode !== 202) send({ type: 'chat.error', messageId: frame.messageId, code: res.statusCode === 404 ? 'not_found' : 'cancel_failed' });
         return;
       }
       // chat.resume: the reply's events after `after`, from chat's journal or database.
+      remember(frame.messageId, frame.chatId);
       const res = await callChat(request, identity, 'GET', `/api/v1/chats/${frame.chatId}/messages/${frame.messageId}/stream`, {
         headers: { accept: 'text/event-stream', 'last-event-id': String(frame.after) },
+        signal: gone.signal,
       });
       if (res.statusCode !== 200) {
         await res.body.dump();
@@ -280,6 +329,7 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
       const frame = parseFrame(raw.toString());
       if (typeof frame === 'string') return send({ type: 'error', code: 'invalid_frame', detail: frame });
       handle(frame).catch((error: unknown) => {
+        if (gone.signal.aborted) return; // the socket went while chat answered: nobody is left to tell
         app.log.warn({ err: error }, 'socket frame failed');
         send({ type: 'error', code: 'internal_error', detail: 'The frame could not be handled.' });
       });
