@@ -112,7 +112,17 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
   });
   const replay = new ReplyReplay({ db, runner, hub, streams, log: app.log });
   const files = new FilesService({ db, s3: app.s3, maxBytes: config.CHAT_UPLOAD_MAX_BYTES, allowedTypes: uploadTypesOf(config) });
-  const chats = new ChatsService({ db, publish, models });
+  const chats = new ChatsService({
+    db,
+    publish,
+    models,
+    cancelReplies: async (ids) => {
+      for (const messageId of ids) {
+        if (runner.cancelLocal(messageId)) continue;
+        await streams.publishCancel(messageId).catch((error: unknown) => app.log.warn({ err: error, messageId }, 'cannot relay a cancel through Redis'));
+      }
+    },
+  });
   const exportsService = new ExportsService({
     db,
     publish,

@@ -106,6 +106,38 @@ describe('quotas, cache and async replies', () => {
     expect((await send('echo: fine now', 1990, 'sim/fast')).statusCode).toBe(201);
   }, 90_000);
 
+  it('releases the reservation of a reply whose chat is deleted while it runs, stops its provider call, and counts what it generated', async () => {
+    const user = testUser();
+    await setQuota(user.id, 100_000);
+    const chatId = await createChat(chat.app, user);
+    const words = Array.from({ length: 200 }, (_, i) => `w${i}`).join(' ');
+    const pending = chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content: `echo: ${words}`, maxTokens: 1000, model: 'openai/paced' } });
+    await eventually(async () => ((await usage(user.id))?.reserved ?? 0) > 1000);
+    // A second to the first token, then 40 a second: some text, far from all of it.
+    await new Promise((r) => setTimeout(r, 1600));
+    const deletedAt = Date.now();
+    const deleted = await chat.app.inject({ method: 'DELETE', url: `/api/v1/chats/${chatId}`, headers: user.headers });
+    expect(deleted.statusCode).toBe(204);
+    // Released with the delete: nothing holds the user's quota for a reply nobody can see.
+    expect((await usage(user.id))!.reserved).toBe(0);
+    const aborted = await eventually(() => sim.stats().aborts.find((a) => a.model === 'paced' && a.abortedAt >= deletedAt), 3000);
+    expect(aborted.abortedAt - deletedAt).toBeLessThan(1000);
+    await pending;
+    // What was generated is counted, once, with its usage event.
+    const used = await eventually(async () => (await usage(user.id))!.used > 0 && (await usage(user.id))!.used);
+    const { rows } = await pool.query(
+      `select envelope->'data' as data from chat.outbox where envelope->>'type' = 'vivier.chat.message.completed.v1' and envelope->'data'->>'chatId' = $1`,
+      [chatId],
+    );
+    expect(rows).toHaveLength(1);
+    const event = rows[0].data as { status: string; usage: { promptTokens: number; completionTokens: number } };
+    expect(event.status).toBe('cancelled');
+    expect(event.usage.completionTokens).toBeGreaterThan(0);
+    expect(event.usage.completionTokens).toBeLessThan(200);
+    expect(used).toBe(event.usage.promptTokens + event.usage.completionTokens);
+    expect((await usage(user.id))!.reserved).toBe(0);
+  }, 90_000);
+
   it('reserves atomically: concurrent sends cannot overdraw the quota', async () => {
     const user = testUser();
     await setQuota(user.id, 400);

@@ -1,3 +1,4 @@
+import { sql } from 'drizzle-orm';
 import { createEvent, EVENTS } from '@vivier/contracts';
 import type { Publish } from '@vivier/messaging';
 import type { Identity } from '@vivier/service-kit';
@@ -32,7 +33,13 @@ export class ChatsService {
   readonly repository: ReturnType<typeof chatsRepository>;
 
   constructor(
-    private readonly deps: { db: ChatDatabase; publish: Publish; models: ModelCatalog },
+    private readonly deps: {
+      db: ChatDatabase;
+      publish: Publish;
+      models: ModelCatalog;
+      /** Stops replies that are running (on this instance or, through Redis, another). */
+      cancelReplies: (messageIds: string[]) => Promise<void>;
+    },
   ) {
     this.repository = chatsRepository(deps.db);
   }
@@ -95,10 +102,32 @@ export class ChatsService {
     return chatView(row);
   }
 
+  /**
+   * Deletes the chat with its messages. Replies still running or queued go with it: their quota
+   * reservations are released in the same transaction (nothing else would: the row that held
+   * them is gone), and once it commits they are cancelled, so no provider keeps generating for
+   * nobody. The rows are locked first: a reply ending meanwhile settles either before (and holds
+   * nothing any more) or after (and finds no row, and counts only what it generated).
+   */
   async delete(user: Identity, id: string): Promise<void> {
-    await this.deps.db.transaction(async (tx) => {
+    const inFlight = await this.deps.db.transaction(async (tx) => {
+      // The month of a reservation is its reply's, in UTC (quotaMonth).
+      const replies = await tx.execute<{ id: string }>(sql`
+        with replies as (
+          select id, quota_reserved, created_at from chat.messages
+          where chat_id = ${id} and user_id = ${user.sub} and status in ('streaming', 'queued')
+          for update
+        ), released as (
+          update chat.quota_usage u set reserved = greatest(u.reserved - r.total, 0)
+          from (select date_trunc('month', created_at at time zone 'UTC')::date as month, sum(quota_reserved) as total
+                from replies group by 1) r
+          where u.user_id = ${user.sub} and u.month = r.month and r.total > 0
+        )
+        select id from replies`);
       if (!(await this.repository.delete(user.sub, id, tx))) throw problems.notFound('No such chat.');
       await this.deps.publish(tx, createEvent(EVENTS.chatDeleted, { chatId: id, userId: user.sub, deletedAt: new Date().toISOString() }));
+      return replies.rows.map((r) => r.id);
     });
+    if (inFlight.length > 0) await this.deps.cancelReplies(inFlight);
   }
 }

@@ -7,7 +7,7 @@ import type { SqlRunner } from '../messages/turns.repository';
 import type { CachedReply, ResponseCache } from '../cache/response-cache.service';
 import type { ChatMetrics } from '../../metrics';
 import { isTerminal, messageEventData, terminalEvent, type ReplyEvent, type ReplyEventType } from './reply-events';
-import { storeReplyEnd } from './reply-store';
+import { settleDeletedReply, storeReplyEnd } from './reply-store';
 import type { ReplyStreams } from './reply-streams.service';
 
 export interface ReplyStart {
@@ -300,7 +300,13 @@ export class ReplyRunner {
       run.finish(row);
     } else {
       // Ended elsewhere meanwhile (the sweeper, a deleted chat): report what is stored, if anything.
-      const stored = await this.messages.findById(run.id).catch(() => undefined);
+      const stored = await this.messages.findById(run.id).catch(() => null);
+      if (stored === undefined) {
+        // No row at all: its chat was deleted, which released the reservation; count what was generated.
+        await settleDeletedReply(this.sql, { ...run.start.assistant, quotaReserved: run.start.quotaReserved }, outcome).catch((error: unknown) =>
+          this.deps.log.error({ err: error, messageId: run.id }, 'cannot count the usage of a reply whose chat was deleted'),
+        );
+      }
       const final = stored ?? { ...start.assistant, ...outcome, status: 'failed' as const, errorCode: 'reply_lost', errorDetail: 'The reply could not be stored.' };
       run.emit(terminalEvent(final).type, terminalEvent(final).data);
       run.finish(final);

@@ -49,6 +49,30 @@ export async function storeReplyEnd(
   });
 }
 
+/**
+ * The usage of a reply whose message is gone (its chat was deleted while it ran): the delete
+ * released its reservation, so what it generated is added to the month's use, with its
+ * `chat.message.completed`, in one statement. Nothing when it cost nothing.
+ */
+export async function settleDeletedReply(
+  runner: SqlRunner,
+  row: Pick<MessageRow, 'id' | 'chatId' | 'userId' | 'replyTo' | 'createdAt' | 'quotaReserved' | 'role' | 'attachments' | 'params'>,
+  outcome: ReplyOutcome,
+): Promise<void> {
+  const used = outcome.cached ? 0 : (outcome.promptTokens ?? 0) + (outcome.completionTokens ?? 0);
+  if (used === 0) return;
+  const ended = { ...row, ...outcome, quotaReserved: 0 } as MessageRow;
+  await turnsRepository(runner).settleAndPublish([
+    {
+      userId: row.userId,
+      month: quotaMonth(row.createdAt),
+      reserved: 0,
+      used,
+      events: [createEvent(EVENTS.chatMessageCompleted, completedEventData(ended, row.replyTo ?? row.id))],
+    },
+  ]);
+}
+
 /** Journals the events of a reply stored without streaming (after its `message` event): its text, usage and end. */
 export function journalEnd(streams: ReplyStreams, row: MessageRow): void {
   for (const event of eventsFromRow(row, undefined, 1)) {
