@@ -92,14 +92,30 @@ describe('OIDC sign-in', () => {
     expect((await finish(again.callback, again.cookie)).json<SignedIn>().user.id).toBe(signedIn.user.id);
   });
 
-  it('links a password account with the same verified email instead of creating another one', async () => {
+  it('does not link a password account whose email nobody verified (pre-hijacking): 409 account_exists, the account untouched', async () => {
     const email = uniqueEmail('both');
     const registered = await auth.register(email);
     const { callback, cookie } = await startAndAuthorize(account({ email }));
     const res = await finish(callback, cookie);
-    expect(res.statusCode).toBe(200);
-    expect(res.json<SignedIn>().user.id).toBe(registered.user.id);
+    expect(res.statusCode, res.body).toBe(409);
+    expect(res.json()).toMatchObject({ code: 'account_exists', status: 409 });
+    const { rows } = await auth.pg.query('select count(*)::int as n from auth.oidc_identities where user_id = $1', [registered.user.id]);
+    expect(rows[0].n).toBe(0);
+    expect(await sessionsOf(email)).toBe(1); // the registration's own
+    const failures = await outboxEvents(auth.pg, registered.user.id);
+    expect(failures.at(-1)).toMatchObject({ type: 'vivier.auth.login.failed.v1', data: { reason: 'oidc_error', method: 'oidc' } });
     expect((await auth.login(email, PASSWORD)).statusCode).toBe(200);
+  });
+
+  it('links by verified email an account a provider has already vouched for, even with a password set since', async () => {
+    const first = account();
+    const once = await startAndAuthorize(first);
+    const signedIn = (await finish(once.callback, once.cookie)).json<SignedIn>();
+    await auth.pg.query("update auth.users set password_hash = 'set since' where id = $1", [signedIn.user.id]);
+    const other = await startAndAuthorize(account({ email: first.email }));
+    const res = await finish(other.callback, other.cookie);
+    expect(res.statusCode, res.body).toBe(200);
+    expect(res.json<SignedIn>().user.id).toBe(signedIn.user.id);
   });
 
   it('refuses a mismatched state with 400 invalid_state and starts no session', async () => {

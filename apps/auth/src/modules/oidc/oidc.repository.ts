@@ -32,6 +32,12 @@ export function oidcRepository(db: Executor) {
       return rows[0];
     },
 
+    /** Whether any identity provider has vouched for this account (it has a linked identity). */
+    async hasIdentity(userId: string, tx: Executor = db): Promise<boolean> {
+      const rows = await tx.select({ userId: oidcIdentities.userId }).from(oidcIdentities).where(eq(oidcIdentities.userId, userId)).limit(1);
+      return rows.length > 0;
+    },
+
     async link(row: { provider: string; subject: string; userId: string; email: string | null }, tx: Executor = db): Promise<void> {
       await tx.insert(oidcIdentities).values(row).onConflictDoNothing();
     },

@@ -47,7 +47,7 @@ export async function oidcRoutes(app: ServiceApp, { oidc, clientRedirectUrl }: O
         tags: ['auth'],
         summary: 'Where the identity provider sends the browser back',
         description:
-          'Exchanges the code, verifies the ID token and signs in (the account is found by linked identity or verified email, or created). Answers the tokens as JSON, or redirects to the configured client URL with them in the fragment. A wrong or unknown `state` is 400 `invalid_state`.',
+          'Exchanges the code, verifies the ID token and signs in (the account is found by linked identity or verified email, or created). Answers the tokens as JSON, or redirects to the configured client URL with them in the fragment. A wrong or unknown `state` is 400 `invalid_state`; a password account no provider has vouched for is not linked by email (409 `account_exists`).',
         params: ProviderParams,
         querystring: Type.Object(
           {
@@ -59,7 +59,7 @@ export async function oidcRoutes(app: ServiceApp, { oidc, clientRedirectUrl }: O
           },
           { additionalProperties: true },
         ),
-        response: { 200: SignedIn, 302: Type.Null({ description: 'to OIDC_CLIENT_REDIRECT_URL with the tokens in the fragment' }), ...problemResponses(400, 403, 404, 503) },
+        response: { 200: SignedIn, 302: Type.Null({ description: 'to OIDC_CLIENT_REDIRECT_URL with the tokens in the fragment' }), ...problemResponses(400, 403, 404, 409, 503) },
       },
     },
     async (request, reply) => {

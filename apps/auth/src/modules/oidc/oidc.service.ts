@@ -304,6 +304,17 @@ export class OidcService {
       }
       user = await this.options.db.transaction(async (tx) => {
         let existing = await users.byEmail(verifiedEmail, tx);
+        // A password account whose email nobody has verified may have been registered by anyone
+        // (account pre-hijacking): linking would hand the provider's user an account whose
+        // password, sessions and keys someone else may hold. Only an account a provider has
+        // already vouched for, or one without a password, is linked by email.
+        if (existing?.passwordHash && !(await this.flows.hasIdentity(existing.id, tx))) {
+          throw new FlowFailure(
+            'oidc_error',
+            new HttpProblem(409, 'account_exists', 'An account with this email signs in with a password; sign in with it. An identity provider is not linked to an account whose email was never verified.'),
+            { email: verifiedEmail, userId: existing.id },
+          );
+        }
         if (!existing) {
           const role = accounts.roleFor(verifiedEmail);
           const created = await users.insert({ email: verifiedEmail, name: profile.name ?? null, passwordHash: null, role }, tx);
