@@ -549,6 +549,9 @@ export class EventConsumer {
                 [RETRY_HEADERS.attempt]: String(attempt + 1),
                 [RETRY_HEADERS.notBefore]: String(Date.now() + delay),
                 [RETRY_HEADERS.originalTopic]: topic,
+                // Where the event first arrived, kept through every retry for the dead letter.
+                [RETRY_HEADERS.originalPartition]: header(message.headers, RETRY_HEADERS.originalPartition) ?? String(partition),
+                [RETRY_HEADERS.originalOffset]: header(message.headers, RETRY_HEADERS.originalOffset) ?? message.offset,
                 [RETRY_HEADERS.error]: detail.slice(0, 2000),
               },
             },
@@ -601,8 +604,9 @@ export class EventConsumer {
           headers: {
             ...message.headers,
             [RETRY_HEADERS.originalTopic]: topic,
-            [RETRY_HEADERS.originalPartition]: String(partition),
-            [RETRY_HEADERS.originalOffset]: message.offset,
+            // A retried record carries where the event first arrived; the retry topic's place says nothing.
+            [RETRY_HEADERS.originalPartition]: header(message.headers, RETRY_HEADERS.originalPartition) ?? String(partition),
+            [RETRY_HEADERS.originalOffset]: header(message.headers, RETRY_HEADERS.originalOffset) ?? message.offset,
             [RETRY_HEADERS.reason]: reason,
             [RETRY_HEADERS.error]: detail.slice(0, 2000),
             [RETRY_HEADERS.failedAt]: new Date().toISOString(),

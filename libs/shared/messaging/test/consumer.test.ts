@@ -65,9 +65,11 @@ function consumer(handler: EventHandler, overrides: Partial<EventConsumerOptions
   return { consumer: c, metrics };
 }
 
-async function send(events: AnyEvent[]): Promise<void> {
+/** Sends the events in one batch; where the batch landed (one key: one partition, from `baseOffset` on). */
+async function send(events: AnyEvent[]): Promise<{ partition: number; baseOffset: string }> {
   const records = events.map(toKafkaRecord);
-  await producer.send({ topic: 'chat.events', acks: -1, messages: records.map(({ key, value, headers }) => ({ key, value, headers })) });
+  const [landed] = await producer.send({ topic: 'chat.events', acks: -1, messages: records.map(({ key, value, headers }) => ({ key, value, headers })) });
+  return { partition: landed!.partition, baseOffset: landed!.baseOffset! };
 }
 
 async function effects(chatId: string): Promise<Array<{ event_id: string; seq: number }>> {
@@ -162,7 +164,7 @@ describe('event consumer', () => {
       }
       await recordEffect(event, ctx);
     });
-    await send([poison, ...Array.from({ length: 5 }, (_, i) => chatEvent(chatId, i + 1))]);
+    const landed = await send([poison, ...Array.from({ length: 5 }, (_, i) => chatEvent(chatId, i + 1))]);
 
     // Events behind the poison, on the same partition, are applied while it waits for its retries.
     await expect.poll(async () => (await effects(chatId)).length, { timeout: 20_000 }).toBe(5);
@@ -182,6 +184,9 @@ describe('event consumer', () => {
     expect(parked.headers[RETRY_HEADERS.error]).toBe('cannot apply this one');
     expect(parked.headers[RETRY_HEADERS.reason]).toBe('handler_failed');
     expect(parked.headers[RETRY_HEADERS.originalTopic]).toBe('chat.events');
+    // Where the event first arrived, not where its last retry record was.
+    expect(parked.headers[RETRY_HEADERS.originalPartition]).toBe(String(landed.partition));
+    expect(parked.headers[RETRY_HEADERS.originalOffset]).toBe(landed.baseOffset);
     expect((await metrics.deadLetters.get()).values[0]?.value).toBe(1);
     expect((await metrics.retries.get()).values[0]?.value).toBe(3);
   });
