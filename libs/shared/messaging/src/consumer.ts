@@ -158,7 +158,12 @@ class OffsetCommitter {
   /** Commits the resolved offsets soon; resolves once a commit that includes them has been tried. */
   request(payload: EachBatchPayload): Promise<void> {
     this.pending = payload;
-    this.inFlight ??= this.run();
+    // Cleared by `finally` on the promise, never inside run(): a run with nothing to commit ends
+    // before `request` returns, and clearing it there left a settled promise behind for good
+    // (settled() then spun on it).
+    this.inFlight ??= this.run().finally(() => {
+      this.inFlight = undefined;
+    });
     return this.inFlight;
   }
 
@@ -168,20 +173,16 @@ class OffsetCommitter {
   }
 
   private async run(): Promise<void> {
-    try {
-      while (this.pending) {
-        const payload = this.pending;
-        this.pending = undefined;
-        const offsets = payload.uncommittedOffsets();
-        if (offsets.topics.length === 0) continue;
-        try {
-          await payload.commitOffsetsIfNecessary(offsets);
-        } catch (error) {
-          this.onError(error);
-        }
+    while (this.pending) {
+      const payload = this.pending;
+      this.pending = undefined;
+      const offsets = payload.uncommittedOffsets();
+      if (offsets.topics.length === 0) continue;
+      try {
+        await payload.commitOffsetsIfNecessary(offsets);
+      } catch (error) {
+        this.onError(error);
       }
-    } finally {
-      this.inFlight = undefined;
     }
   }
 }
@@ -213,6 +214,8 @@ export class EventConsumer {
   private running = false;
   private supervisor: Promise<void> | undefined;
   private stopWaiting: (() => void) | undefined;
+  /** Timers that resume a retry partition paused until its next record is due. */
+  private readonly resumeTimers = new Set<NodeJS.Timeout>();
   private healthy = false;
   private lastErrorValue: string | undefined;
   private readonly retry: RetryPolicy;
@@ -247,6 +250,8 @@ export class EventConsumer {
 
   async stop(): Promise<void> {
     this.running = false;
+    for (const timer of this.resumeTimers) clearTimeout(timer);
+    this.resumeTimers.clear();
     this.stopWaiting?.();
     await this.commits.settled();
     await this.consumer?.disconnect().catch(() => undefined);
@@ -317,7 +322,7 @@ export class EventConsumer {
   }
 
   private async eachBatch(payload: EachBatchPayload): Promise<void> {
-    const { batch, resolveOffset, heartbeat, isRunning, isStale } = payload;
+    const { batch, resolveOffset, heartbeat, isRunning, isStale, pause } = payload;
     const group = this.options.group;
     const messages = batch.messages;
     let i = 0;
@@ -326,12 +331,20 @@ export class EventConsumer {
       const first = messages[i]!;
       const notBefore = Number(header(first.headers, RETRY_HEADERS.notBefore) ?? 0);
       if (notBefore > 0) {
-        // A retry record: wait until it is due (heartbeating), then apply it on its own.
-        while (notBefore > Date.now()) {
-          if (!isRunning() || isStale()) return;
-          await sleep(Math.min(notBefore - Date.now(), 500));
-          await heartbeat().catch(() => undefined);
+        // A retry record not yet due: its partition pauses until then, the record unresolved
+        // (fetched again on resume). Waiting here instead held up every other partition: kafkajs
+        // fetches again only once every batch of the last fetch is done, so new events waited
+        // out the whole backoff too.
+        if (notBefore > Date.now()) {
+          const resume = pause();
+          const timer = setTimeout(() => {
+            this.resumeTimers.delete(timer);
+            resume();
+          }, notBefore - Date.now());
+          this.resumeTimers.add(timer);
+          break;
         }
+        // Due: applied on its own.
         await this.processRecord(batch.topic, batch.partition, first, heartbeat);
         resolveOffset(first.offset);
         i += 1;

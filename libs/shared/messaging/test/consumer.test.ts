@@ -191,6 +191,37 @@ describe('event consumer', () => {
     expect((await metrics.retries.get()).values[0]?.value).toBe(3);
   });
 
+  it('keeps applying new events while a retry waits out its backoff', async () => {
+    const chatId = randomUUID();
+    const poison = chatEvent(chatId, 0, 'poison');
+    const failures: number[] = [];
+    consumer(
+      async (event, ctx) => {
+        if (event.id === poison.id) {
+          failures.push(Date.now());
+          throw new Error('not yet');
+        }
+        await recordEffect(event, ctx);
+      },
+      { retry: { attempts: 3, initialDelayMs: 6000, maxDelayMs: 6000 } },
+    );
+    await send([poison]);
+    await expect.poll(() => failures.length, { timeout: 20_000 }).toBe(1);
+    // Its retry record is on the retry topic now, due in 6 s; later events do not wait for it.
+    await sleep(500);
+    const later = Array.from({ length: 3 }, (_, i) => chatEvent(randomUUID(), i + 1));
+    const sentAt = Date.now();
+    for (const event of later) await send([event]);
+    await expect
+      .poll(async () => (await Promise.all(later.map(async (e) => (await effects((e.data as { chatId: string }).chatId)).length))).every((n) => n === 1), { timeout: 20_000, interval: 20 })
+      .toBe(true);
+    expect(Date.now() - sentAt).toBeLessThan(3000);
+    expect(failures).toHaveLength(1);
+    // …and the retry still comes when it is due.
+    await expect.poll(() => failures.length, { timeout: 20_000 }).toBe(2);
+    expect(failures[1]! - failures[0]!).toBeGreaterThanOrEqual(6000 - 100);
+  });
+
   it('dead-letters a record that breaks the contract at once, without calling the handler', async () => {
     const chatId = randomUUID();
     const dlq = await collect(kafka, ['chat.events.dlq.admin']);
