@@ -23,4 +23,14 @@ describe('registration rate limit', () => {
     expect(retryAfter).toBeLessThanOrEqual(600);
     expect((await register(randomIp())).statusCode).toBe(201);
   });
+
+  it('counts IPv6 clients by their /64: rotating addresses within it does not reset the limit', async () => {
+    const prefix = `2001:db8:${Math.floor(Math.random() * 0xffff).toString(16)}:1`;
+    const register = (n: number) => auth.call('POST', '/api/v1/auth/register', { ip: `${prefix}::${n.toString(16)}`, body: { email: uniqueEmail(), password: PASSWORD } });
+    for (let i = 1; i <= 3; i += 1) expect((await register(i)).statusCode).toBe(201);
+    expect((await register(4)).statusCode).toBe(429);
+    // Another /64 is another client.
+    const other = await auth.call('POST', '/api/v1/auth/register', { ip: `2001:db8:${Math.floor(Math.random() * 0xffff).toString(16)}:2::1`, body: { email: uniqueEmail(), password: PASSWORD } });
+    expect(other.statusCode).toBe(201);
+  });
 });

@@ -13,3 +13,4 @@ export * from './identity';
 export * from './openai-errors';
 export * from './http-schemas';
 export * from './tracing';
+export * from './client-ip';

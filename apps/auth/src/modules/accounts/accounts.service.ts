@@ -1,6 +1,6 @@
 import { createEvent, EVENTS, type AuthLoginFailedData } from '@vivier/contracts';
 import type { Publish } from '@vivier/messaging';
-import { HttpProblem, problems, type Identity } from '@vivier/service-kit';
+import { HttpProblem, ipPartition, problems, type Identity } from '@vivier/service-kit';
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify';
 import type { AuthDatabase } from '../../database';
 import type { SignedInView, UserView } from '../../http.schema';
@@ -63,7 +63,7 @@ export class AccountsService {
 
   async register(input: { email: string; password: string; name?: string }, origin: RequestOrigin): Promise<SignedInView> {
     const { limits, limiter } = this.options;
-    const [perIp] = await limiter.take([{ key: `register:ip:${origin.ip}`, limit: limits.registerPerIp, windowSeconds: limits.registerWindowSeconds }]);
+    const [perIp] = await limiter.take([{ key: `register:ip:${ipPartition(origin.ip)}`, limit: limits.registerPerIp, windowSeconds: limits.registerWindowSeconds }]);
     if (perIp!.exceeded) {
       this.options.log.info({ ip: origin.ip }, 'registration rate limited');
       throw problems.rateLimited(perIp!.resetInMs / 1000);
@@ -94,7 +94,7 @@ export class AccountsService {
     const email = normalizeEmail(input.email);
     // Counted before the work (parallel guesses cannot slip past), handed back when the password was right.
     const accountKey = hashedKey('login:account', email);
-    const ipKey = `login:ip:${origin.ip}`;
+    const ipKey = `login:ip:${ipPartition(origin.ip)}`;
     const counters = await limiter.take([
       { key: accountKey, limit: limits.loginFailuresPerAccount, windowSeconds: limits.loginWindowSeconds },
       { key: ipKey, limit: limits.loginFailuresPerIp, windowSeconds: limits.loginWindowSeconds },
