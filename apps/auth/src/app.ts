@@ -64,12 +64,21 @@ export async function buildAuthApp(config: AuthConfig, options: BuildAuthAppOpti
     lifetimeSeconds: config.REFRESH_TOKEN_LIFETIME_SECONDS,
     reuseGraceMs: config.REFRESH_TOKEN_REUSE_GRACE_MS,
   });
-  const mfa = new MfaService({ db, publish, box, sessions, totpIssuer: config.TOTP_ISSUER });
+  const limiter = new AttemptLimiter(app.redis, app.log);
+  const mfa = new MfaService({
+    db,
+    publish,
+    box,
+    sessions,
+    totpIssuer: config.TOTP_ISSUER,
+    limiter,
+    codeAttempts: { limit: config.LOGIN_MAX_FAILURES_PER_ACCOUNT, windowSeconds: config.LOGIN_THROTTLE_WINDOW_SECONDS },
+  });
   const accounts = new AccountsService({
     db,
     publish,
     passwords,
-    limiter: new AttemptLimiter(app.redis, app.log),
+    limiter,
     sessions,
     mfa,
     adminEmails: adminEmailsOf(config),

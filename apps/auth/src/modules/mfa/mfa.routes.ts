@@ -44,7 +44,7 @@ export async function mfaRoutes(app: ServiceApp, { mfa, signedInCaller }: MfaRou
         summary: 'Turn TOTP on with a valid code; returns single-use recovery codes (shown once)',
         security: [{ bearer: [] }],
         body: CodeBody,
-        response: { 200: Type.Object({ recoveryCodes: Type.Array(Type.String()) }), ...problemResponses(400, 401, 403, 409) },
+        response: { 200: Type.Object({ recoveryCodes: Type.Array(Type.String()) }), ...problemResponses(400, 401, 403, 409, 429) },
       },
     },
     async (request) => mfa.enable(caller(request), request.body.code, originOf(request)),
@@ -59,7 +59,7 @@ export async function mfaRoutes(app: ServiceApp, { mfa, signedInCaller }: MfaRou
         summary: 'Turn TOTP off with a valid TOTP or recovery code',
         security: [{ bearer: [] }],
         body: CodeBody,
-        response: { 204: Type.Null(), ...problemResponses(400, 401, 403) },
+        response: { 204: Type.Null(), ...problemResponses(400, 401, 403, 429) },
       },
     },
     async (request, reply) => {

@@ -7,6 +7,7 @@ import { sha256Hex } from '../../security/opaque-token';
 import { accountsRepository } from '../accounts/accounts.repository';
 import { actorOf, type RequestOrigin } from '../audit/audit.service';
 import type { SessionsService } from '../sessions/sessions.service';
+import { hashedKey, type AttemptLimiter } from '../throttling/throttling.service';
 import { mfaRepository, type MfaRepository, type TotpFactorRow } from './mfa.repository';
 import { base32Encode, matchingStep, newRecoveryCode, newTotpSecret, normalizeRecoveryCode, otpauthUrl, timeStep } from './totp.service';
 
@@ -20,6 +21,13 @@ export interface MfaServiceOptions {
   box: SecretBox;
   sessions: SessionsService;
   totpIssuer: string;
+  limiter: AttemptLimiter;
+  /**
+   * Wrong codes to enable or disable MFA count against the account's sign-in failures (the
+   * counter a wrong password or MFA code at sign-in uses): a stolen session cannot guess its way
+   * to turning MFA off.
+   */
+  codeAttempts: { limit: number; windowSeconds: number };
 }
 
 const invalidCode = () => new HttpProblem(400, 'invalid_mfa_code', 'The code is not valid (or was already used).');
@@ -49,7 +57,33 @@ export class MfaService {
     return { secret: encoded, otpauthUrl: otpauthUrl(encoded, user.email, this.options.totpIssuer) };
   }
 
+  /**
+   * Runs `check` (which throws invalidCode() for a wrong code) as one counted attempt: over the
+   * limit it is refused with 429 before the code is looked at; a right code clears the counter, a
+   * failure for any other reason hands the attempt back.
+   */
+  private async counted<T>(identity: Identity, check: () => Promise<T>): Promise<T> {
+    const user = await this.accounts.byId(identity.sub);
+    if (!user) throw problems.unauthorized();
+    const key = hashedKey('login:account', user.email);
+    const { limiter, codeAttempts } = this.options;
+    const [counter] = await limiter.take([{ key, limit: codeAttempts.limit, windowSeconds: codeAttempts.windowSeconds }]);
+    if (counter!.exceeded) throw problems.rateLimited(counter!.resetInMs / 1000);
+    try {
+      const result = await check();
+      await limiter.release([{ key, reset: true }]);
+      return result;
+    } catch (error) {
+      if (!(error instanceof HttpProblem && error.code === 'invalid_mfa_code')) await limiter.release([{ key }]);
+      throw error;
+    }
+  }
+
   async enable(identity: Identity, code: string, origin: RequestOrigin): Promise<{ recoveryCodes: string[] }> {
+    return this.counted(identity, () => this.enableWith(identity, code, origin));
+  }
+
+  private async enableWith(identity: Identity, code: string, origin: RequestOrigin): Promise<{ recoveryCodes: string[] }> {
     const now = new Date();
     const recoveryCodes = Array.from({ length: RECOVERY_CODE_COUNT }, newRecoveryCode);
     const revoked = await this.options.db.transaction(async (tx) => {
@@ -68,6 +102,10 @@ export class MfaService {
   }
 
   async disable(identity: Identity, code: string, origin: RequestOrigin): Promise<void> {
+    return this.counted(identity, () => this.disableWith(identity, code, origin));
+  }
+
+  private async disableWith(identity: Identity, code: string, origin: RequestOrigin): Promise<void> {
     const now = new Date();
     const revoked = await this.options.db.transaction(async (tx) => {
       const factor = await this.mfa.factor(identity.sub, tx);
