@@ -45,8 +45,11 @@ export async function buildGatewayApp(
   // service that is stopping waits up to SHUTDOWN_GRACE_MS (5 s) for its clients to let go of idle
   // connections, because closing one itself could cut a request the gateway is just sending.
   const upstreams = upstreamUrls(config);
+  // No cap by default: an SSE reply holds its connection for as long as it streams, and with a
+  // cap of N, N open streams queued every other request to that service behind them. Requests in
+  // flight to a service are bounded by the client requests in flight anyway; idle connections go.
   const dispatcher = new Agent({
-    connections: config.UPSTREAM_CONNECTIONS,
+    connections: config.UPSTREAM_CONNECTIONS === 0 ? null : config.UPSTREAM_CONNECTIONS,
     pipelining: 1,
     keepAliveTimeout: 4000,
     keepAliveMaxTimeout: 4000,

@@ -25,7 +25,11 @@ export const gatewayConfigSchema = Type.Object({
     'Largest upload body accepted on /api/v1/files (bytes).',
     1024,
   ),
-  UPSTREAM_CONNECTIONS: Env.int(128, 'Keep-alive connections per upstream service.', 1),
+  UPSTREAM_CONNECTIONS: Env.int(
+    0,
+    'Most connections open to one upstream service at once; 0: no cap. With a cap, requests past it queue, behind the long-lived streams (SSE replies) that hold connections too.',
+    0,
+  ),
   UPSTREAM_TIMEOUT_MS: Env.int(300_000, 'Longest wait for upstream headers or between body chunks.', 1000),
 
   // Who the client is: proxies in front of the gateway, browsers allowed to call it

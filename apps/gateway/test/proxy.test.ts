@@ -78,6 +78,34 @@ describe('gateway proxy', () => {
     expect(after.status).toBe(200);
   });
 
+  it('answers other requests while more SSE streams are open to the service than the old pool cap (128)', async () => {
+    const chatUrl = await upstream((req, res) => {
+      if (req.url?.endsWith('/stream')) {
+        // A reply that keeps streaming: it holds its connection.
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(': open\n\n');
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"items":[]}');
+    });
+    const { url } = await gateway({ CHAT_URL: chatUrl });
+    const clients = new AbortController();
+    const streams = await Promise.all(
+      Array.from({ length: 140 }, (_, i) =>
+        fetch(`${url}/api/v1/chats/c${i}/messages/m${i}/stream`, { headers: bearer(token), signal: clients.signal }),
+      ),
+    );
+    try {
+      expect(streams.every((s) => s.status === 200)).toBe(true);
+      const started = Date.now();
+      const list = await fetch(`${url}/api/v1/chats`, { headers: bearer(token), signal: AbortSignal.timeout(5000) });
+      expect(list.status).toBe(200);
+      expect(Date.now() - started).toBeLessThan(1000);
+    } finally {
+      clients.abort();
+    }
+  });
+
   it('streams a request body to the service while the client is still sending', async () => {
     let firstChunkSeen!: () => void;
     const seen = new Promise<void>((r) => (firstChunkSeen = r));
