@@ -2,6 +2,9 @@ import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { workerTables } from '@vivier/db-worker';
+import { createDatabase } from '@vivier/service-kit';
+import { scheduleRepository } from '../src/modules/maintenance/schedule.repository';
 import { eventually, sleep, startWorker, workerPool, type TestWorker } from './helpers';
 
 describe('scheduled maintenance on several instances', () => {
@@ -73,5 +76,44 @@ describe('scheduled maintenance on several instances', () => {
     await expect(s3.client.send(new GetObjectCommand({ Bucket: s3.bucket, Key: keyOf(ids.oldExport) }))).rejects.toThrow();
     const kept = await s3.client.send(new GetObjectCommand({ Bucket: s3.bucket, Key: keyOf(ids.newExport) }));
     expect(await kept.Body!.transformToString()).toBe('{}\n');
+  });
+});
+
+describe('a maintenance job', () => {
+  it('runs in no transaction of the schedule: its row is not held while it calls out', async () => {
+    const worker = await startWorker({}, { consumers: false, maintenance: false });
+    const pool = workerPool(worker.config);
+    const db = createDatabase(pool, workerTables);
+    try {
+      const schedules = scheduleRepository(db);
+      const name = `test-${randomUUID()}`;
+      // What holds the job's schedule row while it runs: a transaction still in progress, or nothing.
+      let holder: string | undefined;
+      const job = {
+        name,
+        intervalMs: 60_000,
+        run: async () => {
+          const { rows } = await pool.query<{ holder: string }>(
+            `select pg_xact_status(xmax::text::xid8) as holder from worker.schedules where name = $1 and xmax::text <> '0'`,
+            [name],
+          );
+          holder = rows[0]?.holder ?? 'nothing';
+          return { checked: 1 };
+        },
+      };
+      await schedules.register(job);
+      expect(await schedules.runIfDue(job, 'test')).toEqual({ checked: 1 });
+      // A transaction holding the row (and an id) while the job ran would have held back every outbox relay.
+      expect(holder).not.toBe('in progress');
+      // Once it has run it is not due again for an interval.
+      expect(await schedules.runIfDue(job, 'test')).toBeUndefined();
+      const { rows } = await pool.query('select runs, last_result from worker.schedules where name = $1', [name]);
+      expect(rows).toEqual([{ runs: 1, last_result: { checked: 1 } }]);
+      await pool.query('delete from worker.schedule_runs where name = $1', [name]);
+      await pool.query('delete from worker.schedules where name = $1', [name]);
+    } finally {
+      await pool.end();
+      await worker.close();
+    }
   });
 });

@@ -9,18 +9,18 @@ export function expireExportsJob(options: { s3: { client: S3Client; bucket: stri
   return {
     name: 'expire-exports',
     intervalMs: options.intervalMs,
-    run: async (tx) => {
-      const repo = exportRepository(tx);
+    run: async (db) => {
+      const repo = exportRepository(db);
       let expired = 0;
       for (;;) {
-        const due = await repo.expired(tx, BATCH);
+        const due = await repo.expired(db, BATCH);
         if (due.length === 0) break;
         const keys = due.flatMap((d) => (d.objectKey ? [{ Key: d.objectKey }] : []));
         if (keys.length > 0) {
           // Deleting a missing key is not an error, so a rerun after a crash is harmless.
           await options.s3.client.send(new DeleteObjectsCommand({ Bucket: options.s3.bucket, Delete: { Objects: keys, Quiet: true } }));
         }
-        await repo.markExpired(tx, due.map((d) => d.exportId));
+        await repo.markExpired(db, due.map((d) => d.exportId));
         expired += due.length;
         if (due.length < BATCH) break;
       }

@@ -24,10 +24,10 @@ export function purgeScheduleRunsJob(options: { intervalMs: number; retentionHou
   return {
     name: 'purge-schedule-runs',
     intervalMs: options.intervalMs,
-    run: async (tx) => {
+    run: async (db) => {
       let scheduleRuns = 0;
       for (;;) {
-        const result = await tx.execute(sql`
+        const result = await db.execute(sql`
           delete from worker.schedule_runs where id in (
             select id from worker.schedule_runs where started_at < now() - make_interval(hours => ${options.retentionHours}) limit ${PURGE_BATCH})`);
         scheduleRuns += result.rowCount ?? 0;

@@ -4,16 +4,27 @@ import type { WorkerDatabase } from '../worker-db';
 export interface MaintenanceJob {
   name: string;
   intervalMs: number;
-  /** Runs inside the transaction that holds the job's schedule row. */
-  run: (tx: WorkerDatabase) => Promise<Record<string, unknown>>;
+  /**
+   * Runs outside any transaction of the schedule's (its statements commit as they go, so it must
+   * be safe to run again after a crash). Calls out (S3) may take their time: nothing is held.
+   */
+  run: (db: WorkerDatabase) => Promise<Record<string, unknown>>;
 }
 
+/** A claimed run that never reported (its instance died) is run again after this, at the latest. */
+const MIN_LEASE_MS = 5 * 60_000;
+
 /**
- * Leader election per job through worker.schedules: an instance runs a job only inside a
- * transaction holding its row (`FOR UPDATE SKIP LOCKED`, so other instances skip it instead of
- * waiting) and only once `next_run_at` has passed; it then moves `next_run_at` one interval on.
- * However many instances poll, each job runs once per interval; a crashed instance's transaction
- * rolls back and the next poll of any instance runs the job.
+ * Runs per job through worker.schedules: an instance claims a due job with one statement that
+ * moves `next_run_at` a lease ahead (an UPDATE: of instances claiming at once, one finds it due);
+ * then runs it, outside any transaction; then sets `next_run_at` one interval after the end and
+ * logs the run. However many instances poll, each job runs once per interval. A crashed
+ * instance's run is taken up again when its lease ends; a failed run is tried again an interval on.
+ *
+ * The job once ran inside the transaction that held its row (FOR UPDATE). Locking the row gave
+ * that transaction an id, and every outbox relay of the cluster publishes only what committed
+ * before the oldest transaction still open: a slow S3 call in a job held back every service's
+ * events for as long as it took.
  */
 export function scheduleRepository(db: WorkerDatabase) {
   return {
@@ -24,16 +35,25 @@ export function scheduleRepository(db: WorkerDatabase) {
           next_run_at = least(worker.schedules.next_run_at, now() + excluded.interval_ms * interval '1 millisecond')`);
     },
 
-    /** Runs the job if it is due and no other instance holds it; returns what it did, or undefined. */
+    /** Runs the job if it is due and no other instance has claimed it; returns what it did, or undefined. */
     async runIfDue(job: MaintenanceJob, instance: string): Promise<Record<string, unknown> | undefined> {
-      return db.transaction(async (tx) => {
-        const due = await tx.execute<{ started_at: string }>(sql`
-          select now()::text as started_at from worker.schedules
-          where name = ${job.name} and next_run_at <= clock_timestamp()
-          for update skip locked`);
-        const row = due.rows[0];
-        if (!row) return undefined;
-        const result = await job.run(tx as unknown as WorkerDatabase);
+      const lease = Math.max(job.intervalMs, MIN_LEASE_MS);
+      const claimed = await db.execute<{ started_at: string }>(sql`
+        update worker.schedules set next_run_at = clock_timestamp() + ${lease} * interval '1 millisecond'
+        where name = ${job.name} and next_run_at <= clock_timestamp()
+        returning clock_timestamp()::text as started_at`);
+      const row = claimed.rows[0];
+      if (!row) return undefined;
+      let result: Record<string, unknown>;
+      try {
+        result = await job.run(db);
+      } catch (error) {
+        await db.execute(sql`
+          update worker.schedules set next_run_at = clock_timestamp() + (interval_ms * interval '1 millisecond')
+          where name = ${job.name}`);
+        throw error;
+      }
+      await db.transaction(async (tx) => {
         await tx.execute(sql`
           update worker.schedules
           set next_run_at = clock_timestamp() + (interval_ms * interval '1 millisecond'),
@@ -43,8 +63,8 @@ export function scheduleRepository(db: WorkerDatabase) {
         await tx.execute(sql`
           insert into worker.schedule_runs (name, instance, started_at, result)
           values (${job.name}, ${instance}, ${row.started_at}::timestamptz, ${JSON.stringify(result)}::jsonb)`);
-        return result;
       });
+      return result;
     },
   };
 }
