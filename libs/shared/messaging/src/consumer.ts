@@ -158,12 +158,11 @@ class OffsetCommitter {
   /** Commits the resolved offsets soon; resolves once a commit that includes them has been tried. */
   request(payload: EachBatchPayload): Promise<void> {
     this.pending = payload;
-    // Cleared by `finally` on the promise, never inside run(): a run with nothing to commit ends
-    // before `request` returns, and clearing it there left a settled promise behind for good
-    // (settled() then spun on it).
-    this.inFlight ??= this.run().finally(() => {
-      this.inFlight = undefined;
-    });
+    // The run starts a microtask later, once inFlight holds its promise: a run with nothing to
+    // commit used to end (and clear inFlight) before `??=` stored it, leaving a settled promise
+    // behind for good (settled() then spun on it). It clears inFlight in the same step as its
+    // last look at `pending`, so no request falls between the two.
+    this.inFlight ??= Promise.resolve().then(() => this.run());
     return this.inFlight;
   }
 
@@ -173,16 +172,20 @@ class OffsetCommitter {
   }
 
   private async run(): Promise<void> {
-    while (this.pending) {
-      const payload = this.pending;
-      this.pending = undefined;
-      const offsets = payload.uncommittedOffsets();
-      if (offsets.topics.length === 0) continue;
-      try {
-        await payload.commitOffsetsIfNecessary(offsets);
-      } catch (error) {
-        this.onError(error);
+    try {
+      while (this.pending) {
+        const payload = this.pending;
+        this.pending = undefined;
+        const offsets = payload.uncommittedOffsets();
+        if (offsets.topics.length === 0) continue;
+        try {
+          await payload.commitOffsetsIfNecessary(offsets);
+        } catch (error) {
+          this.onError(error);
+        }
       }
+    } finally {
+      this.inFlight = undefined;
     }
   }
 }
