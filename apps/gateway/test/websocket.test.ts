@@ -211,6 +211,20 @@ describe('WebSocket frames that call chat', () => {
     client.socket.close();
   });
 
+  it('lets a cancel through while the socket has as many resumes waiting on chat as it may', async () => {
+    const { chat, cancels, resumeClosed } = await chatStandIn();
+    const { url } = await gatewayWith(chat.url);
+    const client = new Client(url, await auth.sign({ sub: `u-${randomUUID()}` }));
+    await client.ready();
+    for (let i = 0; i < 9; i++) client.socket.send(JSON.stringify({ type: 'chat.resume', chatId: CHAT, messageId: randomUUID(), after: 0 }));
+    await eventually(() => client.frames.filter((f) => f.type === 'chat.delta').length === 8);
+    await eventually(() => client.frames.some((f) => f.type === 'chat.error' && f.code === 'too_many_in_flight'));
+    client.socket.send(JSON.stringify({ type: 'chat.cancel', chatId: CHAT, messageId: MESSAGE }));
+    await eventually(() => cancels.length === 1);
+    client.socket.close();
+    await eventually(() => resumeClosed.length === 8, 3000);
+  });
+
   it('ends a resume stream at chat when its socket closes', async () => {
     const { chat, resumeClosed } = await chatStandIn();
     const { url } = await gatewayWith(chat.url);

@@ -138,11 +138,17 @@ export async function proxyRoutes(app: FastifyInstance, options: ProxyOptions): 
               ? app.edgeAuth.openRequests.add(request.identity, request.credentialIssuedAt, () => reply.raw.destroy())
               : undefined;
           const upstream = new AbortController();
-          reply.raw.once('close', () => {
-            // The client went before the answer began: nobody is left to receive it.
-            if (!reply.raw.headersSent) upstream.abort();
+          if (reply.raw.destroyed) {
+            // Gone during the edge checks: its 'close' has been and will not come again.
+            upstream.abort();
             done?.();
-          });
+          } else {
+            reply.raw.once('close', () => {
+              // The client went before the answer began: nobody is left to receive it.
+              if (!reply.raw.headersSent) upstream.abort();
+              done?.();
+            });
+          }
           return reply.from(base + request.url, {
             rewriteRequestHeaders: (_req, headers) => {
               const forwarded: Record<string | symbol, unknown> = {

@@ -256,7 +256,9 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
       }
       if (!identity) return send({ type: 'error', code: 'unauthenticated', detail: 'Send {type:"auth", token} first.' });
       const about = frame.type === 'chat.send' ? { requestId: frame.requestId } : { messageId: frame.messageId };
-      if (inFlight >= MAX_FRAMES_IN_FLIGHT)
+      // A cancel is never refused for want of a slot: resumes can hold them all, and a reply
+      // that cannot be stopped keeps spending tokens.
+      if (frame.type !== 'chat.cancel' && inFlight >= MAX_FRAMES_IN_FLIGHT)
         return send({ type: 'chat.error', ...about, code: 'too_many_in_flight', detail: `At most ${MAX_FRAMES_IN_FLIGHT} frames of a socket wait for chat at once.` });
       // Every frame that calls chat counts against the caller's rate limits, as a request would.
       inFlight += 1;
