@@ -436,4 +436,39 @@ describe('quotas, cache and async replies', () => {
     const stored = (await chat.app.inject({ method: 'GET', url: `/api/v1/chats/${chatId}/messages/${turn.assistantMessage.id}`, headers: user.headers })).json();
     expect(stored).toMatchObject({ status: 'cancelled', content: '' });
   }, 90_000);
+
+  it('counts the usage of a queued reply whose chat was deleted before the worker reported it, and releases its reservation', async () => {
+    const user = testUser();
+    await setQuota(user.id, 100_000);
+    const chatId = await createChat(chat.app, user);
+    const turn = await withOutboxHeld(async () => {
+      const queued = (await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content: 'Later', async: true, maxTokens: 500 } })).json();
+      expect((await usage(user.id))!.reserved).toBeGreaterThan(500);
+      expect((await chat.app.inject({ method: 'DELETE', url: `/api/v1/chats/${chatId}`, headers: user.headers })).statusCode).toBe(204);
+      return queued;
+    });
+    expect((await usage(user.id))!.reserved).toBe(0);
+    const event = createEvent(EVENTS.workerCompletionFinished, {
+      assistantMessageId: turn.assistantMessage.id,
+      chatId,
+      userId: user.id,
+      userMessageId: turn.userMessage.id,
+      status: 'completed',
+      content: 'Done anyway.',
+      provider: 'openai',
+      model: 'openai/gpt-4o-mini',
+      usage: { promptTokens: 7, completionTokens: 3 },
+      latencyMs: 5,
+    });
+    await produce(event);
+    await produce(event); // redelivered: counted once
+    await eventually(async () => (await pool.query('select 1 from chat.processed_events where event_id = $1', [event.id])).rows.length === 1, 45_000);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await usage(user.id)).toEqual({ reserved: 0, used: 10 });
+    const { rows } = await pool.query(
+      `select envelope->'data'->>'status' as status from chat.outbox where envelope->>'type' = 'vivier.chat.message.completed.v1' and envelope->'data'->>'chatId' = $1`,
+      [chatId],
+    );
+    expect(rows).toEqual([{ status: 'completed' }]);
+  }, 90_000);
 });

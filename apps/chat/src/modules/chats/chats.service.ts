@@ -110,7 +110,24 @@ export class ChatsService {
    * nothing any more) or after (and finds no row, and counts only what it generated).
    */
   async delete(user: Identity, id: string): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.deleteOnce(user, id);
+      } catch (error) {
+        // A send that reserved before this locked the chat, then waits for the chat's key: the
+        // database ends one of the two; the delete tries again (the send fails on the gone chat).
+        if ((error as { code?: string }).code !== '40P01' || attempt >= 3) throw error;
+      }
+    }
+  }
+
+  private async deleteOnce(user: Identity, id: string): Promise<void> {
     const inFlight = await this.deps.db.transaction(async (tx) => {
+      // The chat first, in a statement of its own: a send that has not stored its turn yet now
+      // waits (and then finds no chat), and the read below, a new statement, sees every turn
+      // committed before this lock.
+      const chat = await tx.execute(sql`select 1 from chat.chats where id = ${id} and user_id = ${user.sub} for update`);
+      if (chat.rows.length === 0) throw problems.notFound('No such chat.');
       // The month of a reservation is its reply's, in UTC (quotaMonth).
       const replies = await tx.execute<{ id: string }>(sql`
         with replies as (

@@ -4,7 +4,8 @@ import type { FastifyBaseLogger } from 'fastify';
 import { countTokens } from '@vivier/providers';
 import { messagesRepository, type ReplyOutcome } from '../messages/messages.repository';
 import { executorRunner } from '../messages/turns.repository';
-import { journalEnd, storeReplyEnd } from '../replies/reply-store';
+import { timeOfId } from '../../ids';
+import { journalEnd, settleDeletedReply, storeReplyEnd } from '../replies/reply-store';
 import type { ReplyStreams } from '../replies/reply-streams.service';
 
 /**
@@ -19,11 +20,7 @@ export function completionHandlers(deps: { streams: ReplyStreams; log: FastifyBa
     [EVENTS.workerCompletionFinished.type]: async (event, { tx, afterCommit }) => {
       const data = event.data;
       const row = await messagesRepository(tx).findById(data.assistantMessageId, tx);
-      if (!row || row.status !== 'queued' || row.chatId !== data.chatId) {
-        deps.log.info({ messageId: data.assistantMessageId, status: row?.status }, 'worker result for a reply that is no longer queued: ignored');
-        return;
-      }
-      const outcome: ReplyOutcome = {
+      const outcomeOf = async (): Promise<ReplyOutcome> => ({
         content: data.content,
         status: data.status,
         provider: data.provider,
@@ -38,8 +35,23 @@ export function completionHandlers(deps: { streams: ReplyStreams; log: FastifyBa
         errorDetail: data.error?.detail ?? null,
         deltaEnds: data.content.length > 0 ? [data.content.length] : [],
         completedAt: new Date(),
-      };
-      const stored = await storeReplyEnd(executorRunner(tx), row, outcome, ['queued']);
+      });
+      const createdAt = timeOfId(data.assistantMessageId);
+      if (!row && createdAt) {
+        // Its chat was deleted while the worker ran it: the delete released the reservation, and
+        // what the provider generated is counted all the same (else deleting would make it free).
+        await settleDeletedReply(
+          executorRunner(tx),
+          { id: data.assistantMessageId, chatId: data.chatId, userId: data.userId, replyTo: data.userMessageId, createdAt, quotaReserved: 0, role: 'assistant', attachments: [], params: null },
+          await outcomeOf(),
+        );
+        return;
+      }
+      if (!row || row.status !== 'queued' || row.chatId !== data.chatId) {
+        deps.log.info({ messageId: data.assistantMessageId, status: row?.status }, 'worker result for a reply that is no longer queued: ignored');
+        return;
+      }
+      const stored = await storeReplyEnd(executorRunner(tx), row, await outcomeOf(), ['queued']);
       // Followers must not see the end before a read of the message does.
       if (stored) afterCommit(() => journalEnd(deps.streams, stored));
     },
