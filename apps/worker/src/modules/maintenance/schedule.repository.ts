@@ -35,13 +35,17 @@ export function scheduleRepository(db: WorkerDatabase) {
           next_run_at = least(worker.schedules.next_run_at, now() + excluded.interval_ms * interval '1 millisecond')`);
     },
 
-    /** Runs the job if it is due and no other instance has claimed it; returns what it did, or undefined. */
+    /**
+     * Runs the job if it is due and no other instance has claimed it; returns what it did, or
+     * undefined. The end is written only while the claim is still this run's: a run that outlived
+     * its lease leaves the schedule to the instance that claimed it next.
+     */
     async runIfDue(job: MaintenanceJob, instance: string): Promise<Record<string, unknown> | undefined> {
       const lease = Math.max(job.intervalMs, MIN_LEASE_MS);
-      const claimed = await db.execute<{ started_at: string }>(sql`
+      const claimed = await db.execute<{ started_at: string; lease: string }>(sql`
         update worker.schedules set next_run_at = clock_timestamp() + ${lease} * interval '1 millisecond'
         where name = ${job.name} and next_run_at <= clock_timestamp()
-        returning clock_timestamp()::text as started_at`);
+        returning clock_timestamp()::text as started_at, next_run_at::text as lease`);
       const row = claimed.rows[0];
       if (!row) return undefined;
       let result: Record<string, unknown>;
@@ -50,7 +54,7 @@ export function scheduleRepository(db: WorkerDatabase) {
       } catch (error) {
         await db.execute(sql`
           update worker.schedules set next_run_at = clock_timestamp() + (interval_ms * interval '1 millisecond')
-          where name = ${job.name}`);
+          where name = ${job.name} and next_run_at = ${row.lease}::timestamptz`);
         throw error;
       }
       await db.transaction(async (tx) => {
@@ -59,7 +63,7 @@ export function scheduleRepository(db: WorkerDatabase) {
           set next_run_at = clock_timestamp() + (interval_ms * interval '1 millisecond'),
               last_run_at = ${row.started_at}::timestamptz, last_run_by = ${instance},
               last_result = ${JSON.stringify(result)}::jsonb, runs = runs + 1
-          where name = ${job.name}`);
+          where name = ${job.name} and next_run_at = ${row.lease}::timestamptz`);
         await tx.execute(sql`
           insert into worker.schedule_runs (name, instance, started_at, result)
           values (${job.name}, ${instance}, ${row.started_at}::timestamptz, ${JSON.stringify(result)}::jsonb)`);
