@@ -69,6 +69,30 @@ describe('quotas, cache and async replies', () => {
     }, 45_000);
   }
 
+  /** What a worker reports for a queued reply: done, with this text and usage. */
+  const workerFinished = (
+    turn: { assistantMessage: { id: string }; userMessage: { id: string } },
+    chatId: string,
+    userId: string,
+    content: string,
+    usage: { promptTokens: number; completionTokens: number },
+  ) =>
+    createEvent(EVENTS.workerCompletionFinished, {
+      assistantMessageId: turn.assistantMessage.id,
+      chatId,
+      userId,
+      userMessageId: turn.userMessage.id,
+      status: 'completed',
+      content,
+      provider: 'openai',
+      model: 'openai/gpt-4o-mini',
+      usage,
+      latencyMs: 1,
+    });
+  /** Waits until chat's consumer has handled the event. */
+  const handled = (eventId: string) =>
+    eventually(async () => (await pool.query('select 1 from chat.processed_events where event_id = $1', [eventId])).rows.length === 1, 45_000);
+
   const usage = async (userId: string) => {
     const { rows } = await pool.query('select reserved::int, used::int from chat.quota_usage where user_id = $1', [userId]);
     return rows[0] as { reserved: number; used: number } | undefined;
@@ -419,20 +443,9 @@ describe('quotas, cache and async replies', () => {
     });
     expect(cancel.statusCode).toBe(202);
     expect(cancel.json()).toMatchObject({ status: 'cancelled' });
-    const event = createEvent(EVENTS.workerCompletionFinished, {
-      assistantMessageId: turn.assistantMessage.id,
-      chatId,
-      userId: user.id,
-      userMessageId: turn.userMessage.id,
-      status: 'completed',
-      content: 'Too late.',
-      provider: 'openai',
-      model: 'openai/gpt-4o-mini',
-      usage: { promptTokens: 1, completionTokens: 2 },
-      latencyMs: 1,
-    });
+    const event = workerFinished(turn, chatId, user.id, 'Too late.', { promptTokens: 1, completionTokens: 2 });
     await produce(event);
-    await eventually(async () => (await pool.query('select 1 from chat.processed_events where event_id = $1', [event.id])).rows.length === 1, 45_000);
+    await handled(event.id);
     const stored = (await chat.app.inject({ method: 'GET', url: `/api/v1/chats/${chatId}/messages/${turn.assistantMessage.id}`, headers: user.headers })).json();
     expect(stored).toMatchObject({ status: 'cancelled', content: '' });
   }, 90_000);
@@ -448,21 +461,10 @@ describe('quotas, cache and async replies', () => {
       return queued;
     });
     expect((await usage(user.id))!.reserved).toBe(0);
-    const event = createEvent(EVENTS.workerCompletionFinished, {
-      assistantMessageId: turn.assistantMessage.id,
-      chatId,
-      userId: user.id,
-      userMessageId: turn.userMessage.id,
-      status: 'completed',
-      content: 'Done anyway.',
-      provider: 'openai',
-      model: 'openai/gpt-4o-mini',
-      usage: { promptTokens: 7, completionTokens: 3 },
-      latencyMs: 5,
-    });
+    const event = workerFinished(turn, chatId, user.id, 'Done anyway.', { promptTokens: 7, completionTokens: 3 });
     await produce(event);
     await produce(event); // redelivered: counted once
-    await eventually(async () => (await pool.query('select 1 from chat.processed_events where event_id = $1', [event.id])).rows.length === 1, 45_000);
+    await handled(event.id);
     await new Promise((r) => setTimeout(r, 300));
     expect(await usage(user.id)).toEqual({ reserved: 0, used: 10 });
     const { rows } = await pool.query(
