@@ -8,6 +8,7 @@ import { signContext, signInternalCall, type Identity, type ServiceApp } from '@
 import { testEnv } from '@vivier/service-kit/testing';
 import { buildAuthApp } from '../src/app';
 import { loadAuthConfig, type AuthConfig } from '../src/config';
+import { timeStep, TOTP_PERIOD_SECONDS } from '../src/modules/mfa/totp.service';
 
 /** A strong password that no dictionary has. */
 export const PASSWORD = 'correct horse battery staple 42';
@@ -143,4 +144,11 @@ export async function eventually<T>(check: () => Promise<T | undefined | false>,
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(100);
   }
+}
+
+/** Waits until the current 30 s step has at least `seconds` left, so codes computed now stay in their step. */
+export async function freshStep(seconds = 8): Promise<number> {
+  const left = TOTP_PERIOD_SECONDS - ((Date.now() / 1000) % TOTP_PERIOD_SECONDS);
+  if (left < seconds) await sleep(left * 1000 + 100);
+  return timeStep();
 }

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { base32Decode, hotp, timeStep, TOTP_PERIOD_SECONDS } from '../src/modules/mfa/totp.service';
-import { PASSWORD, identityOf, sleep, startAuth, uniqueEmail, type AuthHarness, type SignedIn } from './helpers';
+import { base32Decode, hotp } from '../src/modules/mfa/totp.service';
+import { PASSWORD, freshStep, identityOf, startAuth, uniqueEmail, type AuthHarness, type SignedIn } from './helpers';
 
 let auth: AuthHarness;
 beforeAll(async () => {
@@ -9,13 +9,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await auth.close();
 });
-
-/** Waits until the current 30 s step has at least `seconds` left, so codes computed now stay in their step. */
-async function freshStep(seconds = 8): Promise<number> {
-  const left = TOTP_PERIOD_SECONDS - ((Date.now() / 1000) % TOTP_PERIOD_SECONDS);
-  if (left < seconds) await sleep(left * 1000 + 100);
-  return timeStep();
-}
 
 interface MfaUser {
   email: string;
