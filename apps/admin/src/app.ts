@@ -11,9 +11,9 @@ import {
   type ServiceApp,
 } from '@vivier/service-kit';
 import { createPublisher, messagingPlugin } from '@vivier/messaging';
-import type { HostResolver } from '@vivier/providers';
+import { previousProviderKeys, type HostResolver } from '@vivier/providers';
 import { adminTables, ADMIN_SCHEMA } from '@vivier/db-admin';
-import { allowedProviderHostsOf, previousProviderKeysOf, priceTableOf, type AdminConfig } from './config';
+import { allowedProviderHostsOf, priceTableOf, type AdminConfig } from './config';
 import { auditHandlers } from './modules/audit/audit.consumer';
 import { auditRepository } from './modules/audit/audit.repository';
 import { auditRoutes } from './modules/audit/audit.routes';
@@ -63,7 +63,7 @@ export async function buildAdminApp(config: AdminConfig, options: BuildAdminAppO
   const providers = new ProvidersService({
     db,
     repository: providersRepository(db),
-    vault: new ProviderKeyVault(config.PROVIDER_KEY_ENCRYPTION_KEY, previousProviderKeysOf(config)),
+    vault: new ProviderKeyVault(config.PROVIDER_KEY_ENCRYPTION_KEY, previousProviderKeys(config)),
     publish,
     audit,
     allowedHosts: allowedProviderHostsOf(config),

@@ -8,17 +8,10 @@ import {
   kafkaConfigProperties,
   loadConfig,
   redisConfigProperties,
-  splitList,
 } from '@vivier/service-kit';
 import { messagingConfigProperties } from '@vivier/messaging';
-import { parseAllowedHosts } from '@vivier/providers';
+import { parseAllowedHosts, providerKeyConfigIssues, providerKeyConfigProperties } from '@vivier/providers';
 import { loadPriceTable, PriceTableError, type PriceTable } from './modules/usage/price-table';
-import { masterKeyProblem } from './modules/providers/provider-keys.service';
-
-/** The development default of PROVIDER_KEY_ENCRYPTION_KEY; refused when NODE_ENV=production. */
-export const DEV_PROVIDER_KEY_ENCRYPTION_KEY = 'fWlWOBP8Gcje0KPml+LFvVoEXOBRwovCY7JHUgPV4po=';
-
-const BASE64_32_BYTES = '^[A-Za-z0-9+/]{43}=$';
 
 /** Every variable the admin service reads; the type below is derived from it, never written twice. */
 export const adminConfigSchema = Type.Object({
@@ -30,16 +23,7 @@ export const adminConfigSchema = Type.Object({
   ...messagingConfigProperties,
   PORT: Env.port(8083, 'HTTP port of the admin service.'),
 
-  PROVIDER_KEY_ENCRYPTION_KEY: Type.String({
-    pattern: BASE64_32_BYTES,
-    default: DEV_PROVIDER_KEY_ENCRYPTION_KEY,
-    description:
-      'Base64 of 32 random bytes (openssl rand -base64 32): the master key that wraps the per-provider data keys of provider API keys, and encrypts the key on `provider.configured` events (chat needs the same value). The development default is refused in production.',
-  }),
-  PROVIDER_KEY_ENCRYPTION_PREVIOUS_KEYS: Env.list(
-    '',
-    'Comma-separated earlier values of PROVIDER_KEY_ENCRYPTION_KEY: data keys wrapped with one of them are re-wrapped with the current key at start.',
-  ),
+  ...providerKeyConfigProperties,
   PROVIDER_ALLOWED_HOSTS: Env.list('', 'Comma-separated private hosts (names or addresses) that provider base URLs set through the admin API may use.'),
   PRICE_TABLE_FILE: Type.Optional(
     Type.String({
@@ -51,11 +35,6 @@ export const adminConfigSchema = Type.Object({
 });
 
 export type AdminConfig = Static<typeof adminConfigSchema>;
-
-/** PROVIDER_KEY_ENCRYPTION_PREVIOUS_KEYS as a list, each checked like the current key. */
-export function previousProviderKeysOf(config: Pick<AdminConfig, 'PROVIDER_KEY_ENCRYPTION_PREVIOUS_KEYS'>): string[] {
-  return splitList(config.PROVIDER_KEY_ENCRYPTION_PREVIOUS_KEYS);
-}
 
 export function allowedProviderHostsOf(config: Pick<AdminConfig, 'PROVIDER_ALLOWED_HOSTS'>): string[] {
   return parseAllowedHosts(config.PROVIDER_ALLOWED_HOSTS);
@@ -73,16 +52,7 @@ export function priceTableOf(config: Pick<AdminConfig, 'PRICE_TABLE_FILE'>): Pri
 
 export function loadAdminConfig(env: NodeJS.ProcessEnv = process.env): AdminConfig {
   const config = loadConfig('admin', adminConfigSchema, env);
-  const issues: Array<{ variable: string; message: string }> = [];
-  const current = masterKeyProblem(config.PROVIDER_KEY_ENCRYPTION_KEY);
-  if (current) issues.push({ variable: 'PROVIDER_KEY_ENCRYPTION_KEY', message: current });
-  else if (config.NODE_ENV === 'production' && config.PROVIDER_KEY_ENCRYPTION_KEY === DEV_PROVIDER_KEY_ENCRYPTION_KEY) {
-    issues.push({ variable: 'PROVIDER_KEY_ENCRYPTION_KEY', message: 'is the development default; set 32 random bytes in base64 (openssl rand -base64 32)' });
-  }
-  for (const previous of previousProviderKeysOf(config)) {
-    const problem = new RegExp(BASE64_32_BYTES).test(previous) ? masterKeyProblem(previous) : 'is not base64 of 32 bytes';
-    if (problem) issues.push({ variable: 'PROVIDER_KEY_ENCRYPTION_PREVIOUS_KEYS', message: `an entry ${problem}` });
-  }
+  const issues = providerKeyConfigIssues(config);
   if (issues.length > 0) throw new ConfigError('admin', issues);
   priceTableOf(config);
   return config;

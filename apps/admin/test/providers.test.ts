@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LogCapture } from '@vivier/service-kit/testing';
 import { EVENTS, parseEvent, type EncryptedSecret } from '@vivier/contracts';
-import { ProviderKeyVault, openEventSecret } from '../src/modules/providers/provider-keys.service';
+import { openEventSecret } from '@vivier/providers';
+import { ProviderKeyVault } from '../src/modules/providers/provider-keys.service';
 import { sealedKeyOf, type ProviderRow } from '../src/modules/providers/providers.repository';
 import { outboxEvents, startAdmin, tag, type AdminHarness } from './helpers';
 

@@ -1,6 +1,7 @@
 // @vivier/providers: AI provider adapters behind one streaming interface, the router that
 // balances, retries, falls back and circuit-breaks across them, and the SSRF guard for
-// provider URLs set through the admin API.
+// provider URLs set through the admin API, and the admin API's provider settings laid over the
+// configuration a service started with.
 export {
   ProviderError,
   isProviderError,
@@ -131,3 +132,25 @@ export {
   type HostResolver,
 } from './ssrf.js';
 export { providerMetricsHooks } from './provider-metrics.js';
+export {
+  applyProviderSettings,
+  type AppliedProviderSettings,
+  type ProviderSettings,
+  type SkippedProvider,
+} from './provider-settings.js';
+export {
+  ProviderSettingsSync,
+  type ProviderSettingsSyncOptions,
+  type StoredProviderSettings,
+  type SyncLogger,
+} from './provider-settings-sync.js';
+export {
+  DEV_PROVIDER_KEY_ENCRYPTION_KEY,
+  masterKeyId,
+  masterKeyProblem,
+  openEventSecret,
+  previousProviderKeys,
+  providerKeyConfigIssues,
+  providerKeyConfigProperties,
+  sealEventSecret,
+} from './provider-key-secrets.js';

@@ -11,10 +11,9 @@ import { CircuitBreaker, type CircuitChange, type CircuitSnapshot } from './circ
 import { collectCompletion } from './completion.js';
 import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_TIMEOUT_MS } from './http-transport.js';
 import { KNOWN_MODELS, contextWindowFor } from './model-catalog.js';
-import { createChatProvider, endpointKey } from './provider-endpoint.js';
+import { createChatProvider, endpointKey, type EndpointExtras } from './provider-endpoint.js';
 import {
   loadProvidersConfig,
-  type AliasConfig,
   type DeploymentConfig,
   type EndpointConfig,
   type ProviderEnv,
@@ -129,6 +128,8 @@ interface Runtime {
 interface Route {
   strategy: 'weighted' | 'ordered';
   deployments: Runtime[];
+  /** Other providers' deployments to try after these, in order (the provider's `fallbacks`). */
+  fallbacks?: Runtime[];
 }
 
 const DEFAULTS = {
@@ -195,42 +196,91 @@ export class ProviderRouter {
   private readonly settings: Required<RouterSettings>;
   private readonly hooks: RouterHooks;
   private readonly random: () => number;
-  private readonly allowedHosts: readonly string[];
-  private readonly endpoints = new Map<string, EndpointConfig>();
-  private readonly deployments = new Map<string, Runtime>();
-  private readonly aliases = new Map<string, { strategy: 'weighted' | 'ordered'; ids: string[] }>();
+  // What the configuration says; reconfigure() replaces all of it at once.
+  private allowedHosts: readonly string[] = [];
+  private endpoints = new Map<string, EndpointConfig>();
+  private deployments = new Map<string, Runtime>();
+  private aliases = new Map<string, { strategy: 'weighted' | 'ordered'; ids: string[] }>();
   /** `${provider}/${model}` → the configured deployments serving exactly that. */
-  private readonly direct = new Map<string, Runtime[]>();
-  private readonly implicit = new Map<string, Runtime>();
+  private direct = new Map<string, Runtime[]>();
+  /** Provider → the model names of its configured deployments, in order (for fallbacks). */
+  private listed = new Map<string, string[]>();
+  private implicit = new Map<string, Runtime>();
   private readonly adapters = new Map<string, ChatProvider | ProviderError>();
 
   constructor(config: ProvidersConfig, options: ProviderRouterOptions = {}) {
     this.settings = { ...DEFAULTS, ...config.router, ...options.settings } as Required<RouterSettings>;
     this.hooks = { ...options };
     this.random = options.random ?? Math.random;
-    this.allowedHosts = config.allowedHosts ?? [];
-    for (const endpoint of config.providers) this.endpoints.set(endpoint.provider, endpoint);
-    for (const dep of config.deployments) {
-      if (this.deployments.has(dep.id)) throw new Error(`duplicate deployment id "${dep.id}"`);
-      const runtime = this.runtimeFor(dep.id, dep, dep.model, dep);
-      this.deployments.set(dep.id, runtime);
-      const key = `${dep.provider}/${dep.model}`;
-      const list = this.direct.get(key) ?? [];
-      list.push(runtime);
-      this.direct.set(key, list);
+    this.apply(config);
+  }
+
+  /**
+   * Serves `config` from now on (the router settings stay those it was built with). Requests
+   * already running finish on what they started with. A deployment whose endpoint and model did
+   * not change keeps its circuit; connections no deployment uses any more are closed once their
+   * requests have ended. Throws, changing nothing, when the configuration is inconsistent.
+   */
+  async reconfigure(config: ProvidersConfig): Promise<void> {
+    this.apply(config);
+    const live = new Set<string>();
+    for (const d of [...this.deployments.values(), ...this.implicit.values()]) live.add(this.adapterKey(d));
+    const stale: ChatProvider[] = [];
+    for (const [key, adapter] of this.adapters) {
+      if (live.has(key)) continue;
+      this.adapters.delete(key);
+      if (!(adapter instanceof ProviderError)) stale.push(adapter);
     }
-    for (const alias of config.aliases) this.addAlias(alias);
+    await Promise.all(stale.map((a) => a.close()));
   }
 
-  private addAlias(alias: AliasConfig): void {
-    for (const id of alias.deployments)
-      if (!this.deployments.has(id))
-        throw new Error(`alias "${alias.alias}" names unknown deployment "${id}"`);
-    this.aliases.set(alias.alias, { strategy: alias.strategy ?? 'ordered', ids: [...alias.deployments] });
+  private apply(config: ProvidersConfig): void {
+    const previous = new Map([...this.implicit, ...this.deployments]);
+    const endpoints = new Map<string, EndpointConfig>();
+    const deployments = new Map<string, Runtime>();
+    const direct = new Map<string, Runtime[]>();
+    const listed = new Map<string, string[]>();
+    const aliases = new Map<string, { strategy: 'weighted' | 'ordered'; ids: string[] }>();
+    for (const endpoint of config.providers) endpoints.set(endpoint.provider, endpoint);
+    for (const dep of config.deployments) {
+      if (deployments.has(dep.id)) throw new Error(`duplicate deployment id "${dep.id}"`);
+      const runtime = this.runtimeFor(dep.id, dep, dep.model, dep, previous.get(dep.id));
+      deployments.set(dep.id, runtime);
+      const key = `${dep.provider}/${dep.model}`;
+      direct.set(key, [...(direct.get(key) ?? []), runtime]);
+      const models = listed.get(dep.provider) ?? [];
+      if (!models.includes(dep.model)) listed.set(dep.provider, [...models, dep.model]);
+    }
+    for (const alias of config.aliases) {
+      for (const id of alias.deployments)
+        if (!deployments.has(id)) throw new Error(`alias "${alias.alias}" names unknown deployment "${id}"`);
+      aliases.set(alias.alias, { strategy: alias.strategy ?? 'ordered', ids: [...alias.deployments] });
+    }
+    // Model ids served on demand keep their circuit while their provider's endpoint is the same.
+    const implicit = new Map<string, Runtime>();
+    for (const [id, runtime] of this.implicit) {
+      const endpoint = endpoints.get(runtime.provider);
+      if (endpoint) implicit.set(id, this.runtimeFor(id, endpoint, runtime.model, undefined, runtime));
+    }
+    this.allowedHosts = config.allowedHosts ?? [];
+    this.endpoints = endpoints;
+    this.deployments = deployments;
+    this.direct = direct;
+    this.listed = listed;
+    this.aliases = aliases;
+    this.implicit = implicit;
   }
 
-  private runtimeFor(id: string, endpoint: EndpointConfig, model: string, dep?: DeploymentConfig): Runtime {
+  private runtimeFor(
+    id: string,
+    endpoint: EndpointConfig,
+    model: string,
+    dep?: DeploymentConfig,
+    previous?: Runtime,
+  ): Runtime {
     const contextWindow = dep?.contextWindow ?? contextWindowFor(endpoint.kind, model);
+    const sameEndpoint =
+      previous !== undefined && previous.model === model && endpointKey(previous.endpoint) === endpointKey(endpoint);
     return {
       id,
       provider: endpoint.provider,
@@ -245,9 +295,11 @@ export class ProviderRouter {
       ...(endpoint.kind === 'ollama' && dep?.contextWindow !== undefined
         ? { numCtx: dep.contextWindow }
         : {}),
-      breaker: new CircuitBreaker(id, this.settings.failureThreshold, this.settings.cooldownMs, (change) =>
-        this.call('onCircuitChange', change),
-      ),
+      breaker: sameEndpoint
+        ? previous.breaker
+        : new CircuitBreaker(id, this.settings.failureThreshold, this.settings.cooldownMs, (change) =>
+            this.call('onCircuitChange', change),
+          ),
     };
   }
 
@@ -273,8 +325,16 @@ export class ProviderRouter {
         strategy: alias.strategy,
         deployments: alias.ids.map((id) => this.deployments.get(id) as Runtime),
       };
+    const deployments = this.directRoute(modelId);
+    if (!deployments) return undefined;
+    const fallbacks = this.fallbacksOf(deployments[0] as Runtime);
+    return { strategy: 'weighted', deployments, ...(fallbacks.length > 0 ? { fallbacks } : {}) };
+  }
+
+  /** The deployments of a `<provider>/<model>` id: configured ones, or one made on demand. */
+  private directRoute(modelId: string): Runtime[] | undefined {
     const configured = this.direct.get(modelId);
-    if (configured) return { strategy: 'weighted', deployments: configured };
+    if (configured) return configured;
     const slash = modelId.indexOf('/');
     if (slash <= 0 || slash === modelId.length - 1) return undefined;
     const endpoint = this.endpoints.get(modelId.slice(0, slash));
@@ -288,19 +348,38 @@ export class ProviderRouter {
       }
       this.implicit.set(modelId, runtime);
     }
-    return { strategy: 'weighted', deployments: [runtime] };
+    return [runtime];
+  }
+
+  /**
+   * The deployments of the provider's fallbacks that are enabled: the same model name, or the
+   * fallback's first listed model when it lists models and not this one.
+   */
+  private fallbacksOf(primary: Runtime): Runtime[] {
+    const names = this.endpoints.get(primary.provider)?.fallbacks;
+    if (!names || names.length === 0) return [];
+    const out: Runtime[] = [];
+    for (const name of names) {
+      if (name === primary.provider || !this.endpoints.has(name)) continue;
+      const models = this.listed.get(name) ?? [];
+      const model = models.length === 0 || models.includes(primary.model) ? primary.model : (models[0] as string);
+      for (const d of this.directRoute(`${name}/${model}`) ?? []) if (!out.includes(d)) out.push(d);
+    }
+    return out;
   }
 
   /** What a model id routes to, or undefined when no enabled provider or alias serves it. */
   resolve(modelId: string): ResolvedModel | undefined {
     const route = this.route(modelId);
     if (!route) return undefined;
+    const all = [...route.deployments, ...(route.fallbacks ?? [])];
     return {
       id: modelId,
       type: this.aliases.has(modelId) ? 'alias' : 'model',
       strategy: route.strategy,
-      deployments: route.deployments.map((d) => ({ id: d.id, provider: d.provider, model: d.model })),
-      contextWindow: Math.min(...route.deployments.map((d) => d.contextWindow)),
+      deployments: all.map((d) => ({ id: d.id, provider: d.provider, model: d.model })),
+      // Whichever answers, the prompt must fit: the smallest window of the chain.
+      contextWindow: Math.min(...all.map((d) => d.contextWindow)),
     };
   }
 
@@ -354,11 +433,16 @@ export class ProviderRouter {
     return [...this.deployments.values(), ...this.implicit.values()].map((d) => d.breaker.snapshot());
   }
 
+  private extrasFor(d: Runtime): EndpointExtras {
+    return { allowedHosts: this.allowedHosts, ...(d.numCtx !== undefined ? { numCtx: d.numCtx } : {}) };
+  }
+
+  private adapterKey(d: Runtime): string {
+    return endpointKey(d.endpoint, this.extrasFor(d));
+  }
+
   private adapterFor(d: Runtime): ChatProvider {
-    const extras = {
-      allowedHosts: this.allowedHosts,
-      ...(d.numCtx !== undefined ? { numCtx: d.numCtx } : {}),
-    };
+    const extras = this.extrasFor(d);
     const key = endpointKey(d.endpoint, extras);
     let adapter = this.adapters.get(key);
     if (!adapter) {
@@ -376,6 +460,11 @@ export class ProviderRouter {
   /** The chain for one request: the balanced pick first, then the rest in chain order. */
   private order(route: Route): Runtime[] {
     const now = Date.now();
+    const fallbacks = (route.fallbacks ?? []).filter((d) => d.breaker.available(now));
+    return [...this.balance(route, now), ...fallbacks];
+  }
+
+  private balance(route: Route, now: number): Runtime[] {
     const healthy = route.deployments.filter((d) => d.breaker.available(now));
     if (route.strategy === 'ordered' || healthy.length <= 1) return healthy;
     let total = 0;

@@ -27,6 +27,12 @@ export type EndpointConfig = Omit<ProviderEntry, 'kind' | 'apiKeyEnv'> & {
   /** Provider id: a built-in name or a name from the providers file. */
   provider: string;
   kind: ProviderKind;
+  /**
+   * Providers to try next, in order, when a direct model id of this one fails before its first
+   * token (set through the admin API). Each is asked for the same model name, or for its first
+   * listed model when it lists models and not this one.
+   */
+  fallbacks?: string[];
 };
 
 /** A model on an endpoint, the unit the router balances, retries and circuit-breaks. */
@@ -44,6 +50,8 @@ export interface ProvidersConfig {
   router?: RouterSettings;
   /** `PROVIDER_ALLOWED_HOSTS`: private hosts that untrusted base URLs may still use. */
   allowedHosts?: string[];
+  /** The simulator is enabled only because no other provider is (it goes when one is configured). */
+  simulatorFallback?: boolean;
 }
 
 export interface ConfigIssue {
@@ -395,7 +403,8 @@ export function resolveProvidersConfig(
 
   // The simulator is what answers when nothing else is configured.
   const others = [...endpoints.keys()].filter((p) => p !== 'sim');
-  if (others.length === 0 && !endpoints.has('sim')) endpoints.set('sim', { provider: 'sim', kind: 'sim' });
+  const simulatorFallback = others.length === 0 && !endpoints.has('sim');
+  if (simulatorFallback) endpoints.set('sim', { provider: 'sim', kind: 'sim' });
 
   if (issues.length > 0) throw new ProvidersConfigError(issues);
   return {
@@ -404,6 +413,7 @@ export function resolveProvidersConfig(
     aliases,
     ...(file.router ? { router: file.router } : {}),
     allowedHosts: parseAllowedHosts(env.PROVIDER_ALLOWED_HOSTS),
+    ...(simulatorFallback ? { simulatorFallback } : {}),
   };
 }
 

@@ -1,5 +1,6 @@
-import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import type { EncryptedSecret } from '@vivier/contracts';
+import { masterKeyId, masterKeyProblem, sealEventSecret } from '@vivier/providers';
 
 /**
  * Envelope encryption of provider API keys.
@@ -13,7 +14,7 @@ import type { EncryptedSecret } from '@vivier/contracts';
  * On `provider.configured` events (the contract's `EncryptedSecret`): the API key encrypted with
  * AES-256-GCM under the master key itself, AAD = the provider id (UTF-8), a fresh 12-byte IV per
  * event; `keyId` names the master key. Chat holds the same PROVIDER_KEY_ENCRYPTION_KEY and opens
- * it with {@link openEventSecret}.
+ * it with `openEventSecret` from @vivier/providers.
  *
  * Clear keys exist only in memory, for the time of one call: never logged, stored or published.
  */
@@ -27,20 +28,6 @@ export interface SealedApiKey {
   apiKeyCiphertext: Buffer;
   apiKeyIv: Buffer;
   apiKeyTag: Buffer;
-}
-
-/** Why a master key is unacceptable, or undefined. */
-export function masterKeyProblem(base64: string): string | undefined {
-  const key = Buffer.from(base64, 'base64');
-  if (key.length !== 32) return 'must be base64 of exactly 32 bytes';
-  // 32 random bytes have ~30 distinct values; fewer than 8 means a pattern, not a key.
-  if (new Set(key).size < 8) return 'looks weak (too few distinct bytes); use 32 random bytes: openssl rand -base64 32';
-  return undefined;
-}
-
-/** The id of a master key on events and rows: a short fingerprint (SHA-256), never the key. */
-export function masterKeyId(key: Buffer): string {
-  return `pk-${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
 }
 
 const apiKeyAad = (providerId: string) => Buffer.from(`vivier:provider-api-key:${providerId}`, 'utf8');
@@ -59,18 +46,6 @@ function open(key: Buffer, sealed: { iv: Buffer; ciphertext: Buffer; tag: Buffer
   decipher.setAAD(aad);
   decipher.setAuthTag(sealed.tag);
   return Buffer.concat([decipher.update(sealed.ciphertext), decipher.final()]);
-}
-
-/** Opens the `apiKeyEnvelope` of a `provider.configured` event with the master key (what chat does). */
-export function openEventSecret(masterKeyBase64: string, providerId: string, envelope: EncryptedSecret): string {
-  const key = Buffer.from(masterKeyBase64, 'base64');
-  if (envelope.keyId !== masterKeyId(key)) throw new Error(`encrypted with another master key (${envelope.keyId})`);
-  const clear = open(
-    key,
-    { iv: Buffer.from(envelope.iv, 'base64'), ciphertext: Buffer.from(envelope.ciphertext, 'base64'), tag: Buffer.from(envelope.tag, 'base64') },
-    Buffer.from(providerId, 'utf8'),
-  );
-  return clear.toString('utf8');
 }
 
 interface MasterKey {
@@ -148,14 +123,7 @@ export class ProviderKeyVault {
 
   /** The API key as it travels on `provider.configured`: under the master key, bound to the provider id. */
   eventSecret(providerId: string, apiKey: string): EncryptedSecret {
-    const sealed = seal(this.current.key, Buffer.from(apiKey, 'utf8'), Buffer.from(providerId, 'utf8'));
-    return {
-      algorithm: 'aes-256-gcm',
-      keyId: this.current.id,
-      iv: sealed.iv.toString('base64'),
-      ciphertext: sealed.ciphertext.toString('base64'),
-      tag: sealed.tag.toString('base64'),
-    };
+    return sealEventSecret(this.current.key.toString('base64'), providerId, apiKey);
   }
 
   private unwrap(providerId: string, stored: SealedApiKey): Buffer {
