@@ -13,9 +13,9 @@ import {
 } from '@vivier/service-kit';
 import { CONSUMER_GROUPS, SUBSCRIPTIONS } from '@vivier/contracts';
 import { createPublisher, messagingPlugin, type ConsumerSpec } from '@vivier/messaging';
-import { createProviderRouter, loadTokenizer } from '@vivier/providers';
+import { createProviderRouter, loadTokenizer, ProviderSettingsSync } from '@vivier/providers';
 import { chatTables, CHAT_SCHEMA } from '@vivier/db-chat';
-import { providersOf, uploadTypesOf, type ChatConfig } from './config';
+import { providerMasterKeysOf, providersOf, uploadTypesOf, type ChatConfig } from './config';
 import { circuitGauge, createChatMetrics, routerHooks, type ChatMetrics } from './metrics';
 import { ResponseCache } from './modules/cache/response-cache.service';
 import { chatsRoutes } from './modules/chats/chats.routes';
@@ -35,6 +35,8 @@ import { modelsRoutes } from './modules/models/models.routes';
 import { openAiRoutes } from './modules/openai/openai.routes';
 import { OpenAiService } from './modules/openai/openai.service';
 import { ModelCatalog } from './modules/models/models.service';
+import { providerSettingsHandlers } from './modules/providers/provider-settings.consumer';
+import { providerSettingsRepository } from './modules/providers/provider-settings.repository';
 import { quotaHandlers } from './modules/quotas/quotas.consumer';
 import { quotasRepository } from './modules/quotas/quotas.repository';
 import { ReplyHub } from './modules/replies/reply-hub.service';
@@ -47,7 +49,7 @@ import { searchRoutes } from './modules/search/search.routes';
 export interface BuildChatAppOptions {
   logStream?: DestinationStream;
   /**
-   * Run the consumers (`admin.events` quotas, `worker.events` completions, titles and exports;
+   * Run the consumers (`admin.events` quotas and providers, `worker.events` completions, titles and exports;
    * default true). Tests that do not exercise them turn them off so that many short-lived apps
    * do not keep rebalancing the `chat` consumer group.
    */
@@ -96,6 +98,22 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
     app.log,
   );
   const hub = new ReplyHub(app.redis, streams, app.log);
+  // Provider settings from the admin API: stored by whichever instance consumes them, then applied
+  // by every instance (told through Redis, and re-read every CHAT_PROVIDER_SETTINGS_POLL_MS).
+  const providerSettings = providerSettingsRepository(db);
+  const providersChannel = `${config.REDIS_KEY_PREFIX}chat:providers`;
+  const providerSync = new ProviderSettingsSync({
+    load: () => providerSettings.all(),
+    router,
+    base: providers,
+    masterKeys: providerMasterKeysOf(config),
+    notify: async () => void (await app.redis.publish(providersChannel, 'changed')),
+    pollMs: config.CHAT_PROVIDER_SETTINGS_POLL_MS,
+    log: app.log,
+  });
+  hub.handle(providersChannel, () => {
+    providerSync.refresh().catch((error: unknown) => app.log.warn({ err: error }, 'cannot apply the provider settings'));
+  });
   const cache = new ResponseCache(app.redis, config.CHAT_RESPONSE_CACHE_TTL_SECONDS, metrics, app.log);
   const sql = poolRunner(pool);
   const turns = turnsRepository(sql);
@@ -155,6 +173,7 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
             topics: [...SUBSCRIPTIONS.chat],
             handlers: {
               ...quotaHandlers({ quotas: quotasRepository(db), log: app.log }),
+              ...providerSettingsHandlers({ settings: providerSettings, changed: () => providerSync.changed(), log: app.log }),
               ...completionHandlers({ streams, log: app.log }),
               ...titleHandlers({ log: app.log }),
               ...exportHandlers({ log: app.log }),
@@ -182,14 +201,16 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
   await app.register(openAiRoutes, { openai });
 
   app.addHook('onReady', async () => {
-    // Partitions first (inserts need them); the tokenizer is loaded before the first message.
-    await Promise.all([sweeper.start(), loadTokenizer()]);
+    // Partitions first (inserts need them); the tokenizer is loaded, and the providers set through
+    // the admin API applied, before the first message.
+    await Promise.all([sweeper.start(), loadTokenizer(), providerSync.start()]);
     hub.start((messageId) => runner.cancelLocal(messageId));
   });
   app.addHook('preClose', async () => {
     // Replies outlive their HTTP requests: let the running ones end (and be stored) first.
     await runner.drain(Math.floor(config.SHUTDOWN_TIMEOUT_MS / 2));
     await sweeper.stop();
+    providerSync.stop();
   });
   app.addHook('onClose', async () => {
     // The requests have ended; the settlements they left run on until written (the pool closes after).

@@ -15,6 +15,15 @@ describe('chat configuration', () => {
     expect(() => loadChatConfig({ DATABASE_URL: 'postgres://x@127.0.0.1/db', PORT: '70000' })).toThrowError(ConfigError);
     expect(() => loadChatConfig({ DATABASE_URL: 'postgres://x@127.0.0.1/db', PORT: '70000' })).toThrowError(/PORT/);
   });
+
+  it('checks the master key of provider API keys as admin does: no weak key, no development default in production', () => {
+    const base = { DATABASE_URL: 'postgres://x@127.0.0.1/db' };
+    expect(() => loadChatConfig({ ...base, PROVIDER_KEY_ENCRYPTION_KEY: Buffer.alloc(32).toString('base64') })).toThrowError(/PROVIDER_KEY_ENCRYPTION_KEY: looks weak/);
+    expect(() => loadChatConfig({ ...base, NODE_ENV: 'production' })).toThrowError(/PROVIDER_KEY_ENCRYPTION_KEY: is the development default/);
+    expect(() => loadChatConfig({ ...base, PROVIDER_KEY_ENCRYPTION_PREVIOUS_KEYS: 'not-a-key' })).toThrowError(/PROVIDER_KEY_ENCRYPTION_PREVIOUS_KEYS/);
+    const key = Buffer.from(Array.from({ length: 32 }, (_, i) => i * 7 + 1)).toString('base64');
+    expect(loadChatConfig({ ...base, NODE_ENV: 'production', PROVIDER_KEY_ENCRYPTION_KEY: key }).PROVIDER_KEY_ENCRYPTION_KEY).toBe(key);
+  });
 });
 
 describe('chat start-up without a database', () => {

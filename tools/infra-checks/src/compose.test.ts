@@ -168,7 +168,7 @@ describe('docker-compose.yml', () => {
       expect(documented.has(variable), `${variable} is in both .env.example and compose.env.example`).toBe(false);
     }
     // Secrets have no default: compose stops when one is unset.
-    for (const secret of ['INTERNAL_IDENTITY_SECRET', 'AUTH_KEY_ENCRYPTION_KEY', 'POSTGRES_PASSWORD', 'AWS_SECRET_ACCESS_KEY']) {
+    for (const secret of ['INTERNAL_IDENTITY_SECRET', 'AUTH_KEY_ENCRYPTION_KEY', 'PROVIDER_KEY_ENCRYPTION_KEY', 'POSTGRES_PASSWORD', 'AWS_SECRET_ACCESS_KEY']) {
       expect(raw).toMatch(new RegExp(`\\$\\{${secret}:\\?`));
       expect(raw).not.toMatch(new RegExp(`\\$\\{${secret}:-`));
     }

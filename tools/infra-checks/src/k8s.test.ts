@@ -144,6 +144,7 @@ function checkInvariants(objects: K8sObject[], overlay: string | undefined) {
   const deployments = byKind(objects, 'Deployment');
   expect(deployments.map((d) => d.metadata.name).sort()).toEqual([...APPS].sort());
   const images = new Set<string>();
+  const providerMasterKeys = new Set<string>();
 
   for (const app of APPS) {
     const deployment = find(objects, 'Deployment', app)!;
@@ -193,6 +194,11 @@ function checkInvariants(objects: K8sObject[], overlay: string | undefined) {
     }
     if (overlay === 'dev') {
       if (app === 'auth') expect(env.get('AUTH_KEY_ENCRYPTION_KEY')?.value).toMatch(/^[A-Za-z0-9+/]{43}=$/);
+      // Admin encrypts provider keys onto provider.configured and chat opens them: one master key.
+      if (app === 'admin' || app === 'chat') {
+        expect(env.get('PROVIDER_KEY_ENCRYPTION_KEY')?.value, app).toMatch(/^[A-Za-z0-9+/]{43}=$/);
+        providerMasterKeys.add(env.get('PROVIDER_KEY_ENCRYPTION_KEY')!.value!);
+      }
       expect(env.get('INTERNAL_IDENTITY_SECRET')!.value!.length, app).toBeGreaterThanOrEqual(32);
       if (env.has('DATABASE_URL')) expect(new URL(env.get('DATABASE_URL')!.value!).username).toBe(`${app}_svc`);
     }
@@ -260,6 +266,7 @@ function checkInvariants(objects: K8sObject[], overlay: string | undefined) {
     }
   }
   expect(images.size, `one image tag for every app: ${[...images].join(', ')}`).toBe(1);
+  if (overlay === 'dev') expect(providerMasterKeys.size, 'admin and chat share PROVIDER_KEY_ENCRYPTION_KEY').toBe(1);
 
   // The gateway reaches the services at their Service names and ports.
   const gatewayEnv = containerEnv(objects, (find(objects, 'Deployment', 'gateway')!.spec as { template: { spec: PodSpec } }).template.spec.containers[0]!, overlay);

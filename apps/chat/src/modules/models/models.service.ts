@@ -3,18 +3,25 @@ import type { ModelInfo, ProviderRouter, ResolvedModel } from '@vivier/providers
 
 /** Which model ids the router serves, and the default for chats that name none. */
 export class ModelCatalog {
-  readonly defaultModel: string;
+  private readonly configuredDefault: string;
 
   constructor(
     readonly router: ProviderRouter,
     configuredDefault: string,
   ) {
-    const listed = router.listModels();
-    const fallback = listed[0]?.id ?? `${router.enabledProviders()[0] ?? 'sim'}/default`;
-    this.defaultModel = configuredDefault.trim() || fallback;
-    if (!router.resolve(this.defaultModel)) {
-      throw new Error(`CHAT_DEFAULT_MODEL "${this.defaultModel}" is not served by any enabled provider or alias`);
+    this.configuredDefault = configuredDefault.trim();
+    if (this.configuredDefault && !router.resolve(this.configuredDefault)) {
+      throw new Error(`CHAT_DEFAULT_MODEL "${this.configuredDefault}" is not served by any enabled provider or alias`);
     }
+  }
+
+  /**
+   * CHAT_DEFAULT_MODEL while it is served; otherwise (unset, or its provider turned off through the
+   * admin API) the first model the router lists.
+   */
+  get defaultModel(): string {
+    if (this.configuredDefault && this.router.resolve(this.configuredDefault)) return this.configuredDefault;
+    return this.router.listModels()[0]?.id ?? `${this.router.enabledProviders()[0] ?? 'sim'}/default`;
   }
 
   /** What `modelId` routes to; 400 `unknown_model` before anything is stored when nothing serves it. */

@@ -9,13 +9,14 @@ const SUBSCRIBE_TIMEOUT_MS = 2000;
 
 /**
  * This instance's one Redis subscriber connection: the cancel channel (any instance may be asked
- * to stop a reply this one runs) and, while someone resumes a reply here, the channel of its
+ * to stop a reply this one runs), the provider settings channel, and, while someone resumes a reply here, the channel of its
  * user. Channels are subscribed once however many listeners they have.
  */
 export class ReplyHub {
   private readonly subscriber: Redis;
   private readonly listeners = new Map<string, Set<Listener>>();
-  private cancelHandler: (messageId: string) => void = () => undefined;
+  /** Channels this instance always follows (cancels, provider changes), with their handlers. */
+  private readonly handlers = new Map<string, (message: string) => void>();
 
   constructor(
     redis: Redis,
@@ -28,16 +29,22 @@ export class ReplyHub {
     this.subscriber.on('message', (channel: string, message: string) => this.dispatch(channel, message));
   }
 
+  /** Calls `handler` with every message of `channel` once start() has subscribed it. */
+  handle(channel: string, handler: (message: string) => void): void {
+    this.handlers.set(channel, handler);
+  }
+
   /**
-   * Subscribes the cancel channel once the connection is ready (ioredis re-subscribes after a
-   * reconnect). Never before: a SUBSCRIBE sent while ioredis still runs its ready check makes
-   * that check fail and the connection drop, and cancels published meanwhile would be lost.
+   * Subscribes the cancel channel and those given to handle() once the connection is ready
+   * (ioredis re-subscribes after a reconnect). Never before: a SUBSCRIBE sent while ioredis still
+   * runs its ready check makes that check fail and the connection drop, and cancels published
+   * meanwhile would be lost.
    */
   start(onCancel: (messageId: string) => void): void {
-    this.cancelHandler = onCancel;
+    this.handlers.set(this.streams.cancelChannel, onCancel);
     void this.whenReady()
-      .then(() => this.subscriber.subscribe(this.streams.cancelChannel))
-      .catch((error: unknown) => this.log.warn({ err: error }, 'cannot subscribe the cancel channel'));
+      .then(() => this.subscriber.subscribe(...this.handlers.keys()))
+      .catch((error: unknown) => this.log.warn({ err: error }, 'cannot subscribe the cancel and provider channels'));
   }
 
   /** Resolves once the subscriber connection is ready (see start()). */
@@ -48,8 +55,9 @@ export class ReplyHub {
   }
 
   private dispatch(channel: string, message: string): void {
-    if (channel === this.streams.cancelChannel) {
-      this.cancelHandler(message);
+    const handler = this.handlers.get(channel);
+    if (handler) {
+      handler(message);
       return;
     }
     const listeners = this.listeners.get(channel);
