@@ -13,9 +13,10 @@ import {
 } from '@vivier/service-kit';
 import { CONSUMER_GROUPS, SUBSCRIPTIONS } from '@vivier/contracts';
 import { createPublisher, messagingPlugin, type ConsumerSpec } from '@vivier/messaging';
-import { createProviderRouter, loadTokenizer, ProviderSettingsSync } from '@vivier/providers';
+import { createProviderRouter, loadTokenizer, providerMasterKeys, ProviderSettingsSync } from '@vivier/providers';
+import { providerSettingsHandlers, providerSettingsRepository } from '@vivier/providers/store';
 import { chatTables, CHAT_SCHEMA } from '@vivier/db-chat';
-import { providerMasterKeysOf, providersOf, uploadTypesOf, type ChatConfig } from './config';
+import { providersOf, uploadTypesOf, type ChatConfig } from './config';
 import { circuitGauge, createChatMetrics, routerHooks, type ChatMetrics } from './metrics';
 import { ResponseCache } from './modules/cache/response-cache.service';
 import { chatsRoutes } from './modules/chats/chats.routes';
@@ -35,8 +36,6 @@ import { modelsRoutes } from './modules/models/models.routes';
 import { openAiRoutes } from './modules/openai/openai.routes';
 import { OpenAiService } from './modules/openai/openai.service';
 import { ModelCatalog } from './modules/models/models.service';
-import { providerSettingsHandlers } from './modules/providers/provider-settings.consumer';
-import { providerSettingsRepository } from './modules/providers/provider-settings.repository';
 import { quotaHandlers } from './modules/quotas/quotas.consumer';
 import { quotasRepository } from './modules/quotas/quotas.repository';
 import { ReplyHub } from './modules/replies/reply-hub.service';
@@ -99,16 +98,16 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
   );
   const hub = new ReplyHub(app.redis, streams, app.log);
   // Provider settings from the admin API: stored by whichever instance consumes them, then applied
-  // by every instance (told through Redis, and re-read every CHAT_PROVIDER_SETTINGS_POLL_MS).
-  const providerSettings = providerSettingsRepository(db);
+  // by every instance (told through Redis, and re-read every PROVIDER_SETTINGS_POLL_MS).
+  const providerSettings = providerSettingsRepository(db, chatTables.providerSettings);
   const providersChannel = `${config.REDIS_KEY_PREFIX}chat:providers`;
   const providerSync = new ProviderSettingsSync({
     load: () => providerSettings.all(),
     router,
     base: providers,
-    masterKeys: providerMasterKeysOf(config),
+    masterKeys: providerMasterKeys(config),
     notify: async () => void (await app.redis.publish(providersChannel, 'changed')),
-    pollMs: config.CHAT_PROVIDER_SETTINGS_POLL_MS,
+    pollMs: config.PROVIDER_SETTINGS_POLL_MS,
     log: app.log,
   });
   hub.handle(providersChannel, () => {

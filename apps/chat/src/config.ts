@@ -13,10 +13,9 @@ import {
 } from '@vivier/service-kit';
 import { messagingConfigProperties } from '@vivier/messaging';
 import {
-  previousProviderKeys,
   providerConfigProperties,
   providerKeyConfigIssues,
-  providerKeyConfigProperties,
+  providerSettingsConfigProperties,
   providersFromConfig,
   type ProvidersConfig,
 } from '@vivier/providers';
@@ -31,12 +30,7 @@ export const chatConfigSchema = Type.Object({
   ...messagingConfigProperties,
   ...s3ConfigProperties,
   ...providerConfigProperties,
-  ...providerKeyConfigProperties,
-  CHAT_PROVIDER_SETTINGS_POLL_MS: Env.int(
-    30_000,
-    'How often provider settings made through the admin API are read again, should the Redis message of a change have been missed (ms).',
-    1000,
-  ),
+  ...providerSettingsConfigProperties,
   PORT: Env.port(8082, 'HTTP port of the chat service.'),
   CHAT_DEFAULT_MODEL: Env.string('', 'Model of new chats that name none (an id or alias); empty = the first model the router lists.'),
   CHAT_MAX_OUTPUT_TOKENS: Env.int(4096, 'Longest reply asked of a model (tokens), unless a message asks for less; reserved against quotas.', 1),
@@ -68,10 +62,6 @@ export function loadChatConfig(env: NodeJS.ProcessEnv = process.env): ChatConfig
   return config;
 }
 
-/** The master keys that open provider API keys from the admin API: the current one first. */
-export function providerMasterKeysOf(config: ChatConfig): string[] {
-  return [config.PROVIDER_KEY_ENCRYPTION_KEY, ...previousProviderKeys(config)];
-}
 
 /** Media types accepted as uploads. */
 export function uploadTypesOf(config: ChatConfig): Set<string> {

@@ -18,6 +18,7 @@ import { workerTables, WORKER_SCHEMA } from '@vivier/db-worker';
 import { providersOf, type WorkerConfig } from './config';
 import { completionHandlers } from './modules/completions/completion.consumer';
 import { titleHandlers } from './modules/titles/title.consumer';
+import { WorkerProviderSettings } from './modules/providers/provider-settings';
 import { MaintenanceScheduler, purgeScheduleRunsJob } from './modules/maintenance/maintenance.service';
 import { exportHandlers } from './modules/exports/export.consumer';
 import { expireExportsJob } from './modules/exports/export-expiry.service';
@@ -47,6 +48,14 @@ export async function buildWorkerApp(config: WorkerConfig, options: BuildWorkerA
   await app.register(redisPlugin, { redis: createRedis(config.REDIS_URL, { keyPrefix: config.REDIS_KEY_PREFIX, name: 'worker' }) });
   await app.register(objectStoragePlugin, { client: createS3(config), bucket: config.S3_BUCKET });
 
+  const providerSettings = new WorkerProviderSettings({ db, redis: app.redis, router, base: providers, config, log: app.log });
+  app.addHook('onReady', async () => {
+    await providerSettings.start();
+  });
+  app.addHook('preClose', async () => {
+    providerSettings.stop();
+  });
+
   // Handlers call providers and S3, so never applyInRuns: a failed run would call them again.
   const publish: Publish = (tx, events) => app.messaging.publish(tx, events);
   const consumers: ConsumerSpec[] = [];
@@ -56,6 +65,7 @@ export async function buildWorkerApp(config: WorkerConfig, options: BuildWorkerA
       group: CONSUMER_GROUPS.worker,
       topics: [...SUBSCRIPTIONS.worker],
       handlers: {
+        ...providerSettings.handlers,
         ...completionHandlers({ ...common, db, leaseMs: config.COMPLETION_LEASE_MS }),
         ...titleHandlers({ ...common, titleModel: config.TITLE_MODEL }),
         ...exportHandlers({

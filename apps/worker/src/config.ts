@@ -11,8 +11,13 @@ import {
   s3ConfigProperties,
 } from '@vivier/service-kit';
 import { messagingConfigProperties } from '@vivier/messaging';
-import { providerConfigProperties, providersFromConfig, type ProvidersConfig } from '@vivier/providers';
-
+import {
+  providerConfigProperties,
+  providerKeyConfigIssues,
+  providerSettingsConfigProperties,
+  providersFromConfig,
+  type ProvidersConfig,
+} from '@vivier/providers';
 
 /** Every variable the worker service reads; the type below is derived from it, never written twice. */
 export const workerConfigSchema = Type.Object({
@@ -24,6 +29,7 @@ export const workerConfigSchema = Type.Object({
   ...messagingConfigProperties,
   ...s3ConfigProperties,
   ...providerConfigProperties,
+  ...providerSettingsConfigProperties,
   PORT: Env.port(8084, 'HTTP port of the worker service.'),
   COMPLETION_LEASE_MS: Env.int(
     30_000,
@@ -40,7 +46,10 @@ export const workerConfigSchema = Type.Object({
 export type WorkerConfig = Static<typeof workerConfigSchema>;
 
 export function loadWorkerConfig(env: NodeJS.ProcessEnv = process.env): WorkerConfig {
-  return loadConfig('worker', workerConfigSchema, env);
+  const config = loadConfig('worker', workerConfigSchema, env);
+  const issues = providerKeyConfigIssues(config);
+  if (issues.length > 0) throw new ConfigError('worker', issues);
+  return config;
 }
 
 /**

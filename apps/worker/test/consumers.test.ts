@@ -6,6 +6,7 @@ import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { startProviderSim, type ProviderSim } from '@vivier/provider-sim';
 import { verifyInternalCall } from '@vivier/service-kit';
 import { createEvent, EVENTS, type JobsCompletionRequestedData, type WorkerCompletionFinishedData } from '@vivier/contracts';
+import { DEV_PROVIDER_KEY_ENCRYPTION_KEY, sealEventSecret } from '@vivier/providers';
 import { eventually, outboxEvents, sleep, startWorker, TestKafka, workerPool, writeProvidersFile, type TestWorker } from './helpers';
 
 const FINISHED = 'vivier.worker.completion.finished.v1';
@@ -66,6 +67,8 @@ describe('worker consumers', () => {
       CHAT_URL: upstream.url,
       INTERNAL_IDENTITY_SECRET: SECRET,
       EXPORT_RETENTION_HOURS: '24',
+      // Providers set through the admin API are untrusted: the simulator's address must be allowed.
+      PROVIDER_ALLOWED_HOSTS: '127.0.0.1',
     }, { maintenance: false });
     pool = workerPool(worker.config);
     kafka = new TestKafka(worker.config.KAFKA_BROKERS);
@@ -387,6 +390,53 @@ describe('worker consumers', () => {
       const { rows } = await pool.query('select state, reason from worker.exports where export_id = $1', [exportId]);
       expect(rows[0].state).toBe('failed');
       expect(rows[0].reason).toMatch(/not JSON/);
+    });
+  });
+
+  describe('providers set through the admin API (admin.events)', () => {
+    it('answers a queued reply with a provider configured at run time, with its key; turned off, the job fails as unknown', async () => {
+      const providerId = `w${randomUUID().slice(0, 8)}`;
+      const configured = (revision: number, enabled: boolean) =>
+        createEvent(EVENTS.adminProviderConfigured, {
+          actor: { userId: randomUUID() },
+          providerId,
+          kind: 'openai_compatible',
+          enabled,
+          baseUrl: `${sim.url}/v1`,
+          models: ['tuned'],
+          routing: { weight: 1, timeoutMs: 30_000, maxRetries: 0, fallbacks: [] },
+          apiKeyEnvelope: sealEventSecret(DEV_PROVIDER_KEY_ENCRYPTION_KEY, providerId, 'sk-worker-admin-key'),
+          revision,
+        });
+      const stored = (revision: number) =>
+        eventually(async () => (await pool.query('select 1 from worker.provider_settings where provider_id = $1 and revision = $2', [providerId, revision])).rows.length === 1, 45_000);
+      try {
+        await kafka.produce(configured(1, true));
+        await stored(1);
+        const data = completionRequest(`${providerId}/tuned`, { maxOutputTokens: 20 });
+        await kafka.produce(createEvent(EVENTS.jobsCompletionRequested, data));
+        const [finished] = await eventually(async () => {
+          const rows = await finishedOf(data.assistantMessageId);
+          return rows.length > 0 && rows;
+        }, 45_000);
+        expect(finished).toMatchObject({ status: 'completed', provider: providerId, model: `${providerId}/tuned` });
+        expect(sim.requests().filter((r) => r.model === 'tuned').map((r) => r.headers.authorization)).toEqual(['Bearer sk-worker-admin-key']);
+
+        await kafka.produce(configured(2, false));
+        await stored(2);
+        // Applied right after the commit that stored it (a read of the table); then a job names a provider that is off.
+        await sleep(1000);
+        const off = completionRequest(`${providerId}/tuned`);
+        await kafka.produce(createEvent(EVENTS.jobsCompletionRequested, off));
+        const [refused] = await eventually(async () => {
+          const rows = await finishedOf(off.assistantMessageId);
+          return rows.length > 0 && rows;
+        }, 45_000);
+        expect(refused).toMatchObject({ status: 'failed', error: { code: 'model_not_found' } });
+        expect(sim.requests().filter((r) => r.model === 'tuned')).toHaveLength(1);
+      } finally {
+        await pool.query('delete from worker.provider_settings where provider_id = $1', [providerId]);
+      }
     });
   });
 });

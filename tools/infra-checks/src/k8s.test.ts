@@ -194,8 +194,8 @@ function checkInvariants(objects: K8sObject[], overlay: string | undefined) {
     }
     if (overlay === 'dev') {
       if (app === 'auth') expect(env.get('AUTH_KEY_ENCRYPTION_KEY')?.value).toMatch(/^[A-Za-z0-9+/]{43}=$/);
-      // Admin encrypts provider keys onto provider.configured and chat opens them: one master key.
-      if (app === 'admin' || app === 'chat') {
+      // Admin encrypts provider keys onto provider.configured; chat and the worker open them: one master key.
+      if (app === 'admin' || app === 'chat' || app === 'worker') {
         expect(env.get('PROVIDER_KEY_ENCRYPTION_KEY')?.value, app).toMatch(/^[A-Za-z0-9+/]{43}=$/);
         providerMasterKeys.add(env.get('PROVIDER_KEY_ENCRYPTION_KEY')!.value!);
       }
@@ -266,7 +266,7 @@ function checkInvariants(objects: K8sObject[], overlay: string | undefined) {
     }
   }
   expect(images.size, `one image tag for every app: ${[...images].join(', ')}`).toBe(1);
-  if (overlay === 'dev') expect(providerMasterKeys.size, 'admin and chat share PROVIDER_KEY_ENCRYPTION_KEY').toBe(1);
+  if (overlay === 'dev') expect(providerMasterKeys.size, 'admin, chat and worker share PROVIDER_KEY_ENCRYPTION_KEY').toBe(1);
 
   // The gateway reaches the services at their Service names and ports.
   const gatewayEnv = containerEnv(objects, (find(objects, 'Deployment', 'gateway')!.spec as { template: { spec: PodSpec } }).template.spec.containers[0]!, overlay);

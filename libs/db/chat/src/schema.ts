@@ -1,6 +1,7 @@
 import { sql } from 'drizzle-orm';
-import { bigint, boolean, check, date, index, integer, jsonb, pgSchema, primaryKey, text, timestamp, uuid } from 'drizzle-orm/pg-core';
+import { bigint, boolean, check, date, index, integer, pgSchema, primaryKey, text, timestamp, uuid } from 'drizzle-orm/pg-core';
 import { messagingTables } from '@vivier/messaging';
+import { providerSettingsTable } from '@vivier/providers/store';
 
 /** Everything the chat service stores lives in this PostgreSQL schema, owned by the chat_svc role. */
 export const chatSchema = pgSchema('chat');
@@ -93,36 +94,5 @@ export const dataExports = chatSchema.table(
   ],
 );
 
-/** A provider's routing as `provider.configured` carries it. */
-export interface ProviderRouting {
-  weight: number;
-  timeoutMs: number;
-  maxRetries: number;
-  fallbacks: string[];
-}
-
-/** An API key as `provider.configured` carries it: AES-256-GCM under the master key. */
-export interface ProviderKeyEnvelope {
-  algorithm: 'aes-256-gcm';
-  keyId: string;
-  iv: string;
-  ciphertext: string;
-  tag: string;
-}
-
-/**
- * Provider settings made through the admin API, as the last `provider.configured` of each provider
- * said them (a row changes only for a higher `revision`). The API key stays as it travelled,
- * encrypted under the master key; it is opened in memory when the router is configured.
- */
-export const providerSettings = chatSchema.table('provider_settings', {
-  providerId: text('provider_id').primaryKey(),
-  kind: text('kind', { enum: ['openai', 'anthropic', 'gemini', 'ollama', 'openai_compatible'] }).notNull(),
-  enabled: boolean('enabled').notNull(),
-  baseUrl: text('base_url'),
-  models: jsonb('models').$type<string[]>().notNull(),
-  routing: jsonb('routing').$type<ProviderRouting>().notNull(),
-  apiKeyEnvelope: jsonb('api_key_envelope').$type<ProviderKeyEnvelope>(),
-  revision: integer('revision').notNull(),
-  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull(),
-});
+/** Provider settings from the admin API (`provider.configured`), applied by every chat instance. */
+export const providerSettings = providerSettingsTable(chatSchema);

@@ -1,5 +1,6 @@
 import { bigserial, index, integer, jsonb, pgSchema, text, timestamp, uuid } from 'drizzle-orm/pg-core';
 import { messagingTables } from '@vivier/messaging';
+import { providerSettingsTable } from '@vivier/providers/store';
 
 /** Everything the worker service stores lives in this PostgreSQL schema, owned by the worker_svc role. */
 export const workerSchema = pgSchema('worker');
@@ -100,3 +101,6 @@ export const scheduleRuns = workerSchema.table(
   },
   (t) => [index('schedule_runs_name_started_idx').on(t.name, t.startedAt)],
 );
+
+/** Provider settings from the admin API (`provider.configured`), for the jobs' provider calls. */
+export const providerSettings = providerSettingsTable(workerSchema);

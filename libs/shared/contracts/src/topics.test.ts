@@ -35,15 +35,15 @@ describe('topics', () => {
     });
   });
 
-  it('subscribes each consumer group to the topics of EVENTS.md', () => {
+  it('subscribes each consumer group to the topics of EVENTS.md (and the worker to admin.events, for providers)', () => {
     expect(SUBSCRIPTIONS).toEqual({
       auth: ['admin.events'],
       chat: ['admin.events', 'worker.events'],
       admin: ['auth.events', 'chat.events', 'worker.events', 'admin.events'],
-      worker: ['jobs.completion', 'jobs.export', 'chat.events'],
+      worker: ['jobs.completion', 'jobs.export', 'chat.events', 'admin.events'],
     });
     expect(consumersOf('auth.events')).toEqual(['admin']);
-    expect(consumersOf('admin.events')).toEqual(['auth', 'chat', 'admin']);
+    expect(consumersOf('admin.events')).toEqual(['auth', 'chat', 'admin', 'worker']);
     expect(consumersOf('chat.events')).toEqual(['admin', 'worker']);
     expect(consumersOf('jobs.completion')).toEqual(['worker']);
   });
@@ -58,7 +58,7 @@ describe('topics', () => {
   it('lists every main, retry and dead-letter topic with partitions', () => {
     const topics = allTopics();
     // 6 main topics + a retry and a dlq topic for each of the 11 subscriptions.
-    expect(topics).toHaveLength(6 + 2 * 10);
+    expect(topics).toHaveLength(6 + 2 * 11);
     expect(new Set(topics.map((t) => t.name)).size).toBe(topics.length);
     expect(topics.every((t) => t.partitions === DEFAULT_PARTITIONS)).toBe(true);
     expect(DEFAULT_PARTITIONS).toBe(4);

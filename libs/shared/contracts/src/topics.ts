@@ -58,8 +58,8 @@ export const SUBSCRIPTIONS = {
   chat: [TOPICS.adminEvents, TOPICS.workerEvents],
   // Read models (users, usage analytics) and the audit log, including admins' own actions.
   admin: [TOPICS.authEvents, TOPICS.chatEvents, TOPICS.workerEvents, TOPICS.adminEvents],
-  // Background jobs, and titles / summaries of chats.
-  worker: [TOPICS.jobsCompletion, TOPICS.jobsExport, TOPICS.chatEvents],
+  // Background jobs, titles / summaries of chats, and providers set by admins (for the jobs' calls).
+  worker: [TOPICS.jobsCompletion, TOPICS.jobsExport, TOPICS.chatEvents, TOPICS.adminEvents],
 } as const satisfies Record<ConsumerGroup, readonly Topic[]>;
 
 export const DEFAULT_PARTITIONS = 4;

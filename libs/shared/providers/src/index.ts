@@ -152,5 +152,7 @@ export {
   previousProviderKeys,
   providerKeyConfigIssues,
   providerKeyConfigProperties,
+  providerMasterKeys,
+  providerSettingsConfigProperties,
   sealEventSecret,
 } from './provider-key-secrets.js';

@@ -41,6 +41,25 @@ export const providerKeyConfigProperties = {
   }),
 };
 
+/**
+ * The variables of a service that applies the admin API's provider settings (chat, worker): the
+ * master key, and how often the stored settings are read again.
+ */
+export const providerSettingsConfigProperties = {
+  ...providerKeyConfigProperties,
+  PROVIDER_SETTINGS_POLL_MS: Type.Integer({
+    minimum: 1000,
+    default: 30_000,
+    description:
+      'How often provider settings made through the admin API are read again, should the Redis message of a change have been missed (ms).',
+  }),
+};
+
+/** The master keys that open provider API keys from the admin API: the current one first. */
+export function providerMasterKeys(config: { PROVIDER_KEY_ENCRYPTION_KEY: string; PROVIDER_KEY_ENCRYPTION_PREVIOUS_KEYS: string }): string[] {
+  return [config.PROVIDER_KEY_ENCRYPTION_KEY, ...previousProviderKeys(config)];
+}
+
 /** PROVIDER_KEY_ENCRYPTION_PREVIOUS_KEYS as a list. */
 export function previousProviderKeys(config: { PROVIDER_KEY_ENCRYPTION_PREVIOUS_KEYS: string }): string[] {
   return config.PROVIDER_KEY_ENCRYPTION_PREVIOUS_KEYS.split(',')

@@ -90,7 +90,7 @@ export async function providersRoutes(app: ServiceApp, { providers }: { provider
         tags: ['admin'],
         summary: "Create or replace a provider's settings",
         description:
-          'The whole configuration (omitted fields take their defaults), except `apiKey`: absent keeps the stored key. Published as `provider.configured` on admin.events; chat applies it without a restart. A base URL that reaches a private, loopback or link-local address is refused (400 `unsafe_provider_url`) unless its host is in PROVIDER_ALLOWED_HOSTS.',
+          'The whole configuration (omitted fields take their defaults), except `apiKey`: absent keeps the stored key. Published as `provider.configured` on admin.events; chat and the worker apply it without a restart. A base URL that reaches a private, loopback or link-local address is refused (400 `unsafe_provider_url`) unless its host is in PROVIDER_ALLOWED_HOSTS.',
         security: adminSecurity,
         params: Type.Object({ name: ProviderName }),
         body: ProviderSettings,

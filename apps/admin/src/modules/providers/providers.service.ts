@@ -58,7 +58,7 @@ export function providerView(row: ProviderRow): ProviderView {
 /**
  * Provider routing settings and API keys. A PUT stores the whole configuration of a provider and
  * publishes it as `provider.configured` (the full state, `revision` + 1) in one transaction;
- * chat applies it without a restart. Keys are write-only: sealed with envelope encryption at rest
+ * chat and the worker apply it without a restart. Keys are write-only: sealed with envelope encryption at rest
  * (ProviderKeyVault), encrypted under the master key on the event, never returned or logged.
  * Base URLs are checked against SSRF when saved (PROVIDER_ALLOWED_HOSTS lets private hosts in).
  */
