@@ -7,6 +7,7 @@ import { startProviderSim, type ProviderSim } from '@vivier/provider-sim';
 import { verifyInternalCall } from '@vivier/service-kit';
 import { createEvent, EVENTS, type JobsCompletionRequestedData, type WorkerCompletionFinishedData } from '@vivier/contracts';
 import { DEV_PROVIDER_KEY_ENCRYPTION_KEY, sealEventSecret } from '@vivier/providers';
+import { UNKNOWN_PROVIDER_ATTEMPTS } from '../src/modules/completions/completion.consumer';
 import { eventually, outboxEvents, sleep, startWorker, TestKafka, workerPool, writeProvidersFile, type TestWorker } from './helpers';
 
 const FINISHED = 'vivier.worker.completion.finished.v1';
@@ -434,6 +435,9 @@ describe('worker consumers', () => {
         }, 45_000);
         expect(refused).toMatchObject({ status: 'failed', error: { code: 'model_not_found' } });
         expect(sim.requests().filter((r) => r.model === 'tuned')).toHaveLength(1);
+        // A provider unknown here may be one whose settings have not arrived yet: a few attempts first.
+        const { rows } = await pool.query('select attempts from worker.jobs where assistant_message_id = $1', [off.assistantMessageId]);
+        expect(rows).toEqual([{ attempts: UNKNOWN_PROVIDER_ATTEMPTS }]);
       } finally {
         await pool.query('delete from worker.provider_settings where provider_id = $1', [providerId]);
       }

@@ -61,8 +61,12 @@ function finishedPayload(
  * after CONSUMER_RETRY_ATTEMPTS, parks the record on `jobs.completion.dlq.worker`. On that last
  * attempt `completion.finished` (failed, with the reason) is committed first, so chat marks the
  * message failed. A failure that no retry can fix (unknown model, rejected key or request) is
- * published as failed at once.
+ * published as failed at once, except a model whose provider is unknown here, which gets
+ * UNKNOWN_PROVIDER_ATTEMPTS attempts first (provider settings from the admin API may be on their way).
  */
+/** Attempts of a job whose model no provider here serves (see ProviderCallFailure.unknownHere). */
+export const UNKNOWN_PROVIDER_ATTEMPTS = 3;
+
 export function completionHandlers(deps: CompletionConsumerDeps): EventHandlers {
   const repo = completionJobRepository(deps.db);
 
@@ -104,7 +108,10 @@ export function completionHandlers(deps: CompletionConsumerDeps): EventHandlers 
     } catch (error) {
       if (!(error instanceof ProviderCallFailure)) throw error;
       const last = attempt >= deps.maxAttempts;
-      if (error.retryable && !last) {
+      // A model no provider here serves gets a few attempts (the retry topic's backoff) for the
+      // provider settings to arrive, then fails like any unknown model.
+      const waitForSettings = error.unknownHere && attempt < Math.min(UNKNOWN_PROVIDER_ATTEMPTS, deps.maxAttempts);
+      if ((error.retryable && !last) || waitForSettings) {
         log.warn({ err: error }, 'provider failed; the job will be retried');
         await repo.release(data.assistantMessageId, error.message);
         throw error;

@@ -19,6 +19,12 @@ export class ProviderCallFailure extends Error {
     readonly retryable: boolean,
     readonly partial: ProviderCallResult,
     cause: unknown,
+    /**
+     * No provider here serves the model id (the router's own not_found, not a vendor's 404). A
+     * provider configured through the admin API a moment ago can be known to chat, which queued
+     * the job, before this instance has applied it.
+     */
+    readonly unknownHere = false,
   ) {
     super(`${error.code}: ${error.detail}`, { cause });
     this.name = 'ProviderCallFailure';
@@ -81,7 +87,8 @@ export async function callProvider(
       const code = ERROR_CODES[error.kind] ?? 'provider_error';
       // Not worth retrying later: the model or the request is wrong, or the key is.
       const retryable = !['auth', 'bad_request', 'not_found'].includes(error.kind);
-      throw new ProviderCallFailure({ code, detail: error.message.slice(0, 2000) }, retryable, result, error);
+      const unknownHere = error.kind === 'not_found' && error.provider === 'router';
+      throw new ProviderCallFailure({ code, detail: error.message.slice(0, 2000) }, retryable, result, error, unknownHere);
     }
     const detail = error instanceof Error ? error.message : String(error);
     throw new ProviderCallFailure({ code: 'provider_error', detail: detail.slice(0, 2000) }, true, result, error);

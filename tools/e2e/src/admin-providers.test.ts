@@ -1,0 +1,112 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Platform } from '@vivier/dev-stack/platform';
+
+// A provider configured through the admin API, end to end: gateway → admin (stored, sealed,
+// provider.configured in its outbox) → Kafka → both chat instances and the worker, which serve it
+// with its key without a restart; turned off the same way.
+describe('providers set through the admin API', () => {
+  let platform: Platform;
+  let gateway = '';
+  const adminEmail = `ops-${randomUUID().slice(0, 8)}@example.com`;
+
+  beforeAll(async () => {
+    platform = await Platform.start({
+      label: 'admin_providers',
+      brokers: 1,
+      instances: { auth: 1, gateway: 1, chat: 2, admin: 1, worker: 1 },
+      // The simulator listens on loopback: an admin-set URL may reach it only when allowed.
+      env: { ADMIN_EMAILS: adminEmail, PROVIDER_ALLOWED_HOSTS: '127.0.0.1' },
+    });
+    gateway = platform.url('gateway-1');
+  }, 240_000);
+  afterAll(async () => {
+    await platform?.stop();
+  });
+
+  async function register(email: string): Promise<Record<string, string>> {
+    const res = await fetch(`${gateway}/api/v1/auth/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email, password: 'an admin providers password' }),
+    });
+    expect(res.status).toBe(201);
+    const { accessToken } = (await res.json()) as { accessToken: string };
+    return { authorization: `Bearer ${accessToken}`, 'content-type': 'application/json' };
+  }
+
+  const call = async (method: string, url: string, headers: Record<string, string>, body?: unknown) => {
+    const res = await fetch(`${gateway}${url}`, { method, headers, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+    const text = await res.text();
+    return { status: res.status, text, json: () => JSON.parse(text) as Record<string, any> }; // eslint-disable-line @typescript-eslint/no-explicit-any
+  };
+
+  /** True once `count` calls in a row (spread over both chat instances by the upstream proxy) agree. */
+  async function listedEverywhere(user: Record<string, string>, model: string, listed: boolean, count = 6): Promise<void> {
+    await expect
+      .poll(
+        async () => {
+          for (let i = 0; i < count; i++) {
+            const ids = ((await call('GET', '/api/v1/models', user)).json().items as Array<{ id: string }>).map((m) => m.id);
+            if (ids.includes(model) !== listed) return false;
+          }
+          return true;
+        },
+        { timeout: 30_000, interval: 200 },
+      )
+      .toBe(true);
+  }
+
+  it('serves the provider on every chat instance and in the worker, with its key, then stops when it is turned off', async () => {
+    const admin = await register(adminEmail);
+    const user = await register(`user-${randomUUID().slice(0, 8)}@example.com`);
+    const model = 'e2e/tuned';
+    const settings = { kind: 'openai_compatible', baseUrl: `${platform.sim.url}/v1`, models: ['tuned'], routing: { maxRetries: 0 } };
+
+    const created = await call('PUT', '/api/v1/admin/providers/e2e', admin, { ...settings, apiKey: 'sk-e2e-admin-key-0001' });
+    expect(created.status, created.text).toBe(201);
+    expect(created.json()).toMatchObject({ name: 'e2e', hasApiKey: true, revision: 1 });
+    await listedEverywhere(user, model, true);
+
+    // Streamed, through whichever chat instance the proxy picks, twice.
+    const chat = await call('POST', '/api/v1/chats', user, { model });
+    expect(chat.status, chat.text).toBe(201);
+    const chatId = chat.json().id as string;
+    for (const words of ['set by an admin', 'on every instance']) {
+      const sse = await fetch(`${gateway}/api/v1/chats/${chatId}/messages`, {
+        method: 'POST',
+        headers: { ...user, accept: 'text/event-stream' },
+        body: JSON.stringify({ content: `echo: ${words}` }),
+      });
+      const text = await sse.text();
+      expect(text, text).toContain('event: done');
+      expect(text).toContain(words);
+    }
+    // Queued: the worker answers it with the same provider.
+    const queued = await call('POST', `/api/v1/chats/${chatId}/messages`, user, { content: 'echo: answered by the worker', async: true });
+    expect(queued.status, queued.text).toBe(202);
+    const assistantId = queued.json().assistantMessage.id as string;
+    await expect
+      .poll(async () => (await call('GET', `/api/v1/chats/${chatId}/messages/${assistantId}`, user)).json().status, { timeout: 60_000, interval: 250 })
+      .toBe('completed');
+    expect((await call('GET', `/api/v1/chats/${chatId}/messages/${assistantId}`, user)).json()).toMatchObject({
+      provider: 'e2e',
+      model,
+      content: 'answered by the worker',
+    });
+    // The three replies (and the chat's title, which the worker writes with the chat's model).
+    const calls = platform.sim.requests().filter((r) => r.model === 'tuned');
+    const asked = (words: string) => calls.some((r) => JSON.stringify(r.body).includes(words));
+    expect(['set by an admin', 'on every instance', 'answered by the worker'].filter((w) => !asked(w))).toEqual([]);
+    expect(new Set(calls.map((r) => r.headers.authorization))).toEqual(new Set(['Bearer sk-e2e-admin-key-0001']));
+
+    // Turned off: gone from the list on every instance, and refused before anything is stored.
+    const off = await call('PUT', '/api/v1/admin/providers/e2e', admin, { ...settings, enabled: false });
+    expect(off.status, off.text).toBe(200);
+    await listedEverywhere(user, model, false);
+    const refused = await call('POST', `/api/v1/chats/${chatId}/messages`, user, { content: 'echo: too late' });
+    expect(refused.status, refused.text).toBe(400);
+    expect(refused.json()).toMatchObject({ code: 'unknown_model' });
+    expect(platform.sim.requests().some((r) => JSON.stringify(r.body).includes('too late'))).toBe(false);
+  }, 180_000);
+});
