@@ -2,13 +2,17 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ROOT, freePort } from '@vivier/dev-stack';
+import { dropTestDatabase } from '@vivier/dev-stack/test-infra';
 import { isListening, startStack, type Stack } from './stack';
 
 let stack: Stack | undefined;
-afterEach(() => {
+let ownDatabase: string | undefined;
+afterEach(async () => {
   // The whole group: a stack left running would load every later test of the run.
   stack?.kill();
   stack = undefined;
+  if (ownDatabase) await dropTestDatabase(ownDatabase).catch(() => undefined);
+  ownDatabase = undefined;
 });
 
 /**
@@ -62,7 +66,10 @@ async function userJourney(base: string): Promise<void> {
 
 describe('npm start', () => {
   it('brings the five services to ready behind the gateway, and Ctrl-C stops all of it', async () => {
-    stack = await startStack({});
+    // A database of its own, as on a fresh machine: the run's shared one holds what other files'
+    // services stored from their events (providers set through the admin API, among others).
+    stack = await startStack({}, 'npm_start');
+    ownDatabase = stack.database;
     const health = await fetch(`http://127.0.0.1:${stack.ports.gateway}/api/v1/health`);
     expect(health.status).toBe(200);
     const body = (await health.json()) as { services: Record<string, { status: string }> };
