@@ -203,6 +203,14 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
     // Partitions first (inserts need them); the tokenizer is loaded, and the providers set through
     // the admin API applied, before the first message.
     await Promise.all([sweeper.start(), loadTokenizer(), providerSync.start()]);
+    // The models of Ollama and OpenAI-compatible servers, then every discoveryIntervalMs. Ready
+    // waits up to a second for the first list (a local server answers well within it), so that
+    // the first /models and the default model of an Ollama-only deployment include them.
+    const discovered = router.startDiscovery((results) => {
+      for (const r of results)
+        if (r.error) app.log.warn({ provider: r.provider, reason: r.error.message }, 'cannot list the models of a provider; its listed models stay as they were');
+    });
+    await Promise.race([discovered, new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
     hub.start((messageId) => runner.cancelLocal(messageId));
   });
   app.addHook('preClose', async () => {

@@ -139,6 +139,21 @@ describe('search, attachments, models', () => {
     expect((await chat.app.inject({ method: 'GET', url: '/api/v1/models' })).statusCode).toBe(401);
   });
 
+  it('lists the models an Ollama server has, and makes the first one the default of an Ollama-only deployment', async () => {
+    const ollamaOnly = await startChat({ PROVIDERS_FILE: writeProvidersFile({}), OLLAMA_HOST: sim.url });
+    try {
+      const items = (await ollamaOnly.app.inject({ method: 'GET', url: '/api/v1/models', headers: user.headers })).json().items as Array<{ id: string; default: boolean }>;
+      // The simulator's /api/tags, in its order and with Ollama's tags; no `ollama/default` made up.
+      expect(items).toHaveLength(9);
+      expect(items.map((m) => m.id).slice(0, 2)).toEqual(['ollama/gpt-4o-mini:latest', 'ollama/gpt-4o:latest']);
+      expect(items.map((m) => m.id)).toContain('ollama/llama3.2:latest');
+      expect(items.find((m) => m.default)?.id).toBe('ollama/gpt-4o-mini:latest');
+      expect(sim.stats().byRoute['ollama.tags']).toBeGreaterThan(0);
+    } finally {
+      await ollamaOnly.close();
+    }
+  });
+
   it('describes every route in its OpenAPI document', async () => {
     const doc = (await chat.app.inject({ method: 'GET', url: '/openapi.json' })).json() as { paths: Record<string, Record<string, unknown>> };
     expect(Object.keys(doc.paths).sort()).toEqual(

@@ -64,6 +64,14 @@ async function releasePool(key: string): Promise<void> {
   await shared.pool.close();
 }
 
+/** The names of a model list, checked: strings of a sane length, each once, in the server's order. */
+export function modelNames(names: unknown[] | undefined, provider: string): string[] {
+  if (!names) throw new Error(`${provider}: the model list is not in the expected shape`);
+  const out = new Set<string>();
+  for (const name of names) if (typeof name === 'string' && name.length > 0 && name.length <= 256 && !/\s/.test(name)) out.add(name);
+  return [...out];
+}
+
 export type ResponseBody = Dispatcher.ResponseData['body'];
 
 /** One base URL of one provider, with its headers and its pooled connections. */
@@ -112,6 +120,30 @@ export class HttpEndpoint {
     if (res.statusCode >= 200 && res.statusCode < 300) return res.body;
     const text = await readLimited(res.body);
     throw errorFromResponse(this.provider, res.statusCode, res.headers, text);
+  }
+
+  /**
+   * GETs a JSON document (a model list) within `timeoutMs`. A non-2xx status becomes a
+   * ProviderError like a chat call's; a body over `maxBytes` or not JSON is an Error.
+   */
+  async getJson(path: string, timeoutMs: number, maxBytes = 4 * 1024 * 1024): Promise<unknown> {
+    const signal = AbortSignal.timeout(timeoutMs);
+    const res = await this.pool.request({ method: 'GET', path, headers: this.headers, signal, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+    if (res.statusCode < 200 || res.statusCode >= 300) {
+      const text = await readLimited(res.body);
+      throw errorFromResponse(this.provider, res.statusCode, res.headers, text);
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of res.body) {
+      size += (chunk as Buffer).length;
+      if (size > maxBytes) {
+        res.body.destroy();
+        throw new Error(`${this.provider}: ${path} answered more than ${maxBytes} bytes`);
+      }
+      chunks.push(chunk as Buffer);
+    }
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
   }
 
   async close(): Promise<void> {

@@ -112,6 +112,7 @@ export {
   createProviderRouter,
   createProviderRouterFromEnv,
   type AttemptRecord,
+  type DiscoveryResult,
   type FallbackRecord,
   type ModelInfo,
   type ProviderRouterOptions,

@@ -1,6 +1,6 @@
 // Ollama `/api/chat`: NDJSON, one object per token, a final `done: true` object with the counts.
 import { HttpChatProvider } from './completion.js';
-import { HttpEndpoint, streamOverHttp, type WireDecoder } from './http-transport.js';
+import { HttpEndpoint, modelNames, streamOverHttp, type WireDecoder } from './http-transport.js';
 import { NdjsonParser } from './ndjson-parser.js';
 import { completeUsage } from './token-counter.js';
 import {
@@ -172,6 +172,12 @@ class OllamaProvider extends HttpChatProvider {
       options,
       new OllamaDecoder(this.provider, request),
     );
+  }
+
+  /** `GET /api/tags`: `{models: [{name}]}` (the models pulled on the server). */
+  async listModels(timeoutMs: number): Promise<string[]> {
+    const body = (await this.endpoint.getJson(`${this.endpoint.basePath}/api/tags`, timeoutMs)) as { models?: unknown };
+    return modelNames(Array.isArray(body.models) ? body.models.map((m) => (m as { name?: unknown } | null)?.name) : undefined, this.provider);
   }
 }
 

@@ -2,7 +2,7 @@
 // (vLLM, LM Studio, Groq, OpenRouter, …). This is the path the gateway's pass-through is
 // benchmarked on, so everything that does not depend on the request is computed once.
 import { HttpChatProvider } from './completion.js';
-import { HttpEndpoint, streamOverHttp, type WireDecoder } from './http-transport.js';
+import { HttpEndpoint, modelNames, streamOverHttp, type WireDecoder } from './http-transport.js';
 import { SseParser } from './sse-parser.js';
 import { completeUsage, type TokenizerName } from './token-counter.js';
 import {
@@ -189,6 +189,12 @@ class OpenAIProvider extends HttpChatProvider {
       options,
       new OpenAIDecoder(this.provider, request, this.tokenizer),
     );
+  }
+
+  /** `GET {base}/models`: `{data: [{id}]}`. */
+  async listModels(timeoutMs: number): Promise<string[]> {
+    const body = (await this.endpoint.getJson(`${this.endpoint.basePath}/models`, timeoutMs)) as { data?: unknown };
+    return modelNames(Array.isArray(body.data) ? body.data.map((m) => (m as { id?: unknown } | null)?.id) : undefined, this.provider);
   }
 }
 

@@ -142,7 +142,22 @@ const DEFAULTS = {
   maxRetries: 2,
   timeoutMs: DEFAULT_TIMEOUT_MS,
   idleTimeoutMs: DEFAULT_IDLE_TIMEOUT_MS,
+  discoveryIntervalMs: 300_000,
 };
+
+/** Kinds whose models are not known in advance: their servers are asked (discovery). */
+const DISCOVERED_KINDS: ReadonlySet<ProviderKind> = new Set(['ollama', 'openai_compatible']);
+const DISCOVERY_TIMEOUT_MS = 5000;
+/** A server listing more than this is cut: a list is for people to pick from. */
+const MAX_DISCOVERED_PER_PROVIDER = 500;
+
+/** What one discovery run found for one provider. */
+export interface DiscoveryResult {
+  provider: string;
+  /** The models listed, when the server answered. */
+  models?: string[];
+  error?: Error;
+}
 
 /** Direct model ids create deployments on demand; a bound keeps arbitrary names from piling up. */
 const MAX_IMPLICIT_DEPLOYMENTS = 1000;
@@ -207,6 +222,9 @@ export class ProviderRouter {
   private listed = new Map<string, string[]>();
   private implicit = new Map<string, Runtime>();
   private readonly adapters = new Map<string, ChatProvider | ProviderError>();
+  /** Provider → the models its server listed, and the endpoint that listed them. */
+  private readonly discovered = new Map<string, { endpointKey: string; models: string[] }>();
+  private discovery: { timer: NodeJS.Timeout; onResult: (results: DiscoveryResult[]) => void } | undefined;
 
   constructor(config: ProvidersConfig, options: ProviderRouterOptions = {}) {
     this.settings = { ...DEFAULTS, ...config.router, ...options.settings } as Required<RouterSettings>;
@@ -223,8 +241,11 @@ export class ProviderRouter {
    */
   async reconfigure(config: ProvidersConfig): Promise<void> {
     this.apply(config);
+    // A provider added or moved is listed now rather than at the next interval.
+    if (this.discovery) void this.discover().then(this.discovery.onResult, () => undefined);
     const live = new Set<string>();
     for (const d of [...this.deployments.values(), ...this.implicit.values()]) live.add(this.adapterKey(d));
+    for (const endpoint of this.endpoints.values()) live.add(endpointKey(endpoint, { allowedHosts: this.allowedHosts }));
     const stale: ChatProvider[] = [];
     for (const [key, adapter] of this.adapters) {
       if (live.has(key)) continue;
@@ -412,6 +433,12 @@ export class ProviderRouter {
         model: dep.model,
         contextWindow: dep.contextWindow,
       });
+    for (const [provider, { endpointKey: key, models }] of this.discovered) {
+      const endpoint = this.endpoints.get(provider);
+      if (!endpoint || endpointKey(endpoint) !== key) continue;
+      for (const model of models)
+        add({ id: `${provider}/${model}`, type: 'model', provider, model, contextWindow: contextWindowFor(endpoint.kind, model) });
+    }
     for (const endpoint of this.endpoints.values()) {
       // Only a vendor's own endpoint serves its catalogue; a compatible server's models are its own.
       if (endpoint.provider !== endpoint.kind) continue;
@@ -428,6 +455,42 @@ export class ProviderRouter {
     return out;
   }
 
+  /**
+   * Asks every enabled Ollama and OpenAI-compatible server for its models (in parallel, 5 s each);
+   * `listModels()` then offers them. A server that does not answer keeps what it listed last.
+   */
+  async discover(): Promise<DiscoveryResult[]> {
+    const endpoints = [...this.endpoints.values()].filter((e) => DISCOVERED_KINDS.has(e.kind));
+    return Promise.all(
+      endpoints.map(async (endpoint): Promise<DiscoveryResult> => {
+        const key = endpointKey(endpoint);
+        try {
+          const adapter = this.adapterForEndpoint(endpoint);
+          const models = ((await adapter.listModels?.(DISCOVERY_TIMEOUT_MS)) ?? []).slice(0, MAX_DISCOVERED_PER_PROVIDER);
+          // Still the same endpoint (no reconfigure meanwhile moved it): keep what it listed.
+          if (this.endpoints.get(endpoint.provider) === endpoint) this.discovered.set(endpoint.provider, { endpointKey: key, models });
+          return { provider: endpoint.provider, models };
+        } catch (error) {
+          return { provider: endpoint.provider, error: error instanceof Error ? error : new Error(String(error)) };
+        }
+      }),
+    );
+  }
+
+  /**
+   * Runs discover() now and every `discoveryIntervalMs` (router settings; 0: never) until close(),
+   * handing each run's results to `onResult` (to log the servers that did not answer). Resolves
+   * when the first run has ended (at most the 5 s of a server that does not answer).
+   */
+  startDiscovery(onResult: (results: DiscoveryResult[]) => void = () => undefined): Promise<void> {
+    if (this.discovery || this.settings.discoveryIntervalMs <= 0) return Promise.resolve();
+    const run = () => this.discover().then(onResult, () => undefined);
+    const timer = setInterval(() => void run(), this.settings.discoveryIntervalMs);
+    timer.unref();
+    this.discovery = { timer, onResult };
+    return run();
+  }
+
   /** Every configured deployment's circuit, for metrics. */
   circuits(): CircuitSnapshot[] {
     return [...this.deployments.values(), ...this.implicit.values()].map((d) => d.breaker.snapshot());
@@ -442,14 +505,17 @@ export class ProviderRouter {
   }
 
   private adapterFor(d: Runtime): ChatProvider {
-    const extras = this.extrasFor(d);
-    const key = endpointKey(d.endpoint, extras);
+    return this.adapterForEndpoint(d.endpoint, this.extrasFor(d));
+  }
+
+  private adapterForEndpoint(endpoint: EndpointConfig, extras: EndpointExtras = { allowedHosts: this.allowedHosts }): ChatProvider {
+    const key = endpointKey(endpoint, extras);
     let adapter = this.adapters.get(key);
     if (!adapter) {
       try {
-        adapter = createChatProvider(d.endpoint, extras);
+        adapter = createChatProvider(endpoint, extras);
       } catch (err) {
-        adapter = asProviderError(err, d.provider, true);
+        adapter = asProviderError(err, endpoint.provider, true);
       }
       this.adapters.set(key, adapter);
     }
@@ -683,6 +749,8 @@ export class ProviderRouter {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.discovery?.timer);
+    this.discovery = undefined;
     const adapters = [...this.adapters.values()].filter(
       (a): a is ChatProvider => !(a instanceof ProviderError),
     );

@@ -143,6 +143,13 @@ export const RouterSettingsSchema = Type.Object(
     cooldownMs: Type.Optional(
       Type.Integer({ minimum: 1, description: 'open circuit → half-open after this long' }),
     ),
+    discoveryIntervalMs: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        description:
+          'how often the models of Ollama and OpenAI-compatible servers are listed again (default 300000; 0: never)',
+      }),
+    ),
     ...routingProperties,
   },
   { additionalProperties: false },

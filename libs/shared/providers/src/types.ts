@@ -79,6 +79,11 @@ export interface ChatProvider {
   readonly provider: string;
   stream(request: ChatRequest, options?: CallOptions): AsyncIterable<StreamEvent>;
   complete(request: ChatRequest, options?: CallOptions): Promise<Completion>;
+  /**
+   * The model names the server lists (OpenAI-compatible `GET /models`, Ollama `GET /api/tags`),
+   * for the servers whose models are not known in advance. Throws ProviderError or Error.
+   */
+  listModels?(timeoutMs: number): Promise<string[]>;
   /** Closes the keep-alive connections. */
   close(): Promise<void>;
 }

@@ -271,3 +271,44 @@ describe('ProviderSettingsSync', () => {
     expect(router.resolve('foreign/m')).toBeUndefined();
   });
 });
+
+describe('model discovery', () => {
+  it('lists the models of Ollama and OpenAI-compatible servers, keeps a list when its server does not answer, and drops it when the provider moves', async () => {
+    const base: ProvidersConfig = {
+      providers: [
+        { provider: 'openai', kind: 'openai', baseUrl: `${sim.url}/v1`, apiKey: 'sk-test' },
+        { provider: 'ollama', kind: 'ollama', baseUrl: sim.url },
+        { provider: 'vllm', kind: 'openai_compatible', baseUrl: `${sim.url}/v1` },
+        // Nothing listens on port 1.
+        { provider: 'down', kind: 'openai_compatible', baseUrl: 'http://127.0.0.1:1/v1' },
+      ],
+      deployments: [],
+      aliases: [],
+    };
+    const router = createProviderRouter(base);
+    routers.push(router);
+    const ids = () => router.listModels().map((m) => m.id);
+    expect(ids()).not.toContain('ollama/llama3.2:latest');
+
+    const results = await router.discover();
+    expect(results.find((r) => r.provider === 'ollama')?.models).toContain('llama3.2:latest');
+    expect(results.find((r) => r.provider === 'vllm')?.models).toContain('sim-model-a');
+    expect(results.find((r) => r.provider === 'down')?.error).toBeInstanceOf(Error);
+    // The vendor's own endpoint is not asked: its catalogue is what is offered.
+    expect(results.map((r) => r.provider).sort()).toEqual(['down', 'ollama', 'vllm']);
+    expect(ids()).toEqual(expect.arrayContaining(['ollama/llama3.2:latest', 'ollama/sim-model-b:latest', 'vllm/sim-model-a', 'openai/gpt-4o-mini']));
+    expect(ids()).not.toContain('openai/sim-model-a');
+    expect(router.listModels().find((m) => m.id === 'ollama/llama3.2:latest')).toMatchObject({ provider: 'ollama', type: 'model' });
+
+    // The server goes away: what it listed stays offered.
+    const vllmGone = { ...base, providers: base.providers.map((p) => (p.provider === 'vllm' ? { ...p, apiKey: 'sk-rotated' } : p)) };
+    await router.reconfigure(vllmGone);
+    // A new key is another endpoint: its list is asked again before it is offered.
+    expect(ids()).not.toContain('vllm/sim-model-a');
+    await router.discover();
+    expect(ids()).toContain('vllm/sim-model-a');
+    const before = ids();
+    await router.reconfigure({ ...vllmGone, providers: vllmGone.providers.map((p) => (p.provider === 'ollama' ? { ...p } : p)) });
+    expect(ids()).toEqual(before);
+  });
+});

@@ -22,7 +22,8 @@ export async function modelsRoutes(app: ServiceApp, { models }: { models: ModelC
         tags: ['models'],
         security: [{ bearer: [] }],
         summary: 'Models and aliases the configured providers serve',
-        description: 'Any `<provider>/<model>` of an enabled provider is accepted too (passed through to it), listed or not.',
+        description:
+          'Aliases, configured deployments, the models Ollama and OpenAI-compatible servers list (asked at start and every `router.discoveryIntervalMs`, 5 min by default), and the well-known models of enabled vendors. Any `<provider>/<model>` of an enabled provider is accepted too (passed through to it), listed or not.',
         response: { 200: Type.Object({ items: Type.Array(Model) }), ...problemResponses(401) },
       },
     },
