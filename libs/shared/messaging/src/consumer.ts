@@ -48,6 +48,9 @@ export interface HandlerContext {
   afterCommit(fn: () => void | Promise<void>): void;
 }
 
+/** Heartbeat answers that mean this member must rejoin the group (kafkajs protocol error types). */
+const REJOIN_ERRORS: ReadonlySet<string> = new Set(['REBALANCE_IN_PROGRESS', 'UNKNOWN_MEMBER_ID', 'ILLEGAL_GENERATION']);
+
 /** The event was applied by another member while this one ran its handler. */
 class AppliedElsewhere extends Error {}
 
@@ -325,12 +328,24 @@ export class EventConsumer {
   }
 
   private async eachBatch(payload: EachBatchPayload): Promise<void> {
-    const { batch, resolveOffset, heartbeat, isRunning, isStale, pause } = payload;
+    const { batch, resolveOffset, isRunning, isStale, pause } = payload;
     const group = this.options.group;
     const messages = batch.messages;
+    // A heartbeat that finds the group rebalancing (or this member no longer in it) ends the batch
+    // after the record in hand: the group waits for every member to rejoin, so going on through
+    // the batch would hold the whole group (and the members joining it) until the batch is done.
+    let leaving = false;
+    const heartbeat = async (): Promise<void> => {
+      try {
+        await payload.heartbeat();
+      } catch (error) {
+        if (REJOIN_ERRORS.has((error as { type?: string }).type ?? '')) leaving = true;
+        // Anything else (a broker briefly away): the next beat tries again.
+      }
+    };
     let i = 0;
     while (i < messages.length) {
-      if (!isRunning() || isStale()) break;
+      if (!isRunning() || isStale() || leaving) break;
       const first = messages[i]!;
       const notBefore = Number(header(first.headers, RETRY_HEADERS.notBefore) ?? 0);
       if (notBefore > 0) {
@@ -361,6 +376,7 @@ export class EventConsumer {
       const run = messages.slice(i, end);
       if (!this.options.applyInRuns || run.length === 1 || !(await this.applyRun(batch.topic, batch.partition, run, heartbeat))) {
         for (const message of run) {
+          if (leaving || !isRunning()) break;
           await this.processRecord(batch.topic, batch.partition, message, heartbeat);
           resolveOffset(message.offset);
         }
@@ -368,7 +384,7 @@ export class EventConsumer {
         resolveOffset(run[run.length - 1]!.offset);
       }
       i = end;
-      await heartbeat().catch(() => undefined);
+      await heartbeat();
     }
     // A stopping consumer commits what it resolved before it leaves the group; otherwise the
     // commit is made in the background, one request at a time for every partition.

@@ -400,6 +400,33 @@ describe('event consumer', () => {
     expect(await committed()).toEqual(await ends());
   }, 90_000);
 
+  it('ends a long batch when the group rebalances, so that a member joining waits one record, not the batch', async () => {
+    const chatId = randomUUID();
+    const seen: string[] = [];
+    const slow = (who: string): EventHandler => async (event, ctx) => {
+      seen.push(who);
+      await sleep(1000);
+      await recordEffect(event, ctx);
+    };
+    // A group of its own (the worker's, which also reads chat.events): the other tests' members of
+    // `admin` come and go.
+    const a = consumer(slow('a'), { group: 'worker', sessionTimeoutMs: 6000, heartbeatIntervalMs: 300 });
+    await expect.poll(() => a.consumer.stats.joins, { timeout: 20_000 }).toBeGreaterThanOrEqual(1);
+    // One key, one partition: 20 records of a second each, fetched as one batch.
+    await send(Array.from({ length: 20 }, (_, i) => chatEvent(chatId, i)));
+    await expect.poll(async () => (await effects(chatId)).length, { timeout: 20_000 }).toBeGreaterThanOrEqual(2);
+
+    const joining = Date.now();
+    const b = consumer(slow('b'), { group: 'worker', sessionTimeoutMs: 6000, heartbeatIntervalMs: 300 });
+    await expect.poll(() => b.consumer.stats.joins, { timeout: 30_000 }).toBeGreaterThanOrEqual(1);
+    // On the dev broker: about 5 s (its join), against about 12 s while the member went on through
+    // its batch until the broker dropped it (two session timeouts).
+    expect(Date.now() - joining).toBeLessThan(9000);
+    // Whoever got the partition, every record was applied once, in order.
+    await expect.poll(async () => (await effects(chatId)).length, { timeout: 40_000 }).toBe(20);
+    expect((await effects(chatId)).map((e) => e.seq)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+  }, 90_000);
+
   it('splits partitions between two members of one group and hands them over without loss when one stops', async () => {
     // Enough keys that every partition gets some (8 keys would leave one empty 40% of the time).
     const keys = Array.from({ length: 40 }, () => randomUUID());
