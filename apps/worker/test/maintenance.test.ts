@@ -116,4 +116,36 @@ describe('a maintenance job', () => {
       await worker.close();
     }
   });
+
+  it('leaves a running claim alone when an instance starts with the same job; a new interval applies at once', async () => {
+    const worker = await startWorker({}, { consumers: false, maintenance: false });
+    const pool = workerPool(worker.config);
+    const db = createDatabase(pool, workerTables);
+    const name = `test-${randomUUID()}`;
+    const nextRun = async () => Date.parse((await pool.query<{ at: string }>('select next_run_at::text as at from worker.schedules where name = $1', [name])).rows[0]!.at);
+    try {
+      const schedules = scheduleRepository(db);
+      let release: () => void = () => undefined;
+      const job = { name, intervalMs: 1000, run: () => new Promise<Record<string, unknown>>((resolve) => (release = () => resolve({ done: 1 }))) };
+      await schedules.register(job);
+      const running = schedules.runIfDue(job, 'first');
+      // Claimed: the lease (at least 5 min) is the next run.
+      await eventually(async () => (await nextRun()) > Date.now() + 60_000);
+      const lease = await nextRun();
+      // Another instance starts: the claim stays, so nobody else finds the job due meanwhile.
+      await schedules.register(job);
+      expect(await nextRun()).toBe(lease);
+      expect(await schedules.runIfDue(job, 'second')).toBeUndefined();
+      release();
+      expect(await running).toEqual({ done: 1 });
+      // A deploy with a shorter interval: the next run is no later than one new interval away.
+      await schedules.register({ ...job, intervalMs: 500 });
+      expect(await nextRun()).toBeLessThanOrEqual(Date.now() + 500);
+    } finally {
+      await pool.query('delete from worker.schedule_runs where name = $1', [name]);
+      await pool.query('delete from worker.schedules where name = $1', [name]);
+      await pool.end();
+      await worker.close();
+    }
+  });
 });

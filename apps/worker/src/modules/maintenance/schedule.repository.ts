@@ -28,11 +28,18 @@ const MIN_LEASE_MS = 5 * 60_000;
  */
 export function scheduleRepository(db: WorkerDatabase) {
   return {
+    /**
+     * Adds the job, due at once. An instance starting with the job as it is changes nothing: its
+     * `next_run_at` may be a running claim's lease, and moving it would let another instance run
+     * the job alongside. A new interval takes effect now (the next run no later than one new
+     * interval away).
+     */
     async register(job: MaintenanceJob): Promise<void> {
       await db.execute(sql`
         insert into worker.schedules (name, interval_ms, next_run_at) values (${job.name}, ${job.intervalMs}, now())
         on conflict (name) do update set interval_ms = excluded.interval_ms,
-          next_run_at = least(worker.schedules.next_run_at, now() + excluded.interval_ms * interval '1 millisecond')`);
+          next_run_at = least(worker.schedules.next_run_at, now() + excluded.interval_ms * interval '1 millisecond')
+        where worker.schedules.interval_ms <> excluded.interval_ms`);
     },
 
     /**
