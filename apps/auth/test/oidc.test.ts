@@ -139,6 +139,25 @@ describe('OIDC sign-in', () => {
     expect(failures.some((e) => e.type === 'vivier.auth.login.failed.v1' && e.data.reason === 'oidc_state_mismatch' && e.data.method === 'oidc')).toBe(true);
   });
 
+  it('refuses an ID token made for another nonce (a replayed or injected token) with 400 invalid_nonce, no session', async () => {
+    const who = account();
+    idp.signInAs(who);
+    const start = await auth.call('GET', '/api/v1/auth/oauth/test/start');
+    const cookie = String(start.headers['set-cookie']).split(';')[0]!;
+    // The provider signs whatever nonce the request carries: an ID token for another sign-in.
+    const authorization = new URL(start.headers.location as string);
+    authorization.searchParams.set('nonce', 'B'.repeat(43));
+    const callback = await idp.authorize(authorization.toString(), CALLBACK);
+    const res = await finish(callback, cookie);
+    expect(res.statusCode).toBe(400);
+    expect(res.json()).toMatchObject({ code: 'invalid_nonce', status: 400 });
+    expect(await sessionsOf(who.email)).toBe(0);
+    const { rows } = await auth.pg.query('select 1 from auth.users where email = $1', [who.email]);
+    expect(rows).toHaveLength(0);
+    const failures = await outboxEvents(auth.pg, 'anonymous');
+    expect(failures.some((e) => e.type === 'vivier.auth.login.failed.v1' && e.data.reason === 'oidc_nonce_mismatch' && e.data.method === 'oidc')).toBe(true);
+  });
+
   it('refuses an account whose email the provider has not verified', async () => {
     const who = account({ email_verified: false });
     const { callback, cookie } = await startAndAuthorize(who);
