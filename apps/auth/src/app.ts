@@ -51,7 +51,7 @@ export async function buildAuthApp(config: AuthConfig, options: BuildAuthAppOpti
 
   const box = new SecretBox(config.AUTH_KEY_ENCRYPTION_KEY);
   const revocations = new RevocationNotifier(app.redis, app.log, { keyPrefix: config.REDIS_KEY_PREFIX, accessTokenTtlSeconds: config.ACCESS_TOKEN_TTL_SECONDS });
-  const keys = new SigningKeyRing(db, box, { accessTokenTtlSeconds: config.ACCESS_TOKEN_TTL_SECONDS, rotationDays: config.JWT_KEY_ROTATION_DAYS, log: app.log });
+  const keys = new SigningKeyRing(db, box, { accessTokenTtlSeconds: config.ACCESS_TOKEN_TTL_SECONDS, rotationDays: config.JWT_KEY_ROTATION_DAYS, publishAheadSeconds: config.JWT_KEY_PUBLISH_AHEAD_SECONDS, log: app.log });
   const issuer = new AccessTokenIssuer(keys, { issuer: config.JWT_ISSUER, audience: config.JWT_AUDIENCE, ttlSeconds: config.ACCESS_TOKEN_TTL_SECONDS });
   const passwords = new PasswordHasher({ memoryCost: config.ARGON2_MEMORY_KIB, timeCost: config.ARGON2_TIME_COST, parallelism: config.ARGON2_PARALLELISM });
   const publish = createPublisher(authTables.outbox);

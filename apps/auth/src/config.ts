@@ -31,6 +31,11 @@ export const authConfigSchema = Type.Object({
   JWT_AUDIENCE: Env.string('vivier-api', '`aud` of access tokens.'),
   ACCESS_TOKEN_TTL_SECONDS: Env.int(900, 'Lifetime of an access token (seconds).', 10),
   JWT_KEY_ROTATION_DAYS: Env.int(30, 'Age after which the signing key is replaced automatically (days); 0 turns automatic rotation off.'),
+  JWT_KEY_PUBLISH_AHEAD_SECONDS: Env.int(
+    900,
+    'How long a key of the automatic rotation is in the JWKS before it signs, so that every gateway has fetched it (keep it above the gateways\' JWKS_CACHE_TTL_SECONDS).',
+    0,
+  ),
   AUTH_KEY_ENCRYPTION_KEY: Type.String({
     pattern: '^[A-Za-z0-9+/]{43}=$',
     default: DEV_KEY_ENCRYPTION_KEY,

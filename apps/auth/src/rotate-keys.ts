@@ -15,7 +15,7 @@ startProcess(async () => {
     const log = pino({ level: config.LOG_LEVEL }) as unknown as FastifyBaseLogger;
     const ring = new SigningKeyRing(createDatabase(pool, authTables), new SecretBox(config.AUTH_KEY_ENCRYPTION_KEY), {
       accessTokenTtlSeconds: config.ACCESS_TOKEN_TTL_SECONDS,
-      rotationDays: config.JWT_KEY_ROTATION_DAYS,
+      rotationDays: config.JWT_KEY_ROTATION_DAYS, publishAheadSeconds: config.JWT_KEY_PUBLISH_AHEAD_SECONDS,
       log,
     });
     const { kid } = await ring.rotate();

@@ -43,19 +43,38 @@ describe('signing key rotation', () => {
     expect((await jwks()).keys.map((k) => k.kid)).not.toContain(kid);
   });
 
-  it('rotates automatically once the active key is older than JWT_KEY_ROTATION_DAYS', async () => {
+  it('rotates automatically once the active key is older than JWT_KEY_ROTATION_DAYS, publishing the next key before it signs', async () => {
     const { accessToken } = await auth.register();
     const kid = decodeProtectedHeader(accessToken).kid!;
     await auth.pg.query("update auth.signing_keys set created_at = now() - interval '40 days' where kid = $1", [kid]);
-    const fresh = await startAuth({ JWT_KEY_ROTATION_DAYS: '30' });
+    const before = new Set((await jwks()).keys.map((k) => k.kid));
+    const fresh = await startAuth({ JWT_KEY_ROTATION_DAYS: '30', JWT_KEY_PUBLISH_AHEAD_SECONDS: '900' });
+    let later: AuthHarness | undefined;
     try {
-      const next = await fresh.register();
-      const newKid = decodeProtectedHeader(next.accessToken).kid!;
-      expect(newKid).not.toBe(kid);
+      // The next key is in the JWKS at once, but the old one still signs: no gateway has seen it yet.
+      const meanwhile = await fresh.register();
+      expect(decodeProtectedHeader(meanwhile.accessToken).kid).toBe(kid);
       const set = (await fresh.call('GET', '/.well-known/jwks.json')).json<JSONWebKeySet>();
-      expect(set.keys.map((k) => k.kid)).toEqual(expect.arrayContaining([kid, newKid]));
+      const newKid = set.keys.map((k) => k.kid!).find((k) => k !== kid && !before.has(k))!;
+      expect(newKid).toBeDefined();
+      const { rows } = await auth.pg.query<{ ahead: number }>(
+        'select extract(epoch from activates_at - now())::int as ahead from auth.signing_keys where kid = $1',
+        [newKid],
+      );
+      expect(rows[0]!.ahead).toBeGreaterThan(850);
+      expect(rows[0]!.ahead).toBeLessThanOrEqual(900);
+
+      // Its time has come (as if 15 minutes had passed): it signs, and the old key verifies on.
+      await auth.pg.query("update auth.signing_keys set activates_at = now() - interval '1 second' where kid = $1", [newKid]);
+      await auth.pg.query("update auth.signing_keys set retired_at = now() - interval '1 second' where kid = $1", [kid]);
+      later = await startAuth({ JWT_KEY_ROTATION_DAYS: '30' });
+      const next = await later.register();
+      expect(decodeProtectedHeader(next.accessToken).kid).toBe(newKid);
+      const after = (await later.call('GET', '/.well-known/jwks.json')).json<JSONWebKeySet>();
+      expect(after.keys.map((k) => k.kid)).toEqual(expect.arrayContaining([kid, newKid]));
     } finally {
       await fresh.close();
+      await later?.close();
     }
   });
 

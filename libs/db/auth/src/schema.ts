@@ -84,6 +84,9 @@ export const signingKeys = authSchema.table('signing_keys', {
   publicJwk: jsonb('public_jwk').$type<Record<string, string>>().notNull(),
   privateKeyEncrypted: text('private_key_encrypted').notNull(),
   createdAt: createdAt(),
+  /** When it starts signing: a key of the automatic rotation is published in the JWKS before that. */
+  activatesAt: timestamp('activates_at', { withTimezone: true }).notNull().defaultNow(),
+  /** When it stops signing (may be ahead: the activation of the key that follows it). */
   retiredAt: timestamp('retired_at', { withTimezone: true }),
 });
 

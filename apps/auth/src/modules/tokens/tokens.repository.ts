@@ -1,4 +1,4 @@
-import { and, desc, eq, gt, isNull, lt, ne, or, sql } from 'drizzle-orm';
+import { and, desc, eq, gt, isNull, lt, lte, ne, or, sql } from 'drizzle-orm';
 import type { Executor } from '@vivier/messaging';
 import { authTables } from '@vivier/db-auth';
 
@@ -18,8 +18,20 @@ export function signingKeysRepository(db: Executor) {
         .orderBy(desc(signingKeys.createdAt));
     },
 
+    /** The key that signs now: activated, not yet retired, the most recently activated. */
     async active(tx: Executor = db): Promise<SigningKeyRow | undefined> {
-      const rows = await tx.select().from(signingKeys).where(isNull(signingKeys.retiredAt)).orderBy(desc(signingKeys.createdAt)).limit(1);
+      const rows = await tx
+        .select()
+        .from(signingKeys)
+        .where(and(lte(signingKeys.activatesAt, sql`now()`), or(isNull(signingKeys.retiredAt), gt(signingKeys.retiredAt, sql`now()`))))
+        .orderBy(desc(signingKeys.activatesAt))
+        .limit(1);
+      return rows[0];
+    },
+
+    /** A key published ahead of its activation, if one is waiting. */
+    async pending(tx: Executor = db): Promise<SigningKeyRow | undefined> {
+      const rows = await tx.select().from(signingKeys).where(and(gt(signingKeys.activatesAt, sql`now()`), isNull(signingKeys.retiredAt))).limit(1);
       return rows[0];
     },
 
@@ -27,9 +39,15 @@ export function signingKeysRepository(db: Executor) {
       await tx.insert(signingKeys).values(row);
     },
 
-    /** Retires every active key but `kid`; drops keys retired before `forgetBefore`. */
+    /**
+     * Retires at `at` every key but `kid` not retired by then (a waiting key included); drops keys
+     * retired before `forgetBefore`.
+     */
     async retireOthers(kid: string, at: Date, forgetBefore: Date, tx: Executor = db): Promise<void> {
-      await tx.update(signingKeys).set({ retiredAt: at }).where(and(isNull(signingKeys.retiredAt), ne(signingKeys.kid, kid)));
+      await tx
+        .update(signingKeys)
+        .set({ retiredAt: at })
+        .where(and(or(isNull(signingKeys.retiredAt), gt(signingKeys.retiredAt, at)), ne(signingKeys.kid, kid)));
       await tx.delete(signingKeys).where(lt(signingKeys.retiredAt, forgetBefore));
     },
 

@@ -30,6 +30,8 @@ export interface SigningKeyRingOptions {
   accessTokenTtlSeconds: number;
   /** 0: no automatic rotation. */
   rotationDays: number;
+  /** How long a key of the automatic rotation is published before it signs (gateways fetch it meanwhile). */
+  publishAheadSeconds: number;
   log: FastifyBaseLogger;
 }
 
@@ -38,10 +40,14 @@ export interface SigningKeyRingOptions {
  * sealed under AUTH_KEY_ENCRYPTION_KEY, so every instance signs with the same key and a restart
  * logs nobody out.
  *
- * Rotation (the internal route, the `rotate-keys` script, or automatically once the active key is
- * older than JWT_KEY_ROTATION_DAYS) adds a key that signs from then on and retires the previous
- * one. A retired key stays in the JWKS for one access-token lifetime plus this cache's age and a
- * minute of clock skew: until every token it signed has expired.
+ * Rotation on demand (the internal route, the `rotate-keys` script) adds a key that signs from
+ * then on and retires the others: after a suspected leak, at once. The automatic rotation, once the
+ * active key is older than JWT_KEY_ROTATION_DAYS, publishes the next key in the JWKS
+ * JWT_KEY_PUBLISH_AHEAD_SECONDS before it signs (the current key retiring then), so that every
+ * gateway has fetched it before its first token: a gateway refetches the JWKS for an unknown `kid`
+ * only once per cooldown, and tokens with made-up kids could spend that cooldown just when the new
+ * key appeared. A retired key stays in the JWKS for one access-token lifetime plus this cache's age
+ * and a minute of clock skew: until every token it signed has expired.
  */
 export class SigningKeyRing {
   private readonly keys: SigningKeysRepository;
@@ -89,15 +95,23 @@ export class SigningKeyRing {
     let row = await this.keys.active();
     const maxAgeMs = this.options.rotationDays * 86_400_000;
     const tooOld = (r: SigningKeyRow) => maxAgeMs > 0 && Date.now() - r.createdAt.getTime() > maxAgeMs;
-    if (!row || tooOld(row)) {
+    if (!row) {
       row = await this.db.transaction(async (tx) => {
         await this.keys.lock(tx);
         // Another instance may have done it while this one waited for the lock.
         const current = await this.keys.active(tx);
-        if (current && !tooOld(current)) return current;
+        if (current) return current;
         const created = await this.create(tx);
-        this.options.log.info({ kid: created.kid, reason: current ? 'age' : 'first key' }, 'signing key created');
+        this.options.log.info({ kid: created.kid, reason: 'first key' }, 'signing key created');
         return (await this.keys.byKid(created.kid, tx))!;
+      });
+    } else if (tooOld(row) && !(await this.keys.pending())) {
+      await this.db.transaction(async (tx) => {
+        await this.keys.lock(tx);
+        if (await this.keys.pending(tx)) return;
+        const activatesAt = new Date(Date.now() + this.options.publishAheadSeconds * 1000);
+        const created = await this.create(tx, activatesAt);
+        this.options.log.info({ kid: created.kid, reason: 'age', activatesAt }, 'signing key created; published now, signing from its activation');
       });
     }
     const key: ActiveKey = {
@@ -109,15 +123,17 @@ export class SigningKeyRing {
     return key;
   }
 
-  private async create(tx: AuthTransaction): Promise<{ kid: string; createdAt: Date }> {
+  /** A new key, signing from `activatesAt` (now by default); the others retire then. */
+  private async create(tx: AuthTransaction, activatesAt?: Date): Promise<{ kid: string; createdAt: Date }> {
     const { publicKey, privateKey } = generateKeyPairSync('ed25519');
     const jwk = publicKey.export({ format: 'jwk' }) as { kty: string; crv: string; x: string };
     const publicJwk = { kty: jwk.kty, crv: jwk.crv, x: jwk.x };
     const kid = await calculateJwkThumbprint(publicJwk, 'sha256');
     const createdAt = new Date();
     const der = privateKey.export({ format: 'der', type: 'pkcs8' });
-    await this.keys.insert({ kid, alg: ACCESS_TOKEN_ALG, publicJwk, privateKeyEncrypted: this.box.seal(der, `signing-key:${kid}`), createdAt }, tx);
-    await this.keys.retireOthers(kid, createdAt, new Date(createdAt.getTime() - 2 * this.retentionMs), tx);
+    const from = activatesAt ?? createdAt;
+    await this.keys.insert({ kid, alg: ACCESS_TOKEN_ALG, publicJwk, privateKeyEncrypted: this.box.seal(der, `signing-key:${kid}`), createdAt, activatesAt: from }, tx);
+    await this.keys.retireOthers(kid, from, new Date(createdAt.getTime() - 2 * this.retentionMs), tx);
     return { kid, createdAt };
   }
 }
