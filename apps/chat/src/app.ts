@@ -211,6 +211,7 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
         if (r.error) app.log.warn({ provider: r.provider, reason: r.error.message }, 'cannot list the models of a provider; its listed models stay as they were');
     });
     await Promise.race([discovered, new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
+    models.assertDefaultServed();
     hub.start((messageId) => runner.cancelLocal(messageId));
   });
   app.addHook('preClose', async () => {

@@ -35,7 +35,13 @@ export async function startChat(
 ): Promise<TestChat> {
   const config = loadChatConfig(testEnv('chat', { PROVIDERS_FILE: writeProvidersFile(INSTANT_SIM), ...env }));
   const app = await buildChatApp(config, { consumers: false, env: {}, ...options });
-  await app.ready();
+  try {
+    await app.ready();
+  } catch (error) {
+    // A start refused (as it should be): its connections still close.
+    await app.close().catch(() => undefined);
+    throw error;
+  }
   const chat: TestChat = {
     app,
     config,

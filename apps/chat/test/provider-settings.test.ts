@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { Kafka, logLevel, type Producer } from 'kafkajs';
-import type pg from 'pg';
+import pg from 'pg';
 import { startProviderSim, type ProviderSim } from '@vivier/provider-sim';
 import { createEvent, EVENTS, toKafkaRecord, type AdminProviderConfiguredData, type AnyEvent } from '@vivier/contracts';
 import { DEV_PROVIDER_KEY_ENCRYPTION_KEY, sealEventSecret } from '@vivier/providers';
+import { testAdminDatabaseUrl } from '@vivier/service-kit/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chatPool, eventually, startChat, testUser, writeProvidersFile, type TestChat } from './helpers';
 
@@ -35,7 +36,12 @@ describe('provider settings from the admin API', () => {
     await producer.connect();
   });
   afterAll(async () => {
-    await pool?.query('delete from chat.provider_settings where provider_id = $1', [providerId]);
+    // The worker's consumers of other test files stored it too (the chat role cannot reach theirs).
+    const admin = new pg.Client({ connectionString: testAdminDatabaseUrl() });
+    await admin.connect();
+    await admin.query('delete from chat.provider_settings where provider_id = $1', [providerId]);
+    await admin.query('delete from worker.provider_settings where provider_id = $1', [providerId]);
+    await admin.end();
     await producer?.disconnect();
     await Promise.all([consuming?.close(), other?.close()]);
     await sim?.close();
@@ -92,6 +98,17 @@ describe('provider settings from the admin API', () => {
     expect(requests.map((r) => r.headers.authorization)).toEqual(['Bearer sk-set-by-admin-0001', 'Bearer sk-set-by-admin-0001']);
     const { rows } = await pool.query('select api_key_envelope::text as envelope from chat.provider_settings where provider_id = $1', [providerId]);
     expect(rows[0].envelope).not.toContain('sk-set-by-admin');
+
+    // An instance started now may name it as its default model (checked once the settings are applied)…
+    const starting = await startChat({ PROVIDERS_FILE: writeProvidersFile({}), PROVIDER_ALLOWED_HOSTS: '127.0.0.1', CHAT_DEFAULT_MODEL: model });
+    try {
+      const items = (await starting.app.inject({ method: 'GET', url: '/api/v1/models', headers: user.headers })).json().items as Array<{ id: string; default: boolean }>;
+      expect(items.find((m) => m.default)?.id).toBe(model);
+    } finally {
+      await starting.close();
+    }
+    // …and a default nothing serves still stops the start.
+    await expect(startChat({ PROVIDERS_FILE: writeProvidersFile({}), CHAT_DEFAULT_MODEL: 'nowhere/at-all' })).rejects.toThrow(/CHAT_DEFAULT_MODEL "nowhere\/at-all" is not served/);
   });
 
   it('turns the provider off, and an older revision arriving late changes nothing', async () => {

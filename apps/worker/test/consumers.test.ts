@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type pg from 'pg';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
@@ -7,6 +7,7 @@ import { startProviderSim, type ProviderSim } from '@vivier/provider-sim';
 import { verifyInternalCall } from '@vivier/service-kit';
 import { createEvent, EVENTS, type JobsCompletionRequestedData, type WorkerCompletionFinishedData } from '@vivier/contracts';
 import { DEV_PROVIDER_KEY_ENCRYPTION_KEY, sealEventSecret } from '@vivier/providers';
+import { testAdminDatabaseUrl } from '@vivier/service-kit/testing';
 import { UNKNOWN_PROVIDER_ATTEMPTS } from '../src/modules/completions/completion.consumer';
 import { eventually, outboxEvents, sleep, startWorker, TestKafka, workerPool, writeProvidersFile, type TestWorker } from './helpers';
 
@@ -439,7 +440,12 @@ describe('worker consumers', () => {
         const { rows } = await pool.query('select attempts from worker.jobs where assistant_message_id = $1', [off.assistantMessageId]);
         expect(rows).toEqual([{ attempts: UNKNOWN_PROVIDER_ATTEMPTS }]);
       } finally {
-        await pool.query('delete from worker.provider_settings where provider_id = $1', [providerId]);
+        // Chat's consumers of other test files stored it too (the worker role cannot reach theirs).
+        const admin = new pg.Client({ connectionString: testAdminDatabaseUrl() });
+        await admin.connect();
+        await admin.query('delete from worker.provider_settings where provider_id = $1', [providerId]);
+        await admin.query('delete from chat.provider_settings where provider_id = $1', [providerId]);
+        await admin.end();
       }
     });
   });

@@ -26,13 +26,13 @@ export function masterKeyId(key: Buffer): string {
 
 /**
  * The two variables of the master key, for the configuration schema of every service that holds it
- * (admin, and chat, which opens the keys on `provider.configured`).
+ * (admin, and chat and the worker, which open the keys on `provider.configured`).
  */
 export const providerKeyConfigProperties = {
   PROVIDER_KEY_ENCRYPTION_KEY: Type.String({
     default: DEV_PROVIDER_KEY_ENCRYPTION_KEY,
     description:
-      'Base64 of 32 random bytes (openssl rand -base64 32): the master key of provider API keys. Admin wraps the per-provider data keys with it and encrypts the key on `provider.configured` events; chat decrypts those, so both need the same value. The development default is refused in production.',
+      'Base64 of 32 random bytes (openssl rand -base64 32): the master key of provider API keys. Admin wraps the per-provider data keys with it and encrypts the key on `provider.configured` events; chat and the worker decrypt those, so all three need the same value. The development default is refused in production.',
   }),
   PROVIDER_KEY_ENCRYPTION_PREVIOUS_KEYS: Type.String({
     default: '',

@@ -242,7 +242,7 @@ export class ProviderRouter {
   async reconfigure(config: ProvidersConfig): Promise<void> {
     this.apply(config);
     // A provider added or moved is listed now rather than at the next interval.
-    if (this.discovery) void this.discover().then(this.discovery.onResult, () => undefined);
+    if (this.discovery) void this.discover().then(this.discovery.onResult).catch(() => undefined);
     const live = new Set<string>();
     for (const d of [...this.deployments.values(), ...this.implicit.values()]) live.add(this.adapterKey(d));
     for (const endpoint of this.endpoints.values()) live.add(endpointKey(endpoint, { allowedHosts: this.allowedHosts }));
@@ -252,7 +252,9 @@ export class ProviderRouter {
       this.adapters.delete(key);
       if (!(adapter instanceof ProviderError)) stale.push(adapter);
     }
-    await Promise.all(stale.map((a) => a.close()));
+    // Not awaited: a pool closes once its running requests (streams of minutes) have ended, and the
+    // new configuration must not wait for them.
+    void Promise.allSettled(stale.map((a) => a.close()));
   }
 
   private apply(config: ProvidersConfig): void {
@@ -484,7 +486,7 @@ export class ProviderRouter {
    */
   startDiscovery(onResult: (results: DiscoveryResult[]) => void = () => undefined): Promise<void> {
     if (this.discovery || this.settings.discoveryIntervalMs <= 0) return Promise.resolve();
-    const run = () => this.discover().then(onResult, () => undefined);
+    const run = () => this.discover().then(onResult).catch(() => undefined);
     const timer = setInterval(() => void run(), this.settings.discoveryIntervalMs);
     timer.unref();
     this.discovery = { timer, onResult };

@@ -60,8 +60,11 @@ export class ProviderSettingsSync {
 
   /** A change was stored here: apply it, and tell the other instances. */
   async changed(): Promise<void> {
-    await this.refresh();
-    await this.options.notify();
+    try {
+      await this.refresh();
+    } finally {
+      await this.options.notify();
+    }
   }
 
   /** Reads the settings and applies them if they changed. Calls during a run make one more run. */

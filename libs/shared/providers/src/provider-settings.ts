@@ -55,11 +55,13 @@ const NEEDS_KEY = new Set(['openai', 'anthropic', 'gemini']);
  * - `enabled: false` turns the provider off, with the deployments the file gave it (aliases lose
  *   them; an alias left with none goes).
  * - Otherwise the provider's endpoint is the admin's kind, URL (null: the one started with, if of
- *   the same kind, else the vendor's), key (null: the one started with) and routing; a URL set
- *   through the admin API is untrusted (its connections are checked against SSRF, allowing only
- *   `PROVIDER_ALLOWED_HOSTS`). Its deployments from the file take the new endpoint and weight, and
- *   each listed model becomes a deployment. A vendor that needs a key and has none stays off, as
- *   it would at start, and so does a compatible server without a URL.
+ *   the same kind, else the vendor's) and routing. Only on the very endpoint it started with does
+ *   it keep the start key (when none is set through the API), headers and the file deployments'
+ *   own settings; any other URL is untrusted (its connections are checked against SSRF, allowing
+ *   only `PROVIDER_ALLOWED_HOSTS`) and gets nothing from the start configuration. Its deployments
+ *   from the file take the new routing, and each listed model becomes a deployment. A vendor that
+ *   needs a key and has none stays off, as it would at start, and so does a compatible server
+ *   without a URL.
  * - The simulator that was on only because nothing else was goes once another provider is on.
  */
 export function applyProviderSettings(base: ProvidersConfig, settings: readonly ProviderSettings[]): AppliedProviderSettings {
@@ -78,9 +80,12 @@ export function applyProviderSettings(base: ProvidersConfig, settings: readonly 
       continue;
     }
     const started = endpoints.get(id);
-    const sameKind = started?.kind === s.kind ? started : undefined;
-    const baseUrl = s.baseUrl ?? sameKind?.baseUrl ?? vendorBaseUrl(s.kind);
-    const apiKey = s.apiKey ?? sameKind?.apiKey;
+    // What the service started with carries over (its key, headers, per-deployment settings) only
+    // to the very endpoint it was given for: never to a URL the admin API chose, whose server
+    // would otherwise receive the operator's key.
+    const kept = started?.kind === s.kind && (s.baseUrl === null || s.baseUrl === started.baseUrl) ? started : undefined;
+    const baseUrl = s.baseUrl ?? kept?.baseUrl ?? vendorBaseUrl(s.kind);
+    const apiKey = s.apiKey ?? kept?.apiKey;
     if (baseUrl === undefined) {
       skipped.push({ providerId: id, reason: 'an openai_compatible provider needs a base URL' });
       turnOff(id);
@@ -92,7 +97,7 @@ export function applyProviderSettings(base: ProvidersConfig, settings: readonly 
       continue;
     }
     const endpoint: EndpointConfig = {
-      ...(sameKind ?? {}),
+      ...(kept ?? {}),
       provider: id,
       kind: s.kind,
       baseUrl,
@@ -102,14 +107,21 @@ export function applyProviderSettings(base: ProvidersConfig, settings: readonly 
     };
     if (apiKey !== undefined) endpoint.apiKey = apiKey;
     else delete endpoint.apiKey;
-    if (s.baseUrl !== null) endpoint.untrusted = true;
+    // Any URL but the one started with is the admin API's (a vendor default included: an `ollama`
+    // made through the API would otherwise reach this host's loopback unchecked).
+    if (!kept) endpoint.untrusted = true;
     endpoints.set(id, endpoint);
 
     const { fallbacks: _fallbacks, ...inherited } = endpoint;
     const ids = new Set(deployments.map((d) => d.id));
-    deployments = deployments.map((d) =>
-      d.provider === id ? { ...d, ...inherited, id: d.id, model: d.model, weight: s.routing.weight } : d,
-    );
+    deployments = deployments.map((d) => {
+      if (d.provider !== id) return d;
+      const routing = { timeoutMs: s.routing.timeoutMs, maxRetries: s.routing.maxRetries, weight: s.routing.weight };
+      // Same endpoint: the file's own settings of the deployment stay, the routing (and a key set
+      // through the API) change. Another endpoint: the deployment is rebuilt on it, nothing kept.
+      if (kept) return { ...d, ...routing, ...(s.apiKey !== null ? { apiKey: s.apiKey } : {}) };
+      return { ...inherited, id: d.id, model: d.model, ...(d.contextWindow !== undefined ? { contextWindow: d.contextWindow } : {}), ...routing };
+    });
     for (const model of s.models) {
       if (deployments.some((d) => d.provider === id && d.model === model)) continue;
       let depId = `${id}/${model}`;

@@ -102,6 +102,29 @@ describe('applyProviderSettings', () => {
     expect(config.deployments[0]).toMatchObject({ id: 'mini', baseUrl: 'https://llm-proxy.example/v1', apiKey: 'sk-admin', untrusted: true });
   });
 
+  it("never sends the start configuration's key or headers to a URL the admin API chose", () => {
+    const withHeaders = started();
+    withHeaders.providers[0] = { ...withHeaders.providers[0]!, headers: { 'x-org': 'acme' } };
+    withHeaders.deployments[0] = { ...withHeaders.deployments[0]!, headers: { 'x-org': 'acme' } };
+    // Same kind, another URL, no key set: off (a vendor needs a key), not on the operator's key.
+    const moved = applyProviderSettings(withHeaders, [setting('openai', { kind: 'openai', baseUrl: 'https://elsewhere.example/v1' })]);
+    expect(moved.skipped).toEqual([{ providerId: 'openai', reason: 'no API key: openai needs one' }]);
+    // Another kind at another URL: nothing of the start endpoint, on the endpoint or its deployments.
+    const { config } = applyProviderSettings(withHeaders, [setting('openai', { kind: 'openai_compatible', baseUrl: 'https://elsewhere.example/v1' })]);
+    const endpoint = config.providers.find((p) => p.provider === 'openai')!;
+    expect(endpoint).toMatchObject({ kind: 'openai_compatible', baseUrl: 'https://elsewhere.example/v1', untrusted: true });
+    expect(endpoint.apiKey).toBeUndefined();
+    expect(endpoint.headers).toBeUndefined();
+    expect(config.deployments[0]).toMatchObject({ id: 'mini', baseUrl: 'https://elsewhere.example/v1', untrusted: true });
+    expect(config.deployments[0]!.apiKey).toBeUndefined();
+    expect(config.deployments[0]!.headers).toBeUndefined();
+    // A vendor's default URL for a provider made through the API is checked too (Ollama's is loopback).
+    expect(applyProviderSettings(started(), [setting('local', { kind: 'ollama', baseUrl: null })]).config.providers.find((p) => p.provider === 'local')).toMatchObject({
+      baseUrl: 'http://127.0.0.1:11434',
+      untrusted: true,
+    });
+  });
+
   it('leaves off a vendor without a key and a compatible server without a URL, saying why', () => {
     const { config, skipped } = applyProviderSettings(started(), [
       setting('anthropic', { kind: 'anthropic', baseUrl: null }),
@@ -155,10 +178,13 @@ describe('router.reconfigure', () => {
     const router = createProviderRouter(base);
     routers.push(router);
     const words = Array.from({ length: 20 }, (_, i) => `w${i}`).join(' ');
-    const reply = text(router, 'openai/paced-reconf', `echo: ${words}`);
+    let ended = false;
+    const reply = text(router, 'openai/paced-reconf', `echo: ${words}`).finally(() => (ended = true));
     await new Promise((resolve) => setTimeout(resolve, 150));
-    // The endpoint changes (a new key) mid-reply: its old connections close once the reply has ended.
+    // The endpoint changes (a new key) mid-reply: reconfigure does not wait for the reply, whose
+    // old connections close once it has ended.
     await router.reconfigure(applyProviderSettings(base, [setting('openai', { kind: 'openai', baseUrl: null, apiKey: 'sk-rotated' })]).config);
+    expect(ended).toBe(false);
     expect(await reply).toBe(words);
     expect(await text(router, 'openai/after-reconf')).toBe('one two three');
     expect(sim.requests().find((r) => r.model === 'after-reconf')?.headers.authorization).toBe('Bearer sk-rotated');

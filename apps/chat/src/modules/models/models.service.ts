@@ -10,7 +10,14 @@ export class ModelCatalog {
     configuredDefault: string,
   ) {
     this.configuredDefault = configuredDefault.trim();
-    if (this.configuredDefault && !router.resolve(this.configuredDefault)) {
+  }
+
+  /**
+   * Stops the start when CHAT_DEFAULT_MODEL is served by nothing: called once the providers set
+   * through the admin API have been applied (the default may be one of theirs).
+   */
+  assertDefaultServed(): void {
+    if (this.configuredDefault && !this.router.resolve(this.configuredDefault)) {
       throw new Error(`CHAT_DEFAULT_MODEL "${this.configuredDefault}" is not served by any enabled provider or alias`);
     }
   }
