@@ -418,10 +418,15 @@ describe('event consumer', () => {
 
     const joining = Date.now();
     const b = consumer(slow('b'), { group: 'worker', sessionTimeoutMs: 6000, heartbeatIntervalMs: 300 });
-    await expect.poll(() => b.consumer.stats.joins, { timeout: 30_000 }).toBeGreaterThanOrEqual(1);
-    // On the dev broker: about 5 s (its join), against about 12 s while the member went on through
-    // its batch until the broker dropped it (two session timeouts).
+    // The member with the batch is back in the group within the rebalance the joiner started: on
+    // the dev broker that rebalance is held open for about 5 s (session timeout - 1 s). Going on
+    // through its batch instead, it missed that rebalance and rejoined only once the batch was done
+    // (23 s here). Timed on `a`, not on `b`: under load the dev broker sometimes answers the
+    // joiner's late SyncGroup with INVALID_REQUEST (a real Kafka sends the assignment), and `b`
+    // then joins one rebalance later.
+    await expect.poll(() => a.consumer.stats.joins, { timeout: 30_000 }).toBeGreaterThanOrEqual(2);
     expect(Date.now() - joining).toBeLessThan(9000);
+    await expect.poll(() => b.consumer.stats.joins, { timeout: 30_000 }).toBeGreaterThanOrEqual(1);
     // Whoever got the partition, every record was applied once, in order.
     await expect.poll(async () => (await effects(chatId)).length, { timeout: 40_000 }).toBe(20);
     expect((await effects(chatId)).map((e) => e.seq)).toEqual(Array.from({ length: 20 }, (_, i) => i));
@@ -430,9 +435,12 @@ describe('event consumer', () => {
   it('splits partitions between two members of one group and hands them over without loss when one stops', async () => {
     // Enough keys that every partition gets some (8 keys would leave one empty 40% of the time).
     const keys = Array.from({ length: 40 }, () => randomUUID());
+    const ours = new Set<string>(keys);
     const seenBy = { a: new Set<number>(), b: new Set<number>() };
     const handler = (who: 'a' | 'b'): EventHandler => async (event, ctx) => {
-      seenBy[who].add(ctx.partition);
+      // Only this test's events: the group's backlog (other tests' events, read by the first member
+      // to join before the second one arrives) says nothing about the split.
+      if (ours.has((event.data as { chatId: string }).chatId)) seenBy[who].add(ctx.partition);
       await sleep(5);
       await recordEffect(event, ctx);
     };
