@@ -34,12 +34,14 @@ describe('auth events through the outbox', () => {
       'vivier.auth.user.logged_in.v1',
       'vivier.auth.login.failed.v1',
       'vivier.auth.user.logged_in.v1',
+      'vivier.auth.session.refreshed.v1',
       'vivier.auth.session.revoked.v1',
     ]);
-    const [registeredEvent, , failed, loggedIn, revoked] = events;
+    const [registeredEvent, , failed, loggedIn, refreshed, revoked] = events;
     expect(registeredEvent!.data).toMatchObject({ userId, email, name: 'Ada', role: 'user', method: 'password', actor: { ip: IP, userAgent: UA } });
     expect(failed!.data).toMatchObject({ email, userId, method: 'password', reason: 'invalid_password', actor: { ip: IP, userAgent: UA } });
     expect(loggedIn!.data).toMatchObject({ userId, sessionId: identityOf(login.accessToken).sid, method: 'password', actor: { userId, ip: IP, userAgent: UA } });
+    expect(refreshed!.data).toEqual({ userId, sessionId: identityOf(login.accessToken).sid, rotated: true, actor: { userId, ip: IP, userAgent: UA } });
     expect(revoked!.data).toMatchObject({ reason: 'reuse_detected', familyId: identityOf(login.accessToken).sid, sessionIds: [identityOf(login.accessToken).sid], actor: { ip: IP, userAgent: UA } });
 
     const unknown = await outboxEvents(auth.pg, ghost);
@@ -55,6 +57,72 @@ describe('auth events through the outbox', () => {
       expect(everything).not.toContain(secret);
     }
     expect(everything).not.toMatch(/vrt_|vk_|password"\s*:|argon2/);
+  });
+
+  it('records every refused refresh, registration, password change and MFA change, and a refresh in the grace period — with no secret', async () => {
+    const ip = '203.0.113.88';
+    const at = { ip, userAgent: UA };
+    const byIp = async () => {
+      const { rows } = await auth.pg.query<{ envelope: { type: string; data: Record<string, unknown> } }>(
+        "select envelope from auth.outbox where envelope->'data'->'actor'->>'ip' = $1 order by id",
+        [ip],
+      );
+      return rows.map((r) => r.envelope);
+    };
+    const email = uniqueEmail('refused');
+    const signedIn = (await auth.call('POST', '/api/v1/auth/register', { ...at, body: { email, password: PASSWORD } })).json<SignedIn>();
+    const userId = signedIn.user.id;
+    const before = (await byIp()).length;
+
+    const garbage = 'vrt_not-a-token-at-all';
+    expect((await auth.call('POST', '/api/v1/auth/refresh', { ...at, body: { refreshToken: garbage } })).statusCode).toBe(401);
+    const rotated = (await auth.call('POST', '/api/v1/auth/refresh', { ...at, body: { refreshToken: signedIn.refreshToken } })).json<SignedIn>();
+    // Again at once, within the grace period (a lost response): the same successor, audited as not rotated.
+    const again = await auth.call('POST', '/api/v1/auth/refresh', { ...at, body: { refreshToken: signedIn.refreshToken } });
+    expect(again.json<SignedIn>().refreshToken).toBe(rotated.refreshToken);
+    await auth.call('POST', '/api/v1/auth/logout', { ...at, body: { refreshToken: rotated.refreshToken } });
+    expect((await auth.call('POST', '/api/v1/auth/refresh', { ...at, body: { refreshToken: rotated.refreshToken } })).json()).toMatchObject({ code: 'invalid_token' });
+
+    expect((await auth.call('POST', '/api/v1/auth/register', { ...at, body: { email, password: 'another fine passphrase 9' } })).statusCode).toBe(409);
+    const other = uniqueEmail('weak');
+    expect((await auth.call('POST', '/api/v1/auth/register', { ...at, body: { email: other, password: other } })).json()).toMatchObject({ code: 'weak_password' });
+
+    const second = (await auth.call('POST', '/api/v1/auth/login', { ...at, body: { email, password: PASSWORD } })).json<SignedIn>();
+    const secondIdentity = identityOf(second.accessToken);
+    const wrongCurrent = 'this is not the password';
+    expect((await auth.call('POST', '/api/v1/auth/password', { ...at, identity: secondIdentity, body: { currentPassword: wrongCurrent, newPassword: 'a brand new passphrase 77' } })).statusCode).toBe(400);
+    expect((await auth.call('POST', '/api/v1/auth/mfa/totp/setup', { ...at, identity: secondIdentity })).statusCode).toBe(200);
+    expect((await auth.call('POST', '/api/v1/auth/mfa/totp/enable', { ...at, identity: secondIdentity, body: { code: '000000' } })).json()).toMatchObject({ code: 'invalid_mfa_code' });
+    expect((await auth.call('POST', '/api/v1/auth/mfa/totp/disable', { ...at, identity: secondIdentity, body: { code: '000000' } })).json()).toMatchObject({ code: 'mfa_not_enabled' });
+
+    const events = (await byIp()).slice(before);
+    const summary = events.map((e) =>
+      e.type === 'vivier.auth.operation.failed.v1'
+        ? [e.type, e.data.operation, e.data.reason, e.data.userId ?? e.data.email ?? null]
+        : e.type === 'vivier.auth.session.refreshed.v1'
+          ? [e.type, e.data.rotated]
+          : [e.type],
+    );
+    expect(summary).toEqual([
+      ['vivier.auth.operation.failed.v1', 'refresh', 'invalid_token', null],
+      ['vivier.auth.session.refreshed.v1', true],
+      ['vivier.auth.session.refreshed.v1', false],
+      ['vivier.auth.session.revoked.v1'],
+      ['vivier.auth.operation.failed.v1', 'refresh', 'invalid_token', userId],
+      ['vivier.auth.operation.failed.v1', 'register', 'email_taken', email],
+      ['vivier.auth.operation.failed.v1', 'register', 'weak_password', other],
+      ['vivier.auth.user.logged_in.v1'],
+      ['vivier.auth.operation.failed.v1', 'password_change', 'invalid_password', userId],
+      // Setup changes nothing that is audited; a disable with MFA off is a client mistake, not a refused code.
+      ['vivier.auth.operation.failed.v1', 'mfa_enable', 'invalid_mfa_code', userId],
+    ]);
+    for (const e of events) expect(e.data.actor).toMatchObject({ ip, userAgent: UA });
+    expect(events.find((e) => e.data.operation === 'password_change')!.data.actor).toMatchObject({ userId });
+    const everything = JSON.stringify(events);
+    for (const secret of [PASSWORD, wrongCurrent, garbage, signedIn.refreshToken, signedIn.accessToken, rotated.refreshToken, second.refreshToken, second.accessToken]) {
+      expect(everything).not.toContain(secret);
+    }
+    expect(everything).not.toMatch(/vrt_|password"\s*:|argon2|otpauth/);
   });
 
   it('records API key and MFA changes too, without the key', async () => {

@@ -83,6 +83,7 @@ describe('OIDC sign-in', () => {
     expect(events).toEqual([
       ['vivier.auth.user.registered.v1', 'oidc', 'test'],
       ['vivier.auth.user.logged_in.v1', 'oidc', 'test'],
+      ['vivier.auth.session.refreshed.v1', undefined, undefined],
     ]);
 
     // The same state cannot be used twice.

@@ -13,6 +13,8 @@ import {
   AuthLoginFailedSchema,
   AuthMfaDisabledSchema,
   AuthMfaEnabledSchema,
+  AuthOperationFailedSchema,
+  AuthSessionRefreshedSchema,
   AuthSessionRevokedSchema,
   AuthUserLoggedInSchema,
   AuthUserRegisteredSchema,
@@ -117,6 +119,28 @@ export const EVENTS = {
       method: 'password',
       reason: 'invalid_password',
     },
+  }),
+  authSessionRefreshed: defineEvent({
+    type: 'vivier.auth.session.refreshed.v1',
+    topic: TOPICS.authEvents,
+    schema: AuthSessionRefreshedSchema,
+    description: 'A refresh token was exchanged for a new access token (and its successor) in a session.',
+    key: (d) => d.userId,
+    keyDescription: USER_KEY,
+    subject: (d) => d.userId,
+    example: { actor: ACTOR, userId: ID.user, sessionId: ID.session, rotated: true },
+  }),
+  authOperationFailed: defineEvent({
+    type: 'vivier.auth.operation.failed.v1',
+    topic: TOPICS.authEvents,
+    schema: AuthOperationFailedSchema,
+    description:
+      'An auth operation other than sign-in was refused: a refresh, a registration, a password change, turning MFA on or off. ' +
+      'Carries no password, token or code.',
+    key: (d) => d.userId ?? d.email ?? 'anonymous',
+    keyDescription: "userId of the account, else the email given, else 'anonymous'",
+    subject: (d) => d.userId ?? d.email ?? 'anonymous',
+    example: { actor: { ip: ACTOR.ip, userAgent: ACTOR.userAgent }, operation: 'refresh', reason: 'invalid_token' },
   }),
   authSessionRevoked: defineEvent({
     type: 'vivier.auth.session.revoked.v1',

@@ -4,7 +4,7 @@ import { HttpProblem, ipPartition, problems, type Identity } from '@vivier/servi
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify';
 import type { AuthDatabase } from '../../database';
 import type { SignedInView, UserView } from '../../http.schema';
-import { actorOf, type RequestOrigin } from '../audit/audit.service';
+import { actorOf, auditedFailures, type RequestOrigin } from '../audit/audit.service';
 import type { MfaService } from '../mfa/mfa.service';
 import { checkPasswordPolicy, type PasswordHasher } from '../passwords/passwords.service';
 import type { SessionsService } from '../sessions/sessions.service';
@@ -61,14 +61,25 @@ export class AccountsService {
     return this.options.adminEmails.has(normalizeEmail(email)) ? 'admin' : 'user';
   }
 
+  /** A refused registration (throttled, email taken, password refused) is audited. */
   async register(input: { email: string; password: string; name?: string }, origin: RequestOrigin): Promise<SignedInView> {
+    const email = normalizeEmail(input.email);
+    return auditedFailures(
+      this.options,
+      { operation: 'register', email },
+      { rate_limited: 'throttled', email_taken: 'email_taken', weak_password: 'weak_password', validation_failed: 'weak_password' },
+      origin,
+      () => this.registerAs(email, input, origin),
+    );
+  }
+
+  private async registerAs(email: string, input: { password: string; name?: string }, origin: RequestOrigin): Promise<SignedInView> {
     const { limits, limiter } = this.options;
     const [perIp] = await limiter.take([{ key: `register:ip:${ipPartition(origin.ip)}`, limit: limits.registerPerIp, windowSeconds: limits.registerWindowSeconds }]);
     if (perIp!.exceeded) {
       this.options.log.info({ ip: origin.ip }, 'registration rate limited');
       throw problems.rateLimited(perIp!.resetInMs / 1000);
     }
-    const email = normalizeEmail(input.email);
     checkPasswordPolicy(input.password, email);
     const passwordHash = await this.options.passwords.hash(input.password);
     const name = input.name?.trim() || null;
@@ -176,6 +187,21 @@ export class AccountsService {
   async changePassword(identity: Identity, input: { currentPassword?: string; newPassword: string }, origin: RequestOrigin): Promise<void> {
     const user = await this.accounts.byId(identity.sub);
     if (!user) throw problems.unauthorized();
+    await auditedFailures(
+      this.options,
+      { operation: 'password_change', userId: user.id },
+      { rate_limited: 'throttled', invalid_credentials: 'invalid_password', weak_password: 'weak_password', validation_failed: 'weak_password' },
+      origin,
+      () => this.changePasswordOf(user, identity, input, origin),
+    );
+  }
+
+  private async changePasswordOf(
+    user: NonNullable<Awaited<ReturnType<AccountsRepository['byId']>>>,
+    identity: Identity,
+    input: { currentPassword?: string; newPassword: string },
+    origin: RequestOrigin,
+  ): Promise<void> {
     const { limits, limiter, passwords } = this.options;
     if (user.passwordHash) {
       const accountKey = hashedKey('login:account', user.email);

@@ -1,5 +1,8 @@
 import type { FastifyRequest } from 'fastify';
-import type { Actor } from '@vivier/contracts';
+import { createEvent, EVENTS, type Actor, type AuthOperationFailedData } from '@vivier/contracts';
+import type { Publish } from '@vivier/messaging';
+import { HttpProblem } from '@vivier/service-kit';
+import type { AuthDatabase } from '../../database';
 
 /** Where a request came from, as the gateway vouched for it; what audit events record. */
 export interface RequestOrigin {
@@ -18,4 +21,40 @@ export function actorOf(origin: RequestOrigin | undefined, userId?: string): Act
   if (origin?.ip) actor.ip = origin.ip.slice(0, 64);
   if (origin?.userAgent) actor.userAgent = origin.userAgent.slice(0, 512);
   return actor;
+}
+
+/**
+ * A refused auth operation (refresh, registration, password change, MFA on/off) as an
+ * `operation.failed` event, in a short transaction of its own: the operation itself changed
+ * nothing. Sign-in failures have `login.failed` (AccountsService.loginFailed).
+ */
+export async function recordFailure(
+  deps: { db: AuthDatabase; publish: Publish },
+  data: Omit<AuthOperationFailedData, 'actor'>,
+  origin: RequestOrigin | undefined,
+): Promise<void> {
+  const event = createEvent(EVENTS.authOperationFailed, { actor: actorOf(origin, data.userId), ...data });
+  await deps.db.transaction((tx) => deps.publish(tx, event));
+}
+
+/**
+ * Runs `operation`; when it is refused for one of `reasons` (HttpProblem code → audited reason),
+ * records the failure before the refusal goes on to the caller.
+ */
+export async function auditedFailures<T>(
+  deps: { db: AuthDatabase; publish: Publish },
+  what: { operation: AuthOperationFailedData['operation']; userId?: string; email?: string },
+  reasons: Partial<Record<string, AuthOperationFailedData['reason']>>,
+  origin: RequestOrigin | undefined,
+  operation: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await operation();
+  } catch (error) {
+    const reason = error instanceof HttpProblem ? reasons[error.code] : undefined;
+    if (reason) {
+      await recordFailure(deps, { operation: what.operation, reason, ...(what.userId ? { userId: what.userId } : {}), ...(what.email ? { email: what.email } : {}) }, origin);
+    }
+    throw error;
+  }
 }

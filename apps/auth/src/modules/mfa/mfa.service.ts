@@ -5,7 +5,7 @@ import type { AuthDatabase } from '../../database';
 import type { SecretBox } from '../../security/secret-box';
 import { sha256Hex } from '../../security/opaque-token';
 import { accountsRepository } from '../accounts/accounts.repository';
-import { actorOf, type RequestOrigin } from '../audit/audit.service';
+import { actorOf, auditedFailures, type RequestOrigin } from '../audit/audit.service';
 import type { SessionsService } from '../sessions/sessions.service';
 import { hashedKey, type AttemptLimiter } from '../throttling/throttling.service';
 import { mfaRepository, type MfaRepository, type TotpFactorRow } from './mfa.repository';
@@ -62,9 +62,16 @@ export class MfaService {
    * limit it is refused with 429 before the code is looked at; a right code clears the counter, a
    * failure for any other reason hands the attempt back.
    */
-  private async counted<T>(identity: Identity, check: () => Promise<T>): Promise<T> {
+  private async counted<T>(identity: Identity, operation: 'mfa_enable' | 'mfa_disable', origin: RequestOrigin, check: () => Promise<T>): Promise<T> {
     const user = await this.accounts.byId(identity.sub);
     if (!user) throw problems.unauthorized();
+    // A wrong code and a throttled attempt are audited (QUALITY-BAR 10); setup mistakes are not security events.
+    return auditedFailures(this.options, { operation, userId: user.id }, { rate_limited: 'throttled', invalid_mfa_code: 'invalid_mfa_code' }, origin, () =>
+      this.countedFor(user, check),
+    );
+  }
+
+  private async countedFor<T>(user: { email: string }, check: () => Promise<T>): Promise<T> {
     const key = hashedKey('login:account', user.email);
     const { limiter, codeAttempts } = this.options;
     const [counter] = await limiter.take([{ key, limit: codeAttempts.limit, windowSeconds: codeAttempts.windowSeconds }]);
@@ -80,7 +87,7 @@ export class MfaService {
   }
 
   async enable(identity: Identity, code: string, origin: RequestOrigin): Promise<{ recoveryCodes: string[] }> {
-    return this.counted(identity, () => this.enableWith(identity, code, origin));
+    return this.counted(identity, 'mfa_enable', origin, () => this.enableWith(identity, code, origin));
   }
 
   private async enableWith(identity: Identity, code: string, origin: RequestOrigin): Promise<{ recoveryCodes: string[] }> {
@@ -102,7 +109,7 @@ export class MfaService {
   }
 
   async disable(identity: Identity, code: string, origin: RequestOrigin): Promise<void> {
-    return this.counted(identity, () => this.disableWith(identity, code, origin));
+    return this.counted(identity, 'mfa_disable', origin, () => this.disableWith(identity, code, origin));
   }
 
   private async disableWith(identity: Identity, code: string, origin: RequestOrigin): Promise<void> {

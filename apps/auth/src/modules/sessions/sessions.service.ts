@@ -5,7 +5,7 @@ import { HttpProblem, problems, type Identity } from '@vivier/service-kit';
 import type { AuthDatabase } from '../../database';
 import { decodeCursor, pageOf, type TokenPairView } from '../../http.schema';
 import { REFRESH_TOKEN_PATTERN, REFRESH_TOKEN_PREFIX, newOpaqueToken, sha256Hex, successorToken } from '../../security/opaque-token';
-import { actorOf, type RequestOrigin } from '../audit/audit.service';
+import { actorOf, recordFailure, type RequestOrigin } from '../audit/audit.service';
 import type { RevocationNotifier } from '../revocation/revocation.service';
 import type { AccessTokenIssuer } from '../tokens/tokens.service';
 import { sessionsRepository, type RevocationReason, type SessionRow, type SessionsRepository } from './sessions.repository';
@@ -88,22 +88,35 @@ export class SessionsService {
     return { accessToken: access.accessToken, refreshToken, expiresIn: access.expiresIn };
   }
 
+  /**
+   * Every outcome is audited: `session.refreshed` in the rotating transaction, `session.revoked`
+   * (reuse_detected) in the revoking one, `operation.failed` for the rest.
+   */
   async refresh(refreshToken: string, origin: RequestOrigin): Promise<TokenPairView> {
-    if (!REFRESH_TOKEN_PATTERN.test(refreshToken)) throw invalidToken();
+    const failed = (reason: 'invalid_token' | 'session_expired' | 'account_disabled', userId?: string) =>
+      recordFailure(this.options, { operation: 'refresh', reason, ...(userId ? { userId } : {}) }, origin);
+    if (!REFRESH_TOKEN_PATTERN.test(refreshToken)) {
+      await failed('invalid_token');
+      throw invalidToken();
+    }
     const successor = successorToken(this.options.successorKey, refreshToken);
+    const refreshed = (tx: Executor, session: SessionRow, rotated: boolean) =>
+      this.options.publish(tx, createEvent(EVENTS.authSessionRefreshed, { actor: actorOf(origin, session.userId), userId: session.userId, sessionId: session.id, rotated }));
     const outcome = await this.options.db.transaction(async (tx) => {
       const found = await this.sessions.lockByTokenHash(sha256Hex(refreshToken), tx);
       // Read the clock once the row is ours: a concurrent rotation has committed by now.
       const now = new Date();
-      if (!found || found.session.revokedAt) return { kind: 'invalid' as const };
+      if (!found) return { kind: 'invalid' as const };
       const { token, session, user } = found;
-      if (session.expiresAt <= now) return { kind: 'expired' as const };
-      if (user.disabledAt) return { kind: 'disabled' as const };
+      if (session.revokedAt) return { kind: 'invalid' as const, userId: session.userId };
+      if (session.expiresAt <= now) return { kind: 'expired' as const, userId: session.userId };
+      if (user.disabledAt) return { kind: 'disabled' as const, userId: session.userId };
       if (token.rotatedAt) {
         if (now.getTime() - token.rotatedAt.getTime() <= this.options.reuseGraceMs) {
           const next = token.successorId ? await this.sessions.tokenById(token.successorId, tx) : undefined;
-          if (!next || next.tokenHash !== sha256Hex(successor)) return { kind: 'invalid' as const };
+          if (!next || next.tokenHash !== sha256Hex(successor)) return { kind: 'invalid' as const, userId: session.userId };
           await this.sessions.touch(session.id, now, origin, tx);
+          await refreshed(tx, session, false);
           return { kind: 'rotated' as const, user, session };
         }
         await this.sessions.revoke(session.id, 'reuse_detected', now, tx);
@@ -122,15 +135,19 @@ export class SessionsService {
       const successorId = await this.sessions.insertRefreshToken({ sessionId: session.id, tokenHash: sha256Hex(successor) }, tx);
       await this.sessions.markRotated(token.id, successorId, now, tx);
       await this.sessions.touch(session.id, now, origin, tx);
+      await refreshed(tx, session, true);
       return { kind: 'rotated' as const, user, session };
     });
 
     switch (outcome.kind) {
       case 'invalid':
+        await failed('invalid_token', outcome.userId);
         throw invalidToken();
       case 'expired':
+        await failed('session_expired', outcome.userId);
         throw invalidToken('The session has reached its maximum lifetime; sign in again.');
       case 'disabled':
+        await failed('account_disabled', outcome.userId);
         throw new HttpProblem(403, 'account_disabled', 'This account is disabled.');
       case 'reused':
         await this.options.revocations.sessionsRevoked(outcome.session.userId, [outcome.session.id], outcome.now);

@@ -87,6 +87,49 @@ export const AuthLoginFailedSchema = Type.Object(
 );
 export type AuthLoginFailedData = Static<typeof AuthLoginFailedSchema>;
 
+export const AuthSessionRefreshedSchema = Type.Object(
+  {
+    actor: Actor,
+    userId: Uuid(),
+    sessionId: Uuid('the session whose refresh token was used'),
+    rotated: Type.Boolean({
+      description:
+        'true: the token was rotated to a new one; false: a token rotated moments ago was presented again within the reuse grace period and got the same successor',
+    }),
+  },
+  { additionalProperties: false },
+);
+export type AuthSessionRefreshedData = Static<typeof AuthSessionRefreshedSchema>;
+
+/** Auth operations other than sign-in (which has `login.failed`) whose refusals are audited. */
+export const AUTH_OPERATIONS = ['refresh', 'register', 'password_change', 'mfa_enable', 'mfa_disable'] as const;
+
+export const OPERATION_FAILURE_REASONS = [
+  'invalid_token',
+  'session_expired',
+  'account_disabled',
+  'email_taken',
+  'weak_password',
+  'invalid_password',
+  'invalid_mfa_code',
+  'throttled',
+] as const;
+
+export const AuthOperationFailedSchema = Type.Object(
+  {
+    actor: Actor,
+    operation: StringEnum(AUTH_OPERATIONS),
+    reason: StringEnum(OPERATION_FAILURE_REASONS, {
+      description:
+        'why it was refused: invalid_token (unknown, malformed or revoked refresh token), session_expired, account_disabled, email_taken, weak_password (a password the policy refuses), invalid_password (the current password, on a change), invalid_mfa_code, throttled',
+    }),
+    userId: Type.Optional(Uuid('the account concerned, when it is known')),
+    email: Type.Optional(Email({ description: 'the email given, on a refused registration' })),
+  },
+  { additionalProperties: false },
+);
+export type AuthOperationFailedData = Static<typeof AuthOperationFailedSchema>;
+
 export const SESSION_REVOCATION_REASONS = [
   'logout',
   'logout_all',
