@@ -117,7 +117,7 @@ describe('a maintenance job', () => {
     }
   });
 
-  it('leaves a running claim alone when an instance starts with the same job; a new interval applies at once', async () => {
+  it('leaves a running claim alone when an instance starts with the same job or a new interval; a new interval applies from the end of the run', async () => {
     const worker = await startWorker({}, { consumers: false, maintenance: false });
     const pool = workerPool(worker.config);
     const db = createDatabase(pool, workerTables);
@@ -136,11 +136,22 @@ describe('a maintenance job', () => {
       await schedules.register(job);
       expect(await nextRun()).toBe(lease);
       expect(await schedules.runIfDue(job, 'second')).toBeUndefined();
+      // A deploy with a shorter interval while the run is under way: the claim is not cut short.
+      await schedules.register({ ...job, intervalMs: 400 });
+      expect(await nextRun()).toBe(lease);
+      expect(await schedules.runIfDue({ ...job, intervalMs: 400 }, 'second')).toBeUndefined();
       release();
       expect(await running).toEqual({ done: 1 });
-      // A deploy with a shorter interval: the next run is no later than one new interval away.
-      await schedules.register({ ...job, intervalMs: 500 });
-      expect(await nextRun()).toBeLessThanOrEqual(Date.now() + 500);
+      // The run's end is recorded, and schedules the next one with the new interval.
+      const { rows } = await pool.query<{ runs: number; by: string; claimed: string | null }>(
+        'select runs, last_run_by as by, claimed_until::text as claimed from worker.schedules where name = $1',
+        [name],
+      );
+      expect(rows[0]).toEqual({ runs: 1, by: 'first', claimed: null });
+      expect(await nextRun()).toBeLessThanOrEqual(Date.now() + 400);
+      // A deploy with a shorter interval between runs: the next run is no later than one new interval away.
+      await schedules.register({ ...job, intervalMs: 200 });
+      expect(await nextRun()).toBeLessThanOrEqual(Date.now() + 200);
     } finally {
       await pool.query('delete from worker.schedule_runs where name = $1', [name]);
       await pool.query('delete from worker.schedules where name = $1', [name]);

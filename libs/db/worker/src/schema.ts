@@ -82,6 +82,8 @@ export const schedules = workerSchema.table('schedules', {
   name: text('name').primaryKey(),
   intervalMs: integer('interval_ms').notNull(),
   nextRunAt: timestamp('next_run_at', { withTimezone: true }).notNull(),
+  /** The lease of the run under way (null when none): a new interval never shortens it. */
+  claimedUntil: timestamp('claimed_until', { withTimezone: true }),
   lastRunAt: timestamp('last_run_at', { withTimezone: true }),
   lastRunBy: text('last_run_by'),
   lastResult: jsonb('last_result').$type<Record<string, unknown>>(),

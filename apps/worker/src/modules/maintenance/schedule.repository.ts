@@ -29,16 +29,17 @@ const MIN_LEASE_MS = 5 * 60_000;
 export function scheduleRepository(db: WorkerDatabase) {
   return {
     /**
-     * Adds the job, due at once. An instance starting with the job as it is changes nothing: its
-     * `next_run_at` may be a running claim's lease, and moving it would let another instance run
-     * the job alongside. A new interval takes effect now (the next run no later than one new
-     * interval away).
+     * Adds the job, due at once. An instance starting with the job as it is changes nothing. A new
+     * interval takes effect now (the next run no later than one new interval away), except while a
+     * run is under way: its `next_run_at` is its lease (`claimed_until`), and moving it would let
+     * another instance run the job alongside; that run's end schedules the next with the new one.
      */
     async register(job: MaintenanceJob): Promise<void> {
       await db.execute(sql`
         insert into worker.schedules (name, interval_ms, next_run_at) values (${job.name}, ${job.intervalMs}, now())
         on conflict (name) do update set interval_ms = excluded.interval_ms,
-          next_run_at = least(worker.schedules.next_run_at, now() + excluded.interval_ms * interval '1 millisecond')
+          next_run_at = case when worker.schedules.claimed_until > now() then worker.schedules.next_run_at
+            else least(worker.schedules.next_run_at, now() + excluded.interval_ms * interval '1 millisecond') end
         where worker.schedules.interval_ms <> excluded.interval_ms`);
     },
 
@@ -50,9 +51,10 @@ export function scheduleRepository(db: WorkerDatabase) {
     async runIfDue(job: MaintenanceJob, instance: string): Promise<Record<string, unknown> | undefined> {
       const lease = Math.max(job.intervalMs, MIN_LEASE_MS);
       const claimed = await db.execute<{ started_at: string; lease: string }>(sql`
-        update worker.schedules set next_run_at = clock_timestamp() + ${lease} * interval '1 millisecond'
+        update worker.schedules set next_run_at = clock_timestamp() + ${lease} * interval '1 millisecond',
+          claimed_until = clock_timestamp() + ${lease} * interval '1 millisecond'
         where name = ${job.name} and next_run_at <= clock_timestamp()
-        returning clock_timestamp()::text as started_at, next_run_at::text as lease`);
+        returning clock_timestamp()::text as started_at, claimed_until::text as lease`);
       const row = claimed.rows[0];
       if (!row) return undefined;
       let result: Record<string, unknown>;
@@ -60,17 +62,17 @@ export function scheduleRepository(db: WorkerDatabase) {
         result = await job.run(db);
       } catch (error) {
         await db.execute(sql`
-          update worker.schedules set next_run_at = clock_timestamp() + (interval_ms * interval '1 millisecond')
-          where name = ${job.name} and next_run_at = ${row.lease}::timestamptz`);
+          update worker.schedules set next_run_at = clock_timestamp() + (interval_ms * interval '1 millisecond'), claimed_until = null
+          where name = ${job.name} and claimed_until = ${row.lease}::timestamptz`);
         throw error;
       }
       await db.transaction(async (tx) => {
         await tx.execute(sql`
           update worker.schedules
-          set next_run_at = clock_timestamp() + (interval_ms * interval '1 millisecond'),
+          set next_run_at = clock_timestamp() + (interval_ms * interval '1 millisecond'), claimed_until = null,
               last_run_at = ${row.started_at}::timestamptz, last_run_by = ${instance},
               last_result = ${JSON.stringify(result)}::jsonb, runs = runs + 1
-          where name = ${job.name} and next_run_at = ${row.lease}::timestamptz`);
+          where name = ${job.name} and claimed_until = ${row.lease}::timestamptz`);
         await tx.execute(sql`
           insert into worker.schedule_runs (name, instance, started_at, result)
           values (${job.name}, ${instance}, ${row.started_at}::timestamptz, ${JSON.stringify(result)}::jsonb)`);

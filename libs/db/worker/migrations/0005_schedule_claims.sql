@@ -1,0 +1,1 @@
+ALTER TABLE "worker"."schedules" ADD COLUMN "claimed_until" timestamp with time zone;
