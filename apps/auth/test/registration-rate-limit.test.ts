@@ -15,9 +15,15 @@ describe('registration rate limit', () => {
     const register = (from: string, email = uniqueEmail()) => auth.call('POST', '/api/v1/auth/register', { ip: from, body: { email, password: PASSWORD } });
     for (let i = 0; i < 3; i += 1) expect((await register(ip)).statusCode).toBe(201);
     // A taken email counts too: the limit is what makes probing for accounts with 409 slow.
-    const limited = await register(ip);
+    const refused = uniqueEmail('refused');
+    const limited = await register(ip, refused);
     expect(limited.statusCode).toBe(429);
     expect(limited.json()).toMatchObject({ code: 'rate_limited' });
+    // The refusal is an audit event (QUALITY-BAR 10), keyed by the email that was tried.
+    const { rows } = await auth.pg.query<{ envelope: { type: string; data: Record<string, unknown> } }>('select envelope from auth.outbox where key = $1', [refused]);
+    expect(rows.map((r) => [r.envelope.type, r.envelope.data.operation, r.envelope.data.reason, r.envelope.data.actor])).toEqual([
+      ['vivier.auth.operation.failed.v1', 'register', 'throttled', { ip, userAgent: 'vitest/auth' }],
+    ]);
     const retryAfter = Number(limited.headers['retry-after']);
     expect(retryAfter).toBeGreaterThan(500);
     expect(retryAfter).toBeLessThanOrEqual(600);
