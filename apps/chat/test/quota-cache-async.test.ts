@@ -3,7 +3,7 @@ import { Kafka, logLevel, type Producer } from 'kafkajs';
 import type pg from 'pg';
 import { startProviderSim, type ProviderSim } from '@vivier/provider-sim';
 import { createEvent, EVENTS, toKafkaRecord, type AnyEvent } from '@vivier/contracts';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { apiChatId } from '../src/modules/openai/openai.service';
 import { chatPool, createChat, eventually, parseSse, startChat, streamSse, testUser, writeProvidersFile, type TestChat } from './helpers';
 
@@ -446,22 +446,45 @@ describe('quotas, cache and async replies', () => {
     });
   }, 90_000);
 
-  it('cancels a queued reply; a late worker result is ignored', async () => {
+  it('cancels a queued reply and tells the worker; a late worker result leaves it cancelled, and its usage is counted once', async () => {
     const user = testUser();
+    await setQuota(user.id, 100_000);
     const chatId = await createChat(chat.app, user);
-    // Cancelled before any worker could see the job (see withOutboxHeld).
-    const { turn, cancel } = await withOutboxHeld(async () => {
-      const turn = (await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content: 'Later', async: true } })).json();
-      const cancel = await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages/${turn.assistantMessage.id}/cancel`, headers: user.headers });
-      return { turn, cancel };
-    });
-    expect(cancel.statusCode).toBe(202);
-    expect(cancel.json()).toMatchObject({ status: 'cancelled' });
-    const event = workerFinished(turn, chatId, user.id, 'Too late.', { promptTokens: 1, completionTokens: 2 });
-    await produce(event);
-    await handled(event.id);
-    const stored = (await chat.app.inject({ method: 'GET', url: `/api/v1/chats/${chatId}/messages/${turn.assistantMessage.id}`, headers: user.headers })).json();
-    expect(stored).toMatchObject({ status: 'cancelled', content: '' });
+    const prefix = chat.app.redis.options.keyPrefix ?? '';
+    const subscriber = chat.app.redis.duplicate({ keyPrefix: '', enableOfflineQueue: true });
+    const told: string[] = [];
+    subscriber.on('message', (_channel: string, id: string) => told.push(id));
+    await subscriber.subscribe(`${prefix}chat:cancel`);
+    try {
+      // Cancelled before any worker could see the job (see withOutboxHeld).
+      const { turn, cancel } = await withOutboxHeld(async () => {
+        const turn = (await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content: 'Later', async: true } })).json();
+        const cancel = await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages/${turn.assistantMessage.id}/cancel`, headers: user.headers });
+        return { turn, cancel };
+      });
+      expect(cancel.statusCode).toBe(202);
+      expect(cancel.json()).toMatchObject({ status: 'cancelled' });
+      expect((await usage(user.id))!).toEqual({ reserved: 0, used: 0 });
+      // The worker is told at once, and a job that comes up later finds the flag (it lasts a day).
+      await vi.waitFor(() => expect(told).toContain(turn.assistantMessage.id), { timeout: 5_000 });
+      expect(await chat.app.redis.pttl(`chat:reply:${turn.assistantMessage.id}:cancel`)).toBeGreaterThan(23 * 3_600_000);
+
+      // The worker had started it: it stopped, and reports the partial reply with what it used.
+      const event = workerFinished(turn, chatId, user.id, 'Too late.', { promptTokens: 1, completionTokens: 2 });
+      const copy = workerFinished(turn, chatId, user.id, 'Too late.', { promptTokens: 1, completionTokens: 2 });
+      await produce(event);
+      await produce(event); // redelivered
+      await produce(copy); // a copy with another event id
+      await handled(event.id);
+      await handled(copy.id);
+      const stored = (await chat.app.inject({ method: 'GET', url: `/api/v1/chats/${chatId}/messages/${turn.assistantMessage.id}`, headers: user.headers })).json();
+      expect(stored).toMatchObject({ status: 'cancelled', content: '' });
+      expect((await usage(user.id))!).toEqual({ reserved: 0, used: 3 });
+      const { rows } = await pool.query('select prompt_tokens, completion_tokens from chat.messages where id = $1', [turn.assistantMessage.id]);
+      expect(rows).toEqual([{ prompt_tokens: 1, completion_tokens: 2 }]);
+    } finally {
+      subscriber.disconnect();
+    }
   }, 90_000);
 
   it('counts the usage of a queued reply whose chat was deleted before the worker reported it, and releases its reservation', async () => {

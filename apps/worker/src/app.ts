@@ -16,6 +16,7 @@ import { messagingPlugin, type ConsumerSpec, type Publish } from '@vivier/messag
 import { createProviderRouter, providerMetricsHooks } from '@vivier/providers';
 import { workerTables, WORKER_SCHEMA } from '@vivier/db-worker';
 import { providersOf, type WorkerConfig } from './config';
+import { CancelWatch } from './modules/completions/cancel-watch';
 import { completionHandlers } from './modules/completions/completion.consumer';
 import { titleHandlers } from './modules/titles/title.consumer';
 import { WorkerProviderSettings } from './modules/providers/provider-settings';
@@ -49,11 +50,14 @@ export async function buildWorkerApp(config: WorkerConfig, options: BuildWorkerA
   await app.register(objectStoragePlugin, { client: createS3(config), bucket: config.S3_BUCKET });
 
   const providerSettings = new WorkerProviderSettings({ db, redis: app.redis, router, base: providers, config, log: app.log });
+  const cancels = new CancelWatch({ redis: app.redis, keyPrefix: config.REDIS_KEY_PREFIX, log: app.log });
   app.addHook('onReady', async () => {
     await providerSettings.start();
+    cancels.start();
   });
   app.addHook('preClose', async () => {
     providerSettings.stop();
+    cancels.stop();
   });
 
   // Handlers call providers and S3, so never applyInRuns: a failed run would call them again.
@@ -66,7 +70,7 @@ export async function buildWorkerApp(config: WorkerConfig, options: BuildWorkerA
       topics: [...SUBSCRIPTIONS.worker],
       handlers: {
         ...providerSettings.handlers,
-        ...completionHandlers({ ...common, db, leaseMs: config.COMPLETION_LEASE_MS }),
+        ...completionHandlers({ ...common, db, leaseMs: config.COMPLETION_LEASE_MS, cancels }),
         ...titleHandlers({ ...common, titleModel: config.TITLE_MODEL }),
         ...exportHandlers({
           db,

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, type Server, type ServerResponse } from 'node:http';
@@ -214,6 +215,57 @@ describe('worker consumers', () => {
       expect(sim.stats().byModel[model]).toBe(1);
       const { rows } = await pool.query('select state, attempts from worker.jobs where assistant_message_id = $1', [data.assistantMessageId]);
       expect(rows).toEqual([{ state: 'finished', attempts: 2 }]);
+    });
+
+    /** What chat does to cancel a queued reply (ReplyStreams.publishCancel): a flag, and a message to whoever produces it. */
+    async function cancelAsChat(assistantMessageId: string): Promise<void> {
+      const redis = new Redis(worker.config.REDIS_URL, { keyPrefix: worker.config.REDIS_KEY_PREFIX });
+      try {
+        await redis.multi().set(`chat:reply:${assistantMessageId}:cancel`, '1', 'PX', 60_000).publish(`${worker.config.REDIS_KEY_PREFIX}chat:cancel`, assistantMessageId).exec();
+      } finally {
+        redis.disconnect();
+      }
+    }
+
+    it('aborts the provider call within a second of a cancel, and reports what was generated as cancelled', async () => {
+      const model = `cancel-${randomUUID().slice(0, 8)}`;
+      // 400 tokens at 40 a second: ten seconds of reply, unless it is stopped.
+      sim.setFaults({ tokensPerSecond: 40, replyTokens: 400 }, model);
+      const data = completionRequest(`openai/${model}`);
+      await kafka.produce(createEvent(EVENTS.jobsCompletionRequested, data));
+      await eventually(() => (sim.stats().byModel[model] ?? 0) > 0, 30_000);
+      await sleep(500);
+      const cancelledAt = Date.now();
+      await cancelAsChat(data.assistantMessageId);
+      const abort = await eventually(() => sim.stats().aborts.find((a) => a.model === model), 5_000);
+      expect(abort.abortedAt - cancelledAt).toBeLessThan(1000);
+      const [finished] = await eventually(async () => {
+        const rows = await finishedOf(data.assistantMessageId);
+        return rows.length > 0 && rows;
+      });
+      expect(finished).toMatchObject({ status: 'cancelled', provider: 'openai', model: `openai/${model}` });
+      expect(finished!.error).toBeUndefined();
+      // Part of the reply, and its usage: the prompt, and the tokens streamed before the abort.
+      expect(finished!.content.length).toBeGreaterThan(0);
+      expect(finished!.usage.promptTokens).toBeGreaterThan(10);
+      expect(finished!.usage.completionTokens).toBeGreaterThan(0);
+      expect(finished!.usage.completionTokens).toBeLessThan(400);
+      expect(sim.stats().byModel[model]).toBe(1);
+      const { rows } = await pool.query('select state, attempts from worker.jobs where assistant_message_id = $1', [data.assistantMessageId]);
+      expect(rows).toEqual([{ state: 'finished', attempts: 1 }]);
+    });
+
+    it('calls no provider for a reply cancelled before its job came up', async () => {
+      const model = `cancelled-early-${randomUUID().slice(0, 8)}`;
+      const data = completionRequest(`openai/${model}`);
+      await cancelAsChat(data.assistantMessageId);
+      await kafka.produce(createEvent(EVENTS.jobsCompletionRequested, data));
+      const [finished] = await eventually(async () => {
+        const rows = await finishedOf(data.assistantMessageId);
+        return rows.length > 0 && rows;
+      });
+      expect(finished).toMatchObject({ status: 'cancelled', content: '', usage: { promptTokens: 0, completionTokens: 0 } });
+      expect(sim.stats().byModel[model]).toBeUndefined();
     });
 
     it('fails at once, without retries, when no retry can help (unknown model)', async () => {

@@ -109,4 +109,37 @@ describe('providers set through the admin API', () => {
     expect(refused.json()).toMatchObject({ code: 'unknown_model' });
     expect(platform.sim.requests().some((r) => JSON.stringify(r.body).includes('too late'))).toBe(false);
   }, 180_000);
+
+  it('stops a queued reply the worker is producing within a second of its cancel, and counts what it generated', async () => {
+    const user = await register(`cancel-${randomUUID().slice(0, 8)}@example.com`);
+    const model = `slow-${randomUUID().slice(0, 8)}`;
+    // 400 tokens at 40 a second: ten seconds of reply, unless it is stopped.
+    platform.sim.setFaults({ tokensPerSecond: 40, replyTokens: 400 }, model);
+    const chat = await call('POST', '/api/v1/chats', user, { model: `openai/${model}` });
+    expect(chat.status, chat.text).toBe(201);
+    const chatId = chat.json().id as string;
+    const queued = await call('POST', `/api/v1/chats/${chatId}/messages`, user, { content: 'Tell me a long story.', async: true });
+    expect(queued.status, queued.text).toBe(202);
+    const assistantId = queued.json().assistantMessage.id as string;
+    // The worker is producing it (chat answers nothing of it until the worker's result).
+    await expect.poll(() => platform.sim.requests().some((r) => r.model === model), { timeout: 60_000, interval: 100 }).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const cancelledAt = Date.now();
+    const cancel = await call('POST', `/api/v1/chats/${chatId}/messages/${assistantId}/cancel`, user, {});
+    expect(cancel.status, cancel.text).toBe(202);
+    expect(cancel.json()).toMatchObject({ status: 'cancelled' });
+    await expect.poll(() => platform.sim.stats().aborts.some((a) => a.model === model), { timeout: 5_000, interval: 50 }).toBe(true);
+    const abort = platform.sim.stats().aborts.find((a) => a.model === model)!;
+    expect(abort.abortedAt - cancelledAt).toBeLessThan(1000);
+    // The worker's result: the reply stays cancelled, and the tokens it used are on it (and in the month's use).
+    await expect
+      .poll(async () => (await call('GET', `/api/v1/chats/${chatId}/messages/${assistantId}`, user)).json().usage, { timeout: 30_000, interval: 250 })
+      .not.toBeNull();
+    const stored = (await call('GET', `/api/v1/chats/${chatId}/messages/${assistantId}`, user)).json();
+    expect(stored).toMatchObject({ status: 'cancelled', content: '' });
+    expect(stored.usage.promptTokens).toBeGreaterThan(0);
+    expect(stored.usage.completionTokens).toBeGreaterThan(0);
+    expect(stored.usage.completionTokens).toBeLessThan(400);
+    expect(platform.sim.requests().filter((r) => r.model === model)).toHaveLength(1);
+  }, 120_000);
 });

@@ -5,14 +5,15 @@ import { countTokens } from '@vivier/providers';
 import { messagesRepository, type ReplyOutcome } from '../messages/messages.repository';
 import { executorRunner } from '../messages/turns.repository';
 import { timeOfId } from '../../ids';
-import { journalEnd, settleDeletedReply, storeReplyEnd } from '../replies/reply-store';
+import { journalEnd, settleCancelledQueuedReply, settleDeletedReply, storeReplyEnd } from '../replies/reply-store';
 import type { ReplyStreams } from '../replies/reply-streams.service';
 
 /**
  * `worker.events` `completion.finished`: the worker produced a reply queued with `async: true`.
  * Stored in the consumer's transaction (with the event id, so a redelivery changes nothing):
  * the message, the quota settlement and `chat.message.completed` — the one event analytics count.
- * A reply that was cancelled meanwhile stays cancelled. Once committed, the result is also journaled
+ * A reply that was cancelled meanwhile stays cancelled, and the tokens the worker used are added
+ * to the month's use. Once committed, the result is also journaled
  * to Redis, so a client following the reply sees it end.
  */
 export function completionHandlers(deps: { streams: ReplyStreams; log: FastifyBaseLogger }): EventHandlers {
@@ -45,6 +46,13 @@ export function completionHandlers(deps: { streams: ReplyStreams; log: FastifyBa
           { id: data.assistantMessageId, chatId: data.chatId, userId: data.userId, replyTo: data.userMessageId, createdAt, quotaReserved: 0, role: 'assistant', attachments: [], params: null },
           await outcomeOf(),
         );
+        return;
+      }
+      if (row && row.status === 'cancelled' && row.chatId === data.chatId) {
+        // Cancelled while queued: it stays cancelled, and what the worker's provider call
+        // generated before it stopped is counted (else cancelling would make it free).
+        const counted = await settleCancelledQueuedReply(executorRunner(tx), row, data.usage);
+        deps.log.info({ messageId: data.assistantMessageId, counted, usage: data.usage }, 'worker result for a cancelled reply: usage counted, text ignored');
         return;
       }
       if (!row || row.status !== 'queued' || row.chatId !== data.chatId) {

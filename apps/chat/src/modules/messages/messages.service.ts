@@ -33,6 +33,9 @@ export interface SendInput extends ReplyOptions {
   attachments?: string[];
 }
 
+/** How long the worker can learn of a queued reply's cancel before its job comes up (a day of backlog). */
+const QUEUED_CANCEL_FLAG_MS = 24 * 3_600_000;
+
 /** A reply that was accepted: its stored messages and, unless it was queued, the run producing it. */
 export interface StartedReply {
   userMessage: MessageRow;
@@ -274,8 +277,22 @@ export class MessagesService {
     return row;
   }
 
+  /**
+   * A queued reply ends `cancelled` at once, and the worker is told to stop: it aborts the provider
+   * call if it is making it, or skips the job when it comes to it. What the provider generated
+   * before the abort is added to the month's use when the worker's result arrives.
+   */
   private async cancelQueued(row: MessageRow): Promise<MessageRow | undefined> {
     const now = new Date();
-    return this.deps.sweeper.finalizeQueued(row, now);
+    const stored = await this.deps.sweeper.finalizeQueued(row, now);
+    if (stored) {
+      try {
+        await this.deps.streams.publishCancel(row.id, QUEUED_CANCEL_FLAG_MS);
+      } catch (error) {
+        // The worker then produces the reply; its result is ignored, and its usage counted.
+        this.deps.log.warn({ err: error, messageId: row.id }, 'cannot tell the worker about a cancel through Redis');
+      }
+    }
+    return stored;
   }
 }

@@ -73,6 +73,32 @@ export async function settleDeletedReply(
   ]);
 }
 
+/**
+ * The usage of a queued reply that was cancelled while the worker produced it: the cancel stored
+ * it `cancelled` with no tokens and released its reservation (its `chat.message.completed` has
+ * gone, with no usage). What the provider generated before the worker aborted is recorded on the
+ * message and added to the month's use, once (only while the message has no token counts yet).
+ * No second `chat.message.completed`: analytics count one per reply, so they miss these tokens.
+ */
+export async function settleCancelledQueuedReply(
+  runner: SqlRunner,
+  row: Pick<MessageRow, 'id' | 'userId' | 'createdAt'>,
+  usage: { promptTokens: number; completionTokens: number },
+): Promise<boolean> {
+  const used = usage.promptTokens + usage.completionTokens;
+  if (used === 0) return false;
+  const updated = await runner.rows<{ id: string }>(
+    'chat-cancelled-queued-usage-v1',
+    `update chat.messages set prompt_tokens = $3, completion_tokens = $4
+     where id = $1::uuid and created_at = $2::timestamptz and status = 'cancelled' and prompt_tokens is null and completion_tokens is null
+     returning id`,
+    [row.id, row.createdAt.toISOString(), usage.promptTokens, usage.completionTokens],
+  );
+  if (updated.length === 0) return false;
+  await turnsRepository(runner).settleAndPublish([{ userId: row.userId, month: quotaMonth(row.createdAt), reserved: 0, used, events: [] }]);
+  return true;
+}
+
 /** Journals the events of a reply stored without streaming (after its `message` event): its text, usage and end. */
 export function journalEnd(streams: ReplyStreams, row: MessageRow): void {
   for (const event of eventsFromRow(row, undefined, 1)) {

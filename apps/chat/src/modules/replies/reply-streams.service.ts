@@ -9,7 +9,8 @@ import type { ReplyEnvelope, ReplyEvent } from './reply-events';
 //   <prefix>chat:reply:<messageId>:lease    the instance running the reply (PX lease)
 //   <prefix>chat:reply:<messageId>:cancel   a cancel asked for (PX), read with each lease renewal
 //   channel <prefix>user:<userId>           every reply event of that user (envelope JSON)
-//   channel <prefix>chat:cancel             message ids whose reply must stop (any instance)
+//   channel <prefix>chat:cancel             message ids whose reply must stop (any chat instance, and the
+//                                           worker for replies queued with `async: true`)
 
 export const streamKey = (messageId: string) => `chat:reply:${messageId}:events`;
 export const leaseKey = (messageId: string) => `chat:reply:${messageId}:lease`;
@@ -140,11 +141,16 @@ export class ReplyStreams {
     });
   }
 
-  /** Asks whichever instance runs the reply to stop it: a flag it reads within a lease renewal, and a message it gets at once. */
-  async publishCancel(messageId: string): Promise<void> {
+  /**
+   * Asks whichever instance runs the reply to stop it: a flag it reads within a lease renewal, and
+   * a message it gets at once. The worker, which produces replies queued with `async: true`,
+   * listens too; for those the flag lasts `flagMs`, since a job can wait in its topic for a while
+   * and the worker reads the flag before it calls the provider.
+   */
+  async publishCancel(messageId: string, flagMs = this.options.leaseMs * 2): Promise<void> {
     await this.redis
       .multi()
-      .set(cancelKey(messageId), '1', 'PX', this.options.leaseMs * 2)
+      .set(cancelKey(messageId), '1', 'PX', flagMs)
       .publish(this.cancelChannel, messageId)
       .exec();
   }

@@ -1,8 +1,9 @@
 import { createEvent, EVENTS, type EventOf, type WorkerCompletionFinishedData } from '@vivier/contracts';
 import type { EventHandlers, Executor, HandlerContext, Publish } from '@vivier/messaging';
-import type { ChatMessage, ProviderRouter } from '@vivier/providers';
+import { countPromptTokens, countTokens, type ChatMessage, type ProviderRouter } from '@vivier/providers';
 import type { FastifyBaseLogger } from 'fastify';
 import type { WorkerDatabase } from '../worker-db';
+import type { CancelWatch } from './cancel-watch';
 import { callProvider, ProviderCallFailure, type ProviderCallResult } from './provider-call';
 import { completionJobRepository } from './completion.repository';
 
@@ -19,6 +20,8 @@ export interface CompletionConsumerDeps {
   leaseMs: number;
   /** CONSUMER_RETRY_ATTEMPTS: the attempt after which the messaging library dead-letters. */
   maxAttempts: number;
+  /** Cancels asked for by chat: a job cancelled before it starts calls no provider; one under way is aborted. */
+  cancels: CancelWatch;
 }
 
 /** Another instance holds the job's lease; the retry topic brings it back later. */
@@ -29,10 +32,23 @@ export class JobBusyError extends Error {
   }
 }
 
+/** The result of a job that called no provider. */
+function notCalled(modelId: string): ProviderCallResult {
+  const [provider] = modelId.split('/', 1);
+  return {
+    content: '',
+    usage: { promptTokens: 0, completionTokens: 0 },
+    provider: provider && /^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(provider) ? provider : 'unknown',
+    model: modelId,
+    latencyMs: 0,
+    finishReason: 'cancelled',
+  };
+}
+
 function finishedPayload(
   data: CompletionRequested['data'],
   call: ProviderCallResult,
-  outcome: { status: 'completed' } | { status: 'failed'; error: { code: string; detail: string } },
+  outcome: { status: 'completed' | 'cancelled' } | { status: 'failed'; error: { code: string; detail: string } },
 ): WorkerCompletionFinishedData {
   return {
     assistantMessageId: data.assistantMessageId,
@@ -63,6 +79,10 @@ function finishedPayload(
  * message failed. A failure that no retry can fix (unknown model, rejected key or request) is
  * published as failed at once, except a model whose provider is unknown here, which gets
  * UNKNOWN_PROVIDER_ATTEMPTS attempts first (provider settings from the admin API may be on their way).
+ *
+ * A reply chat cancelled (CancelWatch) is not produced: a job that comes up after the cancel calls
+ * no provider, and a call under way is aborted. Either way `completion.finished` says `cancelled`,
+ * with what was generated and its usage, which chat adds to the month's use.
  */
 /** Attempts of a job whose model no provider here serves (see ProviderCallFailure.unknownHere). */
 export const UNKNOWN_PROVIDER_ATTEMPTS = 3;
@@ -99,14 +119,41 @@ export function completionHandlers(deps: CompletionConsumerDeps): EventHandlers 
       ...(data.systemPrompt ? [{ role: 'system' as const, content: data.systemPrompt }] : []),
       ...data.messages,
     ];
+    // Cancelled while it waited in the topic: chat has ended it; the provider is not called.
+    if (await deps.cancels.requested(data.assistantMessageId)) {
+      const skipped = finishedPayload(data, notCalled(data.model), { status: 'cancelled' });
+      await repo.storeResult(data.assistantMessageId, skipped);
+      await publishOnce(tx, skipped);
+      log.info('reply cancelled before its job started: no provider call');
+      return;
+    }
     let call: ProviderCallResult;
+    const watch = deps.cancels.watch(data.assistantMessageId);
     const renewing = setInterval(() => {
       repo.renewLease(data.assistantMessageId, deps.leaseMs).catch((err: unknown) => log.warn({ err }, 'could not renew the job lease'));
+      void deps.cancels.recheck(data.assistantMessageId);
     }, Math.max(250, Math.floor(deps.leaseMs / 3)));
     try {
-      call = await callProvider(deps.router, data.model, messages, data.maxOutputTokens === undefined ? {} : { maxTokens: data.maxOutputTokens });
+      call = await callProvider(deps.router, data.model, messages, {
+        signal: watch.signal,
+        ...(data.maxOutputTokens === undefined ? {} : { maxTokens: data.maxOutputTokens }),
+      });
     } catch (error) {
       if (!(error instanceof ProviderCallFailure)) throw error;
+      if (error.error.code === 'cancelled') {
+        // Aborted on chat's cancel: what was generated is reported, so that chat counts it. A
+        // stream cut short carries no usage from the provider: it is counted here the way chat
+        // counts a reply cancelled while it streams (its prompt, and the text so far).
+        const partial = error.partial;
+        if (partial.usage.promptTokens + partial.usage.completionTokens === 0) {
+          partial.usage = { promptTokens: await countPromptTokens(messages), completionTokens: partial.content ? await countTokens(partial.content) : 0 };
+        }
+        const cancelled = finishedPayload(data, partial, { status: 'cancelled' });
+        await repo.storeResult(data.assistantMessageId, cancelled);
+        await publishOnce(tx, cancelled);
+        log.info({ usage: partial.usage }, 'reply cancelled: provider call aborted, completion.finished (cancelled) published');
+        return;
+      }
       const last = attempt >= deps.maxAttempts;
       // A model no provider here serves gets a few attempts (the retry topic's backoff) for the
       // provider settings to arrive, then fails like any unknown model.
@@ -128,6 +175,7 @@ export function completionHandlers(deps: CompletionConsumerDeps): EventHandlers 
       return;
     } finally {
       clearInterval(renewing);
+      watch.done();
     }
     const result = finishedPayload(data, call, { status: 'completed' });
     await repo.storeResult(data.assistantMessageId, result);

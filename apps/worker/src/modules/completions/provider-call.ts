@@ -51,7 +51,7 @@ export async function callProvider(
   router: ProviderRouter,
   modelId: string,
   messages: ChatMessage[],
-  options: { maxTokens?: number } = {},
+  options: { maxTokens?: number; signal?: AbortSignal } = {},
 ): Promise<ProviderCallResult> {
   const started = performance.now();
   const [fallbackProvider] = modelId.split('/', 1);
@@ -64,7 +64,11 @@ export async function callProvider(
     finishReason: 'stop',
   };
   try {
-    const request = { messages, ...(options.maxTokens === undefined ? {} : { maxTokens: options.maxTokens }) };
+    const request = {
+      messages,
+      ...(options.maxTokens === undefined ? {} : { maxTokens: options.maxTokens }),
+      ...(options.signal ? { signal: options.signal } : {}),
+    };
     for await (const ev of router.stream(modelId, request)) {
       if (ev.type === 'route') {
         result.provider = ev.provider;
@@ -85,8 +89,8 @@ export async function callProvider(
     if (isProviderError(error)) {
       if (error.provider && result.provider === 'unknown') result.provider = error.provider;
       const code = ERROR_CODES[error.kind] ?? 'provider_error';
-      // Not worth retrying later: the model or the request is wrong, or the key is.
-      const retryable = !['auth', 'bad_request', 'not_found'].includes(error.kind);
+      // Not worth retrying later: the model or the request is wrong, or the key is; or the reply was cancelled.
+      const retryable = !['auth', 'bad_request', 'not_found', 'cancelled'].includes(error.kind);
       const unknownHere = error.kind === 'not_found' && error.provider === 'router';
       throw new ProviderCallFailure({ code, detail: error.message.slice(0, 2000) }, retryable, result, error, unknownHere);
     }
