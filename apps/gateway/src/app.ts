@@ -79,6 +79,7 @@ export async function buildGatewayApp(
     apiKeyCacheTtlMs: config.API_KEY_CACHE_TTL_MS,
     // Pub/sub channels are not prefixed by ioredis: the prefix is part of the name.
     revocationChannel: `${config.REDIS_KEY_PREFIX}auth:revocations`,
+    revocationRecheckMs: config.REVOCATION_RECHECK_MS,
     rateLimits: {
       enabled: config.RATE_LIMIT_ENABLED,
       windowSeconds: config.RATE_LIMIT_WINDOW_SECONDS,

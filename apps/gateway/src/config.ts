@@ -61,6 +61,13 @@ export const gatewayConfigSchema = Type.Object({
     'A token with an unknown `kid` refetches the JWKS at most once per this many seconds (so random kids cannot flood auth).',
     1,
   ),
+  REVOCATION_RECHECK_MS: Type.Integer({
+    minimum: 100,
+    maximum: 300_000,
+    default: 30_000,
+    description:
+      'How often open requests (SSE replies, uploads) are checked against the revocation facts in Redis (ms): a revocation whose pub/sub message was missed still ends them within this time.',
+  }),
   API_KEY_CACHE_TTL_MS: Type.Integer({
     minimum: 0,
     maximum: 5000,

@@ -170,6 +170,56 @@ describe('revocations published by auth (pub/sub)', () => {
     await eventually(() => live.app.edgeAuth.openRequests.size === 0);
   });
 
+  it('ends an open SSE reply within REVOCATION_RECHECK_MS when the revocation message never arrived', async () => {
+    const sse = await standIn((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('event: delta\ndata: {"text":"Hel"}\n\n'); // and never ends on its own
+    });
+    const live = await startGateway({ AUTH_URL: auth.url, CHAT_URL: sse.url, REVOCATION_RECHECK_MS: '300' }, { listen: true });
+    const open = async (claims: { sub: string; sid: string; iat?: number }) => {
+      const res = await fetch(`${live.url}/api/v1/chats/c1/messages`, {
+        method: 'POST',
+        headers: { accept: 'text/event-stream', ...bearer(await auth.sign(claims)) },
+      });
+      const reader = res.body!.getReader();
+      expect(new TextDecoder().decode((await reader.read()).value)).toContain('Hel');
+      return reader;
+    };
+    const ended = async (reader: ReadableStreamDefaultReader<Uint8Array>) => {
+      const outcome = await Promise.race([
+        (async () => {
+          try {
+            for (;;) if ((await reader.read()).done) return 'ended';
+          } catch {
+            return 'ended';
+          }
+        })(),
+        new Promise((resolve) => setTimeout(() => resolve('still open after 5 s'), 5000)),
+      ]);
+      expect(outcome).toBe('ended');
+    };
+    const now = Math.floor(Date.now() / 1000);
+    const revokedSession = await open({ sub: 'u-miss-1', sid: 's-miss-1' });
+    const otherSession = await open({ sub: 'u-miss-1', sid: 's-miss-2' });
+    const disabledUser = await open({ sub: 'u-miss-2', sid: 's-miss-3' });
+    const loggedOutEverywhere = await open({ sub: 'u-miss-3', sid: 's-miss-4', iat: now - 60 });
+    expect(live.app.edgeAuth.openRequests.size).toBe(4);
+    // The facts auth writes, without the messages it publishes (as if the subscriber missed them).
+    await live.redis.set('auth:revoked-session:s-miss-1', '1', 'EX', 900);
+    await live.redis.set('auth:user-disabled:u-miss-2', '1', 'EX', 900);
+    await live.redis.set('auth:tokens-valid-after:u-miss-3', String(now - 10), 'EX', 900);
+    const started = Date.now();
+    await ended(revokedSession);
+    await ended(disabledUser);
+    await ended(loggedOutEverywhere);
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(live.app.edgeAuth.openRequests.size).toBe(1);
+    // The other session streams on.
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    expect(live.app.edgeAuth.openRequests.size).toBe(1);
+    await otherSession.cancel();
+  });
+
   it('does not end the request that caused the revocation (logout-all), nor streams of a later sign-in', async () => {
     const sse = await standIn((_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });

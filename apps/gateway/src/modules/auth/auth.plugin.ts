@@ -31,6 +31,8 @@ export interface AuthPluginOptions {
   rateLimits: RateLimitSettings;
   /** Auth's pub/sub channel of revocations (`<REDIS_KEY_PREFIX>auth:revocations`). */
   revocationChannel: string;
+  /** How often open requests are checked against the revocation facts in Redis (ms). */
+  revocationRecheckMs: number;
 }
 
 declare module 'fastify' {
@@ -127,6 +129,26 @@ export const authPlugin = unscoped<AuthPluginOptions>('gateway-auth', async (app
   app.addHook('onReady', async () => {
     void jwks.refresh();
   });
+  // Open requests are checked again now and then, and at once after the subscriber reconnects: a
+  // revocation whose message was missed still ends them, within REVOCATION_RECHECK_MS.
+  let rechecking = false;
+  const recheck = async () => {
+    if (rechecking || openRequests.size === 0) return;
+    rechecking = true;
+    try {
+      const closed = await openRequests.recheck(
+        async (identity, iat) =>
+          (await checker.check({ limits: [], identity, ...(iat === undefined ? {} : { iat }) })).outcome === 'revoked',
+      );
+      if (closed > 0) app.log.info({ closed }, 'closed requests of a revoked credential (recheck)');
+    } catch (error) {
+      app.log.warn({ err: error }, 'could not recheck the open requests');
+    } finally {
+      rechecking = false;
+    }
+  };
+  const rechecks = setInterval(() => void recheck(), options.revocationRecheckMs);
+  rechecks.unref();
   const listener = listenForRevocations({
     redis: app.redis,
     channel: options.revocationChannel,
@@ -137,8 +159,12 @@ export const authPlugin = unscoped<AuthPluginOptions>('gateway-auth', async (app
       if (closed > 0)
         app.log.info({ userId: message.userId, closed }, 'closed requests of a revoked credential');
     },
+    onReconnect: () => void recheck(),
   });
-  app.addHook('onClose', listener.close);
+  app.addHook('onClose', async () => {
+    clearInterval(rechecks);
+    await listener.close();
+  });
 
   async function authenticate(
     request: FastifyRequest,

@@ -59,6 +59,36 @@ export class OpenRequests {
     return closed;
   }
 
+  /**
+   * Asks `revoked` about every open request (one question per credential), and closes those it
+   * says are revoked: what ends an open request when the pub/sub message was missed (the
+   * subscriber was reconnecting, or the gateway was cut off from Redis when auth published).
+   * Returns how many were closed.
+   */
+  async recheck(revoked: (identity: Identity, iat: number | undefined) => Promise<boolean>): Promise<number> {
+    const byCredential = new Map<string, Open[]>();
+    for (const set of this.byUser.values()) {
+      for (const entry of set) {
+        const key = `${entry.identity.sub} ${entry.identity.sid ?? ''} ${entry.identity.keyId ?? ''} ${entry.iat ?? ''}`;
+        const list = byCredential.get(key);
+        if (list) list.push(entry);
+        else byCredential.set(key, [entry]);
+      }
+    }
+    let closed = 0;
+    await Promise.all(
+      [...byCredential.values()].map(async (entries) => {
+        const first = entries[0]!;
+        if (!(await revoked(first.identity, first.iat))) return;
+        for (const entry of entries) {
+          entry.close();
+          closed += 1;
+        }
+      }),
+    );
+    return closed;
+  }
+
   get size(): number {
     let n = 0;
     for (const set of this.byUser.values()) n += set.size;
@@ -77,11 +107,16 @@ export function listenForRevocations(options: {
   channel: string;
   log: FastifyBaseLogger;
   onMessage: (message: RevocationMessage) => void;
+  /** The subscriber is connected again after a break: messages of the break were missed. */
+  onReconnect?: () => void;
 }): { close: () => Promise<void> } {
   const subscriber = options.redis.duplicate();
   subscriber.on('error', (error: Error) => options.log.debug({ err: error }, 'revocation subscriber error'));
   let subscribed = false;
+  let connectedBefore = false;
   subscriber.on('ready', () => {
+    if (connectedBefore) options.onReconnect?.();
+    connectedBefore = true;
     if (subscribed) return;
     subscribed = true;
     subscriber.subscribe(options.channel).catch((error: Error) => {
