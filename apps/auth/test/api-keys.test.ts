@@ -79,6 +79,37 @@ describe('API keys', () => {
     expect(forged.statusCode).toBe(403);
   });
 
+  it('records every refused key as an audit event with the client the gateway names — never the key', async () => {
+    const owner = await auth.register();
+    const identity = identityOf(owner.accessToken);
+    const created = (await auth.call('POST', '/api/v1/auth/api-keys', { identity, body: { name: 'audited' } })).json<Created>();
+    const ip = `198.51.100.${Math.floor(Math.random() * 200) + 20}`;
+    const client = { ip, userAgent: 'openai-node/6.0' };
+    const refusals = async () => {
+      const { rows } = await auth.pg.query<{ envelope: { type: string; data: Record<string, unknown> } }>(
+        "select envelope from auth.outbox where envelope->>'type' = 'vivier.auth.operation.failed.v1' and envelope->'data'->'actor'->>'ip' = $1 order by id",
+        [ip],
+      );
+      return rows.map((r) => r.envelope.data);
+    };
+    const guessed = `vk_${randomUUID().replaceAll('-', '')}${'y'.repeat(11)}`;
+    expect((await auth.internal('POST', '/internal/v1/api-keys/verify', { key: guessed, ...client })).statusCode).toBe(401);
+    expect((await auth.internal('POST', '/internal/v1/api-keys/verify', { key: 'not-a-key', ...client })).statusCode).toBe(401);
+    await auth.pg.query('update auth.users set disabled_at = now() where id = $1', [owner.user.id]);
+    expect((await auth.internal('POST', '/internal/v1/api-keys/verify', { key: created.key, ...client })).statusCode).toBe(401);
+    await auth.pg.query('update auth.users set disabled_at = null where id = $1', [owner.user.id]);
+    expect((await auth.internal('POST', '/internal/v1/api-keys/verify', { key: created.key, ...client })).statusCode).toBe(200);
+
+    const events = await refusals();
+    expect(events).toEqual([
+      { operation: 'api_key', reason: 'invalid_token', actor: client },
+      { operation: 'api_key', reason: 'invalid_token', actor: client },
+      { operation: 'api_key', reason: 'account_disabled', userId: owner.user.id, actor: { ...client, userId: owner.user.id } },
+    ]);
+    expect(JSON.stringify(events)).not.toContain(created.key);
+    expect(JSON.stringify(events)).not.toContain(guessed);
+  });
+
   it('keeps keys to their owner: another user cannot revoke them (404), and API keys cannot mint more keys', async () => {
     const owner = await auth.register();
     const stranger = await auth.register();

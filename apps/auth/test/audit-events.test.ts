@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PASSWORD, eventually, identityOf, outboxEvents, sleep, startAuth, uniqueEmail, type AuthHarness, type SignedIn } from './helpers';
+import { base32Decode, hotp } from '../src/modules/mfa/totp.service';
+import { PASSWORD, eventually, freshStep, identityOf, outboxEvents, sleep, startAuth, uniqueEmail, type AuthHarness, type SignedIn } from './helpers';
 
 let auth: AuthHarness;
 beforeAll(async () => {
@@ -125,7 +126,47 @@ describe('auth events through the outbox', () => {
     expect(everything).not.toMatch(/vrt_|password"\s*:|argon2|otpauth/);
   });
 
-  it('records API key and MFA changes too, without the key', async () => {
+  it('records MFA on and off, sign-ins refused for the second factor, a refused code to turn it off, and a password change', async () => {
+    const ip = '203.0.113.99';
+    const at = { ip, userAgent: UA };
+    const email = uniqueEmail('mfa-audit');
+    const signedIn = (await auth.call('POST', '/api/v1/auth/register', { ...at, body: { email, password: PASSWORD } })).json<SignedIn>();
+    const userId = signedIn.user.id;
+    const identity = identityOf(signedIn.accessToken);
+    const { secret } = (await auth.call('POST', '/api/v1/auth/mfa/totp/setup', { ...at, identity })).json<{ secret: string }>();
+    const step = await freshStep();
+    const enabled = await auth.call('POST', '/api/v1/auth/mfa/totp/enable', { ...at, identity, body: { code: hotp(base32Decode(secret), step) } });
+    expect(enabled.statusCode).toBe(200);
+    const [first, second] = enabled.json<{ recoveryCodes: string[] }>().recoveryCodes;
+    expect((await auth.call('POST', '/api/v1/auth/login', { ...at, body: { email, password: PASSWORD } })).json()).toMatchObject({ code: 'mfa_required' });
+    expect((await auth.call('POST', '/api/v1/auth/login', { ...at, body: { email, password: PASSWORD, mfaCode: '000000' } })).json()).toMatchObject({ code: 'invalid_mfa_code' });
+    const viaRecovery = (await auth.call('POST', '/api/v1/auth/login', { ...at, body: { email, password: PASSWORD, mfaCode: first } })).json<SignedIn>();
+    const session = identityOf(viaRecovery.accessToken);
+    expect((await auth.call('POST', '/api/v1/auth/mfa/totp/disable', { ...at, identity: session, body: { code: '000000' } })).json()).toMatchObject({ code: 'invalid_mfa_code' });
+    expect((await auth.call('POST', '/api/v1/auth/mfa/totp/disable', { ...at, identity: session, body: { code: second } })).statusCode).toBe(204);
+    const newPassword = 'a brand new passphrase 78';
+    expect((await auth.call('POST', '/api/v1/auth/password', { ...at, identity: session, body: { currentPassword: PASSWORD, newPassword } })).statusCode).toBe(204);
+
+    const events = (await outboxEvents(auth.pg, userId)).filter((e) => e.type !== 'vivier.auth.session.revoked.v1');
+    expect(events.map((e) => [e.type, e.data.reason ?? e.data.operation ?? e.data.mfaMethod ?? null])).toEqual([
+      ['vivier.auth.user.registered.v1', null],
+      ['vivier.auth.user.logged_in.v1', null],
+      ['vivier.auth.mfa.enabled.v1', null],
+      ['vivier.auth.login.failed.v1', 'mfa_required'],
+      ['vivier.auth.login.failed.v1', 'invalid_mfa_code'],
+      ['vivier.auth.user.logged_in.v1', 'recovery_code'],
+      ['vivier.auth.operation.failed.v1', 'invalid_mfa_code'],
+      ['vivier.auth.mfa.disabled.v1', null],
+      ['vivier.auth.user.updated.v1', null],
+    ]);
+    expect(events.find((e) => e.type === 'vivier.auth.operation.failed.v1')!.data).toMatchObject({ operation: 'mfa_disable', userId, actor: { userId, ip, userAgent: UA } });
+    expect(events.at(-1)!.data).toMatchObject({ changes: { passwordChanged: true }, actor: { userId, ip, userAgent: UA } });
+    for (const e of events) expect(e.data.actor).toMatchObject({ ip, userAgent: UA });
+    const everything = JSON.stringify(events.map((e) => e.raw));
+    for (const secretValue of [PASSWORD, newPassword, secret, first!, second!]) expect(everything).not.toContain(secretValue);
+  });
+
+  it('records API key changes too, without the key', async () => {
     const signedIn = await auth.register();
     const identity = identityOf(signedIn.accessToken);
     const created = (await auth.call('POST', '/api/v1/auth/api-keys', { identity, body: { name: 'ci' } })).json<{ id: string; key: string }>();

@@ -89,6 +89,17 @@ describe('API keys (checked by auth, cached briefly)', () => {
     expect(contexts[0]!.identity!.sid).toBeUndefined();
   });
 
+  it("names the client to auth when it asks about a key (auth audits a refused key with the client's address)", async () => {
+    const res = await gw.app.inject({
+      method: 'GET',
+      url: '/v1/models',
+      headers: { ...bearer('vk_unknown_key_000000000000001'), 'user-agent': 'openai-node/6.0' },
+      remoteAddress: '203.0.113.77',
+    });
+    expect(res.statusCode).toBe(401);
+    expect(auth.verifyBodies).toEqual([{ key: 'vk_unknown_key_000000000000001', ip: '203.0.113.77', userAgent: 'openai-node/6.0' }]);
+  });
+
   it('stops accepting a revoked key within the cache lifetime', async () => {
     auth.apiKeys.set('vk_soon_revoked_key_000000000001', { userId: 'u-k2', keyId: 'key-2', role: 'user' });
     expect((await get('vk_soon_revoked_key_000000000001')).statusCode).toBe(200);

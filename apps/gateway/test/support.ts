@@ -76,6 +76,8 @@ export class AuthStandIn {
   readonly apiKeys = new Map<string, { userId: string; keyId: string; role: 'user' | 'admin' }>();
   jwksRequests = 0;
   verifyRequests = 0;
+  /** The bodies of the verify calls (key, and the client's ip and user agent). */
+  readonly verifyBodies: Array<{ key: string; ip?: string; userAgent?: string }> = [];
   openapi: unknown = { openapi: '3.1.0', info: { title: 'auth', version: '1' }, paths: {} };
   url = '';
   currentKid = '';
@@ -132,7 +134,9 @@ export class AuthStandIn {
       req.on('data', (chunk: Buffer) => (raw += chunk.toString()));
       req.on('end', () => {
         if (!verifyInternalCall(req.headers, SECRET)) return json(403, { code: 'forbidden' });
-        const found = this.apiKeys.get((JSON.parse(raw) as { key: string }).key);
+        const body = JSON.parse(raw) as { key: string; ip?: string; userAgent?: string };
+        this.verifyBodies.push(body);
+        const found = this.apiKeys.get(body.key);
         return found ? json(200, found) : json(401, { code: 'invalid_api_key' });
       });
       return;

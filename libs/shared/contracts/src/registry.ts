@@ -135,7 +135,7 @@ export const EVENTS = {
     topic: TOPICS.authEvents,
     schema: AuthOperationFailedSchema,
     description:
-      'An auth operation other than sign-in was refused: a refresh, a registration, a password change, turning MFA on or off. ' +
+      'An auth operation other than sign-in was refused: a refresh, a registration, a password change, turning MFA on or off, an API key. ' +
       'Carries no password, token or code.',
     key: (d) => d.userId ?? d.email ?? 'anonymous',
     keyDescription: "userId of the account, else the email given, else 'anonymous'",

@@ -80,13 +80,22 @@ export async function apiKeysRoutes(app: ServiceApp, { apiKeys, signedInCaller }
       preHandler: app.requireInternalCall,
       schema: {
         hide: true,
-        body: Type.Object({ key: Type.String({ minLength: 1, maxLength: 256 }) }, { additionalProperties: false }),
+        body: Type.Object(
+          {
+            key: Type.String({ minLength: 1, maxLength: 256 }),
+            // The client the gateway asks for: recorded when the key is refused.
+            ip: Type.Optional(Type.String({ maxLength: 64 })),
+            userAgent: Type.Optional(Type.String({ maxLength: 512 })),
+          },
+          { additionalProperties: false },
+        ),
         response: {
           200: Type.Object({ userId: Uuid, keyId: Uuid, role: Type.Union([Type.Literal('user'), Type.Literal('admin')]) }),
           ...problemResponses(400, 401, 403),
         },
       },
     },
-    async (request) => apiKeys.verify(request.body.key),
+    async (request) =>
+      apiKeys.verify(request.body.key, request.body.ip ? { ip: request.body.ip, userAgent: request.body.userAgent } : undefined),
   );
 }

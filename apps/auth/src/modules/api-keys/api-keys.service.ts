@@ -5,7 +5,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { AuthDatabase } from '../../database';
 import { decodeCursor, pageOf } from '../../http.schema';
 import { API_KEY_PATTERN, API_KEY_PREFIX, newOpaqueToken, sha256Hex } from '../../security/opaque-token';
-import { actorOf, type RequestOrigin } from '../audit/audit.service';
+import { actorOf, recordFailure, type RequestOrigin } from '../audit/audit.service';
 import type { RevocationNotifier } from '../revocation/revocation.service';
 import { apiKeysRepository, type ApiKeyRow, type ApiKeysRepository } from './api-keys.repository';
 
@@ -64,11 +64,21 @@ export class ApiKeysService {
     if (revoked) await this.options.revocations.apiKeyRevoked(identity.sub, id);
   }
 
-  /** For the gateway: who a key belongs to. Unknown, revoked, or its owner disabled → 401. */
-  async verify(key: string): Promise<{ userId: string; keyId: string; role: 'user' | 'admin' }> {
-    if (!API_KEY_PATTERN.test(key)) throw invalidApiKey();
+  /**
+   * For the gateway: who a key belongs to. Unknown, revoked, or its owner disabled → 401, and an
+   * `operation.failed` audit event with the client the gateway names (`origin`).
+   */
+  async verify(key: string, origin?: RequestOrigin): Promise<{ userId: string; keyId: string; role: 'user' | 'admin' }> {
+    if (!API_KEY_PATTERN.test(key)) {
+      await recordFailure(this.options, { operation: 'api_key', reason: 'invalid_token' }, origin);
+      throw invalidApiKey();
+    }
     const found = await this.keys.activeByHash(sha256Hex(key));
-    if (!found || found.disabledAt) throw invalidApiKey();
+    if (!found || found.disabledAt) {
+      const reason = found ? 'account_disabled' : 'invalid_token';
+      await recordFailure(this.options, { operation: 'api_key', reason, ...(found ? { userId: found.userId } : {}) }, origin);
+      throw invalidApiKey();
+    }
     const now = Date.now();
     if (!found.lastUsedAt || now - found.lastUsedAt.getTime() > LAST_USED_RESOLUTION_MS) {
       // Off the answer's path: a lost update only makes lastUsedAt a minute older.

@@ -46,7 +46,11 @@ export class ApiKeyVerifier {
    * `beforeRemoteCall` runs only when auth has to be asked (the anonymous per-IP limit, so
    * guessing keys costs the guesser, not auth).
    */
-  async verify(key: string, beforeRemoteCall?: () => Promise<void>): Promise<Identity | undefined> {
+  async verify(
+    key: string,
+    beforeRemoteCall?: () => Promise<void>,
+    origin?: { ip: string; userAgent: string | undefined },
+  ): Promise<Identity | undefined> {
     if (!API_KEY.test(key)) return undefined;
     const digest = createHash('sha256').update(key).digest('base64url');
     const cached = this.answers.get(digest);
@@ -54,20 +58,29 @@ export class ApiKeyVerifier {
     let pending = this.inflight.get(digest);
     if (!pending) {
       if (beforeRemoteCall) await beforeRemoteCall();
-      pending = this.ask(key, digest).finally(() => this.inflight.delete(digest));
+      pending = this.ask(key, digest, origin).finally(() => this.inflight.delete(digest));
       this.inflight.set(digest, pending);
     }
     return pending;
   }
 
-  private async ask(key: string, digest: string): Promise<Identity | undefined> {
+  /** `origin`: the client's address and user agent, which auth records when it refuses the key. */
+  private async ask(
+    key: string,
+    digest: string,
+    origin: { ip: string; userAgent: string | undefined } | undefined,
+  ): Promise<Identity | undefined> {
     let identity: Identity | undefined;
     try {
       const res = await undiciRequest(this.url, {
         method: 'POST',
         dispatcher: this.options.dispatcher,
         headers: { 'content-type': 'application/json', ...signInternalCall(this.options.secret) },
-        body: JSON.stringify({ key }),
+        body: JSON.stringify({
+          key,
+          ...(origin?.ip ? { ip: origin.ip.slice(0, 64) } : {}),
+          ...(origin?.userAgent ? { userAgent: origin.userAgent.slice(0, 512) } : {}),
+        }),
         headersTimeout: 3000,
         bodyTimeout: 3000,
       });

@@ -175,7 +175,7 @@ export const authPlugin = unscoped<AuthPluginOptions>('gateway-auth', async (app
         // Asking auth about a key costs the asker: an anonymous per-IP request.
         const verdict = await checker.check({ limits: policies.anonymousLimits(request.clientIp) });
         if (verdict.outcome === 'limited') throw rateLimited(verdict);
-      });
+      }, { ip: request.clientIp, userAgent: request.clientUserAgent });
       if (!identity) throw invalidToken('The API key is invalid or revoked.');
       return { identity };
     }

@@ -116,11 +116,14 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
     for (const socket of sockets) socket.close(CLOSE.goingAway, 'server shutting down');
   });
 
-  async function authenticate(credential: string): Promise<{ identity: Identity; iat?: number; exp?: number }> {
+  async function authenticate(
+    credential: string,
+    origin: { ip: string; userAgent: string | undefined },
+  ): Promise<{ identity: Identity; iat?: number; exp?: number }> {
     const edge = app.edgeAuth;
     let result: { identity: Identity; iat?: number; exp?: number };
     if (looksLikeApiKey(credential)) {
-      const identity = await edge.apiKeys.verify(credential);
+      const identity = await edge.apiKeys.verify(credential, undefined, origin);
       if (!identity) throw new Error('The API key is invalid or revoked.');
       result = { identity };
     } else {
@@ -219,7 +222,7 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
       authenticating = true;
       let auth: Awaited<ReturnType<typeof authenticate>>;
       try {
-        auth = await authenticate(credential);
+        auth = await authenticate(credential, { ip: request.clientIp, userAgent: request.clientUserAgent });
       } catch (error) {
         closeWith(CLOSE.unauthenticated, (error as Error).message.slice(0, 120));
         return;

@@ -102,7 +102,7 @@ export const AuthSessionRefreshedSchema = Type.Object(
 export type AuthSessionRefreshedData = Static<typeof AuthSessionRefreshedSchema>;
 
 /** Auth operations other than sign-in (which has `login.failed`) whose refusals are audited. */
-export const AUTH_OPERATIONS = ['refresh', 'register', 'password_change', 'mfa_enable', 'mfa_disable'] as const;
+export const AUTH_OPERATIONS = ['refresh', 'register', 'password_change', 'mfa_enable', 'mfa_disable', 'api_key'] as const;
 
 export const OPERATION_FAILURE_REASONS = [
   'invalid_token',
@@ -121,7 +121,7 @@ export const AuthOperationFailedSchema = Type.Object(
     operation: StringEnum(AUTH_OPERATIONS),
     reason: StringEnum(OPERATION_FAILURE_REASONS, {
       description:
-        'why it was refused: invalid_token (unknown, malformed or revoked refresh token), session_expired, account_disabled, email_taken, weak_password (a password the policy refuses), invalid_password (the current password, on a change), invalid_mfa_code, throttled',
+        'why it was refused: invalid_token (unknown, malformed or revoked refresh token or API key), session_expired, account_disabled, email_taken, weak_password (a password the policy refuses), invalid_password (the current password, on a change), invalid_mfa_code, throttled',
     }),
     userId: Type.Optional(Uuid('the account concerned, when it is known')),
     email: Type.Optional(Email({ description: 'the email given, on a refused registration' })),
