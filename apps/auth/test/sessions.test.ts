@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PASSWORD, eventually, identityOf, startAuth, testRedis, uniqueEmail, type AuthHarness, type SignedIn } from './helpers';
+import { base32Decode, hotp } from '../src/modules/mfa/totp.service';
+import { PASSWORD, eventually, freshStep, identityOf, startAuth, testRedis, uniqueEmail, type AuthHarness, type SignedIn } from './helpers';
 
 let auth: AuthHarness;
 beforeAll(async () => {
@@ -114,5 +115,39 @@ describe('sessions', () => {
     expect(await auth.app.redis.get(`auth:tokens-valid-after:${a.user.id}`)).not.toBeNull();
     expect((await auth.login(email, PASSWORD)).statusCode).toBe(401);
     expect((await auth.login(email, 'a brand new passphrase 77')).statusCode).toBe(200);
+  });
+  it('tells the gateways at once (pub/sub) when a password change or MFA on/off ends the other sessions', async () => {
+    const { a, b } = await twoLogins();
+    const userId = a.user.id;
+    const sidA = identityOf(a.accessToken).sid;
+    const current = identityOf(b.accessToken);
+    const subscriber = testRedis(auth.config);
+    const messages: Array<Record<string, string>> = [];
+    try {
+      await subscriber.subscribe(`${auth.config.REDIS_KEY_PREFIX}auth:revocations`);
+      subscriber.on('message', (_channel, message) => messages.push(JSON.parse(message) as Record<string, string>));
+      const changed = await auth.call('POST', '/api/v1/auth/password', { identity: current, body: { currentPassword: PASSWORD, newPassword: 'a brand new passphrase 79' } });
+      expect(changed.statusCode).toBe(204);
+      // The other session, and every token issued until now (the caller refreshes its own).
+      await eventually(async () => messages.length >= 2, 5000, 'the revocation messages');
+      expect(messages).toEqual([{ userId, sid: sidA }, { userId }]);
+
+      messages.length = 0;
+      const again = (await auth.call('POST', '/api/v1/auth/login', { body: { email: a.user.email, password: 'a brand new passphrase 79' } })).json<SignedIn>();
+      const { secret } = (await auth.call('POST', '/api/v1/auth/mfa/totp/setup', { identity: identityOf(again.accessToken) })).json<{ secret: string }>();
+      const step = await freshStep();
+      const enabled = await auth.call('POST', '/api/v1/auth/mfa/totp/enable', { identity: identityOf(again.accessToken), body: { code: hotp(base32Decode(secret), step) } });
+      expect(enabled.statusCode).toBe(200);
+      // The session that changed the password is another one now: it ends too.
+      await eventually(async () => messages.some((m) => m.sid === current.sid) && messages.some((m) => !m.sid), 5000, 'the messages of MFA on');
+      messages.length = 0;
+      const [recovery] = enabled.json<{ recoveryCodes: string[] }>().recoveryCodes;
+      const third = (await auth.call('POST', '/api/v1/auth/login', { body: { email: a.user.email, password: 'a brand new passphrase 79', mfaCode: recovery } })).json<SignedIn>();
+      const [, second] = enabled.json<{ recoveryCodes: string[] }>().recoveryCodes;
+      expect((await auth.call('POST', '/api/v1/auth/mfa/totp/disable', { identity: identityOf(third.accessToken), body: { code: second } })).statusCode).toBe(204);
+      await eventually(async () => messages.some((m) => m.sid === identityOf(again.accessToken).sid) && messages.some((m) => !m.sid), 5000, 'the messages of MFA off');
+    } finally {
+      subscriber.disconnect();
+    }
   });
 });

@@ -114,6 +114,18 @@ describe('chats', () => {
     expect(one.json().usage).toMatchObject({ promptTokens: expect.any(Number), completionTokens: 1 });
     const foreign = await chat.app.inject({ method: 'GET', url: `/api/v1/chats/${id}/messages/${items[1]!.id}`, headers: bob.headers });
     expect(foreign.statusCode).toBe(404);
+    // Nor can another user follow, stop or regenerate the reply: 404, and nothing changes.
+    for (const [method, suffix, payload] of [
+      ['GET', '/stream', undefined],
+      ['POST', '/cancel', undefined],
+      ['POST', '/regenerate', {}],
+    ] as const) {
+      const res = await chat.app.inject({ method, url: `/api/v1/chats/${id}/messages/${items[1]!.id}${suffix}`, headers: bob.headers, payload });
+      expect(res.statusCode, suffix).toBe(404);
+      expect(res.json()).toMatchObject({ code: 'not_found' });
+    }
+    const after = await chat.app.inject({ method: 'GET', url: `/api/v1/chats/${id}/messages?limit=10`, headers: alice.headers });
+    expect(after.json().items).toHaveLength(6);
   });
 
   it('keeps messages in monthly partitions, made ahead by ensure_message_partitions', async () => {

@@ -70,6 +70,7 @@ describe('rate limits', () => {
     expect(Number(limited.headers['retry-after'])).toBeGreaterThanOrEqual(19);
     expect(Number(limited.headers['retry-after'])).toBeLessThanOrEqual(20);
     expect(limited.headers.ratelimit).toMatch(/^"user";r=0;t=\d+, "ip";r=\d+;t=\d+$/);
+    expect(limited.headers['ratelimit-policy']).toBe('"user";q=3;w=60, "ip";q=3000;w=60');
     expect(services.requests).toHaveLength(3);
     // An API key of the same user shares the user's quota; another user is unaffected.
     auth.apiKeys.set('vk_same_user_key_00000000000001', { userId: 'u-busy', keyId: 'k', role: 'user' });
