@@ -4,7 +4,7 @@ import pg from 'pg';
 import { startProviderSim, type ProviderSim } from '@vivier/provider-sim';
 import { createEvent, EVENTS, toKafkaRecord, type AdminProviderConfiguredData, type AnyEvent } from '@vivier/contracts';
 import { DEV_PROVIDER_KEY_ENCRYPTION_KEY, sealEventSecret } from '@vivier/providers';
-import { testAdminDatabaseUrl } from '@vivier/service-kit/testing';
+import { LogCapture, testAdminDatabaseUrl } from '@vivier/service-kit/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chatPool, eventually, startChat, testUser, writeProvidersFile, type TestChat } from './helpers';
 
@@ -21,6 +21,7 @@ describe('provider settings from the admin API', () => {
   const model = `${providerId}/tuned-model`;
   const user = testUser();
   const admin = { userId: randomUUID() };
+  const logs = { consuming: new LogCapture(), other: new LogCapture() };
 
   beforeAll(async () => {
     sim = await startProviderSim({ port: 0 });
@@ -29,7 +30,11 @@ describe('provider settings from the admin API', () => {
       PROVIDER_ALLOWED_HOSTS: '127.0.0.1',
       CONSUMER_SESSION_TIMEOUT_MS: '6000',
     };
-    [consuming, other] = await Promise.all([startChat(env, { consumers: true }), startChat(env)]);
+    // At the most verbose level, every line kept: the admin-set key must appear in none (last test).
+    [consuming, other] = await Promise.all([
+      startChat({ ...env, LOG_LEVEL: 'trace' }, { consumers: true, logStream: logs.consuming }),
+      startChat({ ...env, LOG_LEVEL: 'trace' }, { logStream: logs.other }),
+    ]);
     pool = chatPool();
     const kafka = new Kafka({ clientId: 'chat-test', brokers: consuming.config.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING });
     producer = kafka.producer({ allowAutoTopicCreation: false });
@@ -122,5 +127,19 @@ describe('provider settings from the admin API', () => {
     const { rows } = await pool.query('select revision, enabled from chat.provider_settings where provider_id = $1', [providerId]);
     expect(rows).toEqual([{ revision: 3, enabled: false }]);
     expect(await listed(consuming)).not.toContain(model);
+  });
+
+  it('never writes the admin-set key to its log, on either instance, whatever it did with it (QUALITY-BAR 17)', async () => {
+    // A provider failure is logged (warn), with what was asked of whom; never with the key.
+    sim.setFaults({ failTimes: 1, status5xx: 500 }, 'tuned-model');
+    await configure(settings({ revision: 4, apiKeyEnvelope: sealEventSecret(DEV_PROVIDER_KEY_ENCRYPTION_KEY, providerId, 'sk-set-by-admin-0004') }));
+    await eventually(async () => (await listed(other)).includes(model), 10_000);
+    expect((await complete(other)).statusCode).toBeGreaterThanOrEqual(400);
+    expect((await complete(consuming)).statusCode).toBe(200);
+    sim.setFaults({}, 'tuned-model');
+    for (const capture of [logs.consuming, logs.other]) {
+      expect(capture.lines.length).toBeGreaterThan(5);
+      expect(capture.text()).not.toContain('sk-set-by-admin');
+    }
   });
 });

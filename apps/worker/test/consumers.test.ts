@@ -8,7 +8,7 @@ import { startProviderSim, type ProviderSim } from '@vivier/provider-sim';
 import { verifyInternalCall } from '@vivier/service-kit';
 import { createEvent, EVENTS, type JobsCompletionRequestedData, type WorkerCompletionFinishedData } from '@vivier/contracts';
 import { DEV_PROVIDER_KEY_ENCRYPTION_KEY, sealEventSecret } from '@vivier/providers';
-import { testAdminDatabaseUrl } from '@vivier/service-kit/testing';
+import { LogCapture, testAdminDatabaseUrl } from '@vivier/service-kit/testing';
 import { UNKNOWN_PROVIDER_ATTEMPTS } from '../src/modules/completions/completion.consumer';
 import { eventually, outboxEvents, sleep, startWorker, TestKafka, workerPool, writeProvidersFile, type TestWorker } from './helpers';
 
@@ -52,6 +52,7 @@ describe('worker consumers', () => {
   let chatServer: Server;
   const exportScript = new Map<string, (res: ServerResponse) => void>();
   const exportCalls = new Map<string, number>();
+  const logs = new LogCapture();
 
   beforeAll(async () => {
     const upstream = await startChatExportServer(exportScript, exportCalls);
@@ -72,7 +73,9 @@ describe('worker consumers', () => {
       EXPORT_RETENTION_HOURS: '24',
       // Providers set through the admin API are untrusted: the simulator's address must be allowed.
       PROVIDER_ALLOWED_HOSTS: '127.0.0.1',
-    }, { maintenance: false });
+      // Every line kept, at the most verbose level: an admin-set provider key must appear in none.
+      LOG_LEVEL: 'trace',
+    }, { maintenance: false, logStream: logs });
     pool = workerPool(worker.config);
     kafka = new TestKafka(worker.config.KAFKA_BROKERS);
   });
@@ -491,6 +494,9 @@ describe('worker consumers', () => {
         // A provider unknown here may be one whose settings have not arrived yet: a few attempts first.
         const { rows } = await pool.query('select attempts from worker.jobs where assistant_message_id = $1', [off.assistantMessageId]);
         expect(rows).toEqual([{ attempts: UNKNOWN_PROVIDER_ATTEMPTS }]);
+        // The key was opened and used, and is in no log line (QUALITY-BAR 17).
+        expect(logs.lines.length).toBeGreaterThan(20);
+        expect(logs.text()).not.toContain('sk-worker-admin-key');
       } finally {
         // Chat's consumers of other test files stored it too (the worker role cannot reach theirs).
         const admin = new pg.Client({ connectionString: testAdminDatabaseUrl() });
