@@ -63,6 +63,7 @@ export async function buildAuthApp(config: AuthConfig, options: BuildAuthAppOpti
     successorKey: box.derive('refresh-token-successor'),
     lifetimeSeconds: config.REFRESH_TOKEN_LIFETIME_SECONDS,
     reuseGraceMs: config.REFRESH_TOKEN_REUSE_GRACE_MS,
+    log: app.log,
   });
   const limiter = new AttemptLimiter(app.redis, app.log);
   const mfa = new MfaService({
@@ -73,6 +74,7 @@ export async function buildAuthApp(config: AuthConfig, options: BuildAuthAppOpti
     totpIssuer: config.TOTP_ISSUER,
     limiter,
     codeAttempts: { limit: config.LOGIN_MAX_FAILURES_PER_ACCOUNT, windowSeconds: config.LOGIN_THROTTLE_WINDOW_SECONDS },
+    log: app.log,
   });
   const accounts = new AccountsService({
     db,

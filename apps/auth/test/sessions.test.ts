@@ -125,7 +125,11 @@ describe('sessions', () => {
     const messages: Array<Record<string, string>> = [];
     try {
       await subscriber.subscribe(`${auth.config.REDIS_KEY_PREFIX}auth:revocations`);
-      subscriber.on('message', (_channel, message) => messages.push(JSON.parse(message) as Record<string, string>));
+      // The channel is the run's: other test files running alongside publish on it too.
+      subscriber.on('message', (_channel, message) => {
+        const parsed = JSON.parse(message) as Record<string, string>;
+        if (parsed.userId === userId) messages.push(parsed);
+      });
       const changed = await auth.call('POST', '/api/v1/auth/password', { identity: current, body: { currentPassword: PASSWORD, newPassword: 'a brand new passphrase 79' } });
       expect(changed.statusCode).toBe(204);
       // The other session, and every token issued until now (the caller refreshes its own).

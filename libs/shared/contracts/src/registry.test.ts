@@ -101,7 +101,7 @@ describe('event registry', () => {
       authLoginFailed: [user, user],
       authSessionRefreshed: [user, user],
       authSessionRevoked: [user, user],
-      authOperationFailed: ['anonymous', 'anonymous'],
+      authOperationFailed: ['ip:203.0.113.7', 'anonymous'],
       authMfaEnabled: [user, user],
       authMfaDisabled: [user, user],
       authApiKeyCreated: [user, apiKey],
@@ -139,9 +139,10 @@ describe('event registry', () => {
     ).toBe('anonymous');
   });
 
-  it('keys a refused operation by account, else the email given, else anonymous', () => {
+  it('keys a refused operation by account, else the email given, else the client address, else anonymous', () => {
     const { example } = EVENTS.authOperationFailed;
-    expect(EVENTS.authOperationFailed.key(example)).toBe('anonymous');
+    expect(EVENTS.authOperationFailed.key(example)).toBe(`ip:${example.actor.ip}`);
+    expect(EVENTS.authOperationFailed.key({ ...example, actor: {} })).toBe('anonymous');
     expect(EVENTS.authOperationFailed.key({ ...example, operation: 'register', reason: 'email_taken', email: 'ada@example.com' })).toBe('ada@example.com');
     expect(EVENTS.authOperationFailed.key({ ...example, userId: EVENTS.authUserRegistered.example.userId })).toBe(EVENTS.authUserRegistered.example.userId);
   });

@@ -137,8 +137,9 @@ export const EVENTS = {
     description:
       'An auth operation other than sign-in was refused: a refresh, a registration, a password change, turning MFA on or off, an API key. ' +
       'Carries no password, token or code.',
-    key: (d) => d.userId ?? d.email ?? 'anonymous',
-    keyDescription: "userId of the account, else the email given, else 'anonymous'",
+    // Refusals of no known account (guessed tokens and keys) spread over the partitions by client.
+    key: (d) => d.userId ?? d.email ?? (d.actor.ip ? `ip:${d.actor.ip}` : 'anonymous'),
+    keyDescription: "userId of the account, else the email given, else 'ip:<client address>', else 'anonymous'",
     subject: (d) => d.userId ?? d.email ?? 'anonymous',
     example: { actor: { ip: ACTOR.ip, userAgent: ACTOR.userAgent }, operation: 'refresh', reason: 'invalid_token' },
   }),

@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify';
 import { createEvent, EVENTS, type Actor, type AuthOperationFailedData } from '@vivier/contracts';
 import type { Publish } from '@vivier/messaging';
 import { HttpProblem } from '@vivier/service-kit';
@@ -29,12 +29,18 @@ export function actorOf(origin: RequestOrigin | undefined, userId?: string): Act
  * nothing. Sign-in failures have `login.failed` (AccountsService.loginFailed).
  */
 export async function recordFailure(
-  deps: { db: AuthDatabase; publish: Publish },
+  deps: { db: AuthDatabase; publish: Publish; log: FastifyBaseLogger },
   data: Omit<AuthOperationFailedData, 'actor'>,
   origin: RequestOrigin | undefined,
 ): Promise<void> {
   const event = createEvent(EVENTS.authOperationFailed, { actor: actorOf(origin, data.userId), ...data });
-  await deps.db.transaction((tx) => deps.publish(tx, event));
+  try {
+    await deps.db.transaction((tx) => deps.publish(tx, event));
+  } catch (error) {
+    // The refusal stands either way: a database that cannot take the record must not turn a 401
+    // into a 500. Logged with what the event would have said (it carries no secret).
+    deps.log.error({ err: error, audit: { type: event.type, data } }, 'could not record a refused auth operation');
+  }
 }
 
 /**
@@ -42,7 +48,7 @@ export async function recordFailure(
  * records the failure before the refusal goes on to the caller.
  */
 export async function auditedFailures<T>(
-  deps: { db: AuthDatabase; publish: Publish },
+  deps: { db: AuthDatabase; publish: Publish; log: FastifyBaseLogger },
   what: { operation: AuthOperationFailedData['operation']; userId?: string; email?: string },
   reasons: Partial<Record<string, AuthOperationFailedData['reason']>>,
   origin: RequestOrigin | undefined,

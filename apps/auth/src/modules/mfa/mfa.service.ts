@@ -1,4 +1,5 @@
 import { createEvent, EVENTS } from '@vivier/contracts';
+import type { FastifyBaseLogger } from 'fastify';
 import type { Executor, Publish } from '@vivier/messaging';
 import { HttpProblem, problems, type Identity } from '@vivier/service-kit';
 import type { AuthDatabase } from '../../database';
@@ -28,6 +29,7 @@ export interface MfaServiceOptions {
    * to turning MFA off.
    */
   codeAttempts: { limit: number; windowSeconds: number };
+  log: FastifyBaseLogger;
 }
 
 const invalidCode = () => new HttpProblem(400, 'invalid_mfa_code', 'The code is not valid (or was already used).');

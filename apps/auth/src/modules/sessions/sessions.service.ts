@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createEvent, EVENTS, type Actor } from '@vivier/contracts';
+import type { FastifyBaseLogger } from 'fastify';
 import type { Executor, Publish } from '@vivier/messaging';
 import { HttpProblem, problems, type Identity } from '@vivier/service-kit';
 import type { AuthDatabase } from '../../database';
@@ -19,6 +20,7 @@ export interface SessionsServiceOptions {
   successorKey: Buffer;
   lifetimeSeconds: number;
   reuseGraceMs: number;
+  log: FastifyBaseLogger;
 }
 
 export interface SessionView {

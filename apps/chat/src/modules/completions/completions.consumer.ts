@@ -62,6 +62,11 @@ export function completionHandlers(deps: { streams: ReplyStreams; log: FastifyBa
       const stored = await storeReplyEnd(executorRunner(tx), row, await outcomeOf(), ['queued']);
       // Followers must not see the end before a read of the message does.
       if (stored) afterCommit(() => journalEnd(deps.streams, stored));
+      else {
+        // Cancelled since it was read (the store found it no longer queued): count the usage all the same.
+        const now = await messagesRepository(tx).findById(data.assistantMessageId, tx);
+        if (now?.status === 'cancelled') await settleCancelledQueuedReply(executorRunner(tx), now, data.usage);
+      }
     },
   };
 }

@@ -131,9 +131,26 @@ export const authPlugin = unscoped<AuthPluginOptions>('gateway-auth', async (app
   });
   // Open requests are checked again now and then, and at once after the subscriber reconnects: a
   // revocation whose message was missed still ends them, within REVOCATION_RECHECK_MS.
+  // Only against Redis itself: from memory (Redis away) the check would close nothing it should.
   let rechecking = false;
-  const recheck = async () => {
-    if (rechecking || openRequests.size === 0) return;
+  let again = false;
+  let waitingForRedis = false;
+  const recheck = async (): Promise<void> => {
+    if (rechecking) {
+      again = true; // asked while one runs (a reconnect): one more pass once it is done
+      return;
+    }
+    if (openRequests.size === 0) return;
+    if (app.redis.status !== 'ready') {
+      if (!waitingForRedis) {
+        waitingForRedis = true;
+        app.redis.once('ready', () => {
+          waitingForRedis = false;
+          void recheck();
+        });
+      }
+      return;
+    }
     rechecking = true;
     try {
       const closed = await openRequests.recheck(
@@ -145,6 +162,10 @@ export const authPlugin = unscoped<AuthPluginOptions>('gateway-auth', async (app
       app.log.warn({ err: error }, 'could not recheck the open requests');
     } finally {
       rechecking = false;
+      if (again) {
+        again = false;
+        void recheck();
+      }
     }
   };
   const rechecks = setInterval(() => void recheck(), options.revocationRecheckMs);

@@ -9,6 +9,9 @@ export interface RevocationMessage {
   keyId?: string;
 }
 
+/** Credentials checked at once by a recheck. */
+const RECHECK_BATCH = 100;
+
 interface Open {
   identity: Identity;
   /** `iat` of the access token (unix seconds); undefined for API keys. */
@@ -76,16 +79,20 @@ export class OpenRequests {
       }
     }
     let closed = 0;
-    await Promise.all(
-      [...byCredential.values()].map(async (entries) => {
-        const first = entries[0]!;
-        if (!(await revoked(first.identity, first.iat))) return;
-        for (const entry of entries) {
-          entry.close();
-          closed += 1;
-        }
-      }),
-    );
+    // In batches: thousands of open sockets must not crowd out the checks of live requests.
+    const credentials = [...byCredential.values()];
+    for (let i = 0; i < credentials.length; i += RECHECK_BATCH) {
+      await Promise.all(
+        credentials.slice(i, i + RECHECK_BATCH).map(async (entries) => {
+          const first = entries[0]!;
+          if (!(await revoked(first.identity, first.iat))) return;
+          for (const entry of entries) {
+            entry.close();
+            closed += 1;
+          }
+        }),
+      );
+    }
     return closed;
   }
 

@@ -8,11 +8,18 @@ import type { FastifyBaseLogger } from 'fastify';
  * subscriber missed while it reconnected. The key goes through the client's key prefix; the channel
  * carries the prefix itself (ioredis does not prefix channels).
  *
- * A provider call watched here is aborted within a round trip of the message. Redis being away
- * costs only that: the reply is produced, and chat counts its usage and ignores its text.
+ * A provider call watched here is aborted within a round trip of the message, or within a second
+ * by the flag. Redis being away costs only that: the reply is produced, and chat counts its usage
+ * and ignores its text.
  */
+/** How long a read of a cancel flag may take before the job goes ahead without it. */
+const FLAG_TIMEOUT_MS = 250;
+/** How often the flags of the replies being produced are read (for a message the subscriber missed). */
+const FLAG_POLL_MS = 1000;
+
 export class CancelWatch {
   private subscriber: Redis | undefined;
+  private sweep: NodeJS.Timeout | undefined;
   private readonly running = new Map<string, AbortController>();
   private readonly channel: string;
 
@@ -25,24 +32,46 @@ export class CancelWatch {
     this.subscriber = subscriber;
     subscriber.on('error', (error: Error) => this.deps.log.debug({ err: error }, 'redis cancel subscriber error'));
     subscriber.on('message', (_channel: string, messageId: string) => this.cancel(messageId));
-    // SUBSCRIBE only once ready: sent during ioredis' ready check it makes the connection drop.
-    const subscribe = () => subscriber.subscribe(this.channel).catch((error: unknown) => this.deps.log.warn({ err: error }, 'cannot subscribe the cancel channel'));
-    if (subscriber.status === 'ready') void subscribe();
-    else subscriber.once('ready', () => void subscribe());
+    // SUBSCRIBE only once ready (sent during ioredis' ready check it makes the connection drop),
+    // and again on every later ready until one succeeds; after that ioredis renews it itself.
+    let subscribed = false;
+    const subscribe = () => {
+      if (subscribed) return;
+      subscribed = true;
+      subscriber.subscribe(this.channel).catch((error: unknown) => {
+        subscribed = false;
+        this.deps.log.warn({ err: error }, 'cannot subscribe the cancel channel');
+      });
+    };
+    subscriber.on('ready', subscribe);
+    if (subscriber.status === 'ready') subscribe();
+    // Whatever the subscriber misses, the watched replies' flags are read every few seconds.
+    this.sweep = setInterval(() => {
+      for (const messageId of this.running.keys()) void this.recheck(messageId);
+    }, FLAG_POLL_MS);
+    this.sweep.unref();
   }
 
   stop(): void {
+    if (this.sweep) clearInterval(this.sweep);
     this.subscriber?.disconnect();
     this.subscriber = undefined;
   }
 
   /** Whether chat asked to stop this reply; false when Redis cannot say (the reply is then produced). */
   async requested(messageId: string): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
     try {
-      return (await this.deps.redis.exists(`chat:reply:${messageId}:cancel`)) === 1;
+      const answer = this.deps.redis.exists(`chat:reply:${messageId}:cancel`);
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer from Redis within ${FLAG_TIMEOUT_MS} ms`)), FLAG_TIMEOUT_MS);
+      });
+      return (await Promise.race([answer, late])) === 1;
     } catch (error) {
       this.deps.log.warn({ err: error, messageId }, 'cannot read a cancel flag');
       return false;
+    } finally {
+      clearTimeout(timer);
     }
   }
 

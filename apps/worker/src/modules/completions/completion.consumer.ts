@@ -131,7 +131,6 @@ export function completionHandlers(deps: CompletionConsumerDeps): EventHandlers 
     const watch = deps.cancels.watch(data.assistantMessageId);
     const renewing = setInterval(() => {
       repo.renewLease(data.assistantMessageId, deps.leaseMs).catch((err: unknown) => log.warn({ err }, 'could not renew the job lease'));
-      void deps.cancels.recheck(data.assistantMessageId);
     }, Math.max(250, Math.floor(deps.leaseMs / 3)));
     try {
       call = await callProvider(deps.router, data.model, messages, {
