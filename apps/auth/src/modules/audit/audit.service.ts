@@ -24,7 +24,7 @@ export function actorOf(origin: RequestOrigin | undefined, userId?: string): Act
 }
 
 /**
- * A refused auth operation (refresh, registration, password change, MFA on/off) as an
+ * A refused auth operation (refresh, registration, password change, MFA on/off, API key) as an
  * `operation.failed` event, in a short transaction of its own: the operation itself changed
  * nothing. Sign-in failures have `login.failed` (AccountsService.loginFailed).
  */

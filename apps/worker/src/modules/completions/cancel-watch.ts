@@ -1,6 +1,11 @@
 import type { Redis } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
 
+/** How long a read of a cancel flag may take before the job goes ahead without it. */
+const FLAG_TIMEOUT_MS = 250;
+/** How often the flags of the replies being produced are read (for a message the subscriber missed). */
+const FLAG_POLL_MS = 1000;
+
 /**
  * Cancels of replies queued with `async: true`, as chat asks for them (its ReplyStreams): a
  * message on the channel `<prefix>chat:cancel` (the message id) for whoever is producing the reply
@@ -12,11 +17,6 @@ import type { FastifyBaseLogger } from 'fastify';
  * by the flag. Redis being away costs only that: the reply is produced, and chat counts its usage
  * and ignores its text.
  */
-/** How long a read of a cancel flag may take before the job goes ahead without it. */
-const FLAG_TIMEOUT_MS = 250;
-/** How often the flags of the replies being produced are read (for a message the subscriber missed). */
-const FLAG_POLL_MS = 1000;
-
 export class CancelWatch {
   private subscriber: Redis | undefined;
   private sweep: NodeJS.Timeout | undefined;
@@ -45,7 +45,7 @@ export class CancelWatch {
     };
     subscriber.on('ready', subscribe);
     if (subscriber.status === 'ready') subscribe();
-    // Whatever the subscriber misses, the watched replies' flags are read every few seconds.
+    // Whatever the subscriber misses, the watched replies' flags are read every second.
     this.sweep = setInterval(() => {
       for (const messageId of this.running.keys()) void this.recheck(messageId);
     }, FLAG_POLL_MS);
@@ -63,6 +63,7 @@ export class CancelWatch {
     let timer: NodeJS.Timeout | undefined;
     try {
       const answer = this.deps.redis.exists(`chat:reply:${messageId}:cancel`);
+      answer.catch(() => undefined); // a late failure, once the wait is over, is nobody's to handle
       const late = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error(`no answer from Redis within ${FLAG_TIMEOUT_MS} ms`)), FLAG_TIMEOUT_MS);
       });
@@ -95,7 +96,7 @@ export class CancelWatch {
   }
 
   /** Checks the flag of a watched reply (for a message the subscriber may have missed). */
-  async recheck(messageId: string): Promise<void> {
+  private async recheck(messageId: string): Promise<void> {
     if (this.running.has(messageId) && (await this.requested(messageId))) this.cancel(messageId);
   }
 }

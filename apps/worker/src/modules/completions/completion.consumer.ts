@@ -4,7 +4,7 @@ import { countPromptTokens, countTokens, type ChatMessage, type ProviderRouter }
 import type { FastifyBaseLogger } from 'fastify';
 import type { WorkerDatabase } from '../worker-db';
 import type { CancelWatch } from './cancel-watch';
-import { callProvider, ProviderCallFailure, type ProviderCallResult } from './provider-call';
+import { callProvider, emptyResult, ProviderCallFailure, type ProviderCallResult } from './provider-call';
 import { completionJobRepository } from './completion.repository';
 
 type CompletionRequested = EventOf<typeof EVENTS.jobsCompletionRequested>;
@@ -30,19 +30,6 @@ export class JobBusyError extends Error {
     super(`completion ${id} is being produced by another instance`);
     this.name = 'JobBusyError';
   }
-}
-
-/** The result of a job that called no provider. */
-function notCalled(modelId: string): ProviderCallResult {
-  const [provider] = modelId.split('/', 1);
-  return {
-    content: '',
-    usage: { promptTokens: 0, completionTokens: 0 },
-    provider: provider && /^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(provider) ? provider : 'unknown',
-    model: modelId,
-    latencyMs: 0,
-    finishReason: 'cancelled',
-  };
 }
 
 function finishedPayload(
@@ -121,7 +108,7 @@ export function completionHandlers(deps: CompletionConsumerDeps): EventHandlers 
     ];
     // Cancelled while it waited in the topic: chat has ended it; the provider is not called.
     if (await deps.cancels.requested(data.assistantMessageId)) {
-      const skipped = finishedPayload(data, notCalled(data.model), { status: 'cancelled' });
+      const skipped = finishedPayload(data, emptyResult(data.model, 'cancelled'), { status: 'cancelled' });
       await repo.storeResult(data.assistantMessageId, skipped);
       await publishOnce(tx, skipped);
       log.info('reply cancelled before its job started: no provider call');

@@ -43,6 +43,19 @@ const ERROR_CODES: Record<string, string> = {
   cancelled: 'cancelled',
 };
 
+/** A call's result before anything arrived: the provider named by the model id (when it is a valid id), no text, no usage. */
+export function emptyResult(modelId: string, finishReason = 'stop'): ProviderCallResult {
+  const [provider] = modelId.split('/', 1);
+  return {
+    content: '',
+    usage: { promptTokens: 0, completionTokens: 0 },
+    provider: provider && /^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(provider) ? provider : 'unknown',
+    model: modelId,
+    latencyMs: 0,
+    finishReason,
+  };
+}
+
 /**
  * One routed call (the router retries, backs off and falls back inside it), streamed so that a
  * failure still reports the partial reply, the provider tried and the time to first token.
@@ -54,15 +67,7 @@ export async function callProvider(
   options: { maxTokens?: number; signal?: AbortSignal } = {},
 ): Promise<ProviderCallResult> {
   const started = performance.now();
-  const [fallbackProvider] = modelId.split('/', 1);
-  const result: ProviderCallResult = {
-    content: '',
-    usage: { promptTokens: 0, completionTokens: 0 },
-    provider: fallbackProvider && /^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(fallbackProvider) ? fallbackProvider : 'unknown',
-    model: modelId,
-    latencyMs: 0,
-    finishReason: 'stop',
-  };
+  const result = emptyResult(modelId);
   try {
     const request = {
       messages,
