@@ -66,7 +66,7 @@ export const gatewayConfigSchema = Type.Object({
     maximum: 300_000,
     default: 30_000,
     description:
-      'How often open requests (SSE replies, uploads) are checked against the revocation facts in Redis (ms): a revocation whose pub/sub message was missed still ends them within this time.',
+      'How often open requests (SSE replies, uploads, WebSockets) are checked against the revocation facts in Redis (ms): a revocation whose pub/sub message was missed still ends them within this time.',
   }),
   API_KEY_CACHE_TTL_MS: Type.Integer({
     minimum: 0,

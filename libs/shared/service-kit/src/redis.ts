@@ -57,3 +57,40 @@ export const redisPlugin = fp<{ redis: Redis; critical?: boolean }>(
   },
   { name: 'redis', dependencies: ['readiness'] },
 );
+
+/**
+ * One pub/sub channel on a connection of its own (a subscribing connection can do nothing else).
+ * SUBSCRIBE is sent once the connection is ready (sent during ioredis' ready check it makes the
+ * connection drop) and again on every later ready until one succeeds; after that ioredis renews it
+ * after reconnects. Channels are not prefixed by ioredis: `channel` carries REDIS_KEY_PREFIX.
+ * `onReconnect`: the connection is ready again after a break, whose messages were missed.
+ */
+export function subscribeChannel(
+  redis: Redis,
+  options: {
+    channel: string;
+    name: string;
+    log: { debug: (obj: object, msg: string) => void; warn: (obj: object, msg: string) => void };
+    onMessage: (message: string) => void;
+    onReconnect?: () => void;
+  },
+): { close: () => void } {
+  const subscriber = redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, connectionName: options.name });
+  subscriber.on('error', (error: Error) => options.log.debug({ err: error, channel: options.channel }, 'redis subscriber error'));
+  subscriber.on('message', (_channel: string, message: string) => options.onMessage(message));
+  let subscribed = false;
+  let connectedBefore = false;
+  const ready = () => {
+    if (connectedBefore) options.onReconnect?.();
+    connectedBefore = true;
+    if (subscribed) return;
+    subscribed = true;
+    subscriber.subscribe(options.channel).catch((error: unknown) => {
+      subscribed = false;
+      options.log.warn({ err: error, channel: options.channel }, 'cannot subscribe to a Redis channel');
+    });
+  };
+  subscriber.on('ready', ready);
+  if (subscriber.status === 'ready') ready();
+  return { close: () => subscriber.disconnect() };
+}

@@ -48,25 +48,24 @@ export function completionHandlers(deps: { streams: ReplyStreams; log: FastifyBa
         );
         return;
       }
-      if (row && row.status === 'cancelled' && row.chatId === data.chatId) {
-        // Cancelled while queued: it stays cancelled, and what the worker's provider call
-        // generated before it stopped is counted (else cancelling would make it free).
+      if (row?.status === 'queued' && row.chatId === data.chatId) {
+        const stored = await storeReplyEnd(executorRunner(tx), row, await outcomeOf(), ['queued']);
+        if (stored) {
+          // Followers must not see the end before a read of the message does.
+          afterCommit(() => journalEnd(deps.streams, stored));
+          return;
+        }
+        // No longer queued when the store came: cancelled since it was read.
+      }
+      if (row && row.chatId === data.chatId) {
+        // Cancelled while queued: it stays cancelled, and what the worker's provider call generated
+        // before it stopped is counted (else cancelling would make it free). The statement counts
+        // only a cancelled reply without token counts, once.
         const counted = await settleCancelledQueuedReply(executorRunner(tx), row, data.usage);
-        deps.log.info({ messageId: data.assistantMessageId, counted, usage: data.usage }, 'worker result for a cancelled reply: usage counted, text ignored');
+        deps.log.info({ messageId: data.assistantMessageId, status: row.status, counted, usage: data.usage }, 'worker result for a reply that is no longer queued: text ignored');
         return;
       }
-      if (!row || row.status !== 'queued' || row.chatId !== data.chatId) {
-        deps.log.info({ messageId: data.assistantMessageId, status: row?.status }, 'worker result for a reply that is no longer queued: ignored');
-        return;
-      }
-      const stored = await storeReplyEnd(executorRunner(tx), row, await outcomeOf(), ['queued']);
-      // Followers must not see the end before a read of the message does.
-      if (stored) afterCommit(() => journalEnd(deps.streams, stored));
-      else {
-        // Cancelled since it was read (the store found it no longer queued): count the usage all the same.
-        const now = await messagesRepository(tx).findById(data.assistantMessageId, tx);
-        if (now?.status === 'cancelled') await settleCancelledQueuedReply(executorRunner(tx), now, data.usage);
-      }
+      deps.log.info({ messageId: data.assistantMessageId }, 'worker result for an unknown reply: ignored');
     },
   };
 }

@@ -153,10 +153,7 @@ export const authPlugin = unscoped<AuthPluginOptions>('gateway-auth', async (app
     }
     rechecking = true;
     try {
-      const closed = await openRequests.recheck(
-        async (identity, iat) =>
-          (await checker.check({ limits: [], identity, ...(iat === undefined ? {} : { iat }) })).outcome === 'revoked',
-      );
+      const closed = await openRequests.recheck((identity, iat) => checker.isRevoked(identity, iat));
       if (closed > 0) app.log.info({ closed }, 'closed requests of a revoked credential (recheck)');
     } catch (error) {
       app.log.warn({ err: error }, 'could not recheck the open requests');

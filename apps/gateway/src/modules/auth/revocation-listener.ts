@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
-import type { Identity } from '@vivier/service-kit';
+import { subscribeChannel, type Identity } from '@vivier/service-kit';
 
 /** What auth publishes on `<REDIS_KEY_PREFIX>auth:revocations` (apps/auth revocation.service.ts). */
 export interface RevocationMessage {
@@ -117,27 +117,19 @@ export function listenForRevocations(options: {
   /** The subscriber is connected again after a break: messages of the break were missed. */
   onReconnect?: () => void;
 }): { close: () => Promise<void> } {
-  const subscriber = options.redis.duplicate();
-  subscriber.on('error', (error: Error) => options.log.debug({ err: error }, 'revocation subscriber error'));
-  let subscribed = false;
-  let connectedBefore = false;
-  subscriber.on('ready', () => {
-    if (connectedBefore) options.onReconnect?.();
-    connectedBefore = true;
-    if (subscribed) return;
-    subscribed = true;
-    subscriber.subscribe(options.channel).catch((error: Error) => {
-      subscribed = false;
-      options.log.warn({ err: error }, 'could not subscribe to revocations');
-    });
+  const subscription = subscribeChannel(options.redis, {
+    channel: options.channel,
+    name: 'gateway-revocations',
+    log: options.log,
+    onMessage: (raw) => {
+      try {
+        const parsed = JSON.parse(raw) as RevocationMessage;
+        if (parsed && typeof parsed === 'object') options.onMessage(parsed);
+      } catch {
+        options.log.warn('unreadable revocation message');
+      }
+    },
+    ...(options.onReconnect ? { onReconnect: options.onReconnect } : {}),
   });
-  subscriber.on('message', (_channel: string, raw: string) => {
-    try {
-      const parsed = JSON.parse(raw) as RevocationMessage;
-      if (parsed && typeof parsed === 'object') options.onMessage(parsed);
-    } catch {
-      options.log.warn('unreadable revocation message');
-    }
-  });
-  return { close: async () => subscriber.disconnect() };
+  return { close: async () => subscription.close() };
 }

@@ -156,6 +156,11 @@ export class EdgeChecker {
     return this.checkInMemory(input, mode);
   }
 
+  /** Whether a verified credential has been revoked (the revocation facts alone, no limit consumed). */
+  async isRevoked(identity: Identity, iat: number | undefined): Promise<boolean> {
+    return (await this.check({ limits: [], identity, ...(iat === undefined ? {} : { iat }) })).outcome === 'revoked';
+  }
+
   private async run(keys: string[], args: Array<string | number>): Promise<number[]> {
     const call = this.redis.evalsha(SCRIPT_SHA, keys.length, ...keys, ...args).catch((error: Error) => {
       if (!error.message.startsWith('NOSCRIPT')) throw error;

@@ -130,8 +130,7 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
       const verified = await edge.tokens.verify(credential);
       result = { identity: verified.identity, iat: verified.iat, exp: verified.exp };
     }
-    const verdict = await edge.checker.check({ limits: [], identity: result.identity, ...(result.iat === undefined ? {} : { iat: result.iat }) });
-    if (verdict.outcome === 'revoked') throw new Error('The credential has been revoked.');
+    if (await edge.checker.isRevoked(result.identity, result.iat)) throw new Error('The credential has been revoked.');
     return result;
   }
 

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
+import { subscribeChannel } from '@vivier/service-kit';
 
 /** How long a read of a cancel flag may take before the job goes ahead without it. */
 const FLAG_TIMEOUT_MS = 250;
@@ -18,7 +19,7 @@ const FLAG_POLL_MS = 1000;
  * and ignores its text.
  */
 export class CancelWatch {
-  private subscriber: Redis | undefined;
+  private subscription: { close: () => void } | undefined;
   private sweep: NodeJS.Timeout | undefined;
   private readonly running = new Map<string, AbortController>();
   private readonly channel: string;
@@ -28,23 +29,12 @@ export class CancelWatch {
   }
 
   start(): void {
-    const subscriber = this.deps.redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, connectionName: 'worker-cancels' });
-    this.subscriber = subscriber;
-    subscriber.on('error', (error: Error) => this.deps.log.debug({ err: error }, 'redis cancel subscriber error'));
-    subscriber.on('message', (_channel: string, messageId: string) => this.cancel(messageId));
-    // SUBSCRIBE only once ready (sent during ioredis' ready check it makes the connection drop),
-    // and again on every later ready until one succeeds; after that ioredis renews it itself.
-    let subscribed = false;
-    const subscribe = () => {
-      if (subscribed) return;
-      subscribed = true;
-      subscriber.subscribe(this.channel).catch((error: unknown) => {
-        subscribed = false;
-        this.deps.log.warn({ err: error }, 'cannot subscribe the cancel channel');
-      });
-    };
-    subscriber.on('ready', subscribe);
-    if (subscriber.status === 'ready') subscribe();
+    this.subscription = subscribeChannel(this.deps.redis, {
+      channel: this.channel,
+      name: 'worker-cancels',
+      log: this.deps.log,
+      onMessage: (messageId) => this.cancel(messageId),
+    });
     // Whatever the subscriber misses, the watched replies' flags are read every second.
     this.sweep = setInterval(() => {
       for (const messageId of this.running.keys()) void this.recheck(messageId);
@@ -54,8 +44,8 @@ export class CancelWatch {
 
   stop(): void {
     if (this.sweep) clearInterval(this.sweep);
-    this.subscriber?.disconnect();
-    this.subscriber = undefined;
+    this.subscription?.close();
+    this.subscription = undefined;
   }
 
   /** Whether chat asked to stop this reply; false when Redis cannot say (the reply is then produced). */

@@ -3,6 +3,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import { providerMasterKeys, ProviderSettingsSync, type ProviderRouter, type ProvidersConfig } from '@vivier/providers';
 import { providerSettingsHandlers, providerSettingsRepository } from '@vivier/providers/store';
 import type { EventHandlers, Executor } from '@vivier/messaging';
+import { subscribeChannel } from '@vivier/service-kit';
 import { workerTables } from '@vivier/db-worker';
 import type { WorkerConfig } from '../../config';
 
@@ -15,7 +16,7 @@ export class WorkerProviderSettings {
   readonly handlers: EventHandlers;
   private readonly sync: ProviderSettingsSync;
   private readonly channel: string;
-  private subscriber: Redis | undefined;
+  private subscription: { close: () => void } | undefined;
 
   constructor(
     private readonly deps: { db: Executor; redis: Redis; router: ProviderRouter; base: ProvidersConfig; config: WorkerConfig; log: FastifyBaseLogger },
@@ -37,21 +38,19 @@ export class WorkerProviderSettings {
   /** Applies the stored settings, then follows the other instances' changes. */
   async start(): Promise<void> {
     await this.sync.start();
-    const subscriber = this.deps.redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, connectionName: 'worker-subscriber' });
-    this.subscriber = subscriber;
-    subscriber.on('error', (error: Error) => this.deps.log.debug({ err: error }, 'redis subscriber error'));
-    subscriber.on('message', () => {
-      this.sync.refresh().catch((error: unknown) => this.deps.log.warn({ err: error }, 'cannot apply the provider settings'));
+    this.subscription = subscribeChannel(this.deps.redis, {
+      channel: this.channel,
+      name: 'worker-providers',
+      log: this.deps.log,
+      onMessage: () => {
+        this.sync.refresh().catch((error: unknown) => this.deps.log.warn({ err: error }, 'cannot apply the provider settings'));
+      },
     });
-    // SUBSCRIBE only once ready: sent during ioredis' ready check it makes the connection drop.
-    const subscribe = () => subscriber.subscribe(this.channel).catch((error: unknown) => this.deps.log.warn({ err: error }, 'cannot subscribe the provider channel'));
-    if (subscriber.status === 'ready') void subscribe();
-    else subscriber.once('ready', () => void subscribe());
   }
 
   stop(): void {
     this.sync.stop();
-    this.subscriber?.disconnect();
-    this.subscriber = undefined;
+    this.subscription?.close();
+    this.subscription = undefined;
   }
 }
