@@ -196,7 +196,7 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
   await app.register(filesRoutes, { files, maxBytes: config.CHAT_UPLOAD_MAX_BYTES });
   await app.register(exportsRoutes, { exports: exportsService });
   await app.register(exportsInternalRoutes, { exports: exportsService });
-  const openai = new OpenAiService({ turns, router, models, metrics, maxOutputTokens: config.CHAT_MAX_OUTPUT_TOKENS, settleLingerMs: config.CHAT_USAGE_SETTLE_LINGER_MS, log: app.log });
+  const openai = new OpenAiService({ turns, router, models, metrics, maxOutputTokens: config.CHAT_MAX_OUTPUT_TOKENS, settleLingerMs: config.CHAT_USAGE_SETTLE_LINGER_MS, leaseRequests: config.CHAT_QUOTA_LEASE_REQUESTS, log: app.log });
   await app.register(openAiRoutes, { openai });
 
   app.addHook('onReady', async () => {

@@ -355,6 +355,67 @@ describe('quotas, cache and async replies', () => {
     expect(await usage(user.id)).toEqual({ reserved: 0, used: spent });
   }, 60_000);
 
+  it('OpenAI API: a user far from their limit is served from a lease, without a statement; it is given back when idle and at close', async () => {
+    const instance = await startChat({ PROVIDERS_FILE: providersFile, CHAT_DEFAULT_MODEL: 'openai/gpt-4o-mini', CHAT_USAGE_SETTLE_LINGER_MS: '0', CHAT_QUOTA_LEASE_REQUESTS: '16' });
+    let closed = false;
+    try {
+      const ask = (user: ReturnType<typeof testUser>) =>
+        instance.app.inject({
+          method: 'POST',
+          url: '/v1/chat/completions',
+          headers: user.headers,
+          payload: { model: 'openai/gpt-4o-mini', max_tokens: 8, messages: [{ role: 'user', content: 'echo: from the lease' }] },
+        });
+      const tokens = (r: Awaited<ReturnType<typeof ask>>) => (r.json() as { usage: { total_tokens: number } }).usage.total_tokens;
+      const user = testUser();
+      // The first reservation is exact and tells chat the user has no limit; the second takes a
+      // lease: its statement reserves 16 requests' worth, and 15 stay reserved once it is settled.
+      const first = await ask(user);
+      const second = await ask(user);
+      let spent = tokens(first) + tokens(second);
+      await expect.poll(async () => (await usage(user.id))?.used, { timeout: 10_000 }).toBe(spent);
+      const leased = (await usage(user.id))!.reserved;
+      expect(leased).toBeGreaterThanOrEqual(15 * 8);
+
+      // Reservation statements now wait for this lock; requests served from the lease do not.
+      const locker = await pool.connect();
+      try {
+        await locker.query('begin');
+        await locker.query('lock table chat.quota_usage in share mode');
+        for (let i = 0; i < 4; i++) {
+          const answer = await Promise.race([ask(user), new Promise<'waited'>((resolve) => setTimeout(() => resolve('waited'), 5_000))]);
+          expect(answer).not.toBe('waited');
+          spent += tokens(answer as Awaited<ReturnType<typeof ask>>);
+        }
+      } finally {
+        await locker.query('rollback');
+        locker.release();
+      }
+      // Unused for a second: the lease is given back, and the use is exact.
+      await expect.poll(() => usage(user.id), { timeout: 10_000 }).toEqual({ reserved: 0, used: spent });
+
+      // A user with a limit: a lease holds at most an eighth of what is left.
+      const limited = testUser();
+      await pool.query(`insert into chat.quotas (user_id, monthly_tokens, updated_at) values ($1, 2000, now())`, [limited.id]);
+      const a = await ask(limited);
+      const b = await ask(limited);
+      await expect.poll(async () => (await usage(limited.id))?.used, { timeout: 10_000 }).toBe(tokens(a) + tokens(b));
+      const held = (await usage(limited.id))!.reserved;
+      expect(held).toBeGreaterThan(0);
+      expect(held).toBeLessThanOrEqual((2000 - tokens(a)) / 8);
+
+      // Closing gives every lease back.
+      const third = await ask(user);
+      await expect.poll(async () => (await usage(user.id))?.reserved, { timeout: 10_000 }).toBeGreaterThan(0);
+      await instance.close();
+      closed = true;
+      expect(await usage(user.id)).toEqual({ reserved: 0, used: spent + tokens(third) });
+      expect((await usage(limited.id))!.reserved).toBe(0);
+    } finally {
+      if (!closed) await instance.close().catch(() => undefined);
+    }
+  }, 60_000);
+
   it('answers an identical temperature-0 request from the cache, marked cached and counted', async () => {
     const user = testUser();
     const before = sim.requests().filter((r) => r.model === 'cache-model').length;

@@ -127,10 +127,13 @@ describe('the OpenAI-compatible API with the official openai client', () => {
 
     // Both completions were counted like any reply.
     await expect.poll(async () => (await completedEvents()).filter((e) => e.status === 'completed').length, { timeout: 10_000 }).toBe(2);
-    // …and settled against the monthly quota: nothing left reserved, the reported tokens used.
+    // …and settled against the monthly quota: the reported tokens used, and nothing left reserved
+    // once chat has given back the lease the second request took (a second after its last use).
     const events = await completedEvents();
-    const { rows } = await chatDb.query('select reserved::int, used::int from chat.quota_usage');
-    expect(rows).toEqual([{ reserved: 0, used: events.reduce((n, e) => n + e.usage.promptTokens + e.usage.completionTokens, 0) }]);
+    const used = events.reduce((n, e) => n + e.usage.promptTokens + e.usage.completionTokens, 0);
+    await expect
+      .poll(async () => (await chatDb.query('select reserved::int, used::int from chat.quota_usage')).rows, { timeout: 10_000 })
+      .toEqual([{ reserved: 0, used }]);
   }, 60_000);
 
   it('aborts the provider request within a second when the client goes away mid-stream, and counts what was generated', async () => {

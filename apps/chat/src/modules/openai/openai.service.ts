@@ -143,10 +143,17 @@ export class OpenAiService {
       maxOutputTokens: number;
       /** See UsageLedger's `settleLingerMs`. */
       settleLingerMs: number;
+      /** See UsageLedger's `leaseRequests`. */
+      leaseRequests: number;
       log: FastifyBaseLogger;
     },
   ) {
-    this.ledger = new UsageLedger(deps.turns, { settleLingerMs: deps.settleLingerMs });
+    this.ledger = new UsageLedger(deps.turns, {
+      settleLingerMs: deps.settleLingerMs,
+      leaseRequests: deps.leaseRequests,
+      onReleaseError: (err, lease) =>
+        deps.log.error({ err, ...lease }, 'could not give back a quota lease: its tokens stay reserved for the month'),
+    });
   }
 
   models() {
@@ -181,15 +188,17 @@ export class OpenAiService {
     const reserved = promptTokens + maxTokens;
     const now = new Date();
     const month = quotaMonth(now);
-    // When the user's last reservation left ample room, the provider call need not wait for this
-    // one's statement: run() starts it at once and holds everything back until the grant is in.
-    const likely = this.ledger.covers(user.sub, month, reserved);
-    const reservation = this.ledger.reserve(user.sub, month, reserved);
+    // Served from this instance's lease of the user's quota: granted, no statement at all.
+    // Otherwise, when the user's last reservation left ample room, the provider call need not wait
+    // for this one's statement: run() starts it at once and holds everything back until the grant.
     let pending: Promise<boolean> | undefined;
-    if (likely) {
+    if (this.ledger.take(user.sub, month, reserved)) {
+      // granted
+    } else if (this.ledger.covers(user.sub, month, reserved)) {
+      const reservation = this.ledger.reserve(user.sub, month, reserved);
       pending = reservation;
       pending.catch(() => undefined); // run() awaits it; an early rejection is not unhandled
-    } else if (!(await reservation)) {
+    } else if (!(await this.ledger.reserve(user.sub, month, reserved))) {
       throw this.refused(reserved);
     }
     return {
@@ -330,9 +339,10 @@ export class OpenAiService {
     return outcome;
   }
 
-  /** Resolves once every settlement started so far is written (or given up); closing waits for it. */
+  /** Resolves once every settlement started so far is written (or given up), and the leases given back; closing waits for it. */
   async drain(): Promise<void> {
     while (this.settling.size > 0) await Promise.all(this.settling);
+    await this.ledger.releaseLeases();
   }
 
   /**

@@ -18,6 +18,24 @@ const MAX_BATCH = 256;
 const HEADROOM_TTL_MS = 10_000;
 /** Users whose headroom is remembered; past it the oldest knowledge is dropped. */
 const MAX_HEADROOMS = 10_000;
+/** A lease that served no request for this long is given back. */
+const LEASE_IDLE_MS = 1_000;
+/** No request is served from a lease older than this: it is given back and a new one taken (see `take`). */
+const LEASE_MAX_AGE_MS = 10_000;
+/** At most this share of what the user has left goes into one lease. */
+const LEASE_SHARE_OF_HEADROOM = 1 / 8;
+/** How often idle and old leases are looked for. */
+const LEASE_SWEEP_MS = 250;
+
+/** Tokens one instance holds reserved for a user and month, handed out to requests without a statement. */
+interface Lease {
+  userId: string;
+  month: string;
+  /** Reserved in the database and not yet handed to a request. */
+  tokens: number;
+  takenAt: number;
+  lastUsedAt: number;
+}
 
 /**
  * Group commit for the quota writes of the OpenAI-compatible API. One API key at high concurrency
@@ -47,7 +65,13 @@ export class UsageLedger {
   /** Tokens left per user and month as the last granted reservation reported them (null: no limit), less what was asked since. */
   private readonly headroom = new Map<string, { tokens: number | null; at: number }>();
 
+  /** Tokens reserved ahead per user and month (see `take`). */
+  private readonly leases = new Map<string, Lease>();
+  private leaseSweep: NodeJS.Timeout | undefined;
   private readonly settleLingerMs: number;
+  /** Set to 0 once the leases are given back for good (closing). */
+  private leaseRequests: number;
+  private readonly onReleaseError: (error: unknown, lease: { userId: string; month: string; tokens: number }) => void;
 
   /**
    * `settleLingerMs`: how long a settlement that finds no statement in flight waits for others to
@@ -56,11 +80,53 @@ export class UsageLedger {
    * wake-up for each settlement that joins, which is most of them once requests come faster than
    * one per linger.
    */
+  /**
+   * `leaseRequests`: when a user is far from their limit, a reservation statement reserves this
+   * many times what it was asked for, and the rest serves the next requests of that user on this
+   * instance without a statement (see `take`); 0 or 1 = none. `onReleaseError`: a lease could not
+   * be given back (its tokens stay reserved for the month).
+   */
   constructor(
     private readonly store: UsageStore,
-    options: { settleLingerMs?: number } = {},
+    options: {
+      settleLingerMs?: number;
+      leaseRequests?: number;
+      onReleaseError?: (error: unknown, lease: { userId: string; month: string; tokens: number }) => void;
+    } = {},
   ) {
     this.settleLingerMs = options.settleLingerMs ?? 0;
+    this.leaseRequests = options.leaseRequests ?? 0;
+    this.onReleaseError = options.onReleaseError ?? (() => undefined);
+  }
+
+  /**
+   * Grants `tokens` from this instance's lease for the user and month, without a statement: true
+   * when the lease held enough (the tokens are then the caller's reservation, settled like any
+   * other), false when the caller must `reserve`. A lease is taken by a reservation statement when
+   * the user is known to be far from their limit: the statement reserves `leaseRequests` times
+   * what it was asked for, at most an eighth of what the user has left, so that the tokens held
+   * ahead are never more than a small part of anyone's quota. It is given back (one settlement
+   * statement) once it has served no request for a second, once it is 10 s old, and when the
+   * service closes. A quota lowered meanwhile is therefore met within 10 s, and past it by at most
+   * what the lease held; an instance that dies keeps its lease reserved, as it keeps the
+   * reservations of the requests it was running.
+   */
+  take(userId: string, month: string, tokens: number): boolean {
+    const lease = this.leases.get(`${userId} ${month}`);
+    if (!lease || lease.tokens < tokens) return false;
+    const now = performance.now();
+    if (now - lease.takenAt > LEASE_MAX_AGE_MS) return false;
+    lease.tokens -= tokens;
+    lease.lastUsedAt = now;
+    return true;
+  }
+
+  /** Gives back every lease and takes no more (closing the service); resolves once their settlements are written. */
+  async releaseLeases(): Promise<void> {
+    this.leaseRequests = 0;
+    if (this.leaseSweep) clearInterval(this.leaseSweep);
+    this.leaseSweep = undefined;
+    await Promise.all([...this.leases.keys()].map((key) => this.release(key)));
   }
 
   /**
@@ -102,10 +168,21 @@ export class UsageLedger {
   private async drainReservations(key: string, userId: string, month: string): Promise<void> {
     const queue = this.reservations.get(key)!;
     while (queue.length > 0) {
+      // Those that arrived while a statement took a lease are served from it, in order.
+      while (queue.length > 0 && this.take(userId, month, queue[0]!.tokens)) {
+        const served = queue.shift()!;
+        const known = this.headroom.get(key); // reserve() counted it as asked for; the lease held it already
+        if (known && known.tokens !== null) known.tokens += served.tokens;
+        served.resolve(true);
+      }
+      if (queue.length === 0) break;
       const batch = queue.splice(0, MAX_BATCH);
       try {
         const total = batch.reduce((sum, r) => sum + r.tokens, 0);
-        const answer = await this.store.reserveQuota(userId, month, total);
+        const ahead = this.leaseSize(key, total);
+        let answer = await this.store.reserveQuota(userId, month, total + ahead);
+        if (ahead > 0 && answer.granted) this.lease(key, userId, month, ahead);
+        else if (ahead > 0) answer = await this.store.reserveQuota(userId, month, total);
         this.learn(key, answer, queue);
         if (answer.granted) {
           for (const r of batch) r.resolve(true);
@@ -123,6 +200,53 @@ export class UsageLedger {
       }
     }
     this.reservations.delete(key);
+  }
+
+  /**
+   * What a statement reserving `total` should reserve ahead for a lease: nothing unless leases are
+   * on, the user's room is known and recent, and an eighth of it holds the lease with the
+   * requests' own tokens; a lease still held (too small, or too old) is given back first.
+   */
+  private leaseSize(key: string, total: number): number {
+    if (this.leaseRequests <= 1) return 0;
+    if (this.leases.has(key)) void this.release(key);
+    const known = this.headroom.get(key);
+    if (!known || performance.now() - known.at > HEADROOM_TTL_MS) return 0;
+    const wanted = total * (this.leaseRequests - 1);
+    const ahead = known.tokens === null ? wanted : Math.min(wanted, Math.floor(known.tokens * LEASE_SHARE_OF_HEADROOM) - total);
+    return ahead >= total ? ahead : 0;
+  }
+
+  private lease(key: string, userId: string, month: string, tokens: number): void {
+    const now = performance.now();
+    this.leases.set(key, { userId, month, tokens, takenAt: now, lastUsedAt: now });
+    this.leaseSweep ??= setInterval(() => this.sweepLeases(), LEASE_SWEEP_MS).unref();
+  }
+
+  private sweepLeases(): void {
+    const now = performance.now();
+    for (const [key, lease] of this.leases) {
+      if (now - lease.lastUsedAt > LEASE_IDLE_MS || now - lease.takenAt > LEASE_MAX_AGE_MS) void this.release(key);
+    }
+    if (this.leases.size === 0 && this.leaseSweep) {
+      clearInterval(this.leaseSweep);
+      this.leaseSweep = undefined;
+    }
+  }
+
+  /** Gives a lease's tokens back (a settlement of them with nothing used); they count as room again. */
+  private async release(key: string): Promise<void> {
+    const lease = this.leases.get(key);
+    if (!lease) return;
+    this.leases.delete(key);
+    const known = this.headroom.get(key);
+    if (known && known.tokens !== null) known.tokens += lease.tokens;
+    if (lease.tokens === 0) return;
+    try {
+      await this.settle({ userId: lease.userId, month: lease.month, reserved: lease.tokens, used: 0, events: [] });
+    } catch (error) {
+      this.onReleaseError(error, { userId: lease.userId, month: lease.month, tokens: lease.tokens });
+    }
   }
 
   /** Remembers what a reservation left, less the reservations still waiting to be written. */
