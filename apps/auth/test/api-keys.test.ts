@@ -56,6 +56,9 @@ describe('API keys', () => {
     expect(wrong.json()).toMatchObject({ code: 'invalid_api_key' });
 
     expect((await auth.call('DELETE', `/api/v1/auth/api-keys/${created.id}`, { identity })).statusCode).toBe(204);
+    // The fact gateways check on every request (and against what is still open), for a day.
+    expect(await auth.app.redis.get(`auth:revoked-api-key:${created.id}`)).toBe('1');
+    expect(await auth.app.redis.ttl(`auth:revoked-api-key:${created.id}`)).toBeGreaterThan(24 * 3600 - 60);
     const revoked = await auth.internal('POST', '/internal/v1/api-keys/verify', { key: created.key });
     expect(revoked.statusCode).toBe(401);
     expect(revoked.json()).toMatchObject({ code: 'invalid_api_key' });

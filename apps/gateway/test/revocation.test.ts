@@ -75,6 +75,21 @@ describe('revocation (keys written by auth in Redis)', () => {
     await gw.redis.del('auth:user-disabled:u-r3');
     expect((await get(token)).statusCode).toBe(200);
   });
+
+  it('refuses a revoked API key from its fact at once, though the answer about it is cached', async () => {
+    const cached = await startGateway({ AUTH_URL: auth.url, CHAT_URL: chat.url, API_KEY_CACHE_TTL_MS: '5000' });
+    auth.apiKeys.set('vk_fact_revoked_key_00000000001', { userId: 'u-r4', keyId: 'key-r4', role: 'user' });
+    auth.apiKeys.set('vk_other_key_of_user_000000001', { userId: 'u-r4', keyId: 'key-r5', role: 'user' });
+    const call = (key: string) => cached.app.inject({ method: 'GET', url: '/api/v1/chats', headers: bearer(key) });
+    expect((await call('vk_fact_revoked_key_00000000001')).statusCode).toBe(200);
+    // Auth's fact (its pub/sub message never sent), while the gateway's answer about the key is 5 s good.
+    await cached.redis.set('auth:revoked-api-key:key-r4', '1', 'EX', 900);
+    const refused = await call('vk_fact_revoked_key_00000000001');
+    expect(refused.statusCode).toBe(401);
+    expect(refused.json()).toMatchObject({ code: 'invalid_token', detail: 'The API key is invalid or revoked.' });
+    // The user's other key is not affected.
+    expect((await call('vk_other_key_of_user_000000001')).statusCode).toBe(200);
+  });
 });
 
 describe('API keys (checked by auth, cached briefly)', () => {
@@ -210,19 +225,28 @@ describe('revocations published by auth (pub/sub)', () => {
       expect(outcome).toBe('ended');
     };
     const now = Math.floor(Date.now() / 1000);
+    auth.apiKeys.set('vk_missed_revocation_key_000001', { userId: 'u-miss-4', keyId: 'key-miss-4', role: 'user' });
+    const keyRes = await fetch(`${live.url}/api/v1/chats/c1/messages`, {
+      method: 'POST',
+      headers: { accept: 'text/event-stream', ...bearer('vk_missed_revocation_key_000001') },
+    });
+    const revokedKey = keyRes.body!.getReader();
+    expect(new TextDecoder().decode((await revokedKey.read()).value)).toContain('Hel');
     const revokedSession = await open({ sub: 'u-miss-1', sid: 's-miss-1' });
     const otherSession = await open({ sub: 'u-miss-1', sid: 's-miss-2' });
     const disabledUser = await open({ sub: 'u-miss-2', sid: 's-miss-3' });
     const loggedOutEverywhere = await open({ sub: 'u-miss-3', sid: 's-miss-4', iat: now - 60 });
-    expect(live.app.edgeAuth.openRequests.size).toBe(4);
+    expect(live.app.edgeAuth.openRequests.size).toBe(5);
     // The facts auth writes, without the messages it publishes (as if the subscriber missed them).
     await live.redis.set('auth:revoked-session:s-miss-1', '1', 'EX', 900);
+    await live.redis.set('auth:revoked-api-key:key-miss-4', '1', 'EX', 900);
     await live.redis.set('auth:user-disabled:u-miss-2', '1', 'EX', 900);
     await live.redis.set('auth:tokens-valid-after:u-miss-3', String(now - 10), 'EX', 900);
     const started = Date.now();
     await ended(revokedSession);
     await ended(disabledUser);
     await ended(loggedOutEverywhere);
+    await ended(revokedKey);
     expect(Date.now() - started).toBeLessThan(2000);
     expect(live.app.edgeAuth.openRequests.size).toBe(1);
     // The other session streams on.

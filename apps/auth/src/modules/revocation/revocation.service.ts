@@ -9,6 +9,8 @@ import type { Redis } from 'ioredis';
  * - `auth:revoked-session:<sid>` = '1', TTL access-token lifetime + 60 s: tokens with that `sid` fail.
  * - `auth:tokens-valid-after:<userId>` = unix seconds, same TTL: tokens of that user with `iat` < value fail.
  * - `auth:user-disabled:<userId>` = '1', no TTL, deleted when the user is enabled again.
+ * - `auth:revoked-api-key:<keyId>` = '1', TTL 24 h: requests with that key fail, even from a
+ *   gateway's cached answer about it, and its open requests end at the gateway's next recheck.
  *
  * Each change is also PUBLISHed as JSON `{userId?, sid?, keyId?}` on the raw channel
  * `<REDIS_KEY_PREFIX>auth:revocations`, so gateways can close open streams at once.
@@ -40,7 +42,15 @@ export class RevocationNotifier {
     revokedSession: (sid: string) => `auth:revoked-session:${sid}`,
     tokensValidAfter: (userId: string) => `auth:tokens-valid-after:${userId}`,
     userDisabled: (userId: string) => `auth:user-disabled:${userId}`,
+    revokedApiKey: (keyId: string) => `auth:revoked-api-key:${keyId}`,
   };
+
+  /**
+   * How long a revoked key's fact is kept: past the gateways' answer cache (seconds) by far, and
+   * long enough for their rechecks to end what still runs with the key (SSE replies, WebSockets);
+   * a request older than this was ended by the pub/sub message, or the recheck before.
+   */
+  static readonly API_KEY_FACT_TTL_SECONDS = 24 * 3600;
 
   /** Sessions ended: their access tokens must stop working. */
   sessionsRevoked(userId: string, sessionIds: string[], at = new Date()): Promise<void> {
@@ -60,7 +70,7 @@ export class RevocationNotifier {
     return this.write({ kind: 'enabled', userId, at: at.getTime() });
   }
 
-  /** Gateways caching API key checks drop this key at once (publish only; verification reads the database). */
+  /** The key must stop working at every gateway: cached answers about it included, and requests still open with it. */
   apiKeyRevoked(userId: string, keyId: string, at = new Date()): Promise<void> {
     return this.write({ kind: 'api-key', userId, keyId, at: at.getTime() });
   }
@@ -143,9 +153,12 @@ export class RevocationNotifier {
       case 'enabled':
         multi.del(RevocationNotifier.keys.userDisabled(item.userId));
         break;
-      case 'api-key':
+      case 'api-key': {
+        const left = RevocationNotifier.API_KEY_FACT_TTL_SECONDS - Math.floor((Date.now() - item.at) / 1000);
+        if (left > 0) multi.set(RevocationNotifier.keys.revokedApiKey(item.keyId), '1', 'EX', left);
         messages.push(JSON.stringify({ userId: item.userId, keyId: item.keyId }));
         break;
+      }
     }
     for (const message of messages) multi.publish(this.channel, message);
     const results = await multi.exec();

@@ -59,6 +59,7 @@ const REVOKED_DETAIL: Record<Extract<EdgeVerdict, { outcome: 'revoked' }>['reaso
   session: 'The session of this access token was revoked.',
   tokens_invalidated: 'This access token was issued before the account signed out everywhere.',
   user_disabled: 'The account is disabled.',
+  api_key: 'The API key is invalid or revoked.',
 };
 
 function bearer(header: string | undefined): string | undefined {
@@ -234,7 +235,11 @@ export const authPlugin = unscoped<AuthPluginOptions>('gateway-auth', async (app
     const limits = policies.limitsFor(identity, ip);
     if (identity === undefined && limits.length === 0) return;
     const verdict = await checker.check({ limits, identity, iat });
-    if (verdict.outcome === 'revoked') throw invalidToken(REVOKED_DETAIL[verdict.reason]);
+    if (verdict.outcome === 'revoked') {
+      // A revoked key's fact outran its message (or the message was missed): its answer goes too.
+      if (verdict.reason === 'api_key') apiKeys.forget({ keyId: identity?.keyId });
+      throw invalidToken(REVOKED_DETAIL[verdict.reason]);
+    }
     // Admin actions are the ones a stolen, revoked admin token would abuse: without a
     // revocation answer they wait for Redis (fail closed) while everything else fails open.
     if (verdict.degraded && access === 'admin') {

@@ -28,7 +28,7 @@ export type EdgeVerdict =
       violated: string[];
       degraded: boolean;
     }
-  | { outcome: 'revoked'; reason: 'session' | 'tokens_invalidated' | 'user_disabled'; degraded: boolean };
+  | { outcome: 'revoked'; reason: 'session' | 'tokens_invalidated' | 'user_disabled' | 'api_key'; degraded: boolean };
 
 export interface EdgeCheck {
   limits: Limit[];
@@ -43,10 +43,10 @@ export interface EdgeCheck {
  * Nothing is consumed when the caller is revoked or any limit is exceeded.
  *
  * KEYS: the limit keys, then for mode 1 (access token) the session, tokens-valid-after and
- * user-disabled keys, for mode 2 (API key) the user-disabled key.
+ * user-disabled keys, for mode 2 (API key) the user-disabled and revoked-key keys.
  * ARGV: number of limits, mode, iat, then per limit its emission interval and burst (ms).
  * Returns {code, retryMs, validAfter, remaining1, resetMs1, ...}; code 0 allowed, 1 limited,
- * 2 session revoked, 3 issued before tokens-valid-after, 4 user disabled.
+ * 2 session revoked, 3 issued before tokens-valid-after, 4 user disabled, 5 API key revoked.
  */
 const SCRIPT = `
 local n = tonumber(ARGV[1])
@@ -59,7 +59,9 @@ if mode == 1 then
   if v[3] then return {4, 0, validAfter} end
   if tonumber(ARGV[3]) < validAfter then return {3, 0, validAfter} end
 elseif mode == 2 then
-  if redis.call('EXISTS', KEYS[n + 1]) == 1 then return {4, 0, 0} end
+  local v = redis.call('MGET', KEYS[n + 1], KEYS[n + 2])
+  if v[1] then return {4, 0, 0} end
+  if v[2] then return {5, 0, 0} end
 end
 if n == 0 then return {0, 0, validAfter} end
 local t = redis.call('TIME')
@@ -101,6 +103,7 @@ const revocationKeys = {
   session: (sid: string) => `auth:revoked-session:${sid}`,
   validAfter: (userId: string) => `auth:tokens-valid-after:${userId}`,
   disabled: (userId: string) => `auth:user-disabled:${userId}`,
+  apiKey: (keyId: string) => `auth:revoked-api-key:${keyId}`,
 };
 
 const REDIS_TIMEOUT_MS = 250;
@@ -120,6 +123,7 @@ export class EdgeChecker {
   private readonly localTats = new Map<string, number>();
   private readonly revokedSessions = new Map<string, number>();
   private readonly disabledUsers = new Map<string, number>();
+  private readonly revokedApiKeys = new Map<string, number>();
   private readonly validAfter = new Map<string, number>();
   private redisDown = false;
   private sharedDeadline: { at: number; promise: Promise<never> } | undefined;
@@ -140,7 +144,8 @@ export class EdgeChecker {
           revocationKeys.validAfter(identity!.sub),
           revocationKeys.disabled(identity!.sub),
         );
-      else if (mode === 2) keys.push(revocationKeys.disabled(identity!.sub));
+      else if (mode === 2)
+        keys.push(revocationKeys.disabled(identity!.sub), revocationKeys.apiKey(identity!.keyId ?? ''));
       const args: Array<string | number> = [limits.length, mode, input.iat ?? 0];
       for (const l of limits) args.push((l.windowSeconds * 1000) / l.quota, l.windowSeconds * 1000);
       try {
@@ -196,6 +201,7 @@ export class EdgeChecker {
     if (code === 2) return { outcome: 'revoked', reason: 'session', degraded: false };
     if (code === 3) return { outcome: 'revoked', reason: 'tokens_invalidated', degraded: false };
     if (code === 4) return { outcome: 'revoked', reason: 'user_disabled', degraded: false };
+    if (code === 5) return { outcome: 'revoked', reason: 'api_key', degraded: false };
     const states: LimitState[] = input.limits.map((l, i) => ({
       policy: l.policy,
       remaining: Math.max(0, reply[3 + 2 * i] ?? 0),
@@ -217,6 +223,7 @@ export class EdgeChecker {
   private learn(identity: Identity, code: number, validAfter: number): void {
     const now = Date.now();
     if (code === 2 && identity.sid) remember(this.revokedSessions, identity.sid, now + REMEMBER_REVOKED_MS);
+    if (code === 5 && identity.keyId) remember(this.revokedApiKeys, identity.keyId, now + REMEMBER_REVOKED_MS);
     if (code === 4) remember(this.disabledUsers, identity.sub, now + REMEMBER_REVOKED_MS);
     else if ((code === 0 || code === 1) && this.disabledUsers.size > 0)
       this.disabledUsers.delete(identity.sub);
@@ -232,6 +239,8 @@ export class EdgeChecker {
         return { outcome: 'revoked', reason: 'session', degraded: true };
       if ((this.disabledUsers.get(identity.sub) ?? 0) > now)
         return { outcome: 'revoked', reason: 'user_disabled', degraded: true };
+      if (identity.keyId && (this.revokedApiKeys.get(identity.keyId) ?? 0) > now)
+        return { outcome: 'revoked', reason: 'api_key', degraded: true };
       if (mode === 1 && (input.iat ?? 0) < (this.validAfter.get(identity.sub) ?? 0)) {
         return { outcome: 'revoked', reason: 'tokens_invalidated', degraded: true };
       }
