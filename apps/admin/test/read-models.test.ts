@@ -207,6 +207,35 @@ describe('read models from events', () => {
     expect((await admin.call('GET', '/api/v1/admin/usage?groupBy=week')).statusCode).toBe(400);
   }, 60_000);
 
+  it('adds tokens reported after their reply (message.usage_recorded) to the usage, without counting another reply', async () => {
+    const P3 = `t${t}c`;
+    const u4 = randomUUID();
+    const c4 = randomUUID();
+    const cancelled = reply({ chatId: c4, userId: u4, provider: P3, model: `${P3}/alpha`, status: 'cancelled', usage: { promptTokens: 0, completionTokens: 0 }, latencyMs: 0, completedAt: at(D1, '13:00:00.000') });
+    const late = createEvent(EVENTS.chatMessageUsageRecorded, {
+      chatId: c4,
+      userId: u4,
+      messageId: cancelled.data.messageId,
+      provider: P3,
+      model: `${P3}/alpha`,
+      usage: { promptTokens: 30, completionTokens: 12 },
+      recordedAt: at(D1, '13:00:02.000'),
+    });
+    await kafka.produce(
+      createEvent(EVENTS.authUserRegistered, { actor: {}, userId: u4, email: `cy-${t}@${t}.example.test`, name: null, role: 'user', method: 'password' }, { time: at(D1, '12:00:00.000') }),
+      cancelled,
+      late,
+      late, // redelivered
+    );
+    const totals = await eventually(async () => {
+      const u = await user(u4);
+      return u?.tokens === 42 ? u : undefined;
+    }, 45_000, 'the late usage');
+    expect(totals).toMatchObject({ messages: 1, tokensIn: 30, tokensOut: 12 });
+    const byModel = await usage(`from=${D1}&to=${D1}&groupBy=model&userId=${u4}`);
+    expect(byModel.items).toMatchObject([{ provider: P3, model: `${P3}/alpha`, messages: 1, cancelled: 1, tokensIn: 30, tokensOut: 12, latencyMs: { count: 0 } }]);
+  }, 60_000);
+
   it('the same events delivered again change nothing', async () => {
     await eventually(async () => (await user(u1))?.tokens === 350, 45_000, 'the scenario');
     const before = { u1: await user(u1), usage: await usage(`from=${D1}&to=${D2}&groupBy=model&provider=${P1}`) };

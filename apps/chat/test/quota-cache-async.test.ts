@@ -543,6 +543,15 @@ describe('quotas, cache and async replies', () => {
       expect((await usage(user.id))!).toEqual({ reserved: 0, used: 3 });
       const { rows } = await pool.query('select prompt_tokens, completion_tokens from chat.messages where id = $1', [turn.assistantMessage.id]);
       expect(rows).toEqual([{ prompt_tokens: 1, completion_tokens: 2 }]);
+      // Analytics hear of them once: one usage_recorded, beside the one message.completed of the cancel.
+      const reported = await pool.query(
+        `select envelope->>'type' as type, envelope->'data' as data from chat.outbox
+         where topic = 'chat.events' and envelope->'data'->>'messageId' = $1 order by id`,
+        [turn.assistantMessage.id],
+      );
+      expect(reported.rows.map((r: { type: string }) => r.type)).toEqual(['vivier.chat.message.completed.v1', 'vivier.chat.message.usage_recorded.v1']);
+      expect(reported.rows[0].data).toMatchObject({ status: 'cancelled', usage: { promptTokens: 0, completionTokens: 0 } });
+      expect(reported.rows[1].data).toMatchObject({ chatId, userId: user.id, provider: 'openai', model: 'openai/gpt-4o-mini', usage: { promptTokens: 1, completionTokens: 2 } });
     } finally {
       subscriber.disconnect();
     }

@@ -16,7 +16,9 @@ import { validate } from './validation.js';
 // The events of each topic, as EVENTS.md lists them, plus `session.refreshed` and
 // `operation.failed`: QUALITY-BAR 10 asks for an audit event for every auth operation, success
 // and failure, and EVENTS.md's list has none for a refresh or a refused refresh, registration,
-// password change or MFA change.
+// password change or MFA change; and `message.usage_recorded`: the tokens of an async reply
+// cancelled while the worker ran it arrive after its `message.completed`, and analytics must
+// count them (EVENTS.md has no event for usage reported late).
 const EVENTS_MD: Record<string, string[]> = {
   'auth.events': [
     'user.registered',
@@ -32,7 +34,7 @@ const EVENTS_MD: Record<string, string[]> = {
     'api_key.revoked',
   ],
   'admin.events': ['user.role_changed', 'user.disabled', 'user.enabled', 'quota.set', 'provider.configured'],
-  'chat.events': ['chat.created', 'chat.updated', 'chat.deleted', 'message.created', 'message.completed'],
+  'chat.events': ['chat.created', 'chat.updated', 'chat.deleted', 'message.created', 'message.completed', 'message.usage_recorded'],
   'jobs.completion': ['completion.requested'],
   'jobs.export': ['export.requested'],
   'worker.events': ['completion.finished', 'title.generated', 'export.ready', 'export.failed'],
@@ -44,7 +46,7 @@ describe('event registry', () => {
       events.map((event) => ({ topic, type: `vivier.${topic.split('.')[0]}.${event}.v1` })),
     );
     expect(EVENT_DEFINITIONS.map(({ topic, type }) => ({ topic, type }))).toEqual(expected);
-    expect(EVENT_DEFINITIONS).toHaveLength(27);
+    expect(EVENT_DEFINITIONS).toHaveLength(28);
   });
 
   it('has unique, well-formed types and the source of the topic producer', () => {
@@ -116,6 +118,7 @@ describe('event registry', () => {
       chatDeleted: [chat, chat],
       chatMessageCreated: [chat, userMessage],
       chatMessageCompleted: [chat, assistantMessage],
+      chatMessageUsageRecorded: [chat, assistantMessage],
       jobsCompletionRequested: [assistantMessage, assistantMessage],
       jobsExportRequested: [exportId, exportId],
       workerCompletionFinished: [chat, assistantMessage],

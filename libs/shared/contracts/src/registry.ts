@@ -25,6 +25,7 @@ import {
   ChatDeletedSchema,
   ChatMessageCompletedSchema,
   ChatMessageCreatedSchema,
+  ChatMessageUsageRecordedSchema,
   ChatUpdatedSchema,
 } from './events/chat.schema.js';
 import { JobsCompletionRequestedSchema, JobsExportRequestedSchema } from './events/jobs.schema.js';
@@ -355,6 +356,27 @@ export const EVENTS = {
       timeToFirstTokenMs: 380,
       cached: false,
       completedAt: '2025-01-31T12:00:06.210Z',
+    },
+  }),
+  chatMessageUsageRecorded: defineEvent({
+    type: 'vivier.chat.message.usage_recorded.v1',
+    topic: TOPICS.chatEvents,
+    schema: ChatMessageUsageRecordedSchema,
+    description:
+      'Tokens a reply used that its `message.completed` did not carry: an `async` reply cancelled while the worker ' +
+      'ran it is reported `cancelled` at once, and what the provider generated before the worker stopped comes later. ' +
+      'Analytics add the tokens (and their cost) to the reply\'s user, provider and model; it is not another reply.',
+    key: (d) => d.chatId,
+    keyDescription: CHAT_KEY,
+    subject: (d) => d.messageId,
+    example: {
+      chatId: ID.chat,
+      userId: ID.user,
+      messageId: ID.assistantMessage,
+      provider: 'openai',
+      model: 'openai/gpt-4o-mini',
+      usage: { promptTokens: 412, completionTokens: 57 },
+      recordedAt: '2025-01-31T12:00:03.120Z',
     },
   }),
 

@@ -26,5 +26,8 @@ export function usageHandlers(deps: { usage: UsageService; repository: ReturnTyp
     [EVENTS.chatMessageCompleted.type]: async (event, { tx }) => {
       await deps.usage.applyReply(event.data, tx);
     },
+    [EVENTS.chatMessageUsageRecorded.type]: async (event, { tx }) => {
+      await deps.usage.applyLateUsage(event.data, tx);
+    },
   };
 }

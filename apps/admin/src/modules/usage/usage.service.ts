@@ -1,5 +1,5 @@
 import { problems } from '@vivier/service-kit';
-import type { ChatMessageCompletedData } from '@vivier/contracts';
+import type { ChatMessageCompletedData, ChatMessageUsageRecordedData } from '@vivier/contracts';
 import type { Executor } from '@vivier/messaging';
 import { estimatePercentile, latencyBucketOf } from './latency-histogram';
 import type { PriceTable } from './price-table';
@@ -91,6 +91,33 @@ export class UsageService {
       latencyMaxMs: timed ? data.latencyMs : 0,
       latencyBucket: timed ? latencyBucketOf(data.latencyMs) : -1,
     };
+  }
+
+  /**
+   * Tokens of a reply already counted, reported late (`chat.message.usage_recorded`: an async
+   * reply cancelled while the worker ran it): its tokens and their cost on the day they were
+   * reported, and no reply (messages, failures, cancellations and latency are the reply's own).
+   */
+  async applyLateUsage(data: ChatMessageUsageRecordedData, tx: Executor): Promise<void> {
+    const at = new Date(data.recordedAt);
+    const { promptTokens, completionTokens } = data.usage;
+    const metrics: ReplyMetrics = {
+      messages: 0,
+      failures: 0,
+      cancelled: 0,
+      cacheHits: 0,
+      tokensIn: promptTokens,
+      tokensOut: completionTokens,
+      costMicros: this.deps.prices.costMicros(data.provider, data.model, promptTokens, completionTokens),
+      latencySumMs: 0,
+      latencyCount: 0,
+      latencyMaxMs: 0,
+      latencyBucket: -1,
+    };
+    await this.deps.repository.addPending(
+      { userId: data.userId, at, day: at.toISOString().slice(0, 10), provider: data.provider, model: data.model, metrics },
+      tx,
+    );
   }
 
   async applyReply(data: ChatMessageCompletedData, tx: Executor): Promise<void> {

@@ -61,7 +61,7 @@ export function completionHandlers(deps: { streams: ReplyStreams; log: FastifyBa
         // Cancelled while queued: it stays cancelled, and what the worker's provider call generated
         // before it stopped is counted (else cancelling would make it free). The statement counts
         // only a cancelled reply without token counts, once.
-        const counted = await settleCancelledQueuedReply(executorRunner(tx), row, data.usage);
+        const counted = await settleCancelledQueuedReply(executorRunner(tx), row, data.usage, { provider: data.provider, model: data.model });
         deps.log.info({ messageId: data.assistantMessageId, status: row.status, counted, usage: data.usage }, 'worker result for a reply that is no longer queued: text ignored');
         return;
       }

@@ -77,13 +77,15 @@ export async function settleDeletedReply(
  * The usage of a queued reply that was cancelled while the worker produced it: the cancel stored
  * it `cancelled` with no tokens and released its reservation (its `chat.message.completed` has
  * gone, with no usage). What the provider generated before the worker aborted is recorded on the
- * message and added to the month's use, once (only while the message has no token counts yet).
- * No second `chat.message.completed`: analytics count one per reply, so they miss these tokens.
+ * message and added to the month's use, once (only while the message has no token counts yet),
+ * with `chat.message.usage_recorded` for analytics (a second `message.completed` would count a
+ * second reply), in one statement.
  */
 export async function settleCancelledQueuedReply(
   runner: SqlRunner,
-  row: Pick<MessageRow, 'id' | 'userId' | 'createdAt'>,
+  row: Pick<MessageRow, 'id' | 'chatId' | 'userId' | 'createdAt'>,
   usage: { promptTokens: number; completionTokens: number },
+  by: { provider: string; model: string },
 ): Promise<boolean> {
   const used = usage.promptTokens + usage.completionTokens;
   if (used === 0) return false;
@@ -95,7 +97,16 @@ export async function settleCancelledQueuedReply(
     [row.id, row.createdAt.toISOString(), usage.promptTokens, usage.completionTokens],
   );
   if (updated.length === 0) return false;
-  await turnsRepository(runner).settleAndPublish([{ userId: row.userId, month: quotaMonth(row.createdAt), reserved: 0, used, events: [] }]);
+  const recorded = createEvent(EVENTS.chatMessageUsageRecorded, {
+    chatId: row.chatId,
+    userId: row.userId,
+    messageId: row.id,
+    provider: by.provider,
+    model: by.model,
+    usage,
+    recordedAt: new Date().toISOString(),
+  });
+  await turnsRepository(runner).settleAndPublish([{ userId: row.userId, month: quotaMonth(row.createdAt), reserved: 0, used, events: [recorded] }]);
   return true;
 }
 

@@ -97,3 +97,17 @@ export const ChatMessageCompletedSchema = Type.Object(
   { additionalProperties: false },
 );
 export type ChatMessageCompletedData = Static<typeof ChatMessageCompletedSchema>;
+
+export const ChatMessageUsageRecordedSchema = Type.Object(
+  {
+    chatId: Uuid(),
+    userId: Uuid('the owner of the chat, who is charged'),
+    messageId: Uuid('the assistant message whose `message.completed` has gone without these tokens'),
+    provider: ProviderId('provider that generated them'),
+    model: ModelId('model id used, `<provider>/<model>`'),
+    usage: Usage,
+    recordedAt: Timestamp(),
+  },
+  { additionalProperties: false },
+);
+export type ChatMessageUsageRecordedData = Static<typeof ChatMessageUsageRecordedSchema>;
