@@ -92,8 +92,15 @@ export async function buildAdminApp(config: AdminConfig, options: BuildAdminAppO
     await admin.register(providersRoutes, { providers });
   });
 
+  // Every provider's settings again, at start and every PROVIDER_REPUBLISH_HOURS: see republish().
+  const republish = () =>
+    providers.republish().catch((error: unknown) => app.log.error({ err: error }, 'could not republish the provider settings'));
+  let republishing: NodeJS.Timeout | undefined;
   app.addHook('onReady', async () => {
     await providers.rewrapDataKeys();
+    await republish();
+    if (config.PROVIDER_REPUBLISH_HOURS > 0) republishing = setInterval(() => void republish(), config.PROVIDER_REPUBLISH_HOURS * 3_600_000).unref();
   });
+  app.addHook('onClose', async () => clearInterval(republishing));
   return app;
 }

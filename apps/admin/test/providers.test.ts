@@ -38,8 +38,20 @@ async function row(name: string): Promise<ProviderRow> {
   return rows[0] as ProviderRow;
 }
 
-async function configuredEvents(name: string) {
+/** Every `provider.configured` of the provider, republished ones included (any admin that starts republishes). */
+async function allConfiguredEvents(name: string) {
   return (await outboxEvents(admin.pg, name)).filter((e) => e.type === EVENTS.adminProviderConfigured.type);
+}
+
+/** The event of each change: the first of each revision. */
+async function configuredEvents(name: string) {
+  const seen = new Set<number>();
+  return (await allConfiguredEvents(name)).filter((e) => {
+    const revision = (e.data as { revision: number }).revision;
+    if (seen.has(revision)) return false;
+    seen.add(revision);
+    return true;
+  });
 }
 
 describe('provider settings and write-only API keys', () => {
@@ -190,6 +202,33 @@ describe('provider settings and write-only API keys', () => {
     }
   });
 
+  it("republishes every provider's settings at start, at its revision, and audits one record per revision", async () => {
+    const name = `republished-${t}`;
+    expect((await put(name, { kind: 'openai', models: ['gpt-4o-mini'], apiKey: API_KEY })).statusCode).toBe(201);
+    const [original] = await allConfiguredEvents(name);
+    const restarted = await startAdmin({ PROVIDER_KEY_ENCRYPTION_KEY: MASTER }, { consumers: true });
+    try {
+      const events = await allConfiguredEvents(name);
+      expect(events.length).toBeGreaterThanOrEqual(2);
+      const again = events.at(-1)!;
+      expect(again.id).not.toBe(original!.id);
+      const { apiKeyEnvelope, ...settings } = again.data as { apiKeyEnvelope: EncryptedSecret };
+      const { apiKeyEnvelope: first, ...originalSettings } = original!.data as { apiKeyEnvelope: EncryptedSecret };
+      // The same change (actor, revision, settings); the key under a fresh envelope.
+      expect(settings).toEqual({ ...originalSettings, actor: { userId: admin.admin.sub } });
+      expect(apiKeyEnvelope.iv).not.toBe(first.iv);
+      expect(openEventSecret(MASTER, name, apiKeyEnvelope)).toBe(API_KEY);
+      // Once admin's consumer has handled it, the audit log still holds the one change.
+      await expect
+        .poll(async () => (await admin.pg.query('select 1 from admin.processed_events where event_id = $1', [again.id])).rows.length, { timeout: 45_000 })
+        .toBe(1);
+      const audited = await admin.pg.query(`select id from admin.audit_events where type = $1 and details->>'providerId' = $2`, [EVENTS.adminProviderConfigured.type, name]);
+      expect(audited.rows).toEqual([{ id: original!.id }]);
+    } finally {
+      await restarted.close();
+    }
+  }, 60_000);
+
   it('a new master key re-wraps the data keys at start; the API keys stay the same', async () => {
     const name = `rotate-${t}`;
     expect((await put(name, { kind: 'gemini', apiKey: API_KEY })).statusCode).toBe(201);
@@ -207,6 +246,7 @@ describe('provider settings and write-only API keys', () => {
       // Saved again: the event carries the key under the new master key.
       expect((await put(name, { kind: 'gemini' }, rotated)).json()).toMatchObject({ hasApiKey: true, revision: 2 });
       const events = await configuredEvents(name);
+      expect((events[1]!.data as { revision: number }).revision).toBe(2);
       const envelope = (events[1]!.data as { apiKeyEnvelope: EncryptedSecret }).apiKeyEnvelope;
       expect(envelope.keyId).toBe(vault.keyId);
       expect(openEventSecret(next, name, envelope)).toBe(API_KEY);

@@ -16,7 +16,8 @@ describe('providers set through the admin API', () => {
       brokers: 1,
       instances: { auth: 1, gateway: 1, chat: 2, admin: 1, worker: 1 },
       // The simulator listens on loopback: an admin-set URL may reach it only when allowed.
-      env: { ADMIN_EMAILS: adminEmail, PROVIDER_ALLOWED_HOSTS: '127.0.0.1' },
+      // Chat and the worker read their stored settings every second (the restore case below).
+      env: { ADMIN_EMAILS: adminEmail, PROVIDER_ALLOWED_HOSTS: '127.0.0.1', PROVIDER_SETTINGS_POLL_MS: '1000' },
     });
     gateway = platform.url('gateway-1');
   }, 240_000);
@@ -34,6 +35,10 @@ describe('providers set through the admin API', () => {
     const { accessToken } = (await res.json()) as { accessToken: string };
     return { authorization: `Bearer ${accessToken}`, 'content-type': 'application/json' };
   }
+
+  /** The administrator (ADMIN_EMAILS), registered by the first test that needs one. */
+  let adminHeaders: Promise<Record<string, string>> | undefined;
+  const asAdmin = () => (adminHeaders ??= register(adminEmail));
 
   const call = async (method: string, url: string, headers: Record<string, string>, body?: unknown) => {
     const res = await fetch(`${gateway}${url}`, { method, headers, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
@@ -58,7 +63,7 @@ describe('providers set through the admin API', () => {
   }
 
   it('serves the provider on every chat instance and in the worker, with its key, then stops when it is turned off', async () => {
-    const admin = await register(adminEmail);
+    const admin = await asAdmin();
     const user = await register(`user-${randomUUID().slice(0, 8)}@example.com`);
     const model = 'e2e/tuned';
     const settings = { kind: 'openai_compatible', baseUrl: `${platform.sim.url}/v1`, models: ['tuned'], routing: { maxRetries: 0 } };
@@ -108,6 +113,36 @@ describe('providers set through the admin API', () => {
     expect(refused.status, refused.text).toBe(400);
     expect(refused.json()).toMatchObject({ code: 'unknown_model' });
     expect(platform.sim.requests().some((r) => JSON.stringify(r.body).includes('too late'))).toBe(false);
+  }, 180_000);
+
+  it('gives settings lost by chat and the worker back when admin starts (republished at their revision)', async () => {
+    const admin = await asAdmin();
+    const user = await register(`user-${randomUUID().slice(0, 8)}@example.com`);
+    const model = 'restored/kept';
+    const created = await call('PUT', '/api/v1/admin/providers/restored', admin, { kind: 'openai_compatible', baseUrl: `${platform.sim.url}/v1`, models: ['kept'], apiKey: 'sk-e2e-restored-key-01' });
+    expect(created.status, created.text).toBe(201);
+    await listedEverywhere(user, model, true);
+    const stored = async () =>
+      (await platform.db.query(`select (select count(*) from chat.provider_settings where provider_id = 'restored') + (select count(*) from worker.provider_settings where provider_id = 'restored') as n`)).rows[0].n;
+    await expect.poll(stored, { timeout: 30_000 }).toBe('2');
+    // Both databases lose it (restored from a backup taken before it, after the event left Kafka):
+    // every chat instance drops it at its next read.
+    await platform.db.query(`delete from chat.provider_settings where provider_id = 'restored'`);
+    await platform.db.query(`delete from worker.provider_settings where provider_id = 'restored'`);
+    await listedEverywhere(user, model, false);
+
+    await platform.restart('admin-1');
+    await expect.poll(stored, { timeout: 60_000 }).toBe('2');
+    await listedEverywhere(user, model, true);
+    const sse = await fetch(`${gateway}/v1/chat/completions`, {
+      method: 'POST',
+      headers: user,
+      body: JSON.stringify({ model, messages: [{ role: 'user', content: 'echo: back again' }] }),
+    });
+    expect(sse.status).toBe(200);
+    expect(((await sse.json()) as { choices: Array<{ message: { content: string } }> }).choices[0]!.message.content).toBe('back again');
+    const calls = platform.sim.requests().filter((r) => r.model === 'kept');
+    expect(calls.at(-1)!.headers.authorization).toBe('Bearer sk-e2e-restored-key-01');
   }, 180_000);
 
   it('stops a queued reply the worker is producing within a second of its cancel, and counts what it generated', async () => {

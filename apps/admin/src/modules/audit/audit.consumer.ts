@@ -33,5 +33,13 @@ export function auditHandlers(audit: AuditService): EventHandlers {
   const handler: EventHandler = async (event, { tx }) => {
     await audit.record([event], tx);
   };
-  return Object.fromEntries(AUDITED_EVENT_TYPES.map((type) => [type, handler])) as EventHandlers;
+  return {
+    ...(Object.fromEntries(AUDITED_EVENT_TYPES.map((type) => [type, handler])) as EventHandlers),
+    // Admin republishes every provider's settings now and then (ProvidersService.republish), as
+    // new events of the same revision: a revision is one change, recorded once.
+    [EVENTS.adminProviderConfigured.type]: async (event, { tx }) => {
+      if (await audit.hasProviderRevision(event.data.providerId, event.data.revision, tx)) return;
+      await audit.record([event], tx);
+    },
+  };
 }

@@ -1,6 +1,7 @@
 import { and, desc, eq, gte, like, lt, or, sql, type SQL } from 'drizzle-orm';
 import type { Executor } from '@vivier/messaging';
 import { adminTables } from '@vivier/db-admin';
+import { EVENTS } from '@vivier/contracts';
 
 const { auditEvents } = adminTables;
 
@@ -31,6 +32,22 @@ export function auditRepository(db: Executor) {
     async insert(rows: NewAuditRow[], tx: Executor = db): Promise<void> {
       if (rows.length === 0) return;
       await tx.insert(auditEvents).values(rows).onConflictDoNothing({ target: auditEvents.id });
+    },
+
+    /** Whether a `provider.configured` of this provider and revision is recorded (a few rows of one type: its index). */
+    async hasProviderRevision(providerId: string, revision: number, tx: Executor = db): Promise<boolean> {
+      const rows = await tx
+        .select({ id: auditEvents.id })
+        .from(auditEvents)
+        .where(
+          and(
+            eq(auditEvents.type, EVENTS.adminProviderConfigured.type),
+            sql`${auditEvents.details}->>'providerId' = ${providerId}`,
+            sql`${auditEvents.details}->>'revision' = ${String(revision)}`,
+          ),
+        )
+        .limit(1);
+      return rows.length > 0;
     },
 
     /** One page (`limit` rows) after `after`, in (occurred_at, id) descending order. */

@@ -108,6 +108,11 @@ export class AuditService {
     await this.repository.insert(events.map(auditRecordOf), tx);
   }
 
+  /** Whether a `provider.configured` of this provider and revision is recorded already. */
+  hasProviderRevision(providerId: string, revision: number, tx: Executor): Promise<boolean> {
+    return this.repository.hasProviderRevision(providerId, revision, tx);
+  }
+
   /**
    * `type`: a full event type (`vivier.auth.login.failed.v1`) or a dotted prefix with or without
    * `vivier.` (`auth`, `auth.login.failed`, `admin.user`). `from` inclusive, `to` exclusive; a

@@ -163,6 +163,59 @@ export class ProvidersService {
   }
 
   /**
+   * Publishes every provider's current settings again, as `provider.configured` at its current
+   * revision (the actor and time of that revision; the API key under a fresh event envelope), one
+   * transaction per provider with its row locked, so a change saved meanwhile is published after.
+   * Chat and the worker keep a row unless the revision is higher, so for them it changes nothing,
+   * except where the settings are missing: a database restored or created after the event left
+   * Kafka's retention, or a service that did not keep them before. The audit log keeps one record
+   * per revision (auditHandlers). Run at start and daily (app.ts); returns how many were published.
+   */
+  async republish(): Promise<number> {
+    const { db, repository, vault, publish, log } = this.deps;
+    let published = 0;
+    for (const { id } of await repository.list()) {
+      await db.transaction(async (tx) => {
+        const row = await repository.lock(id, tx);
+        if (!row) return;
+        const sealed = sealedKeyOf(row);
+        let envelope: EncryptedSecret | null = null;
+        if (sealed) {
+          let clearKey: string | undefined;
+          try {
+            clearKey = vault.open(id, sealed);
+          } catch {
+            // Without its key the event would tell a service that has none that there is none.
+            log.error({ provider: id }, 'provider not republished: its stored API key cannot be decrypted with the configured master keys');
+            return;
+          }
+          envelope = vault.eventSecret(id, clearKey);
+          clearKey = undefined;
+        }
+        const event = createEvent(
+          EVENTS.adminProviderConfigured,
+          {
+            actor: { userId: row.updatedBy },
+            providerId: id,
+            kind: row.kind as ProviderKind,
+            enabled: row.enabled,
+            baseUrl: row.baseUrl,
+            models: row.models,
+            routing: row.routing,
+            apiKeyEnvelope: envelope,
+            revision: row.revision,
+          },
+          { time: row.updatedAt },
+        );
+        await publish(tx, event);
+        published += 1;
+      });
+    }
+    if (published > 0) log.info({ providers: published }, 'provider settings republished');
+    return published;
+  }
+
+  /**
    * Data keys still wrapped by an earlier master key (PROVIDER_KEY_ENCRYPTION_PREVIOUS_KEYS) are
    * re-wrapped with the current one; the API keys' ciphertexts do not change. Safe on several
    * replicas at once (row locks, re-checked).
