@@ -315,10 +315,14 @@ change). In the two runs that followed, Vivier did 1.16× and 1.48× Portkey's r
 the run before), and its added p50 latency at one connection was 1.8 and 2.0 times Portkey's (4.4 times before: 4.22 ms
 against 0.95). The machine was faster in those runs too (the simulator alone 10,527 req/s before, 17,929 after), so only
 the ratios compare.
-The run above (2026-12-06, a later machine) is the first since the gateway ties each request to the service to its
-client (an abort signal per request, so a client that goes before the answer ends the provider call): 1.14× at 50
-connections, where Portkey did 1,540 req/s (871-1,040 in the runs before, on machines where Vivier's own speed was much
-the same): the ratio moved with Portkey, not with Vivier. Added p50 at one connection 2.0 ms against Portkey's 0.98.`,
+Since 2026-12-06 the gateway ties each request to the service to its client (an abort signal per request, so a client
+that goes before the answer ends the provider call): 1.14× at 50 connections in the first run after it, where Portkey
+did 1,540 req/s (871-1,040 in the runs before, on machines where Vivier's own speed was much the same): the ratio moved
+with Portkey, not with Vivier.
+Quota leases (2026-12-06, chat's \`CHAT_QUOTA_LEASE_REQUESTS\`): a user far from their limit no longer costs a
+reservation statement per request. The same-run A/B is the next section (\`bench:hops\`): at one connection p50 0.64×
+through chat alone and 0.75× through the gateway, PostgreSQL commits per request 1.36 against 2.5 through chat. At 50
+connections reservations were already group-committed, so leases change little there.`,
     );
   } finally {
     for (const p of procs.reverse()) await stopProcess(p);
