@@ -93,14 +93,21 @@ export async function buildAdminApp(config: AdminConfig, options: BuildAdminAppO
   });
 
   // Every provider's settings again, at start and every PROVIDER_REPUBLISH_HOURS: see republish().
+  let running: Promise<unknown> | undefined;
   const republish = () =>
-    providers.republish().catch((error: unknown) => app.log.error({ err: error }, 'could not republish the provider settings'));
+    (running ??= providers
+      .republish()
+      .catch((error: unknown) => app.log.error({ err: error }, 'could not republish the provider settings'))
+      .finally(() => (running = undefined)));
   let republishing: NodeJS.Timeout | undefined;
   app.addHook('onReady', async () => {
     await providers.rewrapDataKeys();
     await republish();
     if (config.PROVIDER_REPUBLISH_HOURS > 0) republishing = setInterval(() => void republish(), config.PROVIDER_REPUBLISH_HOURS * 3_600_000).unref();
   });
-  app.addHook('onClose', async () => clearInterval(republishing));
+  app.addHook('onClose', async () => {
+    clearInterval(republishing);
+    await running;
+  });
   return app;
 }

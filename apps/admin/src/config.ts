@@ -25,11 +25,14 @@ export const adminConfigSchema = Type.Object({
 
   ...providerKeyConfigProperties,
   PROVIDER_ALLOWED_HOSTS: Env.list('', 'Comma-separated private hosts (names or addresses) that provider base URLs set through the admin API may use.'),
-  PROVIDER_REPUBLISH_HOURS: Env.int(
-    24,
-    "Every provider's settings are published again (provider.configured at its current revision) at start and this often, so chat and workers whose settings went missing (a database restored or created after the event left Kafka's retention) get them back; keep it below the topic's retention. 0 = at start only.",
-    0,
-  ),
+  PROVIDER_REPUBLISH_HOURS: Type.Integer({
+    minimum: 0,
+    // Past 2^31 - 1 ms a Node timer fires at once.
+    maximum: 596,
+    default: 24,
+    description:
+      "Every provider's settings are published again (provider.configured at its current revision) at start and this often, so chat and workers whose settings went missing (a database restored or created after the event left Kafka's retention) get them back; keep it below the topic's retention. 0 = at start only.",
+  }),
   PRICE_TABLE_FILE: Type.Optional(
     Type.String({
       minLength: 1,

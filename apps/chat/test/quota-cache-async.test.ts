@@ -416,6 +416,35 @@ describe('quotas, cache and async replies', () => {
     }
   }, 60_000);
 
+  it('OpenAI API: closing waits for a lease give-back already under way', async () => {
+    // Settlements linger 800 ms: the requests' are written before the lease is idle (a second),
+    // and its give-back, started by the sweep 1.0-1.25 s after the last use, still lingers when
+    // the service closes at 1.5 s. Whatever the timing, nothing may stay reserved after close.
+    const instance = await startChat({ PROVIDERS_FILE: providersFile, CHAT_DEFAULT_MODEL: 'openai/gpt-4o-mini', CHAT_USAGE_SETTLE_LINGER_MS: '800', CHAT_QUOTA_LEASE_REQUESTS: '16' });
+    let closed = false;
+    try {
+      const user = testUser();
+      const ask = () =>
+        instance.app.inject({
+          method: 'POST',
+          url: '/v1/chat/completions',
+          headers: user.headers,
+          payload: { model: 'openai/gpt-4o-mini', max_tokens: 8, messages: [{ role: 'user', content: 'echo: give it back' }] },
+        });
+      const first = await ask();
+      const second = await ask(); // takes a lease
+      const lastUse = Date.now();
+      const spent = [first, second].reduce((n, a) => n + (a.json() as { usage: { total_tokens: number } }).usage.total_tokens, 0);
+      await expect.poll(async () => (await usage(user.id))?.used, { timeout: 10_000, interval: 50 }).toBe(spent);
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, lastUse + 1_500 - Date.now())));
+      await instance.close();
+      closed = true;
+      expect(await usage(user.id)).toEqual({ reserved: 0, used: spent });
+    } finally {
+      if (!closed) await instance.close().catch(() => undefined);
+    }
+  }, 60_000);
+
   it('answers an identical temperature-0 request from the cache, marked cached and counted', async () => {
     const user = testUser();
     const before = sim.requests().filter((r) => r.model === 'cache-model').length;

@@ -26,6 +26,9 @@ const LEASE_MAX_AGE_MS = 10_000;
 const LEASE_SHARE_OF_HEADROOM = 1 / 8;
 /** How often idle and old leases are looked for. */
 const LEASE_SWEEP_MS = 250;
+/** Tries of a lease's give-back before it is reported lost, the first pause between them, growing 4×. */
+const RELEASE_ATTEMPTS = 5;
+const RELEASE_RETRY_MS = 100;
 
 /** Tokens one instance holds reserved for a user and month, handed out to requests without a statement. */
 interface Lease {
@@ -68,6 +71,8 @@ export class UsageLedger {
   /** Tokens reserved ahead per user and month (see `take`). */
   private readonly leases = new Map<string, Lease>();
   private leaseSweep: NodeJS.Timeout | undefined;
+  /** Give-backs and reservation drains under way: closing waits for them (a drain may take a lease). */
+  private readonly working = new Set<Promise<void>>();
   private readonly settleLingerMs: number;
   /** Set to 0 once the leases are given back for good (closing). */
   private leaseRequests: number;
@@ -108,7 +113,7 @@ export class UsageLedger {
    * ahead are never more than a small part of anyone's quota. It is given back (one settlement
    * statement) once it has served no request for a second, once it is 10 s old, and when the
    * service closes. A quota lowered meanwhile is therefore met within 10 s, and past it by at most
-   * what the lease held; an instance that dies keeps its lease reserved, as it keeps the
+   * what the lease held on each instance; an instance that dies keeps its lease reserved, as it keeps the
    * reservations of the requests it was running.
    */
   take(userId: string, month: string, tokens: number): boolean {
@@ -126,7 +131,22 @@ export class UsageLedger {
     this.leaseRequests = 0;
     if (this.leaseSweep) clearInterval(this.leaseSweep);
     this.leaseSweep = undefined;
-    await Promise.all([...this.leases.keys()].map((key) => this.release(key)));
+    // A drain still running may take a lease when its statement is answered (it is given back at
+    // once, see lease()); a give-back started by the sweep may still be writing.
+    while (this.leases.size > 0 || this.working.size > 0) {
+      for (const key of [...this.leases.keys()]) void this.release(key);
+      await Promise.all(this.working);
+    }
+  }
+
+  /** Runs `work` as part of what closing waits for. */
+  private track(work: Promise<void>): Promise<void> {
+    const done = work.then(
+      () => void this.working.delete(done),
+      () => void this.working.delete(done), // neither rejects (each settles its own waiters); closing must not throw
+    );
+    this.working.add(done);
+    return done;
   }
 
   /**
@@ -150,7 +170,7 @@ export class UsageLedger {
         queue.push({ tokens, resolve, reject });
       } else {
         this.reservations.set(key, [{ tokens, resolve, reject }]);
-        void this.drainReservations(key, userId, month);
+        void this.track(this.drainReservations(key, userId, month));
       }
     });
   }
@@ -208,8 +228,8 @@ export class UsageLedger {
    * requests' own tokens; a lease still held (too small, or too old) is given back first.
    */
   private leaseSize(key: string, total: number): number {
-    if (this.leaseRequests <= 1) return 0;
     if (this.leases.has(key)) void this.release(key);
+    if (this.leaseRequests <= 1) return 0;
     const known = this.headroom.get(key);
     if (!known || performance.now() - known.at > HEADROOM_TTL_MS) return 0;
     const wanted = total * (this.leaseRequests - 1);
@@ -220,7 +240,9 @@ export class UsageLedger {
   private lease(key: string, userId: string, month: string, tokens: number): void {
     const now = performance.now();
     this.leases.set(key, { userId, month, tokens, takenAt: now, lastUsedAt: now });
-    this.leaseSweep ??= setInterval(() => this.sweepLeases(), LEASE_SWEEP_MS).unref();
+    // Taken by a statement that was in flight when the service began closing: given back at once.
+    if (this.leaseRequests <= 1) void this.release(key);
+    else this.leaseSweep ??= setInterval(() => this.sweepLeases(), LEASE_SWEEP_MS).unref();
   }
 
   private sweepLeases(): void {
@@ -234,19 +256,34 @@ export class UsageLedger {
     }
   }
 
-  /** Gives a lease's tokens back (a settlement of them with nothing used); they count as room again. */
-  private async release(key: string): Promise<void> {
+  /**
+   * Gives a lease's tokens back (a settlement of them with nothing used, retried with growing
+   * pauses as a request's settlement is); they count as room again. Closing waits for it.
+   */
+  private release(key: string): Promise<void> {
     const lease = this.leases.get(key);
-    if (!lease) return;
+    if (!lease) return Promise.resolve();
     this.leases.delete(key);
     const known = this.headroom.get(key);
     if (known && known.tokens !== null) known.tokens += lease.tokens;
-    if (lease.tokens === 0) return;
-    try {
-      await this.settle({ userId: lease.userId, month: lease.month, reserved: lease.tokens, used: 0, events: [] });
-    } catch (error) {
-      this.onReleaseError(error, { userId: lease.userId, month: lease.month, tokens: lease.tokens });
-    }
+    if (lease.tokens === 0) return Promise.resolve();
+    const settlement: Settlement = { userId: lease.userId, month: lease.month, reserved: lease.tokens, used: 0, events: [] };
+    return this.track(
+      (async () => {
+        for (let attempt = 1; ; attempt++) {
+          try {
+            await this.settle(settlement);
+            return;
+          } catch (error) {
+            if (attempt >= RELEASE_ATTEMPTS) {
+              this.onReleaseError(error, { userId: lease.userId, month: lease.month, tokens: lease.tokens });
+              return;
+            }
+            await new Promise((resolve) => setTimeout(resolve, RELEASE_RETRY_MS * 4 ** (attempt - 1)));
+          }
+        }
+      })(),
+    );
   }
 
   /** Remembers what a reservation left, less the reservations still waiting to be written. */
