@@ -62,6 +62,25 @@ export function providerView(row: ProviderRow): ProviderView {
  * (ProviderKeyVault), encrypted under the master key on the event, never returned or logged.
  * Base URLs are checked against SSRF when saved (PROVIDER_ALLOWED_HOSTS lets private hosts in).
  */
+/** `provider.configured` of a stored row: its whole state at its revision, at the time of that revision. */
+function configuredEvent(actor: AdminActor, row: ProviderRow, apiKeyEnvelope: EncryptedSecret | null) {
+  return createEvent(
+    EVENTS.adminProviderConfigured,
+    {
+      actor,
+      providerId: row.id,
+      kind: row.kind as ProviderKind,
+      enabled: row.enabled,
+      baseUrl: row.baseUrl,
+      models: row.models,
+      routing: row.routing,
+      apiKeyEnvelope,
+      revision: row.revision,
+    },
+    { time: row.updatedAt },
+  );
+}
+
 export class ProvidersService {
   constructor(
     private readonly deps: {
@@ -139,21 +158,7 @@ export class ProvidersService {
         },
         tx,
       );
-      const event = createEvent(
-        EVENTS.adminProviderConfigured,
-        {
-          actor,
-          providerId: name,
-          kind: settings.kind,
-          enabled: row.enabled,
-          baseUrl: row.baseUrl,
-          models: row.models,
-          routing: row.routing,
-          apiKeyEnvelope: envelope,
-          revision: row.revision,
-        },
-        { time: now },
-      );
+      const event = configuredEvent(actor, row, envelope);
       await publish(tx, event);
       await audit.record([event], tx);
       return { provider: providerView(row), created: existing === undefined };
@@ -192,22 +197,7 @@ export class ProvidersService {
           envelope = vault.eventSecret(id, clearKey);
           clearKey = undefined;
         }
-        const event = createEvent(
-          EVENTS.adminProviderConfigured,
-          {
-            actor: { userId: row.updatedBy },
-            providerId: id,
-            kind: row.kind as ProviderKind,
-            enabled: row.enabled,
-            baseUrl: row.baseUrl,
-            models: row.models,
-            routing: row.routing,
-            apiKeyEnvelope: envelope,
-            revision: row.revision,
-          },
-          { time: row.updatedAt },
-        );
-        await publish(tx, event);
+        await publish(tx, configuredEvent({ userId: row.updatedBy }, row, envelope));
         published += 1;
       });
     }

@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyBaseLogger } from 'fastify';
 import { createEvent, EVENTS, nameBasedUuid } from '@vivier/contracts';
 import {
@@ -16,7 +15,7 @@ import type { ChatMetrics } from '../../metrics';
 import type { ModelCatalog } from '../models/models.service';
 import type { Settlement, TurnsRepository } from '../messages/turns.repository';
 import { quotaMonth } from '../quotas/quotas.repository';
-import { UsageLedger } from '../quotas/usage-ledger';
+import { SETTLE_ATTEMPTS, UsageLedger } from '../quotas/usage-ledger';
 
 /** The request body of `POST /v1/chat/completions`, as far as Vivier uses it. */
 export interface CompletionBody {
@@ -113,10 +112,6 @@ class NotReserved extends Error {
     super('the reservation was not granted');
   }
 }
-
-/** Tries of a settlement before it is logged as lost, the first pause between them, growing 4× each. */
-const SETTLE_ATTEMPTS = 5;
-const SETTLE_RETRY_MS = 100;
 
 /**
  * `POST /v1/chat/completions` through the same router, quotas and usage accounting as chats:
@@ -384,20 +379,13 @@ export class OpenAiService {
         }),
       ],
     };
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.ledger.settle(settlement);
-        return;
-      } catch (error) {
-        if (attempt >= SETTLE_ATTEMPTS) {
-          this.deps.log.error(
-            { err: error, userId: user.sub, month: prepared.month, reserved: prepared.reserved, used, messageId: prepared.id, attempts: attempt },
-            'could not settle an OpenAI API request: its reservation stays counted and its usage event is missing',
-          );
-          return;
-        }
-        await sleep(SETTLE_RETRY_MS * 4 ** (attempt - 1));
-      }
+    try {
+      await this.ledger.settleRetrying(settlement);
+    } catch (error) {
+      this.deps.log.error(
+        { err: error, userId: user.sub, month: prepared.month, reserved: prepared.reserved, used, messageId: prepared.id, attempts: SETTLE_ATTEMPTS },
+        'could not settle an OpenAI API request: its reservation stays counted and its usage event is missing',
+      );
     }
   }
 }

@@ -26,9 +26,9 @@ const LEASE_MAX_AGE_MS = 10_000;
 const LEASE_SHARE_OF_HEADROOM = 1 / 8;
 /** How often idle and old leases are looked for. */
 const LEASE_SWEEP_MS = 250;
-/** Tries of a lease's give-back before it is reported lost, the first pause between them, growing 4×. */
-const RELEASE_ATTEMPTS = 5;
-const RELEASE_RETRY_MS = 100;
+/** Tries of a settlement written after its answer (settleRetrying), the first pause between them, growing 4×. */
+export const SETTLE_ATTEMPTS = 5;
+const SETTLE_RETRY_MS = 100;
 
 /** Tokens one instance holds reserved for a user and month, handed out to requests without a statement. */
 interface Lease {
@@ -175,6 +175,22 @@ export class UsageLedger {
     });
   }
 
+  /**
+   * `settle`, tried again after a failure (SETTLE_ATTEMPTS in all, with growing pauses), for
+   * settlements nobody waits for: it rejects with the last error once it gives up.
+   */
+  async settleRetrying(settlement: Settlement): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.settle(settlement);
+        return;
+      } catch (error) {
+        if (attempt >= SETTLE_ATTEMPTS) throw error;
+        await new Promise((resolve) => setTimeout(resolve, SETTLE_RETRY_MS * 4 ** (attempt - 1)));
+      }
+    }
+  }
+
   settle(settlement: Settlement): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       this.settlements.push({ settlement, resolve, reject });
@@ -257,8 +273,8 @@ export class UsageLedger {
   }
 
   /**
-   * Gives a lease's tokens back (a settlement of them with nothing used, retried with growing
-   * pauses as a request's settlement is); they count as room again. Closing waits for it.
+   * Gives a lease's tokens back (a settlement of them with nothing used, retried as a request's
+   * settlement is); they count as room again. Closing waits for it.
    */
   private release(key: string): Promise<void> {
     const lease = this.leases.get(key);
@@ -267,22 +283,11 @@ export class UsageLedger {
     const known = this.headroom.get(key);
     if (known && known.tokens !== null) known.tokens += lease.tokens;
     if (lease.tokens === 0) return Promise.resolve();
-    const settlement: Settlement = { userId: lease.userId, month: lease.month, reserved: lease.tokens, used: 0, events: [] };
+    const given = { userId: lease.userId, month: lease.month, tokens: lease.tokens };
     return this.track(
-      (async () => {
-        for (let attempt = 1; ; attempt++) {
-          try {
-            await this.settle(settlement);
-            return;
-          } catch (error) {
-            if (attempt >= RELEASE_ATTEMPTS) {
-              this.onReleaseError(error, { userId: lease.userId, month: lease.month, tokens: lease.tokens });
-              return;
-            }
-            await new Promise((resolve) => setTimeout(resolve, RELEASE_RETRY_MS * 4 ** (attempt - 1)));
-          }
-        }
-      })(),
+      this.settleRetrying({ userId: lease.userId, month: lease.month, reserved: lease.tokens, used: 0, events: [] }).catch((error: unknown) =>
+        this.onReleaseError(error, given),
+      ),
     );
   }
 
