@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PASSWORD, identityOf, outboxEvents, startAuth, uniqueEmail, type AuthHarness, type SignedIn } from './helpers';
 import { startIdentityProvider, type TestAccount, type TestIdentityProvider } from './identity-provider';
@@ -157,6 +157,26 @@ describe('OIDC sign-in', () => {
     expect(rows).toHaveLength(0);
     const failures = await outboxEvents(auth.pg, 'anonymous');
     expect(failures.some((e) => e.type === 'vivier.auth.login.failed.v1' && e.data.reason === 'oidc_nonce_mismatch' && e.data.method === 'oidc')).toBe(true);
+  });
+
+  it('refuses a code issued for another PKCE challenge (an intercepted or injected code): the provider refuses the exchange, 400 oidc_error, no session', async () => {
+    const who = account();
+    idp.signInAs(who);
+    const start = await auth.call('GET', '/api/v1/auth/oauth/test/start');
+    const cookie = String(start.headers['set-cookie']).split(';')[0]!;
+    // The code is bound to a challenge whose verifier auth does not hold (as a code from another
+    // browser's sign-in would be): auth's verifier no longer matches at the token endpoint.
+    const authorization = new URL(start.headers.location as string);
+    authorization.searchParams.set('code_challenge', createHash('sha256').update('a verifier auth never made').digest('base64url'));
+    const callback = await idp.authorize(authorization.toString(), CALLBACK);
+    const res = await finish(callback, cookie);
+    expect(res.statusCode).toBe(400);
+    expect(res.json()).toMatchObject({ code: 'oidc_error', status: 400 });
+    expect(await sessionsOf(who.email)).toBe(0);
+    const { rows } = await auth.pg.query('select 1 from auth.users where email = $1', [who.email]);
+    expect(rows).toHaveLength(0);
+    const failures = await outboxEvents(auth.pg, 'anonymous');
+    expect(failures.some((e) => e.type === 'vivier.auth.login.failed.v1' && e.data.reason === 'oidc_error' && e.data.method === 'oidc')).toBe(true);
   });
 
   it('refuses an account whose email the provider has not verified', async () => {
