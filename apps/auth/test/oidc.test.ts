@@ -140,43 +140,42 @@ describe('OIDC sign-in', () => {
     expect(failures.some((e) => e.type === 'vivier.auth.login.failed.v1' && e.data.reason === 'oidc_state_mismatch' && e.data.method === 'oidc')).toBe(true);
   });
 
-  it('refuses an ID token made for another nonce (a replayed or injected token) with 400 invalid_nonce, no session', async () => {
-    const who = account();
+  /**
+   * A sign-in whose authorization request had one parameter changed on its way to the provider
+   * (what an attacker's own request would carry), finished in the browser that started it.
+   */
+  async function finishAltered(who: TestAccount, param: string, value: string) {
     idp.signInAs(who);
     const start = await auth.call('GET', '/api/v1/auth/oauth/test/start');
     const cookie = String(start.headers['set-cookie']).split(';')[0]!;
-    // The provider signs whatever nonce the request carries: an ID token for another sign-in.
     const authorization = new URL(start.headers.location as string);
-    authorization.searchParams.set('nonce', 'B'.repeat(43));
-    const callback = await idp.authorize(authorization.toString(), CALLBACK);
-    const res = await finish(callback, cookie);
+    authorization.searchParams.set(param, value);
+    return finish(await idp.authorize(authorization.toString(), CALLBACK), cookie);
+  }
+
+  /** 400 with `code`; no account, no session; `login.failed` with `reason` recorded. */
+  async function expectRefused(who: TestAccount, res: Awaited<ReturnType<typeof finish>>, code: string, reason: string) {
     expect(res.statusCode).toBe(400);
-    expect(res.json()).toMatchObject({ code: 'invalid_nonce', status: 400 });
+    expect(res.json()).toMatchObject({ code, status: 400 });
     expect(await sessionsOf(who.email)).toBe(0);
     const { rows } = await auth.pg.query('select 1 from auth.users where email = $1', [who.email]);
     expect(rows).toHaveLength(0);
     const failures = await outboxEvents(auth.pg, 'anonymous');
-    expect(failures.some((e) => e.type === 'vivier.auth.login.failed.v1' && e.data.reason === 'oidc_nonce_mismatch' && e.data.method === 'oidc')).toBe(true);
+    expect(failures.some((e) => e.type === 'vivier.auth.login.failed.v1' && e.data.reason === reason && e.data.method === 'oidc')).toBe(true);
+  }
+
+  it('refuses an ID token made for another nonce (a replayed or injected token) with 400 invalid_nonce, no session', async () => {
+    const who = account();
+    // The provider signs whatever nonce the request carries: an ID token for another sign-in.
+    await expectRefused(who, await finishAltered(who, 'nonce', 'B'.repeat(43)), 'invalid_nonce', 'oidc_nonce_mismatch');
   });
 
   it('refuses a code issued for another PKCE challenge (an intercepted or injected code): the provider refuses the exchange, 400 oidc_error, no session', async () => {
     const who = account();
-    idp.signInAs(who);
-    const start = await auth.call('GET', '/api/v1/auth/oauth/test/start');
-    const cookie = String(start.headers['set-cookie']).split(';')[0]!;
     // The code is bound to a challenge whose verifier auth does not hold (as a code from another
     // browser's sign-in would be): auth's verifier no longer matches at the token endpoint.
-    const authorization = new URL(start.headers.location as string);
-    authorization.searchParams.set('code_challenge', createHash('sha256').update('a verifier auth never made').digest('base64url'));
-    const callback = await idp.authorize(authorization.toString(), CALLBACK);
-    const res = await finish(callback, cookie);
-    expect(res.statusCode).toBe(400);
-    expect(res.json()).toMatchObject({ code: 'oidc_error', status: 400 });
-    expect(await sessionsOf(who.email)).toBe(0);
-    const { rows } = await auth.pg.query('select 1 from auth.users where email = $1', [who.email]);
-    expect(rows).toHaveLength(0);
-    const failures = await outboxEvents(auth.pg, 'anonymous');
-    expect(failures.some((e) => e.type === 'vivier.auth.login.failed.v1' && e.data.reason === 'oidc_error' && e.data.method === 'oidc')).toBe(true);
+    const challenge = createHash('sha256').update('a verifier auth never made').digest('base64url');
+    await expectRefused(who, await finishAltered(who, 'code_challenge', challenge), 'oidc_error', 'oidc_error');
   });
 
   it('refuses an account whose email the provider has not verified', async () => {

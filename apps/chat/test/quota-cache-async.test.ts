@@ -98,6 +98,17 @@ describe('quotas, cache and async replies', () => {
     return rows[0] as { reserved: number; used: number } | undefined;
   };
 
+  /** A small non-streamed `POST /v1/chat/completions` (at most 8 tokens of answer) to `instance` as `user`. */
+  const askCompletion = (instance: TestChat, user: ReturnType<typeof testUser>, content: string) =>
+    instance.app.inject({
+      method: 'POST',
+      url: '/v1/chat/completions',
+      headers: user.headers,
+      payload: { model: 'openai/gpt-4o-mini', max_tokens: 8, messages: [{ role: 'user', content }] },
+    });
+  /** The tokens an answer of /v1/chat/completions reports. */
+  const totalTokens = (answer: { json(): unknown }) => (answer.json() as { usage: { total_tokens: number } }).usage.total_tokens;
+
   it('reserves prompt + maximum output against the monthly quota, settles with real usage, refuses past it', async () => {
     const user = testUser();
     await setQuota(user.id, 2000);
@@ -198,7 +209,7 @@ describe('quotas, cache and async replies', () => {
     const free = testUser();
     const answers = await complete(free, 30);
     expect(answers.map((r) => r.statusCode)).toEqual(Array(30).fill(200));
-    const total = answers.reduce((n, r) => n + (r.json() as { usage: { total_tokens: number } }).usage.total_tokens, 0);
+    const total = answers.reduce((n, r) => n + totalTokens(r), 0);
     await expect.poll(() => usage(free.id), { timeout: 10_000 }).toEqual({ reserved: 0, used: total });
     const { rows } = await pool.query(`select count(*)::int as n from chat.outbox where key = $1 and topic = 'chat.events'`, [apiChatId(free.id)]);
     expect(rows[0].n).toBe(30);
@@ -266,19 +277,13 @@ describe('quotas, cache and async replies', () => {
     const instance = await startChat({ PROVIDERS_FILE: providersFile, CHAT_DEFAULT_MODEL: 'openai/gpt-4o-mini', CHAT_USAGE_SETTLE_LINGER_MS: '10000' });
     try {
       const user = testUser();
-      const ask = () =>
-        instance.app.inject({
-          method: 'POST',
-          url: '/v1/chat/completions',
-          headers: user.headers,
-          payload: { model: 'openai/gpt-4o-mini', max_tokens: 8, messages: [{ role: 'user', content: 'echo: one after another' }] },
-        });
+      const ask = () => askCompletion(instance, user, 'echo: one after another');
       const started = Date.now();
       const answers = [await ask(), await ask(), await ask()];
       expect(Date.now() - started).toBeLessThan(8000);
       expect(answers.map((a) => a.statusCode)).toEqual([200, 200, 200]);
       expect(await usage(user.id)).toMatchObject({ used: 0 }); // all three still lingering
-      const total = answers.reduce((n, a) => n + (a.json() as { usage: { total_tokens: number } }).usage.total_tokens, 0);
+      const total = answers.reduce((n, a) => n + totalTokens(a), 0);
       await expect.poll(() => usage(user.id), { timeout: 20_000 }).toEqual({ reserved: 0, used: total });
       // Rows written by one statement carry one transaction id.
       const { rows } = await pool.query(`select txid::text from chat.outbox where key = $1 and topic = 'chat.events'`, [apiChatId(user.id)]);
@@ -359,20 +364,13 @@ describe('quotas, cache and async replies', () => {
     const instance = await startChat({ PROVIDERS_FILE: providersFile, CHAT_DEFAULT_MODEL: 'openai/gpt-4o-mini', CHAT_USAGE_SETTLE_LINGER_MS: '0', CHAT_QUOTA_LEASE_REQUESTS: '16' });
     let closed = false;
     try {
-      const ask = (user: ReturnType<typeof testUser>) =>
-        instance.app.inject({
-          method: 'POST',
-          url: '/v1/chat/completions',
-          headers: user.headers,
-          payload: { model: 'openai/gpt-4o-mini', max_tokens: 8, messages: [{ role: 'user', content: 'echo: from the lease' }] },
-        });
-      const tokens = (r: Awaited<ReturnType<typeof ask>>) => (r.json() as { usage: { total_tokens: number } }).usage.total_tokens;
+      const ask = (user: ReturnType<typeof testUser>) => askCompletion(instance, user, 'echo: from the lease');
       const user = testUser();
       // The first reservation is exact and tells chat the user has no limit; the second takes a
       // lease: its statement reserves 16 requests' worth, and 15 stay reserved once it is settled.
       const first = await ask(user);
       const second = await ask(user);
-      let spent = tokens(first) + tokens(second);
+      let spent = totalTokens(first) + totalTokens(second);
       await expect.poll(async () => (await usage(user.id))?.used, { timeout: 10_000 }).toBe(spent);
       const leased = (await usage(user.id))!.reserved;
       expect(leased).toBeGreaterThanOrEqual(15 * 8);
@@ -385,7 +383,7 @@ describe('quotas, cache and async replies', () => {
         for (let i = 0; i < 4; i++) {
           const answer = await Promise.race([ask(user), new Promise<'waited'>((resolve) => setTimeout(() => resolve('waited'), 5_000))]);
           expect(answer).not.toBe('waited');
-          spent += tokens(answer as Awaited<ReturnType<typeof ask>>);
+          spent += totalTokens(answer as Awaited<ReturnType<typeof ask>>);
         }
       } finally {
         await locker.query('rollback');
@@ -399,17 +397,17 @@ describe('quotas, cache and async replies', () => {
       await pool.query(`insert into chat.quotas (user_id, monthly_tokens, updated_at) values ($1, 2000, now())`, [limited.id]);
       const a = await ask(limited);
       const b = await ask(limited);
-      await expect.poll(async () => (await usage(limited.id))?.used, { timeout: 10_000 }).toBe(tokens(a) + tokens(b));
+      await expect.poll(async () => (await usage(limited.id))?.used, { timeout: 10_000 }).toBe(totalTokens(a) + totalTokens(b));
       const held = (await usage(limited.id))!.reserved;
       expect(held).toBeGreaterThan(0);
-      expect(held).toBeLessThanOrEqual((2000 - tokens(a)) / 8);
+      expect(held).toBeLessThanOrEqual((2000 - totalTokens(a)) / 8);
 
       // Closing gives every lease back.
       const third = await ask(user);
       await expect.poll(async () => (await usage(user.id))?.reserved, { timeout: 10_000 }).toBeGreaterThan(0);
       await instance.close();
       closed = true;
-      expect(await usage(user.id)).toEqual({ reserved: 0, used: spent + tokens(third) });
+      expect(await usage(user.id)).toEqual({ reserved: 0, used: spent + totalTokens(third) });
       expect((await usage(limited.id))!.reserved).toBe(0);
     } finally {
       if (!closed) await instance.close().catch(() => undefined);
@@ -424,17 +422,10 @@ describe('quotas, cache and async replies', () => {
     let closed = false;
     try {
       const user = testUser();
-      const ask = () =>
-        instance.app.inject({
-          method: 'POST',
-          url: '/v1/chat/completions',
-          headers: user.headers,
-          payload: { model: 'openai/gpt-4o-mini', max_tokens: 8, messages: [{ role: 'user', content: 'echo: give it back' }] },
-        });
-      const first = await ask();
-      const second = await ask(); // takes a lease
+      const first = await askCompletion(instance, user, 'echo: give it back');
+      const second = await askCompletion(instance, user, 'echo: give it back'); // takes a lease
       const lastUse = Date.now();
-      const spent = [first, second].reduce((n, a) => n + (a.json() as { usage: { total_tokens: number } }).usage.total_tokens, 0);
+      const spent = totalTokens(first) + totalTokens(second);
       await expect.poll(async () => (await usage(user.id))?.used, { timeout: 10_000, interval: 50 }).toBe(spent);
       await new Promise((resolve) => setTimeout(resolve, Math.max(0, lastUse + 1_500 - Date.now())));
       await instance.close();
