@@ -84,8 +84,7 @@ export class UsageLedger {
    * answers first), so it costs no latency; what it saves is a statement, a commit and a relay
    * wake-up for each settlement that joins, which is most of them once requests come faster than
    * one per linger.
-   */
-  /**
+   *
    * `leaseRequests`: when a user is far from their limit, a reservation statement reserves this
    * many times what it was asked for, and the rest serves the next requests of that user on this
    * instance without a statement (see `take`); 0 or 1 = none. `onReleaseError`: a lease could not
