@@ -1,6 +1,7 @@
 /**
  * The floor for any Node proxy on this machine, as its own process: node:http in, an undici pool
- * out, the body piped back — no framework, no auth, no limits, no headers beyond the content type.
+ * out, the request body and the answer piped through — no framework, no auth, no limits, no
+ * accounting, no headers beyond the content type and the authorization.
  */
 import http from 'node:http';
 import { Pool } from 'undici';
@@ -8,7 +9,11 @@ import { Pool } from 'undici';
 const upstream = new Pool(process.env.UPSTREAM_URL!, { connections: 128, pipelining: 1 });
 const server = http.createServer(async (req, res) => {
   try {
-    const answer = await upstream.request({ method: 'GET', path: req.url ?? '/' });
+    const headers: Record<string, string> = {};
+    if (req.headers['content-type']) headers['content-type'] = req.headers['content-type'];
+    if (req.headers.authorization) headers.authorization = req.headers.authorization;
+    const hasBody = req.method !== 'GET' && req.method !== 'HEAD';
+    const answer = await upstream.request({ method: req.method as 'GET', path: req.url ?? '/', headers, body: hasBody ? req : null });
     res.writeHead(answer.statusCode, {
       'content-type': String(answer.headers['content-type'] ?? 'application/octet-stream'),
     });

@@ -29,6 +29,7 @@ const ROUNDS = Number(process.env.ROUNDS ?? 6);
 const SECONDS = Number(process.env.SECONDS ?? 3);
 const WARMUP_SECONDS = Number(process.env.WARMUP_SECONDS ?? 3);
 const PORTKEY_VERSION = '1.15.2';
+const BARE = 'bare Node proxy (floor)';
 
 function child(command: string, args: string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<{ proc: ChildProcess; match: RegExpExecArray }> {
   const proc = spawn(command, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -59,6 +60,10 @@ async function main(): Promise<void> {
     const portkeyEntry = createRequire(import.meta.url).resolve('@portkey-ai/gateway/build/start-server.js');
     const portkey = await child(process.execPath, [portkeyEntry, `--port=${portkeyPort}`, '--headless'], process.env, /Ready for connections|running at/i);
     children.push(portkey.proc);
+    // The floor: what any Node proxy costs on this machine (node:http in, undici out, nothing else).
+    const bare = await child(process.execPath, ['--import', 'tsx', path.join(ROOT, 'tools/bench/src/bare-proxy.ts')], { ...process.env, PORT: '0', UPSTREAM_URL: simUrl }, /^listening (\d+)$/);
+    children.push(bare.proc);
+    const bareOrigin = `http://127.0.0.1:${bare.match[1]!}`;
 
     const dir = mkdtempSync(path.join(os.tmpdir(), 'vivier-openai-bench-'));
     const providersFile = path.join(dir, 'providers.json');
@@ -86,6 +91,7 @@ async function main(): Promise<void> {
     const parties: CpuParty[] = [
       { name: 'provider simulator', pids: pid(sim.proc) },
       { name: 'Portkey', pids: pid(portkey.proc) },
+      { name: 'bare proxy', pids: pid(bare.proc) },
       { name: 'gateway', pids: pid(gateway.child) },
       { name: 'chat', pids: pid(chat.child) },
       { name: 'auth', pids: pid(auth.child) },
@@ -113,6 +119,7 @@ async function main(): Promise<void> {
         headers: { authorization: 'Bearer sk-sim', 'x-portkey-provider': 'openai', 'x-portkey-custom-host': `${simUrl}/v1` },
         body: body('gpt-4o-mini', stream),
       },
+      { name: BARE, origin: bareOrigin, path: '/v1/chat/completions', headers: { authorization: 'Bearer sk-sim' }, body: body('gpt-4o-mini', stream) },
       { name: 'Vivier (gateway → chat)', origin: vivier, path: '/v1/chat/completions', headers: { authorization: `Bearer ${apiKey}` }, body: body('openai/gpt-4o-mini', stream) },
     ];
 
@@ -187,8 +194,8 @@ async function main(): Promise<void> {
     const direct = 'provider simulator, direct';
     const pk = `Portkey gateway ${PORTKEY_VERSION}`;
     const vv = 'Vivier (gateway → chat)';
-    const ratio = (label: string) => {
-      const v = at(label, vv);
+    const ratio = (label: string, name = vv) => {
+      const v = at(label, name);
       const p = at(label, pk);
       return v && p && p.requests > 0 ? `${round(v.rps / p.rps, 2)}×` : 'n/a (Portkey answered no request)';
     };
@@ -199,7 +206,7 @@ async function main(): Promise<void> {
     };
     // What each gateway adds to the simulator's own latency, at both percentiles, in every mode.
     const addedRows = Object.keys(summary).flatMap((label) =>
-      [pk, vv].map((name) => `| ${label} | ${name} | ${added(label, name)} | ${added(label, name, 'p99Ms')} |`),
+      [pk, BARE, vv].map((name) => `| ${label} | ${name} | ${added(label, name)} | ${added(label, name, 'p99Ms')} |`),
     );
 
     // CPU per request: every round's CPU of each party over the requests the round completed.
@@ -213,6 +220,7 @@ async function main(): Promise<void> {
     const onPath: Record<string, string[]> = {
       [direct]: ['load generator', 'provider simulator'],
       [pk]: ['load generator', 'provider simulator', 'Portkey'],
+      [BARE]: ['load generator', 'provider simulator', 'bare proxy'],
       [vv]: ['load generator', 'provider simulator', 'gateway', 'chat', 'auth', 'PostgreSQL', 'Redis', 'Kafka (dev broker)'],
     };
     const pathTotal = (label: string, name: string) => {
@@ -229,7 +237,7 @@ async function main(): Promise<void> {
     process.stdout.write(`PostgreSQL transactions per request: ${perRequest}\n`);
     const cpuRows: string[] = [];
     for (const label of Object.keys(summary)) {
-      for (const name of [direct, pk, vv]) {
+      for (const name of [direct, pk, BARE, vv]) {
         const us = microseconds(label, name);
         if (!us) continue;
         const cells = partyNames.map((party) => (onPath[name]!.includes(party) ? String(Math.round(us.get(party)!)) : '·'));
@@ -277,6 +285,9 @@ ${rows.join('\n')}
 **Vivier / Portkey, requests/s at 50 connections**: non-stream ${ratio('non-stream, 50 conn.')}, stream ${ratio('stream, 50 conn.')} (target ≥ 5×).
 **Added latency at 1 connection, p50 over the simulator**: Vivier ${added('non-stream, 1 conn.', vv)} non-stream / ${added('stream, 1 conn.', vv)} stream;
 Portkey ${added('non-stream, 1 conn.', pk)} / ${added('stream, 1 conn.', pk)} (target for Vivier ≤ 0.5 ms).
+**The floor** (\`tools/bench/src/bare-proxy.ts\`: node:http in, an undici pool out, the body piped both ways; no framework,
+authentication, limits or accounting): ${ratio('non-stream, 50 conn.', BARE)} Portkey's requests/s at 50 connections non-stream,
+${added('non-stream, 1 conn.', BARE)} added p50 at 1 connection. No Node gateway in front of this simulator does better on this machine.
 Portkey ${PORTKEY_VERSION} on Node 22 answers every streamed request with \`{"status":"failure","message":"Something went wrong"}\`
 (its log: \`tryTargetsRecursively error: immutable\`), so its stream rows count errors, not requests.
 
