@@ -43,6 +43,7 @@ import { ReplyReplay } from './modules/replies/reply-replay.service';
 import { ReplyRunner } from './modules/replies/reply-runner.service';
 import { ReplyStreams } from './modules/replies/reply-streams.service';
 import { ReplySweeper } from './modules/replies/reply-sweeper.service';
+import { QuotaHolders } from './modules/quotas/quota-holders';
 import { searchRoutes } from './modules/search/search.routes';
 
 export interface BuildChatAppOptions {
@@ -196,13 +197,20 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
   await app.register(filesRoutes, { files, maxBytes: config.CHAT_UPLOAD_MAX_BYTES });
   await app.register(exportsRoutes, { exports: exportsService });
   await app.register(exportsInternalRoutes, { exports: exportsService });
-  const openai = new OpenAiService({ turns, router, models, metrics, maxOutputTokens: config.CHAT_MAX_OUTPUT_TOKENS, settleLingerMs: config.CHAT_USAGE_SETTLE_LINGER_MS, leaseRequests: config.CHAT_QUOTA_LEASE_REQUESTS, log: app.log });
+  const holders = new QuotaHolders({
+    sql,
+    log: app.log,
+    timeoutMs: config.CHAT_QUOTA_HOLDER_TIMEOUT_MS,
+    intervalMs: config.CHAT_SWEEP_INTERVAL_MS,
+    onRevived: () => openai.dropLeases(), // called only once started, after `openai` exists
+  });
+  const openai = new OpenAiService({ turns, router, models, metrics, maxOutputTokens: config.CHAT_MAX_OUTPUT_TOKENS, settleLingerMs: config.CHAT_USAGE_SETTLE_LINGER_MS, leaseRequests: config.CHAT_QUOTA_LEASE_REQUESTS, holder: holders.id, log: app.log });
   await app.register(openAiRoutes, { openai });
 
   app.addHook('onReady', async () => {
     // Partitions first (inserts need them); the tokenizer is loaded, and the providers set through
     // the admin API applied, before the first message.
-    await Promise.all([sweeper.start(), loadTokenizer(), providerSync.start()]);
+    await Promise.all([sweeper.start(), holders.start(), loadTokenizer(), providerSync.start()]);
     // The models of Ollama and OpenAI-compatible servers, then every discoveryIntervalMs. Ready
     // waits up to a second for the first list (a local server answers well within it), so that
     // the first /models and the default model of an Ollama-only deployment include them.
@@ -223,6 +231,7 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
   app.addHook('onClose', async () => {
     // The requests have ended; the settlements they left run on until written (the pool closes after).
     await openai.drain();
+    await holders.stop();
     await hub.close();
     await router.close();
   });

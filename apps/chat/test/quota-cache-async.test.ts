@@ -1,10 +1,15 @@
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
 import { Kafka, logLevel, type Producer } from 'kafkajs';
 import type pg from 'pg';
 import { startProviderSim, type ProviderSim } from '@vivier/provider-sim';
 import { createEvent, EVENTS, toKafkaRecord, type AnyEvent } from '@vivier/contracts';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { apiChatId } from '../src/modules/openai/openai.service';
+import { QuotaHolders } from '../src/modules/quotas/quota-holders';
+import { testEnv } from '@vivier/service-kit/testing';
 import { chatPool, createChat, eventually, parseSse, startChat, streamSse, testUser, writeProvidersFile, type TestChat } from './helpers';
 
 // Quotas from admin.events, the response cache, and replies queued for the worker
@@ -433,6 +438,138 @@ describe('quotas, cache and async replies', () => {
       expect(await usage(user.id)).toEqual({ reserved: 0, used: spent });
     } finally {
       if (!closed) await instance.close().catch(() => undefined);
+    }
+  }, 60_000);
+
+  it('OpenAI API: what a killed instance held (its lease) is given back by another once its holder expires; live holders keep theirs', async () => {
+    // Instance A, a process of its own: renews its holder row every 300 ms, for 1.5 s.
+    const env = testEnv('chat', {
+      PROVIDERS_FILE: providersFile,
+      CHAT_DEFAULT_MODEL: 'openai/gpt-4o-mini',
+      CHAT_USAGE_SETTLE_LINGER_MS: '0',
+      CHAT_QUOTA_LEASE_REQUESTS: '16',
+      CHAT_QUOTA_HOLDER_TIMEOUT_MS: '1500',
+      CHAT_SWEEP_INTERVAL_MS: '300',
+    });
+    const a = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'fixtures/chat-process.ts')], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    const exited = new Promise<void>((resolve) => a.once('exit', () => resolve()));
+    let b: TestChat | undefined;
+    try {
+      const port = await new Promise<number>((resolve, reject) => {
+        createInterface({ input: a.stdout! }).on('line', (line) => {
+          const match = /^listening (\d+)$/.exec(line);
+          if (match) resolve(Number(match[1]));
+        });
+        void exited.then(() => reject(new Error('the chat process exited before listening')));
+      });
+      const user = testUser();
+      const ask = async () => {
+        const response = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { ...user.headers, 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'openai/gpt-4o-mini', max_tokens: 8, messages: [{ role: 'user', content: 'echo: held by A' }] }),
+        });
+        expect(response.status).toBe(200);
+        return ((await response.json()) as { usage: { total_tokens: number } }).usage.total_tokens;
+      };
+      // The second request takes a lease (see the lease test): 15 requests' worth stays reserved, held by A.
+      // Killed once the requests are settled, well within the second after which A would give it back itself.
+      const spent = (await ask()) + (await ask());
+      await expect.poll(async () => (await usage(user.id))?.used, { timeout: 10_000, interval: 20 }).toBe(spent);
+      a.kill('SIGKILL');
+      await exited;
+      const reserved = (await usage(user.id))!.reserved;
+      expect(reserved).toBeGreaterThanOrEqual(15 * 8);
+      const holds = await pool.query('select holder, tokens::int from chat.quota_holds where user_id = $1', [user.id]);
+      expect(holds.rows).toEqual([{ holder: expect.any(String), tokens: reserved }]);
+      const holderA = holds.rows[0].holder as string;
+
+      // Instance B takes a lease of its own for another user, and sweeps every 300 ms.
+      b = await startChat({ PROVIDERS_FILE: providersFile, CHAT_DEFAULT_MODEL: 'openai/gpt-4o-mini', CHAT_USAGE_SETTLE_LINGER_MS: '0', CHAT_QUOTA_LEASE_REQUESTS: '16', CHAT_SWEEP_INTERVAL_MS: '300' });
+      const other = testUser();
+      const otherSpent = totalTokens(await askCompletion(b, other, 'echo: held by B')) + totalTokens(await askCompletion(b, other, 'echo: held by B'));
+      await expect.poll(async () => (await usage(other.id))?.used, { timeout: 10_000 }).toBe(otherSpent);
+
+      // A's lease comes back within its timeout and a sweep; its use stays counted, once.
+      await expect.poll(() => usage(user.id), { timeout: 10_000, interval: 100 }).toEqual({ reserved: 0, used: spent });
+      expect((await pool.query('select 1 from chat.quota_holders where holder = $1', [holderA])).rows).toEqual([]);
+      expect((await pool.query('select 1 from chat.quota_holds where holder = $1', [holderA])).rows).toEqual([]);
+      // B's lease is B's to give back: when idle, and what it held matches what is reserved.
+      const otherHolds = await pool.query('select tokens::int from chat.quota_holds where user_id = $1', [other.id]);
+      expect(otherHolds.rows.map((r) => r.tokens)).toEqual([(await usage(other.id))!.reserved]);
+      await b.close();
+      b = undefined;
+      expect(await usage(other.id)).toEqual({ reserved: 0, used: otherSpent });
+      expect((await pool.query('select 1 from chat.quota_holds where user_id = $1', [other.id])).rows).toEqual([]);
+    } finally {
+      a.kill('SIGKILL');
+      await exited;
+      await b?.close().catch(() => undefined);
+    }
+  }, 60_000);
+
+  it('OpenAI API: an instance judged dead while alive gives back nothing twice, and drops its leases when it renews', async () => {
+    const instance = await startChat({ PROVIDERS_FILE: providersFile, CHAT_DEFAULT_MODEL: 'openai/gpt-4o-mini', CHAT_USAGE_SETTLE_LINGER_MS: '0', CHAT_QUOTA_LEASE_REQUESTS: '16', CHAT_SWEEP_INTERVAL_MS: '200' });
+    try {
+      const user = testUser();
+      let spent = totalTokens(await askCompletion(instance, user, 'echo: judged dead')) + totalTokens(await askCompletion(instance, user, 'echo: judged dead'));
+      await expect.poll(async () => (await usage(user.id))?.used, { timeout: 10_000, interval: 20 }).toBe(spent);
+      // A request in flight (a second before its first token), served from the lease; and 1000 tokens
+      // reserved by someone else (a chat reply of the same user, say), which must stay reserved.
+      const inFlight = instance.app.inject({
+        method: 'POST',
+        url: '/v1/chat/completions',
+        headers: user.headers,
+        payload: { model: 'openai/paced', max_tokens: 8, messages: [{ role: 'user', content: 'echo: in flight' }] },
+      });
+      await pool.query('update chat.quota_usage set reserved = reserved + 1000 where user_id = $1', [user.id]);
+      const [{ holder, tokens }] = (await pool.query('select holder, tokens::int from chat.quota_holds where user_id = $1', [user.id])).rows;
+      expect(tokens).toBeGreaterThanOrEqual(15 * 8);
+
+      // Another instance's sweep, as if this one had not renewed in time: its row is gone, its holds given back.
+      const client = await pool.connect();
+      try {
+        await client.query('begin');
+        await client.query('delete from chat.quota_holders where holder = $1', [holder]);
+        const sweeper = new QuotaHolders({
+          sql: { rows: async (_name, text, values) => (await client.query(text, values)).rows },
+          log: instance.app.log,
+          timeoutMs: 60_000,
+          intervalMs: 60_000,
+          onRevived: () => undefined,
+        });
+        expect(await sweeper.sweep()).toBe(tokens);
+        await client.query('commit');
+      } finally {
+        client.release();
+      }
+      expect(await usage(user.id)).toEqual({ reserved: 1000, used: spent });
+      // The request in flight ends and is settled: its use counts, its reservation was already given back.
+      const late = await inFlight;
+      expect(late.statusCode).toBe(200);
+      spent += totalTokens(late);
+      await expect.poll(() => usage(user.id), { timeout: 10_000, interval: 20 }).toEqual({ reserved: 1000, used: spent });
+      // It renews (every 200 ms), finds itself revived, and no longer serves from the lease: a
+      // request needs a reservation statement again, which waits for this lock.
+      await expect.poll(async () => (await pool.query('select 1 from chat.quota_holders where holder = $1', [holder])).rows.length, { timeout: 5_000 }).toBe(1);
+      const locker = await pool.connect();
+      let pending: ReturnType<typeof askCompletion> | undefined;
+      try {
+        await locker.query('begin');
+        await locker.query('lock table chat.quota_usage in share mode');
+        pending = askCompletion(instance, user, 'echo: judged dead');
+        const first = await Promise.race([pending, new Promise<'waited'>((resolve) => setTimeout(() => resolve('waited'), 1_500))]);
+        expect(first).toBe('waited');
+      } finally {
+        await locker.query('rollback');
+        locker.release();
+      }
+      spent += totalTokens(await pending!);
+      await instance.close();
+      expect(await usage(user.id)).toEqual({ reserved: 1000, used: spent });
+      expect((await pool.query('select 1 from chat.quota_holds where holder = $1', [holder])).rows).toEqual([]);
+    } finally {
+      await instance.close().catch(() => undefined);
     }
   }, 60_000);
 

@@ -71,6 +71,33 @@ export const quotaUsage = chatSchema.table(
 );
 
 /**
+ * Chat instances that hold quota reservations of the OpenAI-compatible API (its requests in flight
+ * and its leases live in the instance's memory). Each pushes its `expires_at` ahead while it runs
+ * (by its own CHAT_QUOTA_HOLDER_TIMEOUT_MS); the holds of one whose row expired (killed, or cut off
+ * from the database) are given back by the others.
+ */
+export const quotaHolders = chatSchema.table('quota_holders', {
+  holder: uuid('holder').primaryKey(),
+  expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
+});
+
+/**
+ * The part of `quota_usage.reserved` each holder holds, written in the same statements: a
+ * reservation adds to it, a settlement takes back at most what it still holds. A row is only
+ * touched by a statement that has locked the (user, month) row of `quota_usage` first.
+ */
+export const quotaHolds = chatSchema.table(
+  'quota_holds',
+  {
+    holder: uuid('holder').notNull(),
+    userId: uuid('user_id').notNull(),
+    month: date('month', { mode: 'string' }).notNull(),
+    tokens: bigint('tokens', { mode: 'number' }).notNull().default(0),
+  },
+  (t) => [primaryKey({ columns: [t.holder, t.userId, t.month] }), check('quota_holds_tokens_check', sql`${t.tokens} >= 0`)],
+);
+
+/**
  * Data exports a user asked for (`POST /api/v1/exports`). Chat writes `export.requested` with
  * the row; the worker builds the bundle and answers with `export.ready` (the object's key, size
  * and deletion time) or `export.failed`. Download URLs are presigned on each read, never stored.

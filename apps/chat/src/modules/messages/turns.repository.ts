@@ -83,6 +83,20 @@ const RESERVE_QUOTA = `
   returning (select q.monthly_tokens - u.used - u.reserved from chat.quotas q where q.user_id = u.user_id) as headroom`;
 
 /**
+ * RESERVE_QUOTA for the OpenAI-compatible API, on behalf of holder `$4` (a chat instance, see
+ * quota_holds): what is reserved is also added to that holder's hold, in the same statement,
+ * after the quota row is locked. One row back when granted (`headroom`), none when refused.
+ */
+const RESERVE_HELD = `
+with reserve as (${RESERVE_QUOTA}
+), held as (
+  insert into chat.quota_holds as h (holder, user_id, month, tokens)
+  select $4::uuid, $1::uuid, $2::date, $3::bigint from reserve
+  on conflict (holder, user_id, month) do update set tokens = h.tokens + excluded.tokens
+)
+select headroom from reserve`;
+
+/**
  * Reserves quota and, only if that succeeded, stores the turn: its messages, its events, and the
  * chat's `updated_at`. `$1` user, `$2` month, `$3` tokens to reserve, `$4` messages (jsonb), `$5`
  * outbox rows (jsonb), `$6` chat id, `$7` time. No rows back: the quota refused it.
@@ -142,15 +156,14 @@ with done as (
 select * from done`;
 
 /**
- * Settles a reservation that stored no message (an OpenAI-compatible completion): `$3` reserved
- * tokens of `$1` in the month of `$2` become `$4` used, and the events (`$5`) go to the outbox,
- * in one statement (one round trip, one implicit transaction).
- */
-/**
  * Settles many reservations and writes their events, in one statement: `$1` the settlements, one
- * per (user, month), as jsonb `[{user_id, month, reserved, used}]`; `$2` the outbox rows. The quota
- * rows are locked in key order first, so two instances settling overlapping users cannot deadlock.
- * A row that is missing (never, after a reservation) is created with the usage alone.
+ * per (user, month), as jsonb `[{user_id, month, reserved, used}]`; `$2` the outbox rows; `$3` the
+ * holder whose reservations they are (see quota_holds), or null for reservations held by a message.
+ * The quota rows are locked in key order first, so two instances settling overlapping users cannot
+ * deadlock; a holder's hold is locked only after its quota row. With a holder, a settlement gives
+ * back at most what the hold still holds: none once the holds were given back for it (the sweeper
+ * judged the instance dead), so nothing is given back twice. A row that is missing (never, after
+ * a reservation) is created with the usage alone.
  */
 const SETTLE_AND_PUBLISH = `
 with s as (
@@ -158,9 +171,21 @@ with s as (
 ), locked as (
   select u.user_id, u.month from chat.quota_usage u join s on s.user_id = u.user_id and s.month = u.month
   order by u.user_id, u.month for update of u
+), held as (
+  select h.user_id, h.month, least(h.tokens, s.reserved) as released
+  from chat.quota_holds h join locked l on l.user_id = h.user_id and l.month = h.month
+  join s on s.user_id = h.user_id and s.month = h.month
+  where h.holder = $3::uuid
+  for update of h
+), unheld as (
+  update chat.quota_holds h set tokens = h.tokens - d.released
+  from held d where h.holder = $3::uuid and h.user_id = d.user_id and h.month = d.month
 ), settled as (
-  update chat.quota_usage u set reserved = greatest(u.reserved - s.reserved, 0), used = u.used + s.used
+  update chat.quota_usage u
+  set reserved = greatest(u.reserved - case when $3::uuid is null then s.reserved else coalesce(d.released, 0) end, 0),
+      used = u.used + s.used
   from locked l join s on s.user_id = l.user_id and s.month = l.month
+  left join held d on d.user_id = l.user_id and d.month = l.month
   where u.user_id = l.user_id and u.month = l.month
   returning 1
 ), created as (
@@ -314,15 +339,15 @@ export function turnsRepository(runner: SqlRunner) {
       return row && withDates(row);
     },
 
-    /** See RESERVE_QUOTA. */
-    async reserveQuota(userId: string, month: string, tokens: number): Promise<Reservation> {
-      const [row] = await runner.rows<{ headroom: string | null }>('chat-reserve-quota-v2', RESERVE_QUOTA, [userId, month, tokens]);
+    /** See RESERVE_HELD: reserves for the holder `holder`. */
+    async reserveQuota(userId: string, month: string, tokens: number, holder: string): Promise<Reservation> {
+      const [row] = await runner.rows<{ headroom: string | null }>('chat-reserve-held-v1', RESERVE_HELD, [userId, month, tokens, holder]);
       if (!row) return { granted: false };
       return { granted: true, headroom: row.headroom === null ? null : Number(row.headroom) };
     },
 
-    /** See SETTLE_AND_PUBLISH; settlements of one (user, month) are added up first. */
-    async settleAndPublish(settlements: Settlement[]): Promise<void> {
+    /** See SETTLE_AND_PUBLISH (`holder`: whose reservations these are, if not a message's); settlements of one (user, month) are added up first. */
+    async settleAndPublish(settlements: Settlement[], holder: string | null = null): Promise<void> {
       if (settlements.length === 0) return;
       const byKey = new Map<string, { user_id: string; month: string; reserved: number; used: number }>();
       for (const s of settlements) {
@@ -333,7 +358,7 @@ export function turnsRepository(runner: SqlRunner) {
           sum.used += s.used;
         } else byKey.set(key, { user_id: s.userId, month: s.month, reserved: s.reserved, used: s.used });
       }
-      await runner.rows('chat-settle-publish-v2', SETTLE_AND_PUBLISH, [JSON.stringify([...byKey.values()]), outboxJson(settlements.flatMap((s) => s.events))]);
+      await runner.rows('chat-settle-publish-v3', SETTLE_AND_PUBLISH, [JSON.stringify([...byKey.values()]), outboxJson(settlements.flatMap((s) => s.events)), holder]);
     },
 
     /** A batch of history, newest first, strictly before `before` when given. */

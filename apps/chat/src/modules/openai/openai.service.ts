@@ -140,10 +140,16 @@ export class OpenAiService {
       settleLingerMs: number;
       /** See UsageLedger's `leaseRequests`. */
       leaseRequests: number;
+      /** This instance's quota holder id: its reservations are held under it (QuotaHolders). */
+      holder: string;
       log: FastifyBaseLogger;
     },
   ) {
-    this.ledger = new UsageLedger(deps.turns, {
+    const store = {
+      reserveQuota: (userId: string, month: string, tokens: number) => deps.turns.reserveQuota(userId, month, tokens, deps.holder),
+      settleAndPublish: (settlements: Settlement[]) => deps.turns.settleAndPublish(settlements, deps.holder),
+    };
+    this.ledger = new UsageLedger(store, {
       settleLingerMs: deps.settleLingerMs,
       leaseRequests: deps.leaseRequests,
       onReleaseError: (err, lease) =>
@@ -338,6 +344,11 @@ export class OpenAiService {
   async drain(): Promise<void> {
     while (this.settling.size > 0) await Promise.all(this.settling);
     await this.ledger.releaseLeases();
+  }
+
+  /** See UsageLedger.dropLeases (this instance's holds were given back for it). */
+  dropLeases(): void {
+    this.ledger.dropLeases();
   }
 
   /**

@@ -112,8 +112,8 @@ export class UsageLedger {
    * ahead are never more than a small part of anyone's quota. It is given back (one settlement
    * statement) once it has served no request for a second, once it is 10 s old, and when the
    * service closes. A quota lowered meanwhile is therefore met within 10 s, and past it by at most
-   * what the lease held on each instance; an instance that dies keeps its lease reserved, as it keeps the
-   * reservations of the requests it was running.
+   * what the lease held on each instance. The leases and reservations of an instance that dies are
+   * given back by the others once its holder row expires (QuotaHolders).
    */
   take(userId: string, month: string, tokens: number): boolean {
     const lease = this.leases.get(`${userId} ${month}`);
@@ -136,6 +136,15 @@ export class UsageLedger {
       for (const key of [...this.leases.keys()]) void this.release(key);
       await Promise.all(this.working);
     }
+  }
+
+  /**
+   * Forgets every lease without giving it back: the database no longer holds their tokens (this
+   * instance's holds were given back for it, see QuotaHolders). What was known of users' room goes too.
+   */
+  dropLeases(): void {
+    this.leases.clear();
+    this.headroom.clear();
   }
 
   /** Runs `work` as part of what closing waits for. */

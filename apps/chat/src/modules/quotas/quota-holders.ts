@@ -1,0 +1,144 @@
+import { randomUUID } from 'node:crypto';
+import type { FastifyBaseLogger } from 'fastify';
+import type { SqlRunner } from '../messages/turns.repository';
+
+/**
+ * Keeps this instance's row in chat.quota_holders alive: `expires_at` pushed `$2` ms ahead. One row
+ * back, `revived` when it had to be inserted (at start; later, only if the others judged this
+ * instance dead and gave its holds back meanwhile).
+ */
+const RENEW = `
+insert into chat.quota_holders as r (holder, expires_at) values ($1::uuid, now() + $2::int * interval '1 millisecond')
+on conflict (holder) do update set expires_at = excluded.expires_at
+returning (xmax = 0) as revived`;
+
+/**
+ * Gives back the holds of the holders that are gone: with `$1` null, those whose row expired and
+ * those with holds but no row; with `$1` a holder, that one (closing). What each held leaves
+ * `quota_usage.reserved`, and its rows go, in one statement. The quota rows are locked in key order
+ * before their holds, as every statement touching holds does, so this cannot deadlock with them;
+ * concurrent sweeps give each hold back once (the second finds it deleted).
+ */
+const RELEASE = `
+with dead as (
+  select r.holder from chat.quota_holders r
+  where ($1::uuid is null and r.expires_at < now()) or r.holder = $1::uuid
+  union
+  select h.holder from chat.quota_holds h
+  where $1::uuid is null and not exists (select 1 from chat.quota_holders r where r.holder = h.holder)
+  union
+  select $1::uuid where $1::uuid is not null
+), locked as (
+  select u.user_id, u.month from chat.quota_usage u
+  where exists (select 1 from chat.quota_holds h join dead d on d.holder = h.holder where h.user_id = u.user_id and h.month = u.month)
+  order by u.user_id, u.month for update of u
+), held as (
+  select h.holder, h.user_id, h.month from chat.quota_holds h
+  join dead d on d.holder = h.holder join locked l on l.user_id = h.user_id and l.month = h.month
+  for update of h
+), released as (
+  delete from chat.quota_holds h using held d
+  where h.holder = d.holder and h.user_id = d.user_id and h.month = d.month
+  returning h.user_id, h.month, h.tokens
+), applied as (
+  update chat.quota_usage u set reserved = greatest(u.reserved - r.tokens, 0)
+  from (select user_id, month, sum(tokens)::bigint as tokens from released group by user_id, month) r
+  where u.user_id = r.user_id and u.month = r.month
+), gone as (
+  delete from chat.quota_holders r using dead d where r.holder = d.holder returning 1
+)
+select (select count(*) from gone)::int as holders, (select coalesce(sum(tokens), 0) from released)::text as tokens`;
+
+/**
+ * Quota reservations of the OpenAI-compatible API live in an instance's memory (requests in flight,
+ * leases) while `quota_usage.reserved` counts them. So that an instance that dies does not keep them
+ * reserved for the rest of the month, each instance is a holder: its reservations and settlements
+ * also write what it holds per user and month (quota_holds, in the same statements), its row in
+ * quota_holders expires unless renewed, and every instance gives back the holds of expired ones
+ * (RELEASE, every renewal). Closing gives back whatever this instance still holds and removes it.
+ *
+ * An instance cut off from the database for longer than its timeout is judged dead too: its holds
+ * are given back, and its later settlements give back nothing more (they give back at most what the
+ * hold still holds). When it renews again it learns that it was (`revived`) and drops the leases it
+ * kept in memory (`onRevived`), whose tokens are no longer reserved.
+ */
+export class QuotaHolders {
+  /** This instance's holder id. */
+  readonly id = randomUUID();
+  private timer: NodeJS.Timeout | undefined;
+  private ticking: Promise<void> | undefined;
+  private registered = false;
+  private readonly everyMs: number;
+
+  constructor(
+    private readonly deps: {
+      sql: SqlRunner;
+      log: FastifyBaseLogger;
+      /** How long this instance's holds outlive its last renewal. */
+      timeoutMs: number;
+      /** How often to renew and sweep (at most a third of the timeout). */
+      intervalMs: number;
+      onRevived: () => void;
+    },
+  ) {
+    this.everyMs = Math.max(1, Math.min(deps.intervalMs, Math.floor(deps.timeoutMs / 3)));
+  }
+
+  /** Registers this instance (a failure is logged: the next tick retries) and starts renewing and sweeping. */
+  async start(): Promise<void> {
+    await this.tick();
+    this.timer = setInterval(() => void this.tick(), this.everyMs);
+    this.timer.unref();
+  }
+
+  /** Stops renewing and gives back what this instance still holds (after its leases and settlements are written). */
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    await this.ticking;
+    try {
+      const left = await this.release(this.id);
+      if (left > 0) this.deps.log.warn({ tokens: left }, 'quota holds left at close were given back');
+    } catch (error) {
+      this.deps.log.warn({ err: error }, 'could not remove this quota holder: the others give its holds back once it expires');
+    }
+  }
+
+  /** Pushes this instance's expiry ahead; true when its row had to be created. */
+  async renew(): Promise<boolean> {
+    const [row] = await this.deps.sql.rows<{ revived: boolean }>('chat-quota-holder-renew-v1', RENEW, [this.id, this.deps.timeoutMs]);
+    const revived = this.registered && row?.revived === true;
+    this.registered = true;
+    if (revived) {
+      this.deps.log.warn('this instance was judged dead (no renewal within CHAT_QUOTA_HOLDER_TIMEOUT_MS) and its quota holds given back: its leases are dropped');
+      this.deps.onRevived();
+    }
+    return revived;
+  }
+
+  /** Gives back the holds of expired holders; returns the tokens given back. */
+  async sweep(): Promise<number> {
+    const tokens = await this.release(null);
+    if (tokens > 0) this.deps.log.warn({ tokens }, 'quota reservations of stopped instances given back');
+    return tokens;
+  }
+
+  private async release(holder: string | null): Promise<number> {
+    const [row] = await this.deps.sql.rows<{ tokens: string }>('chat-quota-holds-release-v1', RELEASE, [holder]);
+    return Number(row?.tokens ?? 0);
+  }
+
+  private async tick(): Promise<void> {
+    if (this.ticking) return;
+    this.ticking = (async () => {
+      try {
+        await this.renew();
+        await this.sweep();
+      } catch (error) {
+        this.deps.log.warn({ err: error }, 'quota holder renewal or sweep failed');
+      }
+    })();
+    await this.ticking;
+    this.ticking = undefined;
+  }
+}
