@@ -202,7 +202,7 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
     log: app.log,
     timeoutMs: config.CHAT_QUOTA_HOLDER_TIMEOUT_MS,
     intervalMs: config.CHAT_SWEEP_INTERVAL_MS,
-    onRevived: () => openai.dropLeases(), // called only once started, after `openai` exists
+    onRevived: () => openai.returnLeases(), // called only once started, after `openai` exists
   });
   const openai = new OpenAiService({ turns, router, models, metrics, maxOutputTokens: config.CHAT_MAX_OUTPUT_TOKENS, settleLingerMs: config.CHAT_USAGE_SETTLE_LINGER_MS, leaseRequests: config.CHAT_QUOTA_LEASE_REQUESTS, holder: holders.id, log: app.log });
   await app.register(openAiRoutes, { openai });

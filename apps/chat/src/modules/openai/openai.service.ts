@@ -153,7 +153,7 @@ export class OpenAiService {
       settleLingerMs: deps.settleLingerMs,
       leaseRequests: deps.leaseRequests,
       onReleaseError: (err, lease) =>
-        deps.log.error({ err, ...lease }, 'could not give back a quota lease: its tokens stay reserved for the month'),
+        deps.log.error({ err, ...lease }, 'could not give back a quota lease: its tokens stay reserved until this instance stops or expires (QuotaHolders)'),
     });
   }
 
@@ -346,17 +346,18 @@ export class OpenAiService {
     await this.ledger.releaseLeases();
   }
 
-  /** See UsageLedger.dropLeases (this instance's holds were given back for it). */
-  dropLeases(): void {
-    this.ledger.dropLeases();
+  /** See UsageLedger.returnLeases (this instance's holds were given back for it). */
+  returnLeases(): void {
+    void this.ledger.returnLeases();
   }
 
   /**
    * Settles the reservation with what was used and writes `chat.message.completed`, in one
    * statement shared with the requests settling meanwhile. Runs after the answer has gone: a
    * failure is retried (SETTLE_ATTEMPTS, growing pauses) and, if the database stays away, logged
-   * with everything needed to settle by hand. Until it is written the quota counts the whole
-   * reservation, so a late settlement can refuse a request early but never let one overdraw.
+   * with what was used. Until it is written the quota counts the whole reservation, so a late
+   * settlement can refuse a request early but never let one overdraw; the reservation is given
+   * back when this instance stops or expires (QuotaHolders), the use is not counted.
    */
   private async settle(
     user: Identity,
@@ -395,7 +396,7 @@ export class OpenAiService {
     } catch (error) {
       this.deps.log.error(
         { err: error, userId: user.sub, month: prepared.month, reserved: prepared.reserved, used, messageId: prepared.id, attempts: SETTLE_ATTEMPTS },
-        'could not settle an OpenAI API request: its reservation stays counted and its usage event is missing',
+        'could not settle an OpenAI API request: its usage event is missing and its use is not counted; its reservation is given back when this instance stops or expires',
       );
     }
   }

@@ -45,9 +45,23 @@ with dead as (
   from (select user_id, month, sum(tokens)::bigint as tokens from released group by user_id, month) r
   where u.user_id = r.user_id and u.month = r.month
 ), gone as (
-  delete from chat.quota_holders r using dead d where r.holder = d.holder returning 1
+  delete from chat.quota_holders r using (
+    select q.holder from chat.quota_holders q where q.holder in (select holder from dead) order by q.holder for update
+  ) d where r.holder = d.holder returning 1
 )
 select (select count(*) from gone)::int as holders, (select coalesce(sum(tokens), 0) from released)::text as tokens`;
+
+/**
+ * Deletes this holder's (`$1`) holds that hold nothing, so that the table keeps the users with
+ * something reserved rather than every user the instance ever served. Rows being written are
+ * skipped (SKIP LOCKED): this never waits for, nor deadlocks with, a reservation or settlement;
+ * a reservation that finds its row gone inserts it again.
+ */
+const PRUNE = `
+delete from chat.quota_holds h using (
+  select holder, user_id, month from chat.quota_holds where holder = $1::uuid and tokens = 0 for update skip locked
+) z
+where h.holder = z.holder and h.user_id = z.user_id and h.month = z.month`;
 
 /**
  * Quota reservations of the OpenAI-compatible API live in an instance's memory (requests in flight,
@@ -55,12 +69,16 @@ select (select count(*) from gone)::int as holders, (select coalesce(sum(tokens)
  * reserved for the rest of the month, each instance is a holder: its reservations and settlements
  * also write what it holds per user and month (quota_holds, in the same statements), its row in
  * quota_holders expires unless renewed, and every instance gives back the holds of expired ones
- * (RELEASE, every renewal). Closing gives back whatever this instance still holds and removes it.
+ * (RELEASE, every renewal), then deletes its own holds that hold nothing (PRUNE). Closing gives back
+ * whatever this instance still holds and removes it.
  *
  * An instance cut off from the database for longer than its timeout is judged dead too: its holds
  * are given back, and its later settlements give back nothing more (they give back at most what the
- * hold still holds). When it renews again it learns that it was (`revived`) and drops the leases it
- * kept in memory (`onRevived`), whose tokens are no longer reserved.
+ * hold still holds). When it renews again it learns that it was (`revived`) and gives back the
+ * leases it kept in memory (`onRevived`): those taken before are no longer reserved (giving them back
+ * gives back nothing), those taken since are. A sweep that began before such a renewal may still
+ * give back the holds made since without removing the new row: `reserved` is then too low by those
+ * reservations until they are settled (settled with nothing left to give back), never too high.
  */
 export class QuotaHolders {
   /** This instance's holder id. */
@@ -104,15 +122,20 @@ export class QuotaHolders {
     }
   }
 
-  /** Pushes this instance's expiry ahead; true when its row had to be created. */
+  /**
+   * Pushes this instance's expiry ahead; true when its row had to be created. Then its holds may
+   * have been given back (it was judged dead, or its first registration failed and they were
+   * found without a holder): `onRevived` gives its leases back, which costs nothing at start.
+   */
   async renew(): Promise<boolean> {
     const [row] = await this.deps.sql.rows<{ revived: boolean }>('chat-quota-holder-renew-v1', RENEW, [this.id, this.deps.timeoutMs]);
-    const revived = this.registered && row?.revived === true;
-    this.registered = true;
+    const revived = row?.revived === true;
     if (revived) {
-      this.deps.log.warn('this instance was judged dead (no renewal within CHAT_QUOTA_HOLDER_TIMEOUT_MS) and its quota holds given back: its leases are dropped');
+      if (this.registered)
+        this.deps.log.warn('this instance was judged dead (no renewal within CHAT_QUOTA_HOLDER_TIMEOUT_MS) and its quota holds given back: its leases are given back too');
       this.deps.onRevived();
     }
+    this.registered = true;
     return revived;
   }
 
@@ -134,6 +157,7 @@ export class QuotaHolders {
       try {
         await this.renew();
         await this.sweep();
+        await this.deps.sql.rows('chat-quota-holds-prune-v1', PRUNE, [this.id]);
       } catch (error) {
         this.deps.log.warn({ err: error }, 'quota holder renewal or sweep failed');
       }

@@ -88,7 +88,7 @@ export class UsageLedger {
    * `leaseRequests`: when a user is far from their limit, a reservation statement reserves this
    * many times what it was asked for, and the rest serves the next requests of that user on this
    * instance without a statement (see `take`); 0 or 1 = none. `onReleaseError`: a lease could not
-   * be given back (its tokens stay reserved for the month).
+   * be given back (its tokens stay reserved until this instance stops or expires).
    */
   constructor(
     private readonly store: UsageStore,
@@ -139,12 +139,14 @@ export class UsageLedger {
   }
 
   /**
-   * Forgets every lease without giving it back: the database no longer holds their tokens (this
-   * instance's holds were given back for it, see QuotaHolders). What was known of users' room goes too.
+   * Gives every lease back now and forgets what was known of users' room; new leases are taken as
+   * before. For an instance whose holds were given back for it (QuotaHolders): a lease taken
+   * before that is no longer reserved (its give-back, bounded by what the hold still holds, gives
+   * back nothing), one taken since is, and goes back with it.
    */
-  dropLeases(): void {
-    this.leases.clear();
+  returnLeases(): Promise<void> {
     this.headroom.clear();
+    return Promise.all([...this.leases.keys()].map((key) => this.release(key))).then(() => undefined);
   }
 
   /** Runs `work` as part of what closing waits for. */
