@@ -260,11 +260,16 @@ async function main(): Promise<void> {
       const fixed = vivier.get('load generator')! + vivier.get('provider simulator')!;
       const ours = pathTotal(nonStream50, vv)! - fixed;
       const us = (n: number) => `${Math.round(n).toLocaleString('en')} µs`;
+      const floor = microseconds(nonStream50, BARE);
+      const floorLine = floor
+        ? `\nThe floor proxy itself used ${us(floor.get('bare proxy')!)} per request (${us(pathTotal(nonStream50, BARE)!)} with the load generator and the simulator): a gateway serving the
+request in one hop would have ${us(perProcess - floor.get('bare proxy')!)} of its thread per request beyond what the floor does, for authentication, limits and accounting.`
+        : '';
       return `At 50 connections (non-stream) Portkey, one Node process, used ${us(portkey.get('Portkey')!)} of CPU per request: its own core
 bounds it near ${Math.round(1e6 / portkey.get('Portkey')!).toLocaleString('en')} req/s. Five times its ${Math.round(portkeyRps).toLocaleString('en')} req/s is ${Math.round(goal).toLocaleString('en')} req/s, which on ${cores} cores leaves
 ${us(machine)} of CPU per request for everything on the path, and at most ${us(perProcess)} to any one process (each runs its JavaScript on one thread).
 The load generator and the simulator alone took ${us(fixed)} of each request through Vivier; the gateway, chat, auth, PostgreSQL,
-Redis and Kafka took ${us(ours)} (gateway ${us(vivier.get('gateway')!)}, chat ${us(vivier.get('chat')!)}).`;
+Redis and Kafka took ${us(ours)} (gateway ${us(vivier.get('gateway')!)}, chat ${us(vivier.get('chat')!)}).${floorLine}`;
     })();
 
     await writeSection(
@@ -289,7 +294,9 @@ Portkey ${added('non-stream, 1 conn.', pk)} / ${added('stream, 1 conn.', pk)} (t
 authentication, limits or accounting): ${ratio('non-stream, 50 conn.', BARE)} Portkey's requests/s at 50 connections non-stream,
 ${added('non-stream, 1 conn.', BARE)} added p50 at 1 connection. No Node gateway in front of this simulator does better on this machine.
 Portkey ${PORTKEY_VERSION} on Node 22 answers every streamed request with \`{"status":"failure","message":"Something went wrong"}\`
-(its log: \`tryTargetsRecursively error: immutable\`), so its stream rows count errors, not requests.
+(its log: \`tryTargetsRecursively error: immutable\`: it appends its headers to the provider's fetch Response, whose headers
+undici makes immutable; the same on Node 20, and with 1.9.8, the only other version on the registry), so its stream rows count
+errors, not requests.
 
 Added latency over the simulator called directly (the target's percentile less the simulator's, same mode):
 
@@ -333,7 +340,10 @@ with Portkey, not with Vivier.
 Quota leases (2026-12-06, chat's \`CHAT_QUOTA_LEASE_REQUESTS\`): a user far from their limit no longer costs a
 reservation statement per request. The same-run A/B is the next section (\`bench:hops\`): at one connection p50 0.64×
 through chat alone and 0.75× through the gateway, PostgreSQL commits per request 1.36 against 2.5 through chat. At 50
-connections reservations were already group-committed, so leases change little there.`,
+connections reservations were already group-committed, so leases change little there.
+The floor (2026-12-06): a bare Node proxy, measured in the same runs since, did 4.2× Portkey's requests/s at 50 connections in a
+first short run (3 rounds) and 6.09× in the first full one: five times Portkey is at the edge of what a proxy doing nothing
+does on this machine, and the single thread of any one process on the path is the bound (the budget above).`,
     );
   } finally {
     for (const p of procs.reverse()) await stopProcess(p);
