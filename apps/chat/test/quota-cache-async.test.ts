@@ -299,6 +299,33 @@ describe('quotas, cache and async replies', () => {
     }
   }, 60_000);
 
+  it('OpenAI API: near the limit a settlement does not linger: it is written at once, with the ones lingering', async () => {
+    const instance = await startChat({ PROVIDERS_FILE: providersFile, CHAT_DEFAULT_MODEL: 'openai/gpt-4o-mini', CHAT_USAGE_SETTLE_LINGER_MS: '10000' });
+    try {
+      // Far from any limit: its settlement lingers (10 s here).
+      const far = testUser();
+      const farAnswer = await askCompletion(instance, far, 'echo: far from the limit');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(await usage(far.id)).toMatchObject({ used: 0 });
+      // A limit of 200 tokens, and a request that may take about 20: what is left after its
+      // reservation covers fewer than 16 such requests, so its settlement is written at once, and
+      // the lingering one goes with it.
+      const near = testUser();
+      await pool.query(`insert into chat.quotas (user_id, monthly_tokens, updated_at) values ($1, 200, now())`, [near.id]);
+      const nearAnswer = await askCompletion(instance, near, 'echo: near the limit');
+      await expect.poll(() => usage(near.id), { timeout: 3_000, interval: 20 }).toEqual({ reserved: 0, used: totalTokens(nearAnswer) });
+      expect(await usage(far.id)).toEqual({ reserved: 0, used: totalTokens(farAnswer) });
+      // Closing writes a lingering settlement at once instead of waiting out its linger.
+      const again = await askCompletion(instance, far, 'echo: far from the limit');
+      const closing = Date.now();
+      await instance.close();
+      expect(Date.now() - closing).toBeLessThan(5_000);
+      expect(await usage(far.id)).toEqual({ reserved: 0, used: totalTokens(farAnswer) + totalTokens(again) });
+    } finally {
+      await instance.close().catch(() => undefined);
+    }
+  }, 60_000);
+
   it('OpenAI API: with room known to be ample the provider call does not wait for the reservation; a refusal aborts it', async () => {
     const user = testUser();
     const ask = (content: string, model = 'openai/paced') =>

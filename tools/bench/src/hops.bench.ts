@@ -1,14 +1,15 @@
 /**
  * Where the latency of one `POST /v1/chat/completions` goes at one connection (issue 6): the
  * provider simulator alone, chat called directly (with the context the gateway would sign), and
- * the whole path through the gateway, each with chat's quota leases on and off, in one run.
+ * the whole path through the gateway, each as configured by default, with chat's quota leases
+ * off, and with the settlement linger of before (5 ms instead of 100), in one run.
  *
  *   npm run bench:hops -w @vivier/bench
  *
- * Two chat processes (leases on: CHAT_QUOTA_LEASE_REQUESTS=16; off: 0), each behind its own
- * gateway, share auth, PostgreSQL, Redis, the dev Kafka broker and the simulator. One user per
- * side. Rounds alternate between the five targets; figures are medians of the rounds' p50 and p99,
- * and the on/off ratios medians of the per-round ratios.
+ * Three chat processes (defaults; CHAT_QUOTA_LEASE_REQUESTS=0; CHAT_USAGE_SETTLE_LINGER_MS=5),
+ * each behind its own gateway, share auth, PostgreSQL, Redis, the dev Kafka broker and the
+ * simulator. One user per side. Rounds alternate between the seven targets; figures are medians
+ * of the rounds' p50 and p99, and the ratios medians of the per-round ratios.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -57,11 +58,11 @@ async function main(): Promise<void> {
     const authPort = await freePort();
     const auth = startServiceProcess('auth', { port: authPort, env: { ...base, DATABASE_URL: infra.env.VIVIER_TEST_DATABASE_URL_AUTH } });
     procs.push(auth);
-    const side = async (leases: number) => {
+    const side = async (leases: number, lingerMs?: number) => {
       const chatPort = await freePort();
       const chat = startServiceProcess('chat', {
         port: chatPort,
-        env: { ...base, DATABASE_URL: infra.env.VIVIER_TEST_DATABASE_URL_CHAT, PROVIDERS_FILE: providersFile, DATABASE_POOL_MAX: '20', CHAT_QUOTA_LEASE_REQUESTS: String(leases) },
+        env: { ...base, DATABASE_URL: infra.env.VIVIER_TEST_DATABASE_URL_CHAT, PROVIDERS_FILE: providersFile, DATABASE_POOL_MAX: '20', CHAT_QUOTA_LEASE_REQUESTS: String(leases), ...(lingerMs === undefined ? {} : { CHAT_USAGE_SETTLE_LINGER_MS: String(lingerMs) }) },
       });
       procs.push(chat);
       await Promise.all([waitReady(auth), waitReady(chat)]);
@@ -73,7 +74,7 @@ async function main(): Promise<void> {
       const registered = await fetch(`${origin}/api/v1/auth/register`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ email: `hops-${leases}-${Date.now()}@example.test`, password: 'a benchmark password 42' }),
+        body: JSON.stringify({ email: `hops-${leases}-${lingerMs ?? 'default'}-${Date.now()}@example.test`, password: 'a benchmark password 42' }),
       });
       const { accessToken, user } = (await registered.json()) as { accessToken: string; user: { id: string } };
       const keyRes = await fetch(`${origin}/api/v1/auth/api-keys`, {
@@ -89,13 +90,16 @@ async function main(): Promise<void> {
     };
     const on = await side(16);
     const off = await side(0);
+    const short = await side(16, 5);
 
     const body = (model: string) => JSON.stringify({ model, messages: [{ role: 'user', content: 'echo: The quick brown fox jumps over the lazy dog' }] });
     const targets = [
       { name: 'provider simulator, direct', origin: sim.url, headers: { authorization: 'Bearer sk-sim' }, body: body('gpt-4o-mini') },
       { name: 'chat, direct, leases on', origin: on.chat, headers: on.context(), body: body('openai/gpt-4o-mini') },
+      { name: 'chat, direct, linger 5 ms', origin: short.chat, headers: short.context(), body: body('openai/gpt-4o-mini') },
       { name: 'chat, direct, leases off', origin: off.chat, headers: off.context(), body: body('openai/gpt-4o-mini') },
       { name: 'gateway → chat, leases on', origin: on.gateway, headers: { authorization: `Bearer ${on.apiKey}` }, body: body('openai/gpt-4o-mini') },
+      { name: 'gateway → chat, linger 5 ms', origin: short.gateway, headers: { authorization: `Bearer ${short.apiKey}` }, body: body('openai/gpt-4o-mini') },
       { name: 'gateway → chat, leases off', origin: off.gateway, headers: { authorization: `Bearer ${off.apiKey}` }, body: body('openai/gpt-4o-mini') },
     ];
     const run = (t: (typeof targets)[number], durationMs: number) =>
@@ -149,7 +153,8 @@ async function main(): Promise<void> {
 
 Command: \`npm run bench:hops -w @vivier/bench\` (${machineNote()}; one connection, closed loop, non-streamed, ${ROUNDS} rounds × ${SECONDS} s per target, alternating, after a 2 s warm-up each; medians).
 Every party is its own process on the same 2 cores: the load generator, the provider simulator (zero latency, OpenAI protocol), auth,
-two chat processes (quota leases on: \`CHAT_QUOTA_LEASE_REQUESTS=16\`; off: \`0\`), each behind its own gateway (API key, rate limits on),
+three chat processes (defaults, with quota leases on and a settlement linger of 100 ms; leases off: \`CHAT_QUOTA_LEASE_REQUESTS=0\`;
+the linger of before: \`CHAT_USAGE_SETTLE_LINGER_MS=5\`), each behind its own gateway (API key, rate limits on),
 PostgreSQL, Redis and the dev Kafka broker. Chat called directly gets the context the gateway would sign; one user per side.
 
 | target | p50 ms | p99 ms | added p50 ms (over the simulator) | req/s | PostgreSQL commits per request | errors |
@@ -159,13 +164,18 @@ ${rows.join('\n')}
 **Leases on / off, p50** (median of the per-round ratios): chat directly ${ratio('chat, direct, leases on', 'chat, direct, leases off')}, through the gateway ${ratio('gateway → chat, leases on', 'gateway → chat, leases off')}.
 Per-round p50 (ms): chat leases on ${perRound('chat, direct, leases on')}; off ${perRound('chat, direct, leases off')};
 through the gateway on ${perRound('gateway → chat, leases on')}; off ${perRound('gateway → chat, leases off')}.
+**Settlement linger 100 ms / 5 ms, p50** (both with leases): chat directly ${ratio('chat, direct, leases on', 'chat, direct, linger 5 ms')}, through the gateway ${ratio('gateway → chat, leases on', 'gateway → chat, linger 5 ms')}.
+Per-round p50 (ms) with 5 ms: chat ${perRound('chat, direct, linger 5 ms')}; through the gateway ${perRound('gateway → chat, linger 5 ms')}.
 
 With leases off, each request's reservation is a statement (and a commit) that runs alongside the provider call; on this
 machine it still costs most of chat's own latency, as the database, chat, the simulator and the load generator contend for the
 same two cores. With leases on, one statement reserves sixteen requests' worth for a user far from their limit (apps/chat/README.md,
 Quotas): what is left per request is the settlement, written after the answer and shared by requests ending within
 \`CHAT_USAGE_SETTLE_LINGER_MS\`, and the outbox relay publishing its usage event. The gap between chat and the whole path is the
-gateway: its hop, and its one Redis script per request (revocation facts and rate limits).`,
+gateway: its hop, and its one Redis script per request (revocation facts and rate limits).
+A settlement written after the answer still competes with the next request for the two cores: its statement and commit, the outbox
+relay's pass and its Kafka request. Lingering 100 ms instead of 5 before a settlement statement (a user near their limit is settled at
+once) writes one for a few dozen requests at one connection instead of one for one or two.`,
     );
   } finally {
     for (const p of procs.reverse()) await stopProcess(p);

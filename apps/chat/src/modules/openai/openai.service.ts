@@ -342,6 +342,7 @@ export class OpenAiService {
 
   /** Resolves once every settlement started so far is written (or given up), and the leases given back; closing waits for it. */
   async drain(): Promise<void> {
+    this.ledger.closing();
     while (this.settling.size > 0) await Promise.all(this.settling);
     await this.ledger.releaseLeases();
   }

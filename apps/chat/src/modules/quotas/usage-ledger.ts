@@ -14,6 +14,11 @@ interface Waiter<T> {
 
 /** Most requests folded into one statement. */
 const MAX_BATCH = 256;
+/**
+ * A user is far from their limit when what is known of their room covers this many times a
+ * request's reservation: their settlements may linger (see `settle`).
+ */
+const FAR_FROM_LIMIT = 16;
 /** How long what a reservation said was left is trusted for `covers`. */
 const HEADROOM_TTL_MS = 10_000;
 /** Users whose headroom is remembered; past it the oldest knowledge is dropped. */
@@ -65,6 +70,10 @@ export class UsageLedger {
   private readonly reservations = new Map<string, Array<{ tokens: number } & Waiter<boolean>>>();
   private settlements: Array<{ settlement: Settlement } & Waiter<void>> = [];
   private settling = false;
+  /** The linger of the next settlement statement, while it waits. */
+  private lingering: NodeJS.Timeout | undefined;
+  /** Set once the service is closing (see `closing`). */
+  private noLinger = false;
   /** Tokens left per user and month as the last granted reservation reported them (null: no limit), less what was asked since. */
   private readonly headroom = new Map<string, { tokens: number | null; at: number }>();
 
@@ -80,10 +89,10 @@ export class UsageLedger {
 
   /**
    * `settleLingerMs`: how long a settlement that finds no statement in flight waits for others to
-   * join it (Kafka's `linger.ms`, PostgreSQL's `commit_delay`). Answers never wait for it (run()
-   * answers first), so it costs no latency; what it saves is a statement, a commit and a relay
-   * wake-up for each settlement that joins, which is most of them once requests come faster than
-   * one per linger.
+   * join it (Kafka's `linger.ms`, PostgreSQL's `commit_delay`), when its user is far from their
+   * limit. Answers never wait for it (run() answers first), so it costs no latency; what it saves
+   * is a statement, a commit, a relay pass and a Kafka request for each settlement that joins, and
+   * on two shared cores that background work is what the next request's latency competes with.
    *
    * `leaseRequests`: when a user is far from their limit, a reservation statement reserves this
    * many times what it was asked for, and the rest serves the next requests of that user on this
@@ -127,6 +136,7 @@ export class UsageLedger {
 
   /** Gives back every lease and takes no more (closing the service); resolves once their settlements are written. */
   async releaseLeases(): Promise<void> {
+    this.closing();
     this.leaseRequests = 0;
     if (this.leaseSweep) clearInterval(this.leaseSweep);
     this.leaseSweep = undefined;
@@ -201,14 +211,43 @@ export class UsageLedger {
     }
   }
 
+  /**
+   * Queues a settlement for the next statement. With `settleLingerMs`, the first one waits that
+   * long for others, unless its user is not known to be far from their limit: until a settlement
+   * is written its reservation (prompt + maximum output) counts instead of what was used, which
+   * only matters near the limit, so there it is written at once, with every one waiting.
+   */
   settle(settlement: Settlement): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       this.settlements.push({ settlement, resolve, reject });
+      const urgent = this.noLinger || !this.covers(settlement.userId, settlement.month, FAR_FROM_LIMIT * Math.max(settlement.reserved, 1));
+      if (this.lingering && urgent) {
+        this.flush();
+        return;
+      }
       if (this.settling) return;
       this.settling = true;
-      if (this.settleLingerMs > 0) setTimeout(() => void this.drainSettlements(), this.settleLingerMs);
-      else void this.drainSettlements();
+      if (this.settleLingerMs > 0 && !urgent) {
+        this.lingering = setTimeout(() => {
+          this.lingering = undefined;
+          void this.drainSettlements();
+        }, this.settleLingerMs);
+      } else void this.drainSettlements();
     });
+  }
+
+  /** From now on settlements do not linger, and those lingering are written now: the service is closing. */
+  closing(): void {
+    this.noLinger = true;
+    this.flush();
+  }
+
+  /** Writes the settlements that linger now. */
+  private flush(): void {
+    if (!this.lingering) return;
+    clearTimeout(this.lingering);
+    this.lingering = undefined;
+    void this.drainSettlements();
   }
 
   private async drainReservations(key: string, userId: string, month: string): Promise<void> {
