@@ -67,7 +67,8 @@ async function main(): Promise<void> {
       procs.push(chat);
       await Promise.all([waitReady(auth), waitReady(chat)]);
       const gatewayPort = await freePort();
-      const gateway = startServiceProcess('gateway', { port: gatewayPort, env: gatewayEnv(base, authPort, chatPort) });
+      // GATEWAY_NODE_OPTIONS=--cpu-prof … profiles the gateways (the first is the default side's).
+      const gateway = startServiceProcess('gateway', { port: gatewayPort, env: { ...gatewayEnv(base, authPort, chatPort), NODE_OPTIONS: process.env.GATEWAY_NODE_OPTIONS ?? '' } });
       procs.push(gateway);
       await waitReady(gateway);
       const origin = `http://127.0.0.1:${gatewayPort}`;
