@@ -34,7 +34,7 @@ export const chatConfigSchema = Type.Object({
   PORT: Env.port(8082, 'HTTP port of the chat service.'),
   CHAT_DEFAULT_MODEL: Env.string('', 'Model of new chats that name none (an id or alias); empty = the first model the router lists.'),
   CHAT_MAX_OUTPUT_TOKENS: Env.int(4096, 'Longest reply asked of a model (tokens), unless a message asks for less; reserved against quotas.', 1),
-  CHAT_USAGE_SETTLE_LINGER_MS: Env.int(100, 'How long an OpenAI API settlement (quota and usage event) of a user far from their limit waits for others to share its statement, when none is being written (near the limit it is written at once); 0 = none.', 0),
+  CHAT_USAGE_SETTLE_LINGER_MS: Env.int(100, 'How long an OpenAI API settlement (quota and usage event) of a user known to be far from their limit (no limit, or room for 16 more such requests as of the last 10 s) waits for others to share its statement, when none is being written (otherwise it is written at once); 0 = none.', 0),
   CHAT_QUOTA_LEASE_REQUESTS: Env.int(16, 'OpenAI API: for a user far from their limit, one quota reservation statement reserves this many requests\' worth (at most an eighth of what is left), and the next requests on this instance are granted from it without a statement; given back after 1 s unused or 10 s; 0 or 1 = off.', 0),
   CHAT_QUOTA_HOLDER_TIMEOUT_MS: Env.int(60_000, 'OpenAI API: quota reservations and leases this instance holds in memory are given back by the other instances once it has not renewed its holder row for this long (it renews every CHAT_SWEEP_INTERVAL_MS, at most a third of this).', 1000),
   CHAT_REPLY_LEASE_MS: Env.int(15_000, 'Lease of a running reply in Redis; a reply whose instance stopped renewing it is marked failed.', 1000),

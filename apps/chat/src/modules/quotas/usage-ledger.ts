@@ -53,8 +53,9 @@ interface Lease {
  * one reservation of their sum; settlements of every user go as one statement while another is in
  * flight. A lone reservation never waits (nothing is in flight), so the latency of light traffic is
  * a single statement as before, and under load a request waits at most for the statement ahead.
- * Settlements, which no answer waits for, also linger a few milliseconds when nothing is in flight,
- * so that steady light traffic (one connection, one request after another) shares statements too.
+ * Settlements, which no answer waits for, also linger (100 ms by default) when nothing is in flight
+ * and their user is known to be far from their limit, so that steady light traffic (one connection,
+ * one request after another) shares statements too.
  *
  * Nothing is answered before its write has committed: a reservation is granted only by a statement
  * that reserved it, and a settlement resolves only once its statement committed. A sum that does
@@ -74,6 +75,8 @@ export class UsageLedger {
   private lingering: NodeJS.Timeout | undefined;
   /** Set once the service is closing (see `closing`). */
   private noLinger = false;
+  /** Counts returnLeases calls: a lease taken by a statement that began before one is given back at once. */
+  private revivals = 0;
   /** Tokens left per user and month as the last granted reservation reported them (null: no limit), less what was asked since. */
   private readonly headroom = new Map<string, { tokens: number | null; at: number }>();
 
@@ -155,6 +158,7 @@ export class UsageLedger {
    * back nothing), one taken since is, and goes back with it.
    */
   returnLeases(): Promise<void> {
+    this.revivals += 1;
     this.headroom.clear();
     return Promise.all([...this.leases.keys()].map((key) => this.release(key))).then(() => undefined);
   }
@@ -182,6 +186,8 @@ export class UsageLedger {
 
   reserve(userId: string, month: string, tokens: number): Promise<boolean> {
     const key = `${userId} ${month}`;
+    // Near the limit, settlements lingering still count whole reservations: write them first.
+    if (!this.farFromLimit(userId, month, tokens)) this.flush();
     const known = this.headroom.get(key);
     if (known && known.tokens !== null) known.tokens -= tokens;
     return new Promise<boolean>((resolve, reject) => {
@@ -220,7 +226,10 @@ export class UsageLedger {
   settle(settlement: Settlement): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       this.settlements.push({ settlement, resolve, reject });
-      const urgent = this.noLinger || !this.covers(settlement.userId, settlement.month, FAR_FROM_LIMIT * Math.max(settlement.reserved, 1));
+      // A lease's give-back (no events) only gives room back: it never needs to hurry.
+      const urgent =
+        this.noLinger ||
+        (settlement.events.length > 0 && !this.farFromLimit(settlement.userId, settlement.month, Math.max(settlement.reserved, 1)));
       if (this.lingering && urgent) {
         this.flush();
         return;
@@ -234,6 +243,17 @@ export class UsageLedger {
         }, this.settleLingerMs);
       } else void this.drainSettlements();
     });
+  }
+
+  /**
+   * Whether the user is known to be far from their limit: no limit at all, or room for
+   * FAR_FROM_LIMIT times `tokens` as of a reservation at most 10 s old (unknown or older counts as near).
+   */
+  private farFromLimit(userId: string, month: string, tokens: number): boolean {
+    const known = this.headroom.get(`${userId} ${month}`);
+    if (!known) return false;
+    if (known.tokens === null) return true;
+    return performance.now() - known.at <= HEADROOM_TTL_MS && known.tokens >= FAR_FROM_LIMIT * tokens;
   }
 
   /** From now on settlements do not linger, and those lingering are written now: the service is closing. */
@@ -265,8 +285,9 @@ export class UsageLedger {
       try {
         const total = batch.reduce((sum, r) => sum + r.tokens, 0);
         const ahead = this.leaseSize(key, total);
+        const revivals = this.revivals;
         let answer = await this.store.reserveQuota(userId, month, total + ahead);
-        if (ahead > 0 && answer.granted) this.lease(key, userId, month, ahead);
+        if (ahead > 0 && answer.granted) this.lease(key, userId, month, ahead, revivals);
         else if (ahead > 0) answer = await this.store.reserveQuota(userId, month, total);
         this.learn(key, answer, queue);
         if (answer.granted) {
@@ -302,11 +323,12 @@ export class UsageLedger {
     return ahead >= total ? ahead : 0;
   }
 
-  private lease(key: string, userId: string, month: string, tokens: number): void {
+  private lease(key: string, userId: string, month: string, tokens: number, revivals: number): void {
     const now = performance.now();
     this.leases.set(key, { userId, month, tokens, takenAt: now, lastUsedAt: now });
-    // Taken by a statement that was in flight when the service began closing: given back at once.
-    if (this.leaseRequests <= 1) void this.release(key);
+    // Taken by a statement that was in flight when the service began closing, or when this
+    // instance learned its holds had been given back (the lease may be among them): given back at once.
+    if (this.leaseRequests <= 1 || revivals !== this.revivals) void this.release(key);
     else this.leaseSweep ??= setInterval(() => this.sweepLeases(), LEASE_SWEEP_MS).unref();
   }
 
