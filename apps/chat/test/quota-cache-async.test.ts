@@ -326,6 +326,46 @@ describe('quotas, cache and async replies', () => {
     }
   }, 60_000);
 
+  it('OpenAI API: what lingers is written first by a reservation not known to be far from the limit; a user without one lingers however long the request', async () => {
+    const instance = await startChat({ PROVIDERS_FILE: providersFile, CHAT_DEFAULT_MODEL: 'openai/gpt-4o-mini', CHAT_USAGE_SETTLE_LINGER_MS: '60000', CHAT_QUOTA_LEASE_REQUESTS: '0' });
+    try {
+      // A limit far away: the first settlement lingers.
+      const user = testUser();
+      await pool.query(`insert into chat.quotas (user_id, monthly_tokens, updated_at) values ($1, 100000, now())`, [user.id]);
+      const first = await askCompletion(instance, user, 'echo: lingering');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(await usage(user.id)).toMatchObject({ used: 0 });
+      // A request that may take 10,000 tokens: what is left does not cover 16 of it, so its
+      // reservation writes the lingering settlement first, while it is still in flight (3 s
+      // before its first token), not when it ends.
+      sim.setFaults({ latencyMs: 3_000 }, 'big-and-slow');
+      const big = instance.app.inject({
+        method: 'POST',
+        url: '/v1/chat/completions',
+        headers: user.headers,
+        payload: { model: 'openai/big-and-slow', max_tokens: 10_000, messages: [{ role: 'user', content: 'echo: big' }] },
+      });
+      await expect.poll(async () => (await usage(user.id))?.used, { timeout: 2_500, interval: 20 }).toBe(totalTokens(first));
+      expect((await big).statusCode).toBe(200);
+
+      // No limit at all: a request answered 11 s after its reservation (older than what is known of
+      // anyone's room is trusted) still lingers.
+      const unlimited = testUser();
+      sim.setFaults({ latencyMs: 11_000 }, 'eleven-seconds');
+      const slow = await instance.app.inject({
+        method: 'POST',
+        url: '/v1/chat/completions',
+        headers: unlimited.headers,
+        payload: { model: 'openai/eleven-seconds', max_tokens: 8, messages: [{ role: 'user', content: 'echo: slow' }] },
+      });
+      expect(slow.statusCode).toBe(200);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(await usage(unlimited.id)).toMatchObject({ used: 0 });
+    } finally {
+      await instance.close();
+    }
+  }, 60_000);
+
   it('OpenAI API: with room known to be ample the provider call does not wait for the reservation; a refusal aborts it', async () => {
     const user = testUser();
     const ask = (content: string, model = 'openai/paced') =>
