@@ -250,10 +250,7 @@ export class UsageLedger {
    * FAR_FROM_LIMIT times `tokens` as of a reservation at most 10 s old (unknown or older counts as near).
    */
   private farFromLimit(userId: string, month: string, tokens: number): boolean {
-    const known = this.headroom.get(`${userId} ${month}`);
-    if (!known) return false;
-    if (known.tokens === null) return true;
-    return performance.now() - known.at <= HEADROOM_TTL_MS && known.tokens >= FAR_FROM_LIMIT * tokens;
+    return this.headroom.get(`${userId} ${month}`)?.tokens === null || this.covers(userId, month, FAR_FROM_LIMIT * tokens);
   }
 
   /** From now on settlements do not linger, and those lingering are written now: the service is closing. */
