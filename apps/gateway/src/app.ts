@@ -80,6 +80,7 @@ export async function buildGatewayApp(
     // Pub/sub channels are not prefixed by ioredis: the prefix is part of the name.
     revocationChannel: `${config.REDIS_KEY_PREFIX}auth:revocations`,
     revocationRecheckMs: config.REVOCATION_RECHECK_MS,
+    leases: { maxRequests: config.EDGE_LEASE_REQUESTS, ttlMs: config.EDGE_LEASE_MS },
     rateLimits: {
       enabled: config.RATE_LIMIT_ENABLED,
       windowSeconds: config.RATE_LIMIT_WINDOW_SECONDS,

@@ -95,6 +95,21 @@ export const gatewayConfigSchema = Type.Object({
     1,
   ),
 
+  EDGE_LEASE_REQUESTS: Type.Integer({
+    minimum: 0,
+    maximum: 1000,
+    default: 64,
+    description:
+      'Most requests one edge lease lets a caller make on this instance without a Redis round trip (rate limits taken ahead, revocation facts read once; granted only far from the limits and while the revocation subscription is live). 0 or 1: every request asks Redis.',
+  }),
+  EDGE_LEASE_MS: Type.Integer({
+    minimum: 50,
+    maximum: 5000,
+    default: 1000,
+    description:
+      'Lifetime of an edge lease (ms): unused requests go back to the quota after it, and it bounds a revocation whose pub/sub message was lost on a connection that never closed.',
+  }),
+
   DOCS_CACHE_TTL_SECONDS: Env.int(
     30,
     'How long the merged OpenAPI document at /docs/json is reused (seconds).',

@@ -64,6 +64,9 @@ export const redisPlugin = fp<{ redis: Redis; critical?: boolean }>(
  * connection drop) and again on every later ready until one succeeds; after that ioredis renews it
  * after reconnects. Channels are not prefixed by ioredis: `channel` carries REDIS_KEY_PREFIX.
  * `onReconnect`: the connection is ready again after a break, whose messages were missed.
+ * `onLive`: whether every message published from now on reaches `onMessage` — false as soon as the
+ * connection closes, true once a SUBSCRIBE sent on the ready connection is acknowledged (after
+ * ioredis' own renewal, which it sends first).
  */
 export function subscribeChannel(
   redis: Redis,
@@ -73,6 +76,7 @@ export function subscribeChannel(
     log: { debug: (obj: object, msg: string) => void; warn: (obj: object, msg: string) => void };
     onMessage: (message: string) => void;
     onReconnect?: () => void;
+    onLive?: (live: boolean) => void;
   },
 ): { close: () => void } {
   const subscriber = redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, connectionName: options.name });
@@ -80,15 +84,27 @@ export function subscribeChannel(
   subscriber.on('message', (_channel: string, message: string) => options.onMessage(message));
   let subscribed = false;
   let connectedBefore = false;
+  // Connections so far: an acknowledgement of an earlier one says nothing about this one.
+  let connection = 0;
+  subscriber.on('close', () => {
+    connection += 1;
+    options.onLive?.(false);
+  });
   const ready = () => {
     if (connectedBefore) options.onReconnect?.();
     connectedBefore = true;
-    if (subscribed) return;
+    if (subscribed && !options.onLive) return;
     subscribed = true;
-    subscriber.subscribe(options.channel).catch((error: unknown) => {
-      subscribed = false;
-      options.log.warn({ err: error, channel: options.channel }, 'cannot subscribe to a Redis channel');
-    });
+    const current = connection;
+    subscriber.subscribe(options.channel).then(
+      () => {
+        if (current === connection) options.onLive?.(true);
+      },
+      (error: unknown) => {
+        subscribed = false;
+        options.log.warn({ err: error, channel: options.channel }, 'cannot subscribe to a Redis channel');
+      },
+    );
   };
   subscriber.on('ready', ready);
   if (subscriber.status === 'ready') ready();

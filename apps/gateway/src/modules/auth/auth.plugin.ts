@@ -6,7 +6,7 @@ import { AccessTokenVerifier, invalidToken } from './access-token.service';
 import { ApiKeyVerifier, looksLikeApiKey } from './api-key.service';
 import { JwksCache } from './jwks.service';
 import { OpenRequests, listenForRevocations } from './revocation-listener';
-import { EdgeChecker, type EdgeVerdict } from '../rate-limit/edge-check.service';
+import { EdgeChecker, type EdgeVerdict, type LeaseOptions } from '../rate-limit/edge-check.service';
 import { RateLimitPolicies, rateLimitHeader, type RateLimitSettings } from '../rate-limit/rate-limit.policy';
 import { unscoped } from '../../plugins/unscoped';
 
@@ -33,6 +33,8 @@ export interface AuthPluginOptions {
   revocationChannel: string;
   /** How often open requests are checked against the revocation facts in Redis (ms). */
   revocationRecheckMs: number;
+  /** Edge leases: requests let through without a Redis round trip (edge-check.service.ts). */
+  leases: LeaseOptions;
 }
 
 declare module 'fastify' {
@@ -117,7 +119,7 @@ export const authPlugin = unscoped<AuthPluginOptions>('gateway-auth', async (app
     ttlMs: options.apiKeyCacheTtlMs,
     log: app.log,
   });
-  const checker = new EdgeChecker(app.redis, app.log);
+  const checker = new EdgeChecker(app.redis, app.log, options.leases);
   const policies = new RateLimitPolicies(options.rateLimits);
   const openRequests = new OpenRequests();
   app.decorate('edgeAuth', { jwks, tokens, apiKeys, checker, policies, openRequests });
@@ -173,16 +175,19 @@ export const authPlugin = unscoped<AuthPluginOptions>('gateway-auth', async (app
     channel: options.revocationChannel,
     log: app.log,
     onMessage: (message) => {
+      checker.revoked(message.userId);
       apiKeys.forget(message);
       const closed = openRequests.closeFor(message);
       if (closed > 0)
         app.log.info({ userId: message.userId, closed }, 'closed requests of a revoked credential');
     },
     onReconnect: () => void recheck(),
+    onLive: (live) => checker.revocationFeed(live),
   });
   app.addHook('onClose', async () => {
     clearInterval(rechecks);
     await listener.close();
+    await checker.close();
   });
 
   async function authenticate(
@@ -234,7 +239,8 @@ export const authPlugin = unscoped<AuthPluginOptions>('gateway-auth', async (app
 
     const limits = policies.limitsFor(identity, ip);
     if (identity === undefined && limits.length === 0) return;
-    const verdict = await checker.check({ limits, identity, iat });
+    // Admin actions ask Redis every time; other callers may be let through from a lease.
+    const verdict = await checker.check({ limits, identity, iat, lease: access !== 'admin' });
     if (verdict.outcome === 'revoked') {
       // A revoked key's fact outran its message (or the message was missed): its answer goes too.
       if (verdict.reason === 'api_key') apiKeys.forget({ keyId: identity?.keyId });

@@ -104,9 +104,10 @@ export class OpenRequests {
 }
 
 /**
- * Subscribes to auth's revocation channel. Not needed for correctness of the next request (every
- * request checks Redis), but it ends what is already running: open streams of the revoked
- * session/user, and cached API key answers of a revoked key. The subscription follows the
+ * Subscribes to auth's revocation channel. It ends what is already running (open streams of the
+ * revoked session/user), drops cached API key answers of a revoked key, and ends the edge leases
+ * of the user (requests let through without asking Redis, edge-check.service.ts), which are only
+ * taken while this subscription is live. The subscription follows the
  * connection: made once Redis is ready, renewed by ioredis after reconnects.
  */
 export function listenForRevocations(options: {
@@ -116,10 +117,13 @@ export function listenForRevocations(options: {
   onMessage: (message: RevocationMessage) => void;
   /** The subscriber is connected again after a break: messages of the break were missed. */
   onReconnect?: () => void;
+  /** Whether every revocation published from now on will arrive (false from the moment the subscriber is cut off). */
+  onLive?: (live: boolean) => void;
 }): { close: () => Promise<void> } {
   const subscription = subscribeChannel(options.redis, {
     channel: options.channel,
-    name: 'gateway-revocations',
+    // Named after its channel: an operator (or a test) can tell one gateway's subscriber in CLIENT LIST.
+    name: `gateway-revocations@${options.channel}`,
     log: options.log,
     onMessage: (raw) => {
       try {
@@ -130,6 +134,7 @@ export function listenForRevocations(options: {
       }
     },
     ...(options.onReconnect ? { onReconnect: options.onReconnect } : {}),
+    ...(options.onLive ? { onLive: options.onLive } : {}),
   });
   return { close: async () => subscription.close() };
 }

@@ -35,60 +35,104 @@ export interface EdgeCheck {
   /** The verified caller, whose revocation state is checked; `iat` for access tokens. */
   identity?: Identity;
   iat?: number;
+  /** May the answer come from a lease (admin routes and revocation rechecks say no: they ask Redis every time). */
+  lease?: boolean;
+}
+
+export interface LeaseOptions {
+  /** Most requests one lease lets through (0 or 1: every request asks Redis). */
+  maxRequests: number;
+  /** How long a lease lives (ms): the bound on a revocation whose message was lost on a connection that did not close. */
+  ttlMs: number;
 }
 
 /**
- * One script, one round trip per request: the caller's revocation facts (written by auth) and
- * every rate limit that applies (GCRA: one timestamp per key, no lists, no cleanup job).
- * Nothing is consumed when the caller is revoked or any limit is exceeded.
+ * One script, one round trip: the caller's revocation facts (written by auth) and every rate limit
+ * that applies (GCRA: one timestamp per key, no lists, no cleanup job). Nothing is consumed when
+ * the caller is revoked or any limit is exceeded.
+ *
+ * A lease: `want` requests taken at once, granted only while every limit keeps room for `far`
+ * times as many after them (otherwise just this request, the exact check). `back` requests of an
+ * earlier lease on the same keys that were never used are given back first (their emission
+ * intervals taken off the timestamp), so a lease costs the caller nothing it does not use.
+ * `want` 0 gives back and takes nothing.
  *
  * KEYS: the limit keys, then for mode 1 (access token) the session, tokens-valid-after and
  * user-disabled keys, for mode 2 (API key) the user-disabled and revoked-key keys.
- * ARGV: number of limits, mode, iat, then per limit its emission interval and burst (ms).
- * Returns {code, retryMs, validAfter, remaining1, resetMs1, ...}; code 0 allowed, 1 limited,
+ * ARGV: number of limits, mode, iat, want, far, back, then per limit its emission interval and burst (ms).
+ * Returns {code, retryMs, validAfter, granted, remaining1, resetMs1, ...}; code 0 allowed, 1 limited,
  * 2 session revoked, 3 issued before tokens-valid-after, 4 user disabled, 5 API key revoked.
  */
 const SCRIPT = `
 local n = tonumber(ARGV[1])
 local mode = tonumber(ARGV[2])
+local want = tonumber(ARGV[4])
+local far = tonumber(ARGV[5])
+local back = tonumber(ARGV[6])
+local now = 0
+if n > 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+if back > 0 then
+  for i = 1, n do
+    local tat = tonumber(redis.call('GET', KEYS[i]) or 0) or 0
+    if tat > now then
+      tat = tat - back * tonumber(ARGV[5 + 2 * i])
+      if tat > now then
+        redis.call('SET', KEYS[i], string.format('%.3f', tat), 'PX', math.max(1, math.ceil(tat - now)))
+      else
+        redis.call('DEL', KEYS[i])
+      end
+    end
+  end
+end
+if want == 0 then return {0, 0, 0, 0} end
 local validAfter = 0
 if mode == 1 then
   local v = redis.call('MGET', KEYS[n + 1], KEYS[n + 2], KEYS[n + 3])
   validAfter = tonumber(v[2]) or 0
-  if v[1] then return {2, 0, validAfter} end
-  if v[3] then return {4, 0, validAfter} end
-  if tonumber(ARGV[3]) < validAfter then return {3, 0, validAfter} end
+  if v[1] then return {2, 0, validAfter, 0} end
+  if v[3] then return {4, 0, validAfter, 0} end
+  if tonumber(ARGV[3]) < validAfter then return {3, 0, validAfter, 0} end
 elseif mode == 2 then
   local v = redis.call('MGET', KEYS[n + 1], KEYS[n + 2])
-  if v[1] then return {4, 0, 0} end
-  if v[2] then return {5, 0, 0} end
+  if v[1] then return {4, 0, 0, 0} end
+  if v[2] then return {5, 0, 0, 0} end
 end
-if n == 0 then return {0, 0, validAfter} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local out = {0, 0, validAfter}
-local tats = {}
-local retry = 0
-for i = 1, n do
-  local interval = tonumber(ARGV[2 + 2 * i])
-  local burst = tonumber(ARGV[3 + 2 * i])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or 0) or 0
-  if tat < now then tat = now end
-  local newTat = tat + interval
-  local allowAt = newTat - burst
-  if now < allowAt then
-    if allowAt - now > retry then retry = allowAt - now end
-    out[#out + 1] = 0
-    out[#out + 1] = math.ceil(tat - now)
-  else
-    out[#out + 1] = math.floor((now - allowAt) / interval)
-    out[#out + 1] = math.ceil(newTat - now)
+if n == 0 then return {0, 0, validAfter, want} end
+local function take(k)
+  local out = {0, 0, validAfter, k}
+  local tats = {}
+  local retry = 0
+  for i = 1, n do
+    local interval = tonumber(ARGV[5 + 2 * i])
+    local burst = tonumber(ARGV[6 + 2 * i])
+    local tat = tonumber(redis.call('GET', KEYS[i]) or 0) or 0
+    if tat < now then tat = now end
+    local newTat = tat + k * interval
+    local allowAt = newTat - burst
+    if now < allowAt then
+      if allowAt - now > retry then retry = allowAt - now end
+      out[#out + 1] = 0
+      out[#out + 1] = math.ceil(tat - now)
+    else
+      local remaining = math.floor((now - allowAt) / interval)
+      if k > 1 and remaining < far * k then retry = 1 end
+      out[#out + 1] = remaining
+      out[#out + 1] = math.ceil(newTat - now)
+    end
+    tats[i] = newTat
   end
-  tats[i] = newTat
+  return retry, out, tats
 end
+local retry, out, tats = 0, nil, nil
+if want > 1 then retry, out, tats = take(want) end
+if want <= 1 or retry > 0 then retry, out, tats = take(1) end
 if retry > 0 then
   out[1] = 1
   out[2] = math.ceil(retry)
+  out[4] = 0
   return out
 end
 for i = 1, n do
@@ -109,6 +153,29 @@ const revocationKeys = {
 const REDIS_TIMEOUT_MS = 250;
 const MEMORY_LIMIT = 50_000;
 const REMEMBER_REVOKED_MS = 24 * 3600 * 1000;
+/** A lease of more than one request needs room for this many times as many after it, in every limit. */
+const LEASE_FAR = 4;
+
+/**
+ * Requests one caller (credential, client IP) may still make on this instance without asking Redis:
+ * taken from the shared GCRA buckets in one script, with the revocation facts read in the same script.
+ */
+interface Lease {
+  userId: string;
+  limits: Limit[];
+  /** Requests left. */
+  units: number;
+  /** Requests of the last grant (the next one doubles it when this one is used up in time). */
+  size: number;
+  /** Requests let through since the last grant (the size of the next one when this one expires). */
+  used: number;
+  expiresAt: number;
+  /** Remaining in Redis after the last grant, and when each quota is whole again (epoch ms). */
+  remaining: number[];
+  resetAt: number[];
+  /** A grant on its way: requests arriving meanwhile wait for it instead of asking for their own. */
+  pending?: Promise<void>;
+}
 
 /**
  * Runs the check in Redis; while Redis is away (not connected, an error, or no answer within
@@ -118,6 +185,15 @@ const REMEMBER_REVOKED_MS = 24 * 3600 * 1000;
  * - revocation: fail open (the signature, `exp` and the 15-minute token lifetime still hold), except
  *   for what this instance has already learned from Redis (revoked sessions, disabled users,
  *   tokens-valid-after), which it keeps applying.
+ *
+ * Leases: a caller far from their limits asks Redis once for several requests (doubling up to
+ * `maxRequests` while they are used up within `ttlMs`), and the next ones are let through from
+ * memory. The revocation facts were read in the script that granted the lease; what revokes them
+ * later reaches the instance as auth's pub/sub message, which ends the user's leases at once. So
+ * leases are granted only while that subscription is live: its loss ends them all, a message that
+ * arrives while a grant is on its way keeps that grant from becoming a lease, and `ttlMs` bounds
+ * the case of a message lost on a connection that never closed. Requests of a lease not used
+ * before it expires are given back to the buckets.
  */
 export class EdgeChecker {
   private readonly localTats = new Map<string, number>();
@@ -127,16 +203,61 @@ export class EdgeChecker {
   private readonly validAfter = new Map<string, number>();
   private redisDown = false;
   private sharedDeadline: { at: number; promise: Promise<never> } | undefined;
+  private readonly leases = new Map<string, Lease>();
+  private readonly leaseMax: number;
+  private readonly leaseTtlMs: number;
+  private feedLive = false;
+  /** Revocation messages and breaks of the subscription so far: a grant sent before the latest is not kept. */
+  private revocations = 0;
+  private readonly sweeper: NodeJS.Timeout | undefined;
+  /** Scripts run in Redis, requests let through from a lease, losses of the revocation feed (tests and benchmarks read them). */
+  readonly stats = { scripts: 0, leased: 0, feedLosses: 0 };
 
   constructor(
     private readonly redis: Redis,
     private readonly log: FastifyBaseLogger,
-  ) {}
+    leases: LeaseOptions = { maxRequests: 0, ttlMs: 1000 },
+  ) {
+    this.leaseMax = leases.maxRequests;
+    this.leaseTtlMs = leases.ttlMs;
+    if (this.leaseMax > 1) {
+      this.sweeper = setInterval(() => this.sweep(Date.now()), this.leaseTtlMs);
+      this.sweeper.unref();
+    }
+  }
 
   async check(input: EdgeCheck): Promise<EdgeVerdict> {
     const { limits, identity } = input;
     const mode = identity === undefined ? 0 : identity.kind === 'access_token' && identity.sid ? 1 : 2;
+    let leaseKey = this.leaseKeyOf(input, mode);
+    let lease: Lease | undefined;
+    if (leaseKey !== undefined) {
+      lease = this.leases.get(leaseKey);
+      if (lease?.pending) {
+        await lease.pending;
+        lease = this.leases.get(leaseKey);
+      }
+      const served = lease && this.fromLease(lease, Date.now());
+      if (served) return served;
+    }
     if (this.redis.status === 'ready') {
+      let want = 1;
+      let back = 0;
+      let granted: (() => void) | undefined;
+      if (leaseKey !== undefined) {
+        if (lease) {
+          want =
+            lease.expiresAt > Date.now()
+              ? Math.min(this.leaseMax, lease.size * 2)
+              : Math.max(1, Math.min(this.leaseMax, lease.used));
+          back = lease.units;
+          lease.units = 0;
+          if (!lease.pending) lease.pending = new Promise<void>((resolve) => (granted = resolve));
+        } else if (this.leases.size >= MEMORY_LIMIT) {
+          this.sweep(Date.now());
+          if (this.leases.size >= MEMORY_LIMIT) leaseKey = undefined;
+        }
+      }
       const keys = limits.map((l) => `gateway:rl:${l.policy}:${l.key}`);
       if (mode === 1)
         keys.push(
@@ -146,19 +267,142 @@ export class EdgeChecker {
         );
       else if (mode === 2)
         keys.push(revocationKeys.disabled(identity!.sub), revocationKeys.apiKey(identity!.keyId ?? ''));
-      const args: Array<string | number> = [limits.length, mode, input.iat ?? 0];
+      const args: Array<string | number> = [limits.length, mode, input.iat ?? 0, want, LEASE_FAR, back];
       for (const l of limits) args.push((l.windowSeconds * 1000) / l.quota, l.windowSeconds * 1000);
+      const revocationsBefore = this.revocations;
       try {
         const reply = await this.run(keys, args);
         this.markRedis(false);
-        return this.verdictFromRedis(reply, input, mode);
+        const verdict = this.verdictFromRedis(reply, input, mode);
+        if (leaseKey !== undefined && verdict.outcome === 'allowed')
+          this.keepLease(leaseKey, input, reply, verdict, revocationsBefore);
+        return verdict;
       } catch (error) {
         this.markRedis(true, error);
+      } finally {
+        if (granted) {
+          lease!.pending = undefined;
+          granted();
+        }
       }
     } else {
       this.markRedis(true);
     }
     return this.checkInMemory(input, mode);
+  }
+
+  /**
+   * Auth published a revocation: the user's leases end now (the next request asks Redis). Grants
+   * on their way when it arrived are not kept.
+   */
+  revoked(userId: string | undefined): void {
+    this.revocations += 1;
+    for (const [key, lease] of this.leases) {
+      if (userId !== undefined && lease.userId !== userId) continue;
+      this.giveBack(lease.limits, lease.units);
+      this.leases.delete(key);
+    }
+  }
+
+  /** Whether auth's revocation messages are arriving; leases are granted and used only while they are. */
+  revocationFeed(live: boolean): void {
+    if (live === this.feedLive) return;
+    this.feedLive = live;
+    if (!live) {
+      this.stats.feedLosses += 1;
+      this.revoked(undefined);
+    }
+  }
+
+  /** Whether requests may be let through from leases now. */
+  get leasing(): boolean {
+    return this.leaseMax > 1 && this.feedLive;
+  }
+
+  /** Gives back what the leases still hold (the instance is closing). */
+  async close(): Promise<void> {
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.feedLive = false;
+    const returns: Array<Promise<unknown>> = [];
+    for (const lease of this.leases.values()) if (lease.units > 0) returns.push(this.giveBack(lease.limits, lease.units));
+    this.leases.clear();
+    await Promise.allSettled(returns);
+  }
+
+  private leaseKeyOf(input: EdgeCheck, mode: number): string | undefined {
+    if (!input.lease || mode === 0 || this.leaseMax <= 1 || !this.feedLive) return undefined;
+    const identity = input.identity!;
+    let key = `${mode} ${identity.sub} ${identity.sid ?? ''} ${identity.keyId ?? ''} ${input.iat ?? ''}`;
+    for (const l of input.limits) key += ` ${l.policy}:${l.key}`;
+    return key;
+  }
+
+  private fromLease(lease: Lease, now: number): EdgeVerdict | undefined {
+    if (lease.units <= 0 || lease.expiresAt <= now) return undefined;
+    lease.units -= 1;
+    lease.used += 1;
+    this.stats.leased += 1;
+    return {
+      outcome: 'allowed',
+      limits: lease.limits.map((l, i) => ({
+        policy: l.policy,
+        remaining: lease.remaining[i]! + lease.units,
+        resetSeconds: Math.max(1, Math.ceil((lease.resetAt[i]! - now) / 1000)),
+      })),
+      degraded: false,
+    };
+  }
+
+  /** Keeps what a script granted beyond this request, unless a revocation arrived while it ran. */
+  private keepLease(
+    key: string,
+    input: EdgeCheck,
+    reply: number[],
+    verdict: Extract<EdgeVerdict, { outcome: 'allowed' }>,
+    revocationsBefore: number,
+  ): void {
+    const granted = reply[3] ?? 0;
+    if (granted < 1) return;
+    if (!this.feedLive || this.revocations !== revocationsBefore) {
+      void this.giveBack(input.limits, granted - 1);
+      return;
+    }
+    const now = Date.now();
+    let lease = this.leases.get(key);
+    if (!lease) {
+      lease = { userId: input.identity!.sub, limits: input.limits, units: 0, size: 0, used: 0, expiresAt: 0, remaining: [], resetAt: [] };
+      this.leases.set(key, lease);
+    }
+    lease.units += granted - 1;
+    lease.size = granted;
+    lease.used = 1;
+    lease.expiresAt = now + this.leaseTtlMs;
+    lease.remaining = input.limits.map((_, i) => Math.max(0, reply[4 + 2 * i] ?? 0));
+    lease.resetAt = input.limits.map((_, i) => now + (reply[5 + 2 * i] ?? 0));
+    // What this caller may still do: what Redis has left, and what this instance holds for them.
+    for (const state of verdict.limits) state.remaining += lease.units;
+  }
+
+  /** Ends expired leases: what they hold goes back; leases idle for another lifetime are forgotten. */
+  private sweep(now: number): void {
+    for (const [key, lease] of this.leases) {
+      if (lease.expiresAt > now || lease.pending) continue;
+      if (lease.units > 0) {
+        void this.giveBack(lease.limits, lease.units);
+        lease.units = 0;
+      }
+      if (lease.expiresAt + this.leaseTtlMs <= now || this.leases.size >= MEMORY_LIMIT) this.leases.delete(key);
+    }
+  }
+
+  private giveBack(limits: Limit[], units: number): Promise<unknown> {
+    if (units <= 0 || limits.length === 0 || this.redis.status !== 'ready') return Promise.resolve();
+    const keys = limits.map((l) => `gateway:rl:${l.policy}:${l.key}`);
+    const args: Array<string | number> = [limits.length, 0, 0, 0, LEASE_FAR, units];
+    for (const l of limits) args.push((l.windowSeconds * 1000) / l.quota, l.windowSeconds * 1000);
+    return this.run(keys, args).catch((error: unknown) => {
+      this.log.debug({ err: error }, 'could not give back the unused requests of a lease (they come back as the quota refills)');
+    });
   }
 
   /** Whether a verified credential has been revoked (the revocation facts alone, no limit consumed). */
@@ -167,6 +411,7 @@ export class EdgeChecker {
   }
 
   private async run(keys: string[], args: Array<string | number>): Promise<number[]> {
+    this.stats.scripts += 1;
     const call = this.redis.evalsha(SCRIPT_SHA, keys.length, ...keys, ...args).catch((error: Error) => {
       if (!error.message.startsWith('NOSCRIPT')) throw error;
       return this.redis.eval(SCRIPT, keys.length, ...keys, ...args);
@@ -204,8 +449,8 @@ export class EdgeChecker {
     if (code === 5) return { outcome: 'revoked', reason: 'api_key', degraded: false };
     const states: LimitState[] = input.limits.map((l, i) => ({
       policy: l.policy,
-      remaining: Math.max(0, reply[3 + 2 * i] ?? 0),
-      resetSeconds: Math.ceil((reply[4 + 2 * i] ?? 0) / 1000),
+      remaining: Math.max(0, reply[4 + 2 * i] ?? 0),
+      resetSeconds: Math.ceil((reply[5 + 2 * i] ?? 0) / 1000),
     }));
     if (code === 1) {
       return {

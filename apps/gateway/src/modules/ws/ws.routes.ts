@@ -265,7 +265,7 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
       // Every frame that calls chat counts against the caller's rate limits, as a request would.
       inFlight += 1;
       try {
-        const verdict = await app.edgeAuth.checker.check({ limits: app.edgeAuth.policies.limitsFor(identity, ip), identity, ...(issuedAt === undefined ? {} : { iat: issuedAt }) });
+        const verdict = await app.edgeAuth.checker.check({ limits: app.edgeAuth.policies.limitsFor(identity, ip), identity, lease: true, ...(issuedAt === undefined ? {} : { iat: issuedAt }) });
         if (verdict.outcome === 'revoked') return closeWith(CLOSE.unauthenticated, 'credential revoked');
         if (verdict.outcome === 'limited')
           return send({ type: 'chat.error', ...about, code: 'rate_limited', retryAfter: verdict.retryAfterSeconds, detail: `Too many requests; retry in ${verdict.retryAfterSeconds} s.` });
