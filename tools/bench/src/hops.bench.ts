@@ -2,13 +2,15 @@
  * Where the latency of one `POST /v1/chat/completions` goes at one connection (issue 6): the
  * provider simulator alone, chat called directly (with the context the gateway would sign), and
  * the whole path through the gateway, each as configured by default, with chat's quota leases
- * off, and with the settlement linger of before (5 ms instead of 100), in one run.
+ * off, with the settlement linger of before (5 ms instead of 100), and with the gateway's edge
+ * leases off (a Redis script per request), in one run.
  *
  *   npm run bench:hops -w @vivier/bench
  *
  * Three chat processes (defaults; CHAT_QUOTA_LEASE_REQUESTS=0; CHAT_USAGE_SETTLE_LINGER_MS=5),
- * each behind its own gateway, share auth, PostgreSQL, Redis, the dev Kafka broker and the
- * simulator. One user per side. Rounds alternate between the seven targets; figures are medians
+ * each behind its own gateway, and a fourth gateway (EDGE_LEASE_REQUESTS=0) in front of the
+ * default chat, share auth, PostgreSQL, Redis, the dev Kafka broker and the simulator. One user
+ * per side. Rounds alternate between the eight targets; figures are medians
  * of the rounds' p50 and p99, and the ratios medians of the per-round ratios.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -87,11 +89,16 @@ async function main(): Promise<void> {
       // What the gateway would sign for this key's requests (valid for the whole run).
       const context = () =>
         signContext({ ip: '127.0.0.1', identity: { sub: user.id, role: 'user', kind: 'api_key', keyId: 'bench' }, exp: Math.floor(Date.now() / 1000) + 3600 }, SECRET);
-      return { chat: `http://127.0.0.1:${chatPort}`, gateway: origin, apiKey, context };
+      return { chatPort, chat: `http://127.0.0.1:${chatPort}`, gateway: origin, apiKey, context };
     };
     const on = await side(16);
     const off = await side(0);
     const short = await side(16, 5);
+    // One more gateway in front of the default chat, asking Redis on every request (no edge leases).
+    const exactPort = await freePort();
+    const exact = startServiceProcess('gateway', { port: exactPort, env: { ...gatewayEnv(base, authPort, on.chatPort), EDGE_LEASE_REQUESTS: '0' } });
+    procs.push(exact);
+    await waitReady(exact);
 
     const body = (model: string) => JSON.stringify({ model, messages: [{ role: 'user', content: 'echo: The quick brown fox jumps over the lazy dog' }] });
     const targets = [
@@ -102,6 +109,7 @@ async function main(): Promise<void> {
       { name: 'gateway → chat, leases on', origin: on.gateway, headers: { authorization: `Bearer ${on.apiKey}` }, body: body('openai/gpt-4o-mini') },
       { name: 'gateway → chat, linger 5 ms', origin: short.gateway, headers: { authorization: `Bearer ${short.apiKey}` }, body: body('openai/gpt-4o-mini') },
       { name: 'gateway → chat, leases off', origin: off.gateway, headers: { authorization: `Bearer ${off.apiKey}` }, body: body('openai/gpt-4o-mini') },
+      { name: 'gateway → chat, edge leases off', origin: `http://127.0.0.1:${exactPort}`, headers: { authorization: `Bearer ${on.apiKey}` }, body: body('openai/gpt-4o-mini') },
     ];
     const run = (t: (typeof targets)[number], durationMs: number) =>
       closedLoop({ origin: t.origin, path: '/v1/chat/completions', headers: t.headers, body: t.body, connections: 1, durationMs });
@@ -155,8 +163,11 @@ async function main(): Promise<void> {
 Command: \`npm run bench:hops -w @vivier/bench\` (${machineNote()}; one connection, closed loop, non-streamed, ${ROUNDS} rounds × ${SECONDS} s per target, alternating, after a 2 s warm-up each; medians).
 Every party is its own process on the same 2 cores: the load generator, the provider simulator (zero latency, OpenAI protocol), auth,
 three chat processes (defaults, with quota leases on and a settlement linger of 100 ms; leases off: \`CHAT_QUOTA_LEASE_REQUESTS=0\`;
-the linger of before: \`CHAT_USAGE_SETTLE_LINGER_MS=5\`), each behind its own gateway (API key, rate limits on),
-PostgreSQL, Redis and the dev Kafka broker. Chat called directly gets the context the gateway would sign; one user per side.
+the linger of before: \`CHAT_USAGE_SETTLE_LINGER_MS=5\`), each behind its own gateway (API key, rate limits on, edge leases on),
+and a fourth gateway in front of the default chat with edge leases off (\`EDGE_LEASE_REQUESTS=0\`: a Redis script per request),
+PostgreSQL, Redis and the dev Kafka broker. Chat called directly gets the context the gateway would sign; one user per side
+(the two gateways in front of the default chat share its user and API key).
+"Leases" in the target names are chat's quota leases; "edge leases" the gateway's (apps/gateway/README.md, Rate limits).
 
 | target | p50 ms | p99 ms | added p50 ms (over the simulator) | req/s | PostgreSQL commits per request | errors |
 | --- | --- | --- | --- | --- | --- | --- |
@@ -167,13 +178,16 @@ Per-round p50 (ms): chat leases on ${perRound('chat, direct, leases on')}; off $
 through the gateway on ${perRound('gateway → chat, leases on')}; off ${perRound('gateway → chat, leases off')}.
 **Settlement linger 100 ms / 5 ms, p50** (both with leases): chat directly ${ratio('chat, direct, leases on', 'chat, direct, linger 5 ms')}, through the gateway ${ratio('gateway → chat, leases on', 'gateway → chat, linger 5 ms')}.
 Per-round p50 (ms) with 5 ms: chat ${perRound('chat, direct, linger 5 ms')}; through the gateway ${perRound('gateway → chat, linger 5 ms')}.
+**Edge leases on / off, p50** (the same chat behind both gateways): ${ratio('gateway → chat, leases on', 'gateway → chat, edge leases off')}.
+Per-round p50 (ms) with edge leases off: ${perRound('gateway → chat, edge leases off')}.
 
 With leases off, each request's reservation is a statement (and a commit) that runs alongside the provider call; on this
 machine it still costs most of chat's own latency, as the database, chat, the simulator and the load generator contend for the
 same two cores. With leases on, one statement reserves sixteen requests' worth for a user far from their limit (apps/chat/README.md,
 Quotas): what is left per request is the settlement, written after the answer and shared by requests ending within
 \`CHAT_USAGE_SETTLE_LINGER_MS\`, and the outbox relay publishing its usage event. The gap between chat and the whole path is the
-gateway: its hop, and its one Redis script per request (revocation facts and rate limits).
+gateway: its hop, and, without edge leases, its Redis script per request (revocation facts and rate limits); with them,
+one script per lease of up to 64 requests.
 A settlement written after the answer still competes with the next request for the two cores: its statement and commit, the outbox
 relay's pass and its Kafka request. Lingering 100 ms instead of 5 before a settlement statement (a user near their limit is settled at
 once) writes one for a few dozen requests at one connection instead of one for one or two.`,
