@@ -175,7 +175,8 @@ export const authPlugin = unscoped<AuthPluginOptions>('gateway-auth', async (app
     channel: options.revocationChannel,
     log: app.log,
     onMessage: (message) => {
-      checker.revoked(message.userId);
+      // A message without a readable user ends every lease.
+      checker.revoked(typeof message.userId === 'string' ? message.userId : undefined);
       apiKeys.forget(message);
       const closed = openRequests.closeFor(message);
       if (closed > 0)

@@ -126,12 +126,16 @@ export function listenForRevocations(options: {
     name: `gateway-revocations@${options.channel}`,
     log: options.log,
     onMessage: (raw) => {
+      let parsed: unknown;
       try {
-        const parsed = JSON.parse(raw) as RevocationMessage;
-        if (parsed && typeof parsed === 'object') options.onMessage(parsed);
+        parsed = JSON.parse(raw);
       } catch {
-        options.log.warn('unreadable revocation message');
+        parsed = undefined;
       }
+      if (parsed && typeof parsed === 'object') return options.onMessage(parsed as RevocationMessage);
+      options.log.warn('unreadable revocation message');
+      // Whatever it revoked is unknown: what rests on having heard every revocation (edge leases) ends.
+      options.onMessage({});
     },
     ...(options.onReconnect ? { onReconnect: options.onReconnect } : {}),
     ...(options.onLive ? { onLive: options.onLive } : {}),

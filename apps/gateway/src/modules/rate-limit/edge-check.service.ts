@@ -207,8 +207,14 @@ export class EdgeChecker {
   private readonly leaseMax: number;
   private readonly leaseTtlMs: number;
   private feedLive = false;
-  /** Revocation messages and breaks of the subscription so far: a grant sent before the latest is not kept. */
+  /** Revocation messages so far, and per user the count at their latest (kept a few seconds): a grant sent before it is not kept. */
   private revocations = 0;
+  private readonly userRevocations = new Map<string, { at: number; revocations: number }>();
+  /** Breaks of the subscription (and unreadable messages) so far: a grant sent before the latest is not kept. */
+  private feedGeneration = 0;
+  private readonly leasesByUser = new Map<string, Set<string>>();
+  /** Until when every lease is live and the map is full: no sweep per new caller meanwhile. */
+  private fullUntil = 0;
   private readonly sweeper: NodeJS.Timeout | undefined;
   /** Scripts run in Redis, requests let through from a lease, losses of the revocation feed (tests and benchmarks read them). */
   readonly stats = { scripts: 0, leased: 0, feedLosses: 0 };
@@ -233,7 +239,8 @@ export class EdgeChecker {
     let lease: Lease | undefined;
     if (leaseKey !== undefined) {
       lease = this.leases.get(leaseKey);
-      if (lease?.pending) {
+      // Behind a grant on its way, and behind the one a waiter before us sent when that was not enough.
+      while (lease?.pending) {
         await lease.pending;
         lease = this.leases.get(leaseKey);
       }
@@ -254,8 +261,12 @@ export class EdgeChecker {
           lease.units = 0;
           if (!lease.pending) lease.pending = new Promise<void>((resolve) => (granted = resolve));
         } else if (this.leases.size >= MEMORY_LIMIT) {
-          this.sweep(Date.now());
-          if (this.leases.size >= MEMORY_LIMIT) leaseKey = undefined;
+          const now = Date.now();
+          if (now >= this.fullUntil) this.sweep(now);
+          if (this.leases.size >= MEMORY_LIMIT) {
+            this.fullUntil = now + this.leaseTtlMs;
+            leaseKey = undefined;
+          }
         }
       }
       const keys = limits.map((l) => `gateway:rl:${l.policy}:${l.key}`);
@@ -269,16 +280,20 @@ export class EdgeChecker {
         keys.push(revocationKeys.disabled(identity!.sub), revocationKeys.apiKey(identity!.keyId ?? ''));
       const args: Array<string | number> = [limits.length, mode, input.iat ?? 0, want, LEASE_FAR, back];
       for (const l of limits) args.push((l.windowSeconds * 1000) / l.quota, l.windowSeconds * 1000);
-      const revocationsBefore = this.revocations;
+      const sent = { at: Date.now(), revocations: this.revocations, feed: this.feedGeneration };
+      const call = this.send(keys, args);
       try {
-        const reply = await this.run(keys, args);
+        const reply = await Promise.race([call, this.deadline()]);
         this.markRedis(false);
         const verdict = this.verdictFromRedis(reply, input, mode);
-        if (leaseKey !== undefined && verdict.outcome === 'allowed')
-          this.keepLease(leaseKey, input, reply, verdict, revocationsBefore);
+        if (leaseKey !== undefined && verdict.outcome === 'allowed') this.keepLease(leaseKey, input, reply, verdict, sent);
+        // Redis says this credential is revoked: what this instance holds for the user ends too.
+        if (verdict.outcome === 'revoked') this.endLeasesOf(identity!.sub);
         return verdict;
       } catch (error) {
         this.markRedis(true, error);
+        // A grant that answers after the deadline still took its requests: they go back.
+        if (want > 1) void call.then((late) => this.giveBack(limits, (late[3] ?? 0) - 1), () => undefined);
       } finally {
         if (granted) {
           lease!.pending = undefined;
@@ -292,15 +307,46 @@ export class EdgeChecker {
   }
 
   /**
-   * Auth published a revocation: the user's leases end now (the next request asks Redis). Grants
-   * on their way when it arrived are not kept.
+   * Auth published a revocation: the user's leases end now (the next request asks Redis), and a
+   * grant for the user on its way when it arrived is not kept. Without a user (an unreadable
+   * message), every lease ends.
    */
   revoked(userId: string | undefined): void {
+    if (userId === undefined) {
+      this.feedGeneration += 1;
+      for (const [key, lease] of this.leases) this.dropLease(key, lease);
+      return;
+    }
     this.revocations += 1;
-    for (const [key, lease] of this.leases) {
-      if (userId !== undefined && lease.userId !== userId) continue;
-      this.giveBack(lease.limits, lease.units);
-      this.leases.delete(key);
+    if (this.userRevocations.size >= MEMORY_LIMIT) this.pruneUserRevocations(Date.now());
+    if (this.userRevocations.size >= MEMORY_LIMIT) this.revoked(undefined);
+    else this.userRevocations.set(userId, { at: Date.now(), revocations: this.revocations });
+    this.endLeasesOf(userId);
+  }
+
+  private endLeasesOf(userId: string): void {
+    const keys = this.leasesByUser.get(userId);
+    if (!keys) return;
+    for (const key of [...keys]) {
+      const lease = this.leases.get(key);
+      if (lease) this.dropLease(key, lease);
+    }
+  }
+
+  /** Forgets a lease; what it still holds goes back. */
+  private dropLease(key: string, lease: Lease): void {
+    void this.giveBack(lease.limits, lease.units);
+    lease.units = 0;
+    this.leases.delete(key);
+    const keys = this.leasesByUser.get(lease.userId);
+    keys?.delete(key);
+    if (keys?.size === 0) this.leasesByUser.delete(lease.userId);
+  }
+
+  /** Revocation messages older than any grant that could still be kept carry nothing. */
+  private pruneUserRevocations(now: number): void {
+    for (const [userId, seen] of this.userRevocations) {
+      if (now - seen.at > 4 * REDIS_TIMEOUT_MS) this.userRevocations.delete(userId);
     }
   }
 
@@ -326,6 +372,7 @@ export class EdgeChecker {
     const returns: Array<Promise<unknown>> = [];
     for (const lease of this.leases.values()) if (lease.units > 0) returns.push(this.giveBack(lease.limits, lease.units));
     this.leases.clear();
+    this.leasesByUser.clear();
     await Promise.allSettled(returns);
   }
 
@@ -359,24 +406,29 @@ export class EdgeChecker {
     input: EdgeCheck,
     reply: number[],
     verdict: Extract<EdgeVerdict, { outcome: 'allowed' }>,
-    revocationsBefore: number,
+    sent: { at: number; revocations: number; feed: number },
   ): void {
     const granted = reply[3] ?? 0;
     if (granted < 1) return;
-    if (!this.feedLive || this.revocations !== revocationsBefore) {
+    const userId = input.identity!.sub;
+    if (!this.feedLive || this.feedGeneration !== sent.feed || (this.userRevocations.get(userId)?.revocations ?? 0) > sent.revocations) {
       void this.giveBack(input.limits, granted - 1);
       return;
     }
     const now = Date.now();
     let lease = this.leases.get(key);
     if (!lease) {
-      lease = { userId: input.identity!.sub, limits: input.limits, units: 0, size: 0, used: 0, expiresAt: 0, remaining: [], resetAt: [] };
+      lease = { userId, limits: input.limits, units: 0, size: 0, used: 0, expiresAt: 0, remaining: [], resetAt: [] };
       this.leases.set(key, lease);
+      let keys = this.leasesByUser.get(userId);
+      if (!keys) this.leasesByUser.set(userId, (keys = new Set()));
+      keys.add(key);
     }
     lease.units += granted - 1;
     lease.size = granted;
     lease.used = 1;
-    lease.expiresAt = now + this.leaseTtlMs;
+    // From when the script was sent: the facts it read are no younger than that.
+    lease.expiresAt = sent.at + this.leaseTtlMs;
     lease.remaining = input.limits.map((_, i) => Math.max(0, reply[4 + 2 * i] ?? 0));
     lease.resetAt = input.limits.map((_, i) => now + (reply[5 + 2 * i] ?? 0));
     // What this caller may still do: what Redis has left, and what this instance holds for them.
@@ -387,12 +439,13 @@ export class EdgeChecker {
   private sweep(now: number): void {
     for (const [key, lease] of this.leases) {
       if (lease.expiresAt > now || lease.pending) continue;
-      if (lease.units > 0) {
+      if (lease.expiresAt + this.leaseTtlMs <= now || this.leases.size >= MEMORY_LIMIT) this.dropLease(key, lease);
+      else if (lease.units > 0) {
         void this.giveBack(lease.limits, lease.units);
         lease.units = 0;
       }
-      if (lease.expiresAt + this.leaseTtlMs <= now || this.leases.size >= MEMORY_LIMIT) this.leases.delete(key);
     }
+    this.pruneUserRevocations(now);
   }
 
   private giveBack(limits: Limit[], units: number): Promise<unknown> {
@@ -411,12 +464,15 @@ export class EdgeChecker {
   }
 
   private async run(keys: string[], args: Array<string | number>): Promise<number[]> {
+    return Promise.race([this.send(keys, args), this.deadline()]);
+  }
+
+  private send(keys: string[], args: Array<string | number>): Promise<number[]> {
     this.stats.scripts += 1;
-    const call = this.redis.evalsha(SCRIPT_SHA, keys.length, ...keys, ...args).catch((error: Error) => {
+    return this.redis.evalsha(SCRIPT_SHA, keys.length, ...keys, ...args).catch((error: Error) => {
       if (!error.message.startsWith('NOSCRIPT')) throw error;
       return this.redis.eval(SCRIPT, keys.length, ...keys, ...args);
-    });
-    return (await Promise.race([call, this.deadline()])) as number[];
+    }) as Promise<number[]>;
   }
 
   /**
