@@ -347,7 +347,12 @@ does on this machine, and the single thread of any one process on the path is th
 Settlement linger 100 ms instead of 5 (2026-12-06, chat's \`CHAT_USAGE_SETTLE_LINGER_MS\`; near the limit a settlement is written at
 once): in the first run after it, Vivier's added p50 at one connection was 1.7 ms (4.62 ms in the run before it, the same evening),
 the CPU of every party per request at one connection 2,917 µs (7,470 µs), and PostgreSQL 0.32 transactions per request (2.72).
-The same-run A/B is in \`bench:hops\`: 0.64× through chat alone, 0.74× through the gateway.`,
+The same-run A/B is in \`bench:hops\`: 0.64× through chat alone, 0.74× through the gateway.
+Edge leases (2026-12-07, the gateway's \`EDGE_LEASE_REQUESTS\`: a caller far from their limits asks Redis once for up to 64 requests,
+apps/gateway/README.md): in the first run after them, Redis used 13 µs of CPU per request at one connection (144 µs in the run before)
+and 7 µs at 50 connections (42 µs); Vivier's added p50 at one connection was 1.55 ms (1.7 ms) and it did 1.34× Portkey's requests/s
+at 50 connections (1.11×; Portkey itself did 956 req/s against 1,153, so read the ratio with that). The same-run A/B is in
+\`bench:hops\`: 0.79× p50 through the gateway with edge leases against without.`,
     );
   } finally {
     for (const p of procs.reverse()) await stopProcess(p);
