@@ -285,13 +285,13 @@ describe('worker consumers', () => {
   });
 
   describe('titles (chat.events)', () => {
-    async function startChat(options: { title?: string | null; model?: string } = {}) {
+    async function startChat(options: { title?: string | null; model?: string; withMessage?: boolean } = {}) {
       const chatId = randomUUID();
       const userId = randomUUID();
       const model = options.model ?? 'sim/fast';
       await kafka.produce(createEvent(EVENTS.chatCreated, { chatId, userId, title: options.title ?? null, model, createdAt: new Date().toISOString() }));
       const userMessageId = randomUUID();
-      await kafka.produce(
+      const message = () =>
         createEvent(EVENTS.chatMessageCreated, {
           chatId,
           userId,
@@ -300,8 +300,8 @@ describe('worker consumers', () => {
           attachmentIds: [],
           model,
           createdAt: new Date().toISOString(),
-        }),
-      );
+        });
+      if (options.withMessage !== false) await kafka.produce(message());
       const completed = (status: 'completed' | 'failed' = 'completed') =>
         createEvent(EVENTS.chatMessageCompleted, {
           chatId,
@@ -316,7 +316,7 @@ describe('worker consumers', () => {
           cached: false,
           completedAt: new Date().toISOString(),
         });
-      return { chatId, userId, completed };
+      return { chatId, userId, completed, message };
     }
 
     it('generates a title after the first completed reply, exactly once even when the event comes twice', async () => {
@@ -352,6 +352,31 @@ describe('worker consumers', () => {
       expect(body.messages.map((m) => m.role)).toEqual(['system', 'user']);
       expect(body.messages[0]!.content).toMatch(/title/i);
       expect(body.messages[1]!.content).toBe('Plan three days in Lisbon, please. I like tiles and seafood.');
+    });
+
+    it('titles a chat whose first message arrives after its completed reply (a retried message.created), once', async () => {
+      const model = `late-${randomUUID().slice(0, 8)}`;
+      const chat = await startChat({ model: `openai/${model}`, withMessage: false });
+      const reply = chat.completed();
+      await kafka.produce(reply);
+      await eventually(async () => {
+        const { rows } = await pool.query('select 1 from worker.processed_events where event_id = $1', [reply.id]);
+        return rows.length === 1;
+      });
+      expect(await outboxEvents(pool, TITLE, chat.chatId)).toHaveLength(0);
+      await kafka.produce(chat.message());
+      await eventually(async () => (await outboxEvents(pool, TITLE, chat.chatId)).length === 1);
+      const sent = sim.requests().filter((r) => r.model === model);
+      expect(sent).toHaveLength(1);
+      expect((sent[0]!.body as { messages: Array<{ content: string }> }).messages[1]!.content).toBe('Plan three days in Lisbon, please. I like tiles and seafood.');
+      // The next reply finds the title written.
+      const next = chat.completed();
+      await kafka.produce(next);
+      await eventually(async () => {
+        const { rows } = await pool.query('select 1 from worker.processed_events where event_id = $1', [next.id]);
+        return rows.length === 1;
+      });
+      expect(await outboxEvents(pool, TITLE, chat.chatId)).toHaveLength(1);
     });
 
     it('leaves chats the user titled alone', async () => {

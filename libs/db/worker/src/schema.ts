@@ -51,6 +51,8 @@ export const chatTitles = workerSchema.table('chat_titles', {
   titledByUser: timestamp('titled_by_user', { withTimezone: true }),
   title: text('title'),
   titleGeneratedAt: timestamp('title_generated_at', { withTimezone: true }),
+  /** A completed reply came before the first message (its event was retried): the title follows the message. */
+  replyCompletedAt: timestamp('reply_completed_at', { withTimezone: true }),
   deletedAt: timestamp('deleted_at', { withTimezone: true }),
   createdAt: createdAt(),
   updatedAt: updatedAt(),

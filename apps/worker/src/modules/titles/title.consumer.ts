@@ -36,40 +36,54 @@ export function cleanTitle(raw: string): string {
  * `chat.events`: after a chat's first completed reply, write a title from its first message with
  * the chat's model (or TITLE_MODEL) and publish `title.generated`, once per chat. What a title is
  * written from is learnt from chat.created / message.created (worker.chat_titles); a chat the
- * user titled, or that was deleted, gets none. The title is recorded in the transaction that
+ * user titled, or that was deleted, gets none. A reply that completes before the first message is
+ * known (its message.created failed once and waits on a retry topic) is recorded, and the title
+ * is written when that message arrives. The title is recorded in the transaction that
  * publishes it, so a redelivered or a second reply never makes another.
  */
 export function titleHandlers(deps: TitleConsumerDeps): EventHandlers {
   const repo = chatTitleRepository();
 
-  async function messageCompleted(event: EventOf<typeof EVENTS.chatMessageCompleted>, { tx, attempt }: HandlerContext): Promise<void> {
-    const data = event.data;
-    if (data.status !== 'completed') return;
-    const chat = await repo.find(tx, data.chatId);
-    if (!chat || chat.titleGeneratedAt || chat.titledByUser || chat.deletedAt) return;
-    if (!chat.firstMessage?.trim()) {
-      deps.logger.info({ chatId: data.chatId }, 'no first message known for this chat; no title');
-      return;
-    }
-    const model = deps.titleModel || chat.model || data.model;
+  type ChatRow = NonNullable<Awaited<ReturnType<typeof repo.find>>>;
+
+  /** Writes the chat's title from its first message and publishes it, unless it has one. */
+  async function writeTitle(tx: HandlerContext['tx'], attempt: number, chat: ChatRow, replyModel: string): Promise<void> {
+    const model = deps.titleModel || chat.model || replyModel;
     let title: string;
     try {
       const call = await callProvider(deps.router, model, [
         { role: 'system', content: TITLE_PROMPT },
-        { role: 'user', content: chat.firstMessage },
+        { role: 'user', content: chat.firstMessage! },
       ], { maxTokens: 24 });
       title = cleanTitle(call.content);
     } catch (error) {
       if (!(error instanceof ProviderCallFailure)) throw error;
       if (error.retryable && attempt < deps.maxAttempts) throw error;
       // A title is a nicety: rather than none, the start of the first message.
-      deps.logger.warn({ err: error, chatId: data.chatId }, 'title model failed; titling the chat from its first message');
+      deps.logger.warn({ err: error, chatId: chat.chatId }, 'title model failed; titling the chat from its first message');
       title = '';
     }
-    if (!title) title = cleanTitle(chat.firstMessage) || 'New chat';
-    if (await repo.claimTitle(tx, data.chatId, title)) {
-      await deps.publish(tx, createEvent(EVENTS.workerTitleGenerated, { chatId: data.chatId, userId: chat.userId, title }));
+    if (!title) title = cleanTitle(chat.firstMessage!) || 'New chat';
+    if (await repo.claimTitle(tx, chat.chatId, title)) {
+      await deps.publish(tx, createEvent(EVENTS.workerTitleGenerated, { chatId: chat.chatId, userId: chat.userId, title }));
     }
+  }
+
+  const wantsTitle = (chat: ChatRow | undefined): chat is ChatRow =>
+    chat !== undefined && !chat.titleGeneratedAt && !chat.titledByUser && !chat.deletedAt;
+
+  async function messageCompleted(event: EventOf<typeof EVENTS.chatMessageCompleted>, { tx, attempt }: HandlerContext): Promise<void> {
+    const data = event.data;
+    if (data.status !== 'completed') return;
+    const chat = await repo.find(tx, data.chatId);
+    if (chat && !wantsTitle(chat)) return;
+    if (!chat?.firstMessage?.trim()) {
+      // Its message.created is behind it (a retried event): the title is written when it comes.
+      deps.logger.info({ chatId: data.chatId }, 'reply completed before the first message is known; the title follows the message');
+      await repo.replyCompleted(tx, { chatId: data.chatId, userId: data.userId, model: data.model });
+      return;
+    }
+    await writeTitle(tx, attempt, chat, data.model);
   }
 
   return {
@@ -89,9 +103,11 @@ export function titleHandlers(deps: TitleConsumerDeps): EventHandlers {
     'vivier.chat.chat.deleted.v1': async (event, { tx }) => {
       await repo.chatDeleted(tx, event.data.chatId, event.data.userId);
     },
-    'vivier.chat.message.created.v1': async (event, { tx }) => {
+    'vivier.chat.message.created.v1': async (event, { tx, attempt }) => {
       const d = event.data;
-      await repo.messageCreated(tx, { chatId: d.chatId, userId: d.userId, content: d.content, model: d.model });
+      const chat = await repo.messageCreated(tx, { chatId: d.chatId, userId: d.userId, content: d.content, model: d.model });
+      // A reply completed first (this event was retried): its title was waiting for this message.
+      if (chat.replyCompletedAt && wantsTitle(chat) && chat.firstMessage?.trim()) await writeTitle(tx, attempt, chat, d.model);
     },
     'vivier.chat.message.completed.v1': messageCompleted,
   };

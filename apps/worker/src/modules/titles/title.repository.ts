@@ -39,15 +39,31 @@ export function chatTitleRepository() {
         .onConflictDoUpdate({ target: chatTitles.chatId, set: { deletedAt: sql`now()`, updatedAt: sql`now()` } });
     },
 
-    /** Keeps the chat's first user message (events of one chat arrive in order). */
-    async messageCreated(tx: Executor, m: { chatId: string; userId: string; content: string; model: string }): Promise<void> {
+    /**
+     * Keeps the chat's first user message, and returns the chat as it is now (a reply completed
+     * before the message arrived means the title is written now).
+     */
+    async messageCreated(tx: Executor, m: { chatId: string; userId: string; content: string; model: string }) {
       const content = m.content.slice(0, FIRST_MESSAGE_CHARS);
-      await tx
+      const [row] = await tx
         .insert(chatTitles)
         .values({ chatId: m.chatId, userId: m.userId, model: m.model, firstMessage: content })
         .onConflictDoUpdate({
           target: chatTitles.chatId,
           set: { firstMessage: sql`coalesce(${chatTitles.firstMessage}, excluded.first_message)`, model: sql`coalesce(${chatTitles.model}, excluded.model)`, updatedAt: sql`now()` },
+        })
+        .returning();
+      return row!;
+    },
+
+    /** A reply completed before the chat's first message is known (its event is on a retry topic). */
+    async replyCompleted(tx: Executor, r: { chatId: string; userId: string; model: string }): Promise<void> {
+      await tx
+        .insert(chatTitles)
+        .values({ chatId: r.chatId, userId: r.userId, model: r.model, replyCompletedAt: sql`now()` })
+        .onConflictDoUpdate({
+          target: chatTitles.chatId,
+          set: { replyCompletedAt: sql`coalesce(${chatTitles.replyCompletedAt}, now())`, updatedAt: sql`now()` },
         });
     },
 

@@ -1,0 +1,1 @@
+ALTER TABLE "worker"."chat_titles" ADD COLUMN "reply_completed_at" timestamp with time zone;
