@@ -10,7 +10,7 @@ import { createEvent, EVENTS, type JobsCompletionRequestedData, type WorkerCompl
 import { DEV_PROVIDER_KEY_ENCRYPTION_KEY, sealEventSecret } from '@vivier/providers';
 import { LogCapture, testAdminDatabaseUrl } from '@vivier/service-kit/testing';
 import { UNKNOWN_PROVIDER_ATTEMPTS } from '../src/modules/completions/completion.consumer';
-import { eventually, outboxEvents, sleep, startWorker, TestKafka, workerPool, writeProvidersFile, type TestWorker } from './helpers';
+import { eventually, handled, outboxEvents, sleep, startWorker, TestKafka, workerPool, writeProvidersFile, type TestWorker } from './helpers';
 
 const FINISHED = 'vivier.worker.completion.finished.v1';
 const TITLE = 'vivier.worker.title.generated.v1';
@@ -160,10 +160,7 @@ describe('worker consumers', () => {
       // Chat re-sending the same job under a new event id (e.g. after a crash of its own).
       const copy = createEvent(EVENTS.jobsCompletionRequested, data);
       await kafka.produce(copy);
-      await eventually(async () => {
-        const { rows } = await pool.query('select 1 from worker.processed_events where event_id = $1', [copy.id]);
-        return rows.length === 1;
-      });
+      await handled(pool, copy.id);
       await sleep(3000);
 
       expect(await finishedOf(data.assistantMessageId)).toHaveLength(1);
@@ -359,10 +356,7 @@ describe('worker consumers', () => {
       const chat = await startChat({ model: `openai/${model}`, withMessage: false });
       const reply = chat.completed();
       await kafka.produce(reply);
-      await eventually(async () => {
-        const { rows } = await pool.query('select 1 from worker.processed_events where event_id = $1', [reply.id]);
-        return rows.length === 1;
-      });
+      await handled(pool, reply.id);
       expect(await outboxEvents(pool, TITLE, chat.chatId)).toHaveLength(0);
       await kafka.produce(chat.message());
       await eventually(async () => (await outboxEvents(pool, TITLE, chat.chatId)).length === 1);
@@ -372,10 +366,7 @@ describe('worker consumers', () => {
       // The next reply finds the title written.
       const next = chat.completed();
       await kafka.produce(next);
-      await eventually(async () => {
-        const { rows } = await pool.query('select 1 from worker.processed_events where event_id = $1', [next.id]);
-        return rows.length === 1;
-      });
+      await handled(pool, next.id);
       expect(await outboxEvents(pool, TITLE, chat.chatId)).toHaveLength(1);
     });
 
@@ -383,10 +374,7 @@ describe('worker consumers', () => {
       const chat = await startChat({ title: 'My own title' });
       const reply = chat.completed();
       await kafka.produce(reply);
-      await eventually(async () => {
-        const { rows } = await pool.query('select 1 from worker.processed_events where event_id = $1', [reply.id]);
-        return rows.length === 1;
-      });
+      await handled(pool, reply.id);
       expect(await outboxEvents(pool, TITLE, chat.chatId)).toHaveLength(0);
     });
   });
@@ -418,7 +406,7 @@ describe('worker consumers', () => {
       });
       const copy = createEvent(EVENTS.jobsExportRequested, { exportId, userId });
       await kafka.produce(copy);
-      await eventually(async () => (await pool.query('select 1 from worker.processed_events where event_id = $1', [copy.id])).rows.length === 1);
+      await handled(pool, copy.id);
       await sleep(1000);
       expect(await outboxEvents(pool, EXPORT_READY, exportId)).toHaveLength(1);
       expect(exportCalls.get(userId)).toBe(1);

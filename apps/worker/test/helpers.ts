@@ -60,6 +60,11 @@ export async function outboxEvents(pool: pg.Pool, type: string, subject: string)
   return rows.map((r) => r.envelope);
 }
 
+/** Waits until the worker has handled the event (its id is in worker.processed_events). */
+export async function handled(pool: pg.Pool, eventId: string): Promise<void> {
+  await eventually(async () => (await pool.query('select 1 from worker.processed_events where event_id = $1', [eventId])).rows.length === 1);
+}
+
 /** A producer of input events and a reader of any topic, on the test broker. */
 export class TestKafka {
   private readonly kafka: Kafka;
