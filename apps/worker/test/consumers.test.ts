@@ -370,6 +370,25 @@ describe('worker consumers', () => {
       expect(await outboxEvents(pool, TITLE, chat.chatId)).toHaveLength(1);
     });
 
+    it('titles such a chat from the start of its message at once when the title model fails', async () => {
+      const model = `late-failing-${randomUUID().slice(0, 8)}`;
+      sim.setFaults({ status5xx: 503 }, model);
+      const chat = await startChat({ model: `openai/${model}`, withMessage: false });
+      const reply = chat.completed();
+      await kafka.produce(reply);
+      await handled(pool, reply.id);
+      const message = chat.message();
+      await kafka.produce(message);
+      const titles = await eventually(async () => {
+        const events = await outboxEvents(pool, TITLE, chat.chatId);
+        return events.length > 0 && events;
+      });
+      expect((titles[0]!.data as { title: string }).title).toBe('Plan three days in Lisbon, please. I like tiles and seafood');
+      // Asked once (the router's own retry included): the message was not sent back to wait for the model again.
+      await handled(pool, message.id);
+      expect(sim.requests().filter((r) => r.model === model).length).toBeLessThanOrEqual(2);
+    });
+
     it('leaves chats the user titled alone', async () => {
       const chat = await startChat({ title: 'My own title' });
       const reply = chat.completed();

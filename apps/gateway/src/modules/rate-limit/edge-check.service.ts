@@ -153,6 +153,8 @@ const revocationKeys = {
 const REDIS_TIMEOUT_MS = 250;
 const MEMORY_LIMIT = 50_000;
 const REMEMBER_REVOKED_MS = 24 * 3600 * 1000;
+/** How long a user's latest revocation message is remembered against grants on their way (past the Redis deadline by far). */
+const REVOCATIONS_KEPT_MS = 8 * REDIS_TIMEOUT_MS;
 /** A lease of more than one request needs room for this many times as many after it, in every limit. */
 const LEASE_FAR = 4;
 
@@ -173,8 +175,11 @@ interface Lease {
   /** Remaining in Redis after the last grant, and when each quota is whole again (epoch ms). */
   remaining: number[];
   resetAt: number[];
-  /** A grant on its way: requests arriving meanwhile wait for it instead of asking for their own. */
-  pending?: Promise<void>;
+  /**
+   * A grant on its way: requests arriving meanwhile wait for it instead of asking for their own.
+   * It tells them whether it became a lease with room for more (if not, they ask Redis at once).
+   */
+  pending?: Promise<boolean>;
 }
 
 /**
@@ -239,10 +244,14 @@ export class EdgeChecker {
     let lease: Lease | undefined;
     if (leaseKey !== undefined) {
       lease = this.leases.get(leaseKey);
-      // Behind a grant on its way, and behind the one a waiter before us sent when that was not enough.
+      // Behind a grant on its way, and behind the next one a waiter sent when that one was used up;
+      // a grant of one (near the limit), a refusal or a timeout sends every waiter to Redis at once.
       while (lease?.pending) {
-        await lease.pending;
+        const useful = await lease.pending;
         lease = this.leases.get(leaseKey);
+        const served = lease && this.fromLease(lease, Date.now());
+        if (served) return served;
+        if (!useful) break;
       }
       const served = lease && this.fromLease(lease, Date.now());
       if (served) return served;
@@ -250,7 +259,8 @@ export class EdgeChecker {
     if (this.redis.status === 'ready') {
       let want = 1;
       let back = 0;
-      let granted: (() => void) | undefined;
+      let granted: ((useful: boolean) => void) | undefined;
+      let useful = false;
       if (leaseKey !== undefined) {
         if (lease) {
           want =
@@ -259,7 +269,7 @@ export class EdgeChecker {
               : Math.max(1, Math.min(this.leaseMax, lease.used));
           back = lease.units;
           lease.units = 0;
-          if (!lease.pending) lease.pending = new Promise<void>((resolve) => (granted = resolve));
+          if (!lease.pending) lease.pending = new Promise<boolean>((resolve) => (granted = resolve));
         } else if (this.leases.size >= MEMORY_LIMIT) {
           const now = Date.now();
           if (now >= this.fullUntil) this.sweep(now);
@@ -281,23 +291,25 @@ export class EdgeChecker {
       const args: Array<string | number> = [limits.length, mode, input.iat ?? 0, want, LEASE_FAR, back];
       for (const l of limits) args.push((l.windowSeconds * 1000) / l.quota, l.windowSeconds * 1000);
       const sent = { at: Date.now(), revocations: this.revocations, feed: this.feedGeneration };
-      const call = this.send(keys, args);
+      let call: Promise<number[]> | undefined;
       try {
+        call = this.send(keys, args);
         const reply = await Promise.race([call, this.deadline()]);
         this.markRedis(false);
         const verdict = this.verdictFromRedis(reply, input, mode);
-        if (leaseKey !== undefined && verdict.outcome === 'allowed') this.keepLease(leaseKey, input, reply, verdict, sent);
+        if (leaseKey !== undefined && verdict.outcome === 'allowed')
+          useful = this.keepLease(leaseKey, input, reply, verdict, sent);
         // Redis says this credential is revoked: what this instance holds for the user ends too.
         if (verdict.outcome === 'revoked') this.endLeasesOf(identity!.sub);
         return verdict;
       } catch (error) {
         this.markRedis(true, error);
         // A grant that answers after the deadline still took its requests: they go back.
-        if (want > 1) void call.then((late) => this.giveBack(limits, (late[3] ?? 0) - 1), () => undefined);
+        if (want > 1) void call?.then((late) => this.giveBack(limits, (late[3] ?? 0) - 1), () => undefined);
       } finally {
         if (granted) {
           lease!.pending = undefined;
-          granted();
+          granted(useful);
         }
       }
     } else {
@@ -346,7 +358,7 @@ export class EdgeChecker {
   /** Revocation messages older than any grant that could still be kept carry nothing. */
   private pruneUserRevocations(now: number): void {
     for (const [userId, seen] of this.userRevocations) {
-      if (now - seen.at > 4 * REDIS_TIMEOUT_MS) this.userRevocations.delete(userId);
+      if (now - seen.at > REVOCATIONS_KEPT_MS) this.userRevocations.delete(userId);
     }
   }
 
@@ -407,15 +419,21 @@ export class EdgeChecker {
     reply: number[],
     verdict: Extract<EdgeVerdict, { outcome: 'allowed' }>,
     sent: { at: number; revocations: number; feed: number },
-  ): void {
+  ): boolean {
     const granted = reply[3] ?? 0;
-    if (granted < 1) return;
+    if (granted < 1) return false;
     const userId = input.identity!.sub;
-    if (!this.feedLive || this.feedGeneration !== sent.feed || (this.userRevocations.get(userId)?.revocations ?? 0) > sent.revocations) {
-      void this.giveBack(input.limits, granted - 1);
-      return;
-    }
     const now = Date.now();
+    if (
+      !this.feedLive ||
+      this.feedGeneration !== sent.feed ||
+      (this.userRevocations.get(userId)?.revocations ?? 0) > sent.revocations ||
+      // Older than the revocation messages kept (pruneUserRevocations): one could have been missed.
+      now - sent.at >= REVOCATIONS_KEPT_MS
+    ) {
+      void this.giveBack(input.limits, granted - 1);
+      return false;
+    }
     let lease = this.leases.get(key);
     if (!lease) {
       lease = { userId, limits: input.limits, units: 0, size: 0, used: 0, expiresAt: 0, remaining: [], resetAt: [] };
@@ -433,6 +451,7 @@ export class EdgeChecker {
     lease.resetAt = input.limits.map((_, i) => now + (reply[5 + 2 * i] ?? 0));
     // What this caller may still do: what Redis has left, and what this instance holds for them.
     for (const state of verdict.limits) state.remaining += lease.units;
+    return lease.units > 0;
   }
 
   /** Ends expired leases: what they hold goes back; leases idle for another lifetime are forgotten. */

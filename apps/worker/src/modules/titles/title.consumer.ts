@@ -3,7 +3,7 @@ import type { EventHandlers, HandlerContext, Publish } from '@vivier/messaging';
 import type { ProviderRouter } from '@vivier/providers';
 import type { FastifyBaseLogger } from 'fastify';
 import { callProvider, ProviderCallFailure } from '../completions/provider-call';
-import { chatTitleRepository } from './title.repository';
+import { chatTitleRepository, FIRST_MESSAGE_CHARS } from './title.repository';
 
 export interface TitleConsumerDeps {
   router: ProviderRouter;
@@ -44,26 +44,32 @@ export function cleanTitle(raw: string): string {
 export function titleHandlers(deps: TitleConsumerDeps): EventHandlers {
   const repo = chatTitleRepository();
 
-  type ChatRow = NonNullable<Awaited<ReturnType<typeof repo.find>>>;
+  type ChatRow = Awaited<ReturnType<typeof repo.messageCreated>>;
 
-  /** Writes the chat's title from its first message and publishes it, unless it has one. */
-  async function writeTitle(tx: HandlerContext['tx'], attempt: number, chat: ChatRow, replyModel: string): Promise<void> {
-    const model = deps.titleModel || chat.model || replyModel;
-    let title: string;
+  /**
+   * The title of a conversation that starts with `firstMessage`: the model's, or the start of the
+   * message when the model fails for good. Called before the handler writes anything, so the
+   * transaction holds no id (nor row lock) while the model answers, and no outbox waits on it.
+   */
+  async function titleFor(chatId: string, model: string, firstMessage: string, mayRetry: boolean): Promise<string> {
+    let title = '';
     try {
       const call = await callProvider(deps.router, model, [
         { role: 'system', content: TITLE_PROMPT },
-        { role: 'user', content: chat.firstMessage! },
+        { role: 'user', content: firstMessage },
       ], { maxTokens: 24 });
       title = cleanTitle(call.content);
     } catch (error) {
       if (!(error instanceof ProviderCallFailure)) throw error;
-      if (error.retryable && attempt < deps.maxAttempts) throw error;
+      if (error.retryable && mayRetry) throw error;
       // A title is a nicety: rather than none, the start of the first message.
-      deps.logger.warn({ err: error, chatId: chat.chatId }, 'title model failed; titling the chat from its first message');
-      title = '';
+      deps.logger.warn({ err: error, chatId }, 'title model failed; titling the chat from its first message');
     }
-    if (!title) title = cleanTitle(chat.firstMessage!) || 'New chat';
+    return title || cleanTitle(firstMessage) || 'New chat';
+  }
+
+  /** Records the title and publishes it, unless the chat got one (or a user title) meanwhile. */
+  async function publishTitle(tx: HandlerContext['tx'], chat: { chatId: string; userId: string }, title: string): Promise<void> {
     if (await repo.claimTitle(tx, chat.chatId, title)) {
       await deps.publish(tx, createEvent(EVENTS.workerTitleGenerated, { chatId: chat.chatId, userId: chat.userId, title }));
     }
@@ -79,11 +85,32 @@ export function titleHandlers(deps: TitleConsumerDeps): EventHandlers {
     if (chat && !wantsTitle(chat)) return;
     if (!chat?.firstMessage?.trim()) {
       // Its message.created is behind it (a retried event): the title is written when it comes.
+      const now = await repo.replyCompleted(tx, { chatId: data.chatId, userId: data.userId, model: data.model });
+      // Unless it was handled (on another partition) between the read above and this write: then
+      // this event is retried, and finds the message.
+      if (wantsTitle(now) && now.firstMessage?.trim()) throw new Error('the chat\'s first message arrived meanwhile; retrying to title it');
       deps.logger.info({ chatId: data.chatId }, 'reply completed before the first message is known; the title follows the message');
-      await repo.replyCompleted(tx, { chatId: data.chatId, userId: data.userId, model: data.model });
       return;
     }
-    await writeTitle(tx, attempt, chat, data.model);
+    const title = await titleFor(chat.chatId, deps.titleModel || chat.model || data.model, chat.firstMessage, attempt < deps.maxAttempts);
+    await publishTitle(tx, chat, title);
+  }
+
+  async function messageCreated(event: EventOf<typeof EVENTS.chatMessageCreated>, { tx }: HandlerContext): Promise<void> {
+    const d = event.data;
+    const before = await repo.find(tx, d.chatId);
+    // A reply completed first (this event was retried): its title waited for this message. It is
+    // written from this message at once (no retry of the model: the message must not wait again).
+    const late = before?.replyCompletedAt && wantsTitle(before) && !before.firstMessage?.trim() && d.content.trim() !== '';
+    const title = late
+      ? await titleFor(d.chatId, deps.titleModel || before.model || d.model, d.content.slice(0, FIRST_MESSAGE_CHARS), false)
+      : undefined;
+    const chat = await repo.messageCreated(tx, { chatId: d.chatId, userId: d.userId, content: d.content, model: d.model });
+    if (title !== undefined) return publishTitle(tx, chat, title);
+    // A reply recorded (on another partition) between the read above and this write: retried, this
+    // event takes the path above.
+    if (chat.replyCompletedAt && !before?.replyCompletedAt && wantsTitle(chat) && chat.firstMessage?.trim())
+      throw new Error('a reply of this chat completed meanwhile; retrying to title it');
   }
 
   return {
@@ -103,12 +130,7 @@ export function titleHandlers(deps: TitleConsumerDeps): EventHandlers {
     'vivier.chat.chat.deleted.v1': async (event, { tx }) => {
       await repo.chatDeleted(tx, event.data.chatId, event.data.userId);
     },
-    'vivier.chat.message.created.v1': async (event, { tx, attempt }) => {
-      const d = event.data;
-      const chat = await repo.messageCreated(tx, { chatId: d.chatId, userId: d.userId, content: d.content, model: d.model });
-      // A reply completed first (this event was retried): its title was waiting for this message.
-      if (chat.replyCompletedAt && wantsTitle(chat) && chat.firstMessage?.trim()) await writeTitle(tx, attempt, chat, d.model);
-    },
+    'vivier.chat.message.created.v1': messageCreated,
     'vivier.chat.message.completed.v1': messageCompleted,
   };
 }

@@ -5,7 +5,7 @@ import type { Executor } from '@vivier/messaging';
 const { chatTitles } = workerTables;
 
 /** Longest first message kept to write a title from. */
-const FIRST_MESSAGE_CHARS = 2000;
+export const FIRST_MESSAGE_CHARS = 2000;
 
 /** worker.chat_titles: per chat, what a title is written from and whether it has one. */
 export function chatTitleRepository() {
@@ -56,15 +56,17 @@ export function chatTitleRepository() {
       return row!;
     },
 
-    /** A reply completed before the chat's first message is known (its event is on a retry topic). */
-    async replyCompleted(tx: Executor, r: { chatId: string; userId: string; model: string }): Promise<void> {
-      await tx
+    /** A reply completed before the chat's first message is known (its event is on a retry topic); returns the chat as it is now. */
+    async replyCompleted(tx: Executor, r: { chatId: string; userId: string; model: string }) {
+      const [row] = await tx
         .insert(chatTitles)
         .values({ chatId: r.chatId, userId: r.userId, model: r.model, replyCompletedAt: sql`now()` })
         .onConflictDoUpdate({
           target: chatTitles.chatId,
           set: { replyCompletedAt: sql`coalesce(${chatTitles.replyCompletedAt}, now())`, updatedAt: sql`now()` },
-        });
+        })
+        .returning();
+      return row!;
     },
 
     async find(tx: Executor, chatId: string) {
