@@ -158,6 +158,16 @@ const REVOCATIONS_KEPT_MS = 8 * REDIS_TIMEOUT_MS;
 /** A lease of more than one request needs room for this many times as many after it, in every limit. */
 const LEASE_FAR = 4;
 
+/** The script's keys and arguments for the limits (in that order; revocation keys follow the limit keys). */
+function limitKeys(limits: Limit[]): string[] {
+  return limits.map((l) => `gateway:rl:${l.policy}:${l.key}`);
+}
+function scriptArgs(limits: Limit[], mode: number, iat: number, want: number, back: number): Array<string | number> {
+  const args: Array<string | number> = [limits.length, mode, iat, want, LEASE_FAR, back];
+  for (const l of limits) args.push((l.windowSeconds * 1000) / l.quota, l.windowSeconds * 1000);
+  return args;
+}
+
 /**
  * Requests one caller (credential, client IP) may still make on this instance without asking Redis:
  * taken from the shared GCRA buckets in one script, with the revocation facts read in the same script.
@@ -279,7 +289,7 @@ export class EdgeChecker {
           }
         }
       }
-      const keys = limits.map((l) => `gateway:rl:${l.policy}:${l.key}`);
+      const keys = limitKeys(limits);
       if (mode === 1)
         keys.push(
           revocationKeys.session(identity!.sid!),
@@ -288,8 +298,7 @@ export class EdgeChecker {
         );
       else if (mode === 2)
         keys.push(revocationKeys.disabled(identity!.sub), revocationKeys.apiKey(identity!.keyId ?? ''));
-      const args: Array<string | number> = [limits.length, mode, input.iat ?? 0, want, LEASE_FAR, back];
-      for (const l of limits) args.push((l.windowSeconds * 1000) / l.quota, l.windowSeconds * 1000);
+      const args = scriptArgs(limits, mode, input.iat ?? 0, want, back);
       const sent = { at: Date.now(), revocations: this.revocations, feed: this.feedGeneration };
       let call: Promise<number[]> | undefined;
       try {
@@ -447,7 +456,8 @@ export class EdgeChecker {
     lease.used = 1;
     // From when the script was sent: the facts it read are no younger than that.
     lease.expiresAt = sent.at + this.leaseTtlMs;
-    lease.remaining = input.limits.map((_, i) => Math.max(0, reply[4 + 2 * i] ?? 0));
+    lease.remaining = verdict.limits.map((state) => state.remaining);
+    // To the millisecond (the verdict has whole seconds): the lease's `t` counts down as time passes.
     lease.resetAt = input.limits.map((_, i) => now + (reply[5 + 2 * i] ?? 0));
     // What this caller may still do: what Redis has left, and what this instance holds for them.
     for (const state of verdict.limits) state.remaining += lease.units;
@@ -469,10 +479,7 @@ export class EdgeChecker {
 
   private giveBack(limits: Limit[], units: number): Promise<unknown> {
     if (units <= 0 || limits.length === 0 || this.redis.status !== 'ready') return Promise.resolve();
-    const keys = limits.map((l) => `gateway:rl:${l.policy}:${l.key}`);
-    const args: Array<string | number> = [limits.length, 0, 0, 0, LEASE_FAR, units];
-    for (const l of limits) args.push((l.windowSeconds * 1000) / l.quota, l.windowSeconds * 1000);
-    return this.run(keys, args).catch((error: unknown) => {
+    return this.run(limitKeys(limits), scriptArgs(limits, 0, 0, 0, units)).catch((error: unknown) => {
       this.log.debug({ err: error }, 'could not give back the unused requests of a lease (they come back as the quota refills)');
     });
   }

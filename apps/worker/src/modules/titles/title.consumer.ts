@@ -85,10 +85,10 @@ export function titleHandlers(deps: TitleConsumerDeps): EventHandlers {
     if (chat && !wantsTitle(chat)) return;
     if (!chat?.firstMessage?.trim()) {
       // Its message.created is behind it (a retried event): the title is written when it comes.
-      const now = await repo.replyCompleted(tx, { chatId: data.chatId, userId: data.userId, model: data.model });
+      const recorded = await repo.replyCompleted(tx, { chatId: data.chatId, userId: data.userId, model: data.model });
       // Unless it was handled (on another partition) between the read above and this write: then
       // this event is retried, and finds the message.
-      if (wantsTitle(now) && now.firstMessage?.trim()) throw new Error('the chat\'s first message arrived meanwhile; retrying to title it');
+      if (wantsTitle(recorded) && recorded.firstMessage?.trim()) throw new Error('the chat\'s first message arrived meanwhile; retrying to title it');
       deps.logger.info({ chatId: data.chatId }, 'reply completed before the first message is known; the title follows the message');
       return;
     }
