@@ -169,10 +169,20 @@ describe('users', () => {
     expect((await admin.call('GET', `/api/v1/admin/users/${root.id}`)).json()).toMatchObject({ role: 'admin', status: 'active' });
     expect((await outboxEvents(admin.pg, root.id)).filter((e) => e.data.userId === root.id && e.type.startsWith('vivier.admin.user'))).toEqual([]);
 
-    // With a second active admin, the first may go.
-    expect((await patch(second.id, { role: 'admin', disabled: false })).json()).toMatchObject({ role: 'admin', status: 'active' });
-    expect((await patch(root.id, { role: 'user' })).statusCode).toBe(200);
-    expect((await patch(second.id, { role: 'user' })).json()).toMatchObject({ code: 'last_admin' });
+    // With a second active admin, the first may go. (An admin of another test file appearing in
+    // between lets the last demotion through legitimately, as above: retry then.)
+    for (let attempt = 1; ; attempt++) {
+      await onlyOurAdmins();
+      expect((await patch(second.id, { role: 'admin', disabled: false })).json()).toMatchObject({ role: 'admin', status: 'active' });
+      expect((await patch(root.id, { role: 'user' })).statusCode).toBe(200);
+      const last = await patch(second.id, { role: 'user' });
+      if (last.statusCode === 200 && attempt < 3) {
+        await patch(root.id, { role: 'admin' });
+        continue;
+      }
+      expect(last.json()).toMatchObject({ code: 'last_admin' });
+      break;
+    }
   });
 
   it('two concurrent demotions cannot both pass the last-admin check', async () => {
