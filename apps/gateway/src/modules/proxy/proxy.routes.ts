@@ -1,5 +1,4 @@
 import { Readable, Transform } from 'node:stream';
-import replyFrom from '@fastify/reply-from';
 import { Type } from '@sinclair/typebox';
 import { request as undiciRequest, type Dispatcher } from 'undici';
 import type { FastifyInstance } from 'fastify';
@@ -12,6 +11,7 @@ import {
   type ReadinessReport,
 } from '@vivier/service-kit';
 import type { EdgeRouteConfig } from '../auth/auth.plugin';
+import { endToEnd, Forwarding } from './forward';
 import { ROUTES, type UpstreamName } from './upstreams';
 
 export interface ProxyOptions {
@@ -42,39 +42,16 @@ function byteLimit(limit: number): Transform {
  * Headers a client may never send through the gateway: they carry trusted internal facts. The
  * credential itself stays at the edge too: services trust the signed context, never a token.
  */
-const INTERNAL_HEADERS = [
+const INTERNAL_HEADERS: ReadonlySet<string> = new Set([
   'x-vivier-context',
   'x-vivier-context-signature',
   'x-vivier-internal',
   'authorization',
-];
-
-/**
- * Carries a request's abort signal from its route handler to the pool. reply-from passes nothing
- * of the request to the dispatcher but the headers object, which it copies with Object.assign:
- * symbol keys come along, and never reach the wire.
- */
-const UPSTREAM_SIGNAL = Symbol('vivier.upstream-signal');
-
-/**
- * The keep-alive pools as reply-from calls them, with each request's abort signal attached: a
- * client that goes away before the service has answered (a non-streamed completion, a reply
- * before its first event) ends the request to the service, which stops its provider call.
- * Once the answer streams, its body is destroyed with the client connection anyway.
- */
-function abortablePool(agent: Dispatcher): Pick<Dispatcher, 'request'> {
-  return {
-    request: ((opts: Dispatcher.RequestOptions, callback: (err: Error | null, data: Dispatcher.ResponseData) => void) => {
-      const headers = opts.headers as Record<string | symbol, unknown>;
-      const signal = headers[UPSTREAM_SIGNAL] as AbortSignal | undefined;
-      if (signal) {
-        delete headers[UPSTREAM_SIGNAL];
-        opts.signal = signal;
-      }
-      return agent.request(opts, callback);
-    }) as Dispatcher['request'],
-  };
-}
+]);
+/** What a GET or HEAD says of a body: none is read or forwarded, so none may be announced to the service. */
+const NO_BODY: ReadonlySet<string> = new Set([...INTERNAL_HEADERS, 'content-length']);
+/** The services' own banner stays behind the gateway. */
+const NOT_FROM_SERVICES: ReadonlySet<string> = new Set(['x-powered-by']);
 
 /**
  * Forwards public routes to the owning service over keep-alive pools. Bodies stream both ways:
@@ -104,12 +81,6 @@ export async function proxyRoutes(app: FastifyInstance, options: ProxyOptions): 
     signedFor.set(identity, { ip, userAgent, second, headers });
     return headers;
   }
-  await app.register(replyFrom, {
-    undici: abortablePool(agent) as never,
-    // Retrying a non-idempotent chat message would send it twice; services are reached once.
-    retryMethods: [],
-    disableRequestLogging: true,
-  });
 
   // Leave bodies unparsed: the raw stream becomes the body and flows to the service as it comes.
   app.removeAllContentTypeParsers();
@@ -117,7 +88,8 @@ export async function proxyRoutes(app: FastifyInstance, options: ProxyOptions): 
 
   for (const route of ROUTES) {
     const limit = route.bodyLimit === 'upload' ? options.uploadBodyLimit : options.bodyLimit;
-    const base = options.upstreams[route.upstream];
+    const base = new URL(options.upstreams[route.upstream]);
+    const target = { origin: base.origin, prefix: base.pathname.replace(/\/+$/, '') };
     const config: EdgeRouteConfig = { access: route.access };
     for (const url of route.patterns) {
       app.route({
@@ -129,68 +101,64 @@ export async function proxyRoutes(app: FastifyInstance, options: ProxyOptions): 
         // The services describe these paths in their own OpenAPI documents (merged at /docs/json).
         schema: { hide: true },
         handler: (request, reply) => {
-          // A chunked body has no declared length: count it as it streams and stop at the limit.
-          if (request.body instanceof Readable) request.body = request.body.pipe(byteLimit(limit));
-          // A revocation ends what is running with the revoked credential (SSE replies above all).
-          // Not on auth's routes: they are short, and the request that revokes (logout-all) must not end itself.
-          const done =
-            request.identity && route.upstream !== 'auth'
-              ? app.edgeAuth.openRequests.add(request.identity, request.credentialIssuedAt, () => reply.raw.destroy())
-              : undefined;
-          const upstream = new AbortController();
-          if (reply.raw.destroyed) {
-            // Gone during the edge checks: its 'close' has been and will not come again.
-            upstream.abort();
-            done?.();
-          } else {
-            reply.raw.once('close', () => {
-              // The client went before the answer began: nobody is left to receive it.
-              if (!reply.raw.headersSent) upstream.abort();
-              done?.();
-            });
-          }
-          return reply.from(base + request.url, {
-            rewriteRequestHeaders: (_req, headers) => {
-              const forwarded: Record<string | symbol, unknown> = {
-                ...headers,
-                'x-request-id': request.id,
-                [UPSTREAM_SIGNAL]: upstream.signal,
-              };
-              for (const name of INTERNAL_HEADERS) delete forwarded[name];
-              forwarded['x-forwarded-for'] = request.clientIp;
-              return Object.assign(
-                forwarded,
-                contextHeaders(request.identity, request.clientIp, request.clientUserAgent),
-              );
+          // A declared length was checked before any handler (body-limit.ts), and the HTTP parser holds
+          // the body to it. A chunked body has none: count it as it streams and stop at the limit.
+          let body = request.body instanceof Readable ? request.body : null;
+          if (body && request.headers['content-length'] === undefined) body = body.pipe(byteLimit(limit));
+          const hasBody = request.method !== 'GET' && request.method !== 'HEAD';
+          const headers = endToEnd(request.headers, hasBody ? INTERNAL_HEADERS : NO_BODY);
+          headers['x-request-id'] = request.id;
+          headers['x-forwarded-for'] = request.clientIp;
+          Object.assign(headers, contextHeaders(request.identity, request.clientIp, request.clientUserAgent));
+
+          const res = reply.raw;
+          const forwarding = new Forwarding(
+            res,
+            (_status, answered) => {
+              // The answer goes out as it comes, past Fastify's send (hooks already set the edge's headers).
+              reply.hijack();
+              const out = { ...(reply.getHeaders() as Record<string, string | string[]>), ...endToEnd(answered, NOT_FROM_SERVICES) };
+              // A connection whose request body was not all read cannot carry another request;
+              // while draining every response closes its connection (service-kit's onSend, which this skips).
+              if (!request.raw.complete || app.draining.active) out.connection = 'close';
+              return out;
             },
-            rewriteHeaders: (headers) => {
-              delete headers['x-powered-by'];
-              return headers;
-            },
-            onError: (reply, { error }) => {
-              if (upstream.signal.aborted) return; // the client has gone: nothing to answer, nothing went wrong
-              const code = (error as { code?: string }).code ?? '';
+            (error, headSent) => {
+              request.log.warn({ err: error, upstream: route.upstream, headSent }, 'upstream request failed');
+              if (headSent) return;
               const cause = (error as { cause?: unknown }).cause;
+              const code = (error as { code?: string }).code ?? '';
               const problem =
                 error instanceof HttpProblem
                   ? error
                   : cause instanceof HttpProblem
                     ? cause
                     : code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT'
-                      ? new HttpProblem(
-                          504,
-                          'upstream_timeout',
-                          `The ${route.upstream} service did not answer in time.`,
-                        )
-                      : new HttpProblem(
-                          502,
-                          'upstream_unavailable',
-                          `The ${route.upstream} service is unavailable.`,
-                        );
-              request.log.warn({ err: error, upstream: route.upstream }, 'upstream request failed');
+                      ? new HttpProblem(504, 'upstream_timeout', `The ${route.upstream} service did not answer in time.`)
+                      : new HttpProblem(502, 'upstream_unavailable', `The ${route.upstream} service is unavailable.`);
               void sendProblem(request, reply as never, problem);
             },
+          );
+          // A revocation ends what is running with the revoked credential (SSE replies above all).
+          // Not on auth's routes: they are short, and the request that revokes (logout-all) must not end itself.
+          const done =
+            request.identity && route.upstream !== 'auth'
+              ? app.edgeAuth.openRequests.add(request.identity, request.credentialIssuedAt, () => res.destroy())
+              : undefined;
+          if (res.destroyed) {
+            // Gone during the edge checks: its 'close' has been and will not come again.
+            done?.();
+            return;
+          }
+          res.once('close', () => {
+            // Gone before the whole answer: nobody is left to receive it, the service's work stops.
+            if (!res.writableFinished) forwarding.abort();
+            done?.();
           });
+          agent.dispatch(
+            { origin: target.origin, path: target.prefix + request.url, method: request.method as Dispatcher.HttpMethod, headers, body: hasBody ? body : null },
+            forwarding,
+          );
         },
       });
     }
