@@ -71,7 +71,7 @@ export async function buildWorkerApp(config: WorkerConfig, options: BuildWorkerA
       handlers: {
         ...providerSettings.handlers,
         ...completionHandlers({ ...common, db, leaseMs: config.COMPLETION_LEASE_MS, cancels }),
-        ...titleHandlers({ ...common, titleModel: config.TITLE_MODEL }),
+        ...titleHandlers({ ...common, titleModel: config.TITLE_MODEL, titleTimeoutMs: config.TITLE_TIMEOUT_MS }),
         ...exportHandlers({
           db,
           s3: app.s3,

@@ -37,6 +37,11 @@ export const workerConfigSchema = Type.Object({
     1000,
   ),
   TITLE_MODEL: Env.string('', 'Model that writes chat titles (an id or alias); empty = the chat’s own model.'),
+  TITLE_TIMEOUT_MS: Env.int(
+    20_000,
+    'Budget of one title call, retries and fallbacks included; past it the chat is titled from its first message (or the event retried).',
+    100,
+  ),
   CHAT_URL: Env.url(['http', 'https'], 'http://127.0.0.1:8082', 'Base URL of the chat service (internal export route).'),
   EXPORT_RETENTION_HOURS: Env.int(168, 'How long a data export stays in object storage before maintenance deletes it.', 1),
   MAINTENANCE_INTERVAL_MS: Env.int(3_600_000, 'Interval of each scheduled maintenance job (export expiry, run-log purge).', 100),

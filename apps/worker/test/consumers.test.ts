@@ -68,6 +68,7 @@ describe('worker consumers', () => {
       CONSUMER_RETRY_DELAY_MS: '100',
       CONSUMER_RETRY_MAX_DELAY_MS: '400',
       COMPLETION_LEASE_MS: '2000',
+      TITLE_TIMEOUT_MS: '1500',
       CHAT_URL: upstream.url,
       INTERNAL_IDENTITY_SECRET: SECRET,
       EXPORT_RETENTION_HOURS: '24',
@@ -387,6 +388,25 @@ describe('worker consumers', () => {
       // Asked once (the router's own retry included): the message was not sent back to wait for the model again.
       await handled(pool, message.id);
       expect(sim.requests().filter((r) => r.model === model).length).toBeLessThanOrEqual(2);
+    });
+
+    it('titles a chat from the start of its message within TITLE_TIMEOUT_MS when the title model does not answer', async () => {
+      const model = `late-hung-${randomUUID().slice(0, 8)}`;
+      // Nothing for a minute: the transport's own idle budget (60 s) would hold the partition that long.
+      sim.setFaults({ latencyMs: 60_000 }, model);
+      const chat = await startChat({ model: `openai/${model}`, withMessage: false });
+      const reply = chat.completed();
+      await kafka.produce(reply);
+      await handled(pool, reply.id);
+      const sentAt = Date.now();
+      await kafka.produce(chat.message());
+      const titles = await eventually(async () => {
+        const events = await outboxEvents(pool, TITLE, chat.chatId);
+        return events.length > 0 && events;
+      }, 20_000);
+      expect((titles[0]!.data as { title: string }).title).toBe('Plan three days in Lisbon, please. I like tiles and seafood');
+      expect(Date.now() - sentAt).toBeLessThan(10_000);
+      expect(sim.requests().filter((r) => r.model === model).length).toBeGreaterThanOrEqual(1);
     });
 
     it('leaves chats the user titled alone', async () => {

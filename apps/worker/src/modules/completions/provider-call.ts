@@ -64,7 +64,7 @@ export async function callProvider(
   router: ProviderRouter,
   modelId: string,
   messages: ChatMessage[],
-  options: { maxTokens?: number; signal?: AbortSignal } = {},
+  options: { maxTokens?: number; signal?: AbortSignal; timeoutMs?: number } = {},
 ): Promise<ProviderCallResult> {
   const started = performance.now();
   const result = emptyResult(modelId);
@@ -74,7 +74,7 @@ export async function callProvider(
       ...(options.maxTokens === undefined ? {} : { maxTokens: options.maxTokens }),
       ...(options.signal ? { signal: options.signal } : {}),
     };
-    for await (const ev of router.stream(modelId, request)) {
+    for await (const ev of router.stream(modelId, request, options.timeoutMs === undefined ? undefined : { timeoutMs: options.timeoutMs })) {
       if (ev.type === 'route') {
         result.provider = ev.provider;
         result.model = `${ev.provider}/${ev.model}`;

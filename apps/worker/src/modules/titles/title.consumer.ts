@@ -11,6 +11,8 @@ export interface TitleConsumerDeps {
   logger: FastifyBaseLogger;
   /** TITLE_MODEL; empty = the chat's own model. */
   titleModel: string;
+  /** TITLE_TIMEOUT_MS: one title call's budget. A hung provider must not hold the partition (and its pooled connection) for the transport's 10 minutes. */
+  titleTimeoutMs: number;
   maxAttempts: number;
 }
 
@@ -57,7 +59,7 @@ export function titleHandlers(deps: TitleConsumerDeps): EventHandlers {
       const call = await callProvider(deps.router, model, [
         { role: 'system', content: TITLE_PROMPT },
         { role: 'user', content: firstMessage },
-      ], { maxTokens: 24 });
+      ], { maxTokens: 24, timeoutMs: deps.titleTimeoutMs });
       title = cleanTitle(call.content);
     } catch (error) {
       if (!(error instanceof ProviderCallFailure)) throw error;
