@@ -68,8 +68,17 @@ const FINISH: Record<string, string> = {
  * (RFC 9562 v5 layout) of the user id.
  */
 export function apiChatId(userId: string): string {
-  return nameBasedUuid('sha1', `vivier:openai-api:${userId}`);
+  let id = apiChatIds.get(userId);
+  if (id === undefined) {
+    id = nameBasedUuid('sha1', `vivier:openai-api:${userId}`);
+    // A hash per request was 2 % of chat's CPU at 50 connections; the callers are few and repeat.
+    if (apiChatIds.size >= API_CHAT_IDS_KEPT) apiChatIds.delete(apiChatIds.keys().next().value!);
+    apiChatIds.set(userId, id);
+  }
+  return id;
 }
+const API_CHAT_IDS_KEPT = 10_000;
+const apiChatIds = new Map<string, string>();
 
 /** OpenAI's message content → the providers library's (text and data-URL images). */
 function toMessages(body: CompletionBody): ChatMessage[] {
