@@ -125,6 +125,9 @@ describe('which routes need what', () => {
       '/api/v1/auth/oauth/%2e%2e/me',
       '/api/v1/auth/oauth/google/..',
       '/api/v1/auth/login/./../sessions',
+      '/api/v1/auth/oauth/..%2F..%2Fsessions',
+      '/api/v1/auth/oauth/%2E%2E%5Cme',
+      '/api/v1/auth/oauth/..\\me',
     ]) {
       const res = await rawGet(path);
       expect(res.status, path).toBe(400);

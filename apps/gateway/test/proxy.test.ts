@@ -260,6 +260,19 @@ describe('gateway forwarding', () => {
     expect(res.headers['x-content-type-options']).toBe('nosniff');
   });
 
+  it("adds the service's Vary to the edge's (CORS varies on Origin) instead of replacing it", async () => {
+    const chatUrl = await upstream((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', vary: 'Accept-Language' });
+      res.end('{"items":[]}');
+    });
+    const { url } = await gateway({ CHAT_URL: chatUrl, CORS_ORIGINS: 'https://app.example.test' });
+    const res = await fetch(`${url}/api/v1/chats`, { headers: { origin: 'https://app.example.test', ...bearer(token) } });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('access-control-allow-origin')).toBe('https://app.example.test');
+    const vary = (res.headers.get('vary') ?? '').toLowerCase().split(/\s*,\s*/);
+    expect(vary).toEqual(expect.arrayContaining(['origin', 'accept-language']));
+  });
+
   it('forwards under the path of a service URL that has one, query string included', async () => {
     const chatUrl = await upstream((req, res) => res.end(JSON.stringify({ url: req.url })));
     const { url } = await gateway({ CHAT_URL: `${chatUrl}/internal/` });
@@ -348,5 +361,32 @@ describe('gateway body limit on streamed bodies', () => {
     expect(res.status).toBe(413);
     expect(((await res.json()) as { code: string }).code).toBe('payload_too_large');
     expect(received).toBeLessThanOrEqual(4096);
+  });
+
+  it('closes the connection after a 413 while the client is still sending (the rest of its body is never read)', async () => {
+    const chatUrl = await upstream((req, res) => {
+      req.resume();
+      req.on('end', () => res.end('{}'));
+      req.on('error', () => undefined);
+    });
+    const { url } = await gateway({ CHAT_URL: chatUrl, BODY_LIMIT_BYTES: '4096' });
+    const chunk = new Uint8Array(1024).fill(98);
+    const client = new AbortController();
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        await new Promise((r) => setTimeout(r, 5)); // never ends: the upload outlasts the answer
+        controller.enqueue(chunk);
+      },
+    });
+    const res = await fetch(`${url}/api/v1/chats`, {
+      method: 'POST',
+      body,
+      duplex: 'half',
+      signal: client.signal,
+      headers: { 'content-type': 'application/json', ...bearer(token) },
+    } as RequestInit);
+    expect(res.status).toBe(413);
+    expect(res.headers.get('connection')).toBe('close');
+    client.abort();
   });
 });

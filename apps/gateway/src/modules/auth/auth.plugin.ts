@@ -79,8 +79,10 @@ function bearer(header: string | undefined): string | undefined {
 function hasDotSegment(url: string): boolean {
   const end = url.indexOf('?');
   const path = end === -1 ? url : url.slice(0, end);
-  if (!path.includes('/.') && !path.includes('%2')) return false;
-  return /(^|\/)(\.|%2e){1,2}(\/|$)/i.test(path);
+  if (!path.includes('.') && !path.includes('%')) return false;
+  // Encoded dots and slashes, and backslashes, count as what a server that decodes them would see.
+  const decoded = path.replace(/%2e/gi, '.').replace(/%2f|%5c|\\/gi, '/');
+  return /(^|\/)\.{1,2}(\/|$)/.test(decoded);
 }
 
 function applyVerdictHeaders(reply: FastifyReply, policyHeader: string, verdict: EdgeVerdict): void {

@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks';
 import { Readable, Transform } from 'node:stream';
 import { Type } from '@sinclair/typebox';
 import { request as undiciRequest, type Dispatcher } from 'undici';
@@ -117,15 +118,22 @@ export async function proxyRoutes(app: FastifyInstance, options: ProxyOptions): 
             (_status, answered) => {
               // The answer goes out as it comes, past Fastify's send (hooks already set the edge's headers).
               reply.hijack();
-              const out = { ...(reply.getHeaders() as Record<string, string | string[]>), ...endToEnd(answered, NOT_FROM_SERVICES) };
+              const edge = reply.getHeaders() as Record<string, string | string[]>;
+              const out = { ...edge, ...endToEnd(answered, NOT_FROM_SERVICES) };
+              // The service's Vary adds to the edge's (CORS varies on Origin), it does not replace it.
+              if (edge.vary !== undefined && answered.vary !== undefined) out.vary = `${String(edge.vary)}, ${String(answered.vary)}`;
               // A connection whose request body was not all read cannot carry another request;
               // while draining every response closes its connection (service-kit's onSend, which this skips).
               if (!request.raw.complete || app.draining.active) out.connection = 'close';
               return out;
             },
-            (error, headSent) => {
+            // Called from the service connection's events: bound to this request's async context, so its
+            // logs carry this request's trace.
+            AsyncResource.bind((error: Error, headSent: boolean) => {
               request.log.warn({ err: error, upstream: route.upstream, headSent }, 'upstream request failed');
               if (headSent) return;
+              // The rest of an unread request body would be taken for the next request.
+              if (!request.raw.complete) reply.header('connection', 'close');
               const cause = (error as { cause?: unknown }).cause;
               const code = (error as { code?: string }).code ?? '';
               const problem =
@@ -137,7 +145,7 @@ export async function proxyRoutes(app: FastifyInstance, options: ProxyOptions): 
                       ? new HttpProblem(504, 'upstream_timeout', `The ${route.upstream} service did not answer in time.`)
                       : new HttpProblem(502, 'upstream_unavailable', `The ${route.upstream} service is unavailable.`);
               void sendProblem(request, reply as never, problem);
-            },
+            }),
           );
           // A revocation ends what is running with the revoked credential (SSE replies above all).
           // Not on auth's routes: they are short, and the request that revokes (logout-all) must not end itself.
