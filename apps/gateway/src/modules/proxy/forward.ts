@@ -1,5 +1,4 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 
 /**
@@ -49,14 +48,6 @@ export function endToEnd(headers: IncomingHttpHeaders, drop?: ReadonlySet<string
   return out;
 }
 
-export interface Forwarded {
-  origin: string;
-  path: string;
-  method: Dispatcher.HttpMethod;
-  headers: Record<string, string | string[]>;
-  body: Readable | null;
-}
-
 /**
  * One request forwarded to a service over undici's dispatcher, its answer written straight to the
  * client's response as it arrives: the head with the service's status and headers (through
@@ -79,18 +70,6 @@ export class Forwarding implements Dispatcher.DispatchHandler {
     private readonly head: (statusCode: number, headers: IncomingHttpHeaders) => OutgoingHttpHeaders,
     private readonly fail: (error: Error, headSent: boolean) => void,
   ) {}
-
-  static start(
-    dispatcher: Dispatcher,
-    request: Forwarded,
-    handler: Forwarding,
-  ): Forwarding {
-    dispatcher.dispatch(
-      { origin: request.origin, path: request.path, method: request.method, headers: request.headers, body: request.body },
-      handler,
-    );
-    return handler;
-  }
 
   abort(): void {
     if (this.aborted) return;
