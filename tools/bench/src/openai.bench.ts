@@ -352,18 +352,22 @@ Edge leases (2026-12-07, the gateway's \`EDGE_LEASE_REQUESTS\`: a caller far fro
 apps/gateway/README.md): in the first run after them, Redis used 13 µs of CPU per request at one connection (144 µs in the run before)
 and 7 µs at 50 connections (42 µs); Vivier's added p50 at one connection was 1.55 ms (1.7 ms) and it did 1.34× Portkey's requests/s
 at 50 connections (1.11×; Portkey itself did 956 req/s against 1,153, so read the ratio with that). In the run after that
-(the figures above, after review fixes) Vivier did 1,225 req/s and Portkey 1,369 (0.89×), Vivier's added p50 1.46 ms: across runs
+(after review fixes) Vivier did 1,225 req/s and Portkey 1,369 (0.89×), Vivier's added p50 1.46 ms: across runs
 Vivier's own rate stays at 1,225–1,284 req/s while Portkey's moves between 956 and 1,369. The same-run A/B is in
 \`bench:hops\`: 0.79× p50 through the gateway with edge leases against without; \`bench:gateway\`: 1.19× the throughput.
 Forwarding without reply-from (2026-12-07, apps/gateway/src/modules/proxy/forward.ts): the gateway hands each request to undici's
 dispatcher and writes the service's answer straight to the client's socket: no body stream object, stream pipeline or framework
 send in between. In a same-run A/B in front of a stub service (POST, 5 rounds × 2 s, the gateway before and after the change
 started side by side; a probe, not committed) it did 4,783 req/s against 2,911 at 32 connections (1.64×), and p50 0.71 ms
-against 0.87 at one connection. In the first run of this benchmark after it (the figures above) Vivier did 1,998 req/s at 50
+against 0.87 at one connection. In the first run of this benchmark after it Vivier did 1,998 req/s at 50
 connections against Portkey's 1,391 (1.44×; 0.89× in the run before), its added p50 at one connection was 0.75 ms (1.46 ms), and
 the gateway's CPU per request at 50 connections 235 µs (549 µs). The machine was faster in this run (the simulator alone 19,966
 req/s against 16,274), so the ratios are what compare: Vivier / the floor went from 0.16× to 0.2×; in \`bench:gateway\` the gateway
-went from 0.45× to 0.6× of the floor.`,
+went from 0.45× to 0.6× of the floor. A second run at the next head (2832a6b..6e0a0c8: the review fixes and
+chat's remembered API chat ids), on a slower machine (the simulator alone 13,510 req/s, Portkey 957 µs of CPU per request
+against 763), is the table above: 1,424 req/s at 50 connections (1.3× Portkey's 1,095; 0.25× the floor's 5,707, 0.2× in the
+first run) and 1.29 ms added p50 at one connection (the floor 0.25 ms; Portkey 0.95 ms). Why two hops cannot meet both targets here, and what one hop would take:
+docs/decisions/0005-openai-path-hops.md.`,
     );
   } finally {
     for (const p of procs.reverse()) await stopProcess(p);
