@@ -1,4 +1,3 @@
-import { AsyncResource } from 'node:async_hooks';
 import { Readable, Transform } from 'node:stream';
 import { Type } from '@sinclair/typebox';
 import { request as undiciRequest, type Dispatcher } from 'undici';
@@ -8,6 +7,7 @@ import {
   sendProblem,
   signContext,
   HttpProblem,
+  otelContext,
   type Identity,
   type ReadinessReport,
 } from '@vivier/service-kit';
@@ -113,6 +113,7 @@ export async function proxyRoutes(app: FastifyInstance, options: ProxyOptions): 
           Object.assign(headers, contextHeaders(request.identity, request.clientIp, request.clientUserAgent));
 
           const res = reply.raw;
+          const traced = otelContext.active();
           const forwarding = new Forwarding(
             res,
             (_status, answered) => {
@@ -127,9 +128,10 @@ export async function proxyRoutes(app: FastifyInstance, options: ProxyOptions): 
               if (!request.raw.complete || app.draining.active) out.connection = 'close';
               return out;
             },
-            // Called from the service connection's events: bound to this request's async context, so its
-            // logs carry this request's trace.
-            AsyncResource.bind((error: Error, headSent: boolean) => {
+            // Called from the service connection's events: run in this request's trace context, so its
+            // logs carry this request's trace (capturing it is a lookup; binding an AsyncResource per
+            // request would cost every request for the sake of the failing ones).
+            (error, headSent) => otelContext.with(traced, () => {
               request.log.warn({ err: error, upstream: route.upstream, headSent }, 'upstream request failed');
               if (headSent) return;
               // The rest of an unread request body would be taken for the next request.
