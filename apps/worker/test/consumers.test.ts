@@ -371,41 +371,40 @@ describe('worker consumers', () => {
       expect(await outboxEvents(pool, TITLE, chat.chatId)).toHaveLength(1);
     });
 
-    it('titles such a chat from the start of its message at once when the title model fails', async () => {
-      const model = `late-failing-${randomUUID().slice(0, 8)}`;
-      sim.setFaults({ status5xx: 503 }, model);
+    /**
+     * A chat whose reply is handled before its first message, with a title model that misbehaves
+     * (`faults`): the message is sent, and the chat's first title event awaited (at most `waitMs`).
+     */
+    async function titledLate(name: string, faults: Parameters<ProviderSim['setFaults']>[0], waitMs?: number) {
+      const model = `${name}-${randomUUID().slice(0, 8)}`;
+      sim.setFaults(faults, model);
       const chat = await startChat({ model: `openai/${model}`, withMessage: false });
       const reply = chat.completed();
       await kafka.produce(reply);
       await handled(pool, reply.id);
       const message = chat.message();
+      const sentAt = Date.now();
       await kafka.produce(message);
       const titles = await eventually(async () => {
         const events = await outboxEvents(pool, TITLE, chat.chatId);
         return events.length > 0 && events;
-      });
-      expect((titles[0]!.data as { title: string }).title).toBe('Plan three days in Lisbon, please. I like tiles and seafood');
+      }, waitMs);
+      return { model, message, titledAfterMs: Date.now() - sentAt, title: (titles[0]!.data as { title: string }).title };
+    }
+
+    it('titles such a chat from the start of its message at once when the title model fails', async () => {
+      const { model, message, title } = await titledLate('late-failing', { status5xx: 503 });
+      expect(title).toBe('Plan three days in Lisbon, please. I like tiles and seafood');
       // Asked once (the router's own retry included): the message was not sent back to wait for the model again.
       await handled(pool, message.id);
       expect(sim.requests().filter((r) => r.model === model).length).toBeLessThanOrEqual(2);
     });
 
     it('titles a chat from the start of its message within TITLE_TIMEOUT_MS when the title model does not answer', async () => {
-      const model = `late-hung-${randomUUID().slice(0, 8)}`;
       // Nothing for a minute: the transport's own idle budget (60 s) would hold the partition that long.
-      sim.setFaults({ latencyMs: 60_000 }, model);
-      const chat = await startChat({ model: `openai/${model}`, withMessage: false });
-      const reply = chat.completed();
-      await kafka.produce(reply);
-      await handled(pool, reply.id);
-      const sentAt = Date.now();
-      await kafka.produce(chat.message());
-      const titles = await eventually(async () => {
-        const events = await outboxEvents(pool, TITLE, chat.chatId);
-        return events.length > 0 && events;
-      }, 20_000);
-      expect((titles[0]!.data as { title: string }).title).toBe('Plan three days in Lisbon, please. I like tiles and seafood');
-      expect(Date.now() - sentAt).toBeLessThan(10_000);
+      const { model, title, titledAfterMs } = await titledLate('late-hung', { latencyMs: 60_000 }, 20_000);
+      expect(title).toBe('Plan three days in Lisbon, please. I like tiles and seafood');
+      expect(titledAfterMs).toBeLessThan(10_000);
       expect(sim.requests().filter((r) => r.model === model).length).toBeGreaterThanOrEqual(1);
     });
 
