@@ -148,9 +148,13 @@ describe('users', () => {
 
   it('refuses to disable or demote the last active admin', async () => {
     const { root, second } = people;
+    const rootEvents = async () => (await outboxEvents(admin.pg, root.id)).filter((e) => e.data.userId === root.id && e.type.startsWith('vivier.admin.user'));
+    // Events of an attempt that was retried (its demotion went through, then was undone) are not the refusal's.
+    let before = new Set<string>();
     // Another run's admin registering in between would make the check pass legitimately: retry then.
     for (let attempt = 1; ; attempt++) {
       await onlyOurAdmins();
+      before = new Set((await rootEvents()).map((e) => e.id));
       expect((await patch(second.id, { disabled: true })).statusCode).toBe(200);
       const demote = await patch(root.id, { role: 'user' });
       if (demote.statusCode === 200 && attempt < 3) {
@@ -167,7 +171,7 @@ describe('users', () => {
       break;
     }
     expect((await admin.call('GET', `/api/v1/admin/users/${root.id}`)).json()).toMatchObject({ role: 'admin', status: 'active' });
-    expect((await outboxEvents(admin.pg, root.id)).filter((e) => e.data.userId === root.id && e.type.startsWith('vivier.admin.user'))).toEqual([]);
+    expect((await rootEvents()).filter((e) => !before.has(e.id))).toEqual([]);
 
     // With a second active admin, the first may go. (An admin of another test file appearing in
     // between lets the last demotion through legitimately, as above: retry then.)
