@@ -509,6 +509,9 @@ describe('servers that misbehave', () => {
   let server: Server;
   let base = '';
   const hits: string[] = [];
+  /** Bytes the /flood/ server has handed to its socket, and whether its response was closed early. */
+  const flood = { written: 0, closedEarly: false };
+  const FLOOD_BYTES = 64 * 1024 * 1024;
 
   beforeAll(async () => {
     server = createServer((req, res) => {
@@ -518,6 +521,22 @@ describe('servers that misbehave', () => {
         return;
       }
       res.writeHead(200, { 'content-type': 'text/event-stream' });
+      if (req.url?.startsWith('/flood/')) {
+        // As fast as the connection takes it, honouring backpressure.
+        const frame = `data: ${JSON.stringify({ choices: [{ delta: { content: 'x'.repeat(16 * 1024) } }] })}\n\n`;
+        res.on('close', () => {
+          if (!res.writableFinished) flood.closedEarly = true;
+        });
+        const pump = () => {
+          while (flood.written < FLOOD_BYTES && !res.destroyed) {
+            flood.written += frame.length;
+            if (!res.write(frame)) return void res.once('drain', pump);
+          }
+          if (!res.destroyed) res.end('data: [DONE]\n\n');
+        };
+        pump();
+        return;
+      }
       if (req.url?.startsWith('/malformed/')) {
         res.end('data: {"choices":[{"delta":{"content":"ok"}}]}\n\ndata: {not json\n\n');
         return;
@@ -557,6 +576,21 @@ describe('servers that misbehave', () => {
     expect(out.error).toBeUndefined();
     expect(out.text).toBe('price: 5 €');
     expect(out.events.at(-1)).toEqual({ type: 'finish', reason: 'stop' });
+  });
+
+  it('a reader that falls behind pauses the provider’s connection instead of buffering its answer', async () => {
+    const p = createOpenAICompatibleProvider({ provider: 'odd', baseUrl: `${base}/flood/v1`, includeUsage: false });
+    const events = p.stream({ model: 'm', messages: [{ role: 'user', content: 'hi' }] })[Symbol.asyncIterator]();
+    expect((await events.next()).value).toMatchObject({ type: 'delta' });
+    // The reader stops here for a while: the server can only hand over what the socket buffers
+    // and the answer's small queue hold, not the 64 MiB it is trying to send.
+    await new Promise((r) => setTimeout(r, 500));
+    expect(flood.written).toBeLessThan(FLOOD_BYTES / 2);
+    await events.return?.(undefined);
+    const deadline = Date.now() + 1000;
+    while (!flood.closedEarly && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    expect(flood.closedEarly).toBe(true);
+    await p.close();
   });
 
   it('never follows a redirect', async () => {
