@@ -13,45 +13,26 @@
  * per side. Rounds alternate between the eight targets; figures are medians
  * of the rounds' p50 and p99, and the ratios medians of the per-round ratios.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import pg from 'pg';
-import { freePort, ROOT, startKafka, startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
+import { freePort, startKafka, startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
 import { startTestInfrastructure } from '@vivier/dev-stack/test-infra';
 import { signContext } from '@vivier/service-kit';
 import { closedLoop, type LoadResult } from './load';
-import { gatewayEnv, serviceEnv } from './services';
+import { gatewayEnv, newApiKey, serviceEnv, startSimulator } from './services';
 import { machineNote, median, round, writeSection } from './stats';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 7);
 const SECONDS = Number(process.env.SECONDS ?? 2);
 const SECRET = 'bench-internal-identity-secret-0123456789';
 
-function simulator(): Promise<{ proc: ChildProcess; url: string }> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'tools/provider-sim/src/cli.ts'), '--port', '0', '--log-size', '1'], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('the provider simulator did not start')), 30_000);
-    createInterface({ input: proc.stdout! }).on('line', (line) => {
-      const match = /^PROVIDER_SIM_URL=(\S+)/.exec(line);
-      if (match) {
-        clearTimeout(timer);
-        resolve({ proc, url: match[1]! });
-      }
-    });
-  });
-}
-
 async function main(): Promise<void> {
   const infra = await startTestInfrastructure();
   const dev = await startKafka();
   const procs: ServiceProcess[] = [];
-  const sim = await simulator();
+  const sim = await startSimulator();
   try {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'vivier-hops-bench-'));
     const providersFile = path.join(dir, 'providers.json');
@@ -74,21 +55,10 @@ async function main(): Promise<void> {
       procs.push(gateway);
       await waitReady(gateway);
       const origin = `http://127.0.0.1:${gatewayPort}`;
-      const registered = await fetch(`${origin}/api/v1/auth/register`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ email: `hops-${leases}-${lingerMs ?? 'default'}-${Date.now()}@example.test`, password: 'a benchmark password 42' }),
-      });
-      const { accessToken, user } = (await registered.json()) as { accessToken: string; user: { id: string } };
-      const keyRes = await fetch(`${origin}/api/v1/auth/api-keys`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${accessToken}` },
-        body: JSON.stringify({ name: 'bench' }),
-      });
-      const apiKey = ((await keyRes.json()) as { key: string }).key;
+      const { apiKey, userId } = await newApiKey(origin, `hops-${leases}-${lingerMs ?? 'default'}`);
       // What the gateway would sign for this key's requests (valid for the whole run).
       const context = () =>
-        signContext({ ip: '127.0.0.1', identity: { sub: user.id, role: 'user', kind: 'api_key', keyId: 'bench' }, exp: Math.floor(Date.now() / 1000) + 3600 }, SECRET);
+        signContext({ ip: '127.0.0.1', identity: { sub: userId, role: 'user', kind: 'api_key', keyId: 'bench' }, exp: Math.floor(Date.now() / 1000) + 3600 }, SECRET);
       return { chatPort, chat: `http://127.0.0.1:${chatPort}`, gateway: origin, apiKey, context };
     };
     const on = await side(16);

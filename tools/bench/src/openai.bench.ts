@@ -10,19 +10,18 @@
  * the gateway, and this load generator (closed loop). Rounds alternate between the targets;
  * figures are medians of the rounds.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { freePort, ROOT, startKafka, startServiceProcess, stopProcess, waitReady, type ServiceProcess } from '@vivier/dev-stack';
 import { startTestInfrastructure } from '@vivier/dev-stack/test-infra';
 import { cpuBetween, cpuReading, pidsNamed, type CpuParty } from './cpu';
 import { closedLoop, type LoadResult } from './load';
-import { gatewayEnv, serviceEnv } from './services';
+import { gatewayEnv, newApiKey, serviceEnv, startChild } from './services';
 import { machineNote, median, round, writeSection } from './stats';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 6);
@@ -31,37 +30,21 @@ const WARMUP_SECONDS = Number(process.env.WARMUP_SECONDS ?? 3);
 const PORTKEY_VERSION = '1.15.2';
 const BARE = 'bare Node proxy (floor)';
 
-function child(command: string, args: string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<{ proc: ChildProcess; match: RegExpExecArray }> {
-  const proc = spawn(command, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${args.join(' ')} did not start`)), 30_000);
-    for (const stream of [proc.stdout!, proc.stderr!]) {
-      createInterface({ input: stream }).on('line', (line) => {
-        const match = ready.exec(line);
-        if (match) {
-          clearTimeout(timer);
-          resolve({ proc, match });
-        }
-      });
-    }
-  });
-}
-
 async function main(): Promise<void> {
   const infra = await startTestInfrastructure();
   const dev = await startKafka();
   const procs: ServiceProcess[] = [];
   const children: ChildProcess[] = [];
   try {
-    const sim = await child(process.execPath, ['--import', 'tsx', path.join(ROOT, 'tools/provider-sim/src/cli.ts'), '--port', '0', '--log-size', '1'], process.env, /^PROVIDER_SIM_URL=(\S+)/);
+    const sim = await startChild(process.execPath, ['--import', 'tsx', path.join(ROOT, 'tools/provider-sim/src/cli.ts'), '--port', '0', '--log-size', '1'], process.env, /^PROVIDER_SIM_URL=(\S+)/);
     children.push(sim.proc);
     const simUrl = sim.match[1]!;
     const portkeyPort = await freePort();
     const portkeyEntry = createRequire(import.meta.url).resolve('@portkey-ai/gateway/build/start-server.js');
-    const portkey = await child(process.execPath, [portkeyEntry, `--port=${portkeyPort}`, '--headless'], process.env, /Ready for connections|running at/i);
+    const portkey = await startChild(process.execPath, [portkeyEntry, `--port=${portkeyPort}`, '--headless'], process.env, /Ready for connections|running at/i);
     children.push(portkey.proc);
     // The floor: what any Node proxy costs on this machine (node:http in, undici out, nothing else).
-    const bare = await child(process.execPath, ['--import', 'tsx', path.join(ROOT, 'tools/bench/src/bare-proxy.ts')], { ...process.env, PORT: '0', UPSTREAM_URL: simUrl }, /^listening (\d+)$/);
+    const bare = await startChild(process.execPath, ['--import', 'tsx', path.join(ROOT, 'tools/bench/src/bare-proxy.ts')], { ...process.env, PORT: '0', UPSTREAM_URL: simUrl }, /^listening (\d+)$/);
     children.push(bare.proc);
     const bareOrigin = `http://127.0.0.1:${bare.match[1]!}`;
 
@@ -99,14 +82,7 @@ async function main(): Promise<void> {
       { name: 'Redis', pids: () => pidsNamed('redis-server') },
       { name: 'Kafka (dev broker)', pids: () => [dev.pid] },
     ];
-    const registered = await fetch(`${vivier}/api/v1/auth/register`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ email: `bench-${Date.now()}@example.test`, password: 'a benchmark password 42' }),
-    });
-    const { accessToken } = (await registered.json()) as { accessToken: string };
-    const keyRes = await fetch(`${vivier}/api/v1/auth/api-keys`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${accessToken}` }, body: JSON.stringify({ name: 'bench' }) });
-    const apiKey = ((await keyRes.json()) as { key: string }).key;
+    const { apiKey } = await newApiKey(vivier, 'bench');
 
     const messages = [{ role: 'user', content: 'echo: The quick brown fox jumps over the lazy dog' }];
     const body = (model: string, stream: boolean) => JSON.stringify({ model, messages, ...(stream ? { stream: true, stream_options: { include_usage: true } } : {}) });
