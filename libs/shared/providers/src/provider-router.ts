@@ -681,6 +681,9 @@ export class ProviderRouter {
           yield { type: 'route', deploymentId: d.id, provider: d.provider, model: d.model };
         }
         if (ev.type === 'usage') {
+          // A server's counts are taken as whole, non-negative numbers; anything else is not a count
+          // (the caller then counts the text itself, as for a server that reports none).
+          if (!isTokenCount(ev.promptTokens) || !isTokenCount(ev.completionTokens)) continue;
           usage = { promptTokens: ev.promptTokens, completionTokens: ev.completionTokens };
           span?.setAttributes({ 'gen_ai.usage.input_tokens': ev.promptTokens, 'gen_ai.usage.output_tokens': ev.completionTokens });
         }
@@ -759,6 +762,11 @@ export class ProviderRouter {
     this.adapters.clear();
     await Promise.all(adapters.map((a) => a.close()));
   }
+}
+
+/** A token count as the usage event carries it: a whole number, zero or more. */
+function isTokenCount(n: number): boolean {
+  return Number.isSafeInteger(n) && n >= 0;
 }
 
 /**

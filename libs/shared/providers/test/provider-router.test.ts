@@ -448,3 +448,38 @@ describe('untrusted base URLs', () => {
     expect(requestsFor('ssrf-model')).toHaveLength(1);
   });
 });
+
+describe('usage a server reports', () => {
+  it('passes on whole, non-negative counts only: a negative or fractional count is no count', async () => {
+    const { createServer } = await import('node:http');
+    const usages = [
+      { prompt_tokens: 7, completion_tokens: 2 },
+      { prompt_tokens: -3, completion_tokens: 2 },
+      { prompt_tokens: 7, completion_tokens: 2.5 },
+    ];
+    const server = createServer((req, res) => {
+      const usage = usages[Number(/\/u(\d)\//.exec(req.url ?? '')?.[1] ?? 0)];
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(
+        `data: ${JSON.stringify({ choices: [{ index: 0, delta: { content: 'two words' }, finish_reason: 'stop' }] })}\n\n` +
+          `data: ${JSON.stringify({ choices: [], usage })}\n\ndata: [DONE]\n\n`,
+      );
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    try {
+      const usageOf = async (n: number) => {
+        const { router } = build([dep(`u${n}`, 'm', { baseUrl: `${base}/u${n}/v1` })], [{ alias: `u${n}`, deployments: [`u${n}`], strategy: 'ordered' }]);
+        const out = await run(router, `u${n}`);
+        expect(out.error).toBeUndefined();
+        expect(out.text).toBe('two words');
+        return out.events.filter((e) => e.type === 'usage');
+      };
+      expect(await usageOf(0)).toEqual([{ type: 'usage', promptTokens: 7, completionTokens: 2 }]);
+      expect(await usageOf(1)).toEqual([]);
+      expect(await usageOf(2)).toEqual([]);
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+});
