@@ -1,7 +1,8 @@
 import { startProviderSim, type ProviderSim } from '@vivier/provider-sim';
+import { EVENTS } from '@vivier/contracts';
 import { countTokens } from '@vivier/providers';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createChat, parseSse, startChat, testUser, writeProvidersFile, type SseEvent, type TestChat } from './helpers';
+import { chatPool, createChat, eventually, parseSse, startChat, testUser, writeProvidersFile, type SseEvent, type TestChat } from './helpers';
 
 // Replies through every wire protocol, over real HTTP to the provider simulator, and what the
 // service makes of each fault the simulator injects.
@@ -27,8 +28,12 @@ describe('providers through the chat service', () => {
         { id: 'chain-2', provider: 'anthropic', model: 'chain-b' },
         { id: 'chain-3', provider: 'gemini', model: 'chain-c' },
         { id: 'breaker', provider: 'openai', model: 'breaker-model' },
+        { id: 'long-name', provider: 'openai', model: `long-${'m'.repeat(250)}` },
       ],
-      aliases: [{ alias: 'chain', deployments: ['chain-1', 'chain-2', 'chain-3'] }],
+      aliases: [
+        { alias: 'chain', deployments: ['chain-1', 'chain-2', 'chain-3'] },
+        { alias: 'long', deployments: ['long-name'] },
+      ],
       router: { backoffBaseMs: 20, backoffMaxMs: 100, maxRetries: 1, failureThreshold: 3, cooldownMs: 1500, idleTimeoutMs: 1500, maxRetryDelayMs: 5000 },
     });
     chat = await startChat({ PROVIDERS_FILE: file });
@@ -122,6 +127,76 @@ describe('providers through the chat service', () => {
     expect(res.statusCode).toBe(502);
     expect(res.json()).toMatchObject({ error: { type: 'server_error', code: 'stream_interrupted' } });
     expect(res.json().error.message).toMatch(/after part of the answer/);
+  });
+
+  it('OpenAI API: a deployment model id longer than a usage event allows is settled and published, cut to 256 characters', async () => {
+    // `openai/` + a 255-character model: 262 characters, over the event's 256. Building the event
+    // used to throw after the answer, unhandled, and take the service down.
+    const res = await chat.app.inject({
+      method: 'POST',
+      url: '/v1/chat/completions',
+      headers: user.headers,
+      payload: { model: 'long', messages: [{ role: 'user', content: 'echo: a long name' }] },
+    });
+    expect(res.statusCode).toBe(200);
+    const messageId = (res.json() as { id: string }).id.replace(/^chatcmpl-/, '');
+    const pool = chatPool();
+    try {
+      const event = await eventually(async () => {
+        const { rows } = await pool.query(`select envelope from chat.outbox where envelope->'data'->>'messageId' = $1`, [messageId]);
+        return rows[0]?.envelope as { data: { model: string; usage: { completionTokens: number } } } | undefined;
+      });
+      expect(event.data.model).toBe(`openai/long-${'m'.repeat(250)}`.slice(0, 256));
+      expect(event.data.usage.completionTokens).toBe(3);
+    } finally {
+      await pool.end();
+    }
+  });
+
+  it('OpenAI API: a client that leaves while its quota is being reserved gets no provider call', async () => {
+    const url = chat.url || (await chat.listen());
+    const leaver = testUser();
+    const pool = chatPool();
+    const lock = await pool.connect();
+    try {
+      // The user's quota row, inserted and not committed: the reservation waits on it.
+      await lock.query('begin');
+      await lock.query('insert into chat.quota_usage (user_id, month) values ($1, $2)', [leaver.id, `${new Date().toISOString().slice(0, 7)}-01`]);
+      const client = new AbortController();
+      const answered = fetch(`${url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { ...leaver.headers, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'openai/left-while-reserving', messages: [{ role: 'user', content: 'echo: nobody will read this' }] }),
+        signal: client.signal,
+      }).catch(() => undefined);
+      await eventually(async () => ((await pool.query(`select 1 from pg_stat_activity where wait_event_type = 'Lock' and query like '%quota_usage%'`)).rowCount ?? 0) > 0);
+      client.abort();
+      await answered;
+      await new Promise((r) => setTimeout(r, 200)); // the server sees the connection close
+      await lock.query('rollback');
+      await new Promise((r) => setTimeout(r, 500)); // the reservation is granted; a provider call would start now
+      expect(sim.requests().filter((r) => r.model === 'left-while-reserving')).toHaveLength(0);
+    } finally {
+      lock.release();
+      await pool.end();
+    }
+  });
+
+  it('a reply from a deployment whose model id is longer than a usage event allows is stored whole, its event cut to 256 characters', async () => {
+    const full = `openai/long-${'m'.repeat(250)}`;
+    const { end, stored } = await send('long', 'echo: a long name');
+    expect(end.event).toBe('done');
+    expect(stored).toMatchObject({ status: 'completed', content: 'a long name', model: full });
+    const pool = chatPool();
+    try {
+      const event = await eventually(async () => {
+        const { rows } = await pool.query(`select envelope from chat.outbox where envelope->'data'->>'messageId' = $1`, [stored.id]);
+        return rows[0]?.envelope as { type: string; data: { model: string } } | undefined;
+      });
+      expect(event).toMatchObject({ type: EVENTS.chatMessageCompleted.type, data: { model: full.slice(0, 256) } });
+    } finally {
+      await pool.end();
+    }
   });
 
   it('counts provider requests, time to first token and tokens by provider and model', async () => {

@@ -70,12 +70,20 @@ export async function openAiRoutes(app: ServiceApp, { openai }: { openai: OpenAi
     async (request, reply) => {
       const body = request.body as CompletionBody;
       const user = caller(request);
-      const prepared = await openai.prepare(user, body);
+      // Watched from the start: a client that leaves while its quota is being reserved gets no
+      // provider call (run() starts none for an aborted signal), and nothing is counted.
       const gone = new AbortController();
       const onClose = () => {
         if (!reply.raw.writableFinished) gone.abort();
       };
       reply.raw.once('close', onClose);
+      let prepared: Awaited<ReturnType<OpenAiService['prepare']>>;
+      try {
+        prepared = await openai.prepare(user, body);
+      } catch (error) {
+        reply.raw.off('close', onClose);
+        throw error;
+      }
       const completionId = `chatcmpl-${prepared.id}`;
 
       if (!body.stream) {

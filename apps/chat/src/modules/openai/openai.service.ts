@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify';
-import { createEvent, EVENTS, nameBasedUuid } from '@vivier/contracts';
+import { createEvent, eventModelId, EVENTS, nameBasedUuid } from '@vivier/contracts';
 import {
   countPromptTokens,
   countTokens,
@@ -332,7 +332,7 @@ export class OpenAiService {
               ? 'provider_unavailable'
               : 'stream_interrupted'
             : 'internal_error',
-          detail: (error as Error).message.slice(0, 2000),
+          detail: String((error as Error | undefined)?.message ?? error).slice(0, 2000),
         };
         if (isProviderError(error))
           outcome.provider = error.provider === 'router' ? outcome.provider : error.provider;
@@ -347,6 +347,7 @@ export class OpenAiService {
     // 17-18 µs off the path from the provider's last byte to the reply (timing marks in chat).
     const settling = new Promise<void>((resolve) => setImmediate(resolve))
       .then(() => this.settle(user, prepared, outcome))
+      .catch((error: unknown) => this.deps.log.error({ err: error, userId: user.sub, messageId: prepared.id }, 'an OpenAI API request could not be settled'))
       .finally(() => this.settling.delete(settling));
     this.settling.add(settling);
     if (failure && outcome.text.length === 0) throw providerProblem(failure);
@@ -380,12 +381,9 @@ export class OpenAiService {
   ): Promise<void> {
     const used = outcome.promptTokens + outcome.completionTokens;
     const latencyMs = Math.round(performance.now() - outcome.startedAt);
-    const settlement: Settlement = {
-      userId: user.sub,
-      month: prepared.month,
-      reserved: prepared.reserved,
-      used,
-      events: [
+    const settlement: Settlement = { userId: user.sub, month: prepared.month, reserved: prepared.reserved, used, events: [] };
+    try {
+      settlement.events.push(
         createEvent(EVENTS.chatMessageCompleted, {
           chatId: apiChatId(user.sub),
           userId: user.sub,
@@ -393,7 +391,7 @@ export class OpenAiService {
           userMessageId: newId().id,
           status: outcome.status,
           provider: outcome.provider,
-          model: outcome.model.includes('/') ? outcome.model : `${outcome.provider}/${outcome.model}`,
+          model: eventModelId(outcome.model.includes('/') ? outcome.model : `${outcome.provider}/${outcome.model}`),
           usage: { promptTokens: outcome.promptTokens, completionTokens: outcome.completionTokens },
           latencyMs,
           ...(outcome.firstTokenAt === undefined
@@ -403,8 +401,12 @@ export class OpenAiService {
           ...(outcome.error ? { error: outcome.error } : {}),
           completedAt: new Date().toISOString(),
         }),
-      ],
-    };
+      );
+    } catch (error) {
+      // The quota is still settled with what was used: a usage event that cannot be built must
+      // not leave the reservation held.
+      this.deps.log.error({ err: error, userId: user.sub, messageId: prepared.id, used }, 'the usage event of an OpenAI API request is invalid: its quota is settled without it');
+    }
     try {
       await this.ledger.settleRetrying(settlement);
     } catch (error) {

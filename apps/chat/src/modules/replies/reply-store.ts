@@ -1,4 +1,4 @@
-import { createEvent, EVENTS } from '@vivier/contracts';
+import { createEvent, eventModelId, EVENTS } from '@vivier/contracts';
 import type { MessageStatus } from '@vivier/db-chat';
 import type { MessageRow, ReplyOutcome } from '../messages/messages.repository';
 import { turnsRepository, type SqlRunner } from '../messages/turns.repository';
@@ -15,7 +15,7 @@ export function completedEventData(row: MessageRow, userMessageId: string) {
     userMessageId,
     status: row.status as 'completed' | 'cancelled' | 'failed',
     provider: row.provider ?? 'unknown',
-    model: row.model ?? 'unknown',
+    model: eventModelId(row.model ?? 'unknown'),
     usage: { promptTokens: row.promptTokens ?? 0, completionTokens: row.completionTokens ?? 0 },
     latencyMs: row.latencyMs ?? 0,
     ...(row.timeToFirstTokenMs !== null ? { timeToFirstTokenMs: row.timeToFirstTokenMs } : {}),

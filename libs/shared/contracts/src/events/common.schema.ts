@@ -74,9 +74,20 @@ export type Role = Static<typeof Role>;
 export const ProviderId = (description = 'provider id') =>
   Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$', description });
 
+/** The longest model id an event carries. */
+export const MODEL_ID_MAX_LENGTH = 256;
+
 /** A model id (`<provider>/<model>`) or an alias from the providers file. */
 export const ModelId = (description = 'model id, `<provider>/<model>`') =>
-  Type.String({ minLength: 1, maxLength: 256, description });
+  Type.String({ minLength: 1, maxLength: MODEL_ID_MAX_LENGTH, description });
+
+/**
+ * A resolved `<provider>/<model>` as an event may carry it: a provider's own model name may be as
+ * long as the whole id, so the pair is cut to MODEL_ID_MAX_LENGTH.
+ */
+export function eventModelId(id: string): string {
+  return id.length > MODEL_ID_MAX_LENGTH ? id.slice(0, MODEL_ID_MAX_LENGTH) : id;
+}
 
 export const Usage = Type.Object(
   {
