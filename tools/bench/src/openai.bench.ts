@@ -341,9 +341,15 @@ the gateway's CPU per request at 50 connections 235 µs (549 µs). The machine w
 req/s against 16,274), so the ratios are what compare: Vivier / the floor went from 0.16× to 0.2×; in \`bench:gateway\` the gateway
 went from 0.45× to 0.6× of the floor. A second run at the next head (2832a6b..6e0a0c8: the review fixes and
 chat's remembered API chat ids), on a slower machine (the simulator alone 13,510 req/s, Portkey 957 µs of CPU per request
-against 763), is the table above: 1,424 req/s at 50 connections (1.3× Portkey's 1,095; 0.25× the floor's 5,707, 0.2× in the
-first run) and 1.29 ms added p50 at one connection (the floor 0.25 ms; Portkey 0.95 ms). Why two hops cannot meet both targets here, and what one hop would take:
-docs/decisions/0005-openai-path-hops.md.`,
+against 763), gave 1,424 req/s at 50 connections (1.3× Portkey's 1,095; 0.25× the floor's 5,707, 0.2× in the
+first run) and 1.29 ms added p50 at one connection (the floor 0.25 ms; Portkey 0.95 ms).
+Settlement after the reply (a7af0ad, later the same day: chat builds the usage event and queues its settlement once the reply is
+written, not before; timing marks in chat put that at 17-18 µs of each request's path at one connection) is the table above, on the
+fastest machine yet (the simulator alone 39,166 req/s): 3,632 req/s at 50 connections (1.36× Portkey's 2,666; 0.2× the floor's
+18,500) and 0.49 ms added p50 at one connection non-streamed (Portkey 0.52 ms, the floor 0.12 ms), 0.53 ms streamed: the first run
+at the 0.5 ms target, and under Portkey's, on a machine this fast; on the slower machines of the earlier runs the same code would
+not be. Where those 0.49 ms go, hop by hop: \`bench:timeline\` below. Why two hops cannot meet both targets here, and what one hop
+would take: docs/decisions/0005-openai-path-hops.md.`,
     );
   } finally {
     for (const p of procs.reverse()) await stopProcess(p);
