@@ -8,7 +8,7 @@ import { proxyRoutes } from './modules/proxy/proxy.routes';
 import { upstreamUrls } from './modules/proxy/upstreams';
 import { bodyLimitPlugin } from './plugins/body-limit';
 import { corsPlugin } from './plugins/cors';
-import { wsRoutes } from './modules/ws/ws.routes';
+import { websocketSupport, wsRoutes } from './modules/ws/ws.routes';
 import { securityHeadersPlugin } from './plugins/security-headers';
 
 export interface BuildGatewayAppOptions {
@@ -58,6 +58,8 @@ export async function buildGatewayApp(
   });
   app.addHook('onClose', async () => dispatcher.close());
 
+  // Before any route of the gateway's own: every upgrade request, whatever its path, goes through it.
+  await websocketSupport(app, { maxFrameBytes: config.WS_MAX_FRAME_BYTES });
   // Errors of the OpenAI-compatible API (/v1/*) in OpenAI's shape, as its SDKs expect.
   app.addHook('onSend', openAiErrorsOnSend);
   await app.register(securityHeadersPlugin);
@@ -105,7 +107,6 @@ export async function buildGatewayApp(
     authTimeoutMs: config.WS_AUTH_TIMEOUT_MS,
     pingIntervalMs: config.WS_PING_INTERVAL_MS,
     maxBufferedBytes: config.WS_MAX_BUFFERED_BYTES,
-    maxFrameBytes: config.WS_MAX_FRAME_BYTES,
   });
   await app.register(docsRoutes, { upstreams, dispatcher, ttlSeconds: config.DOCS_CACHE_TTL_SECONDS });
   return app;

@@ -239,3 +239,116 @@ describe('WebSocket frames that call chat', () => {
     expect(resumeClosed[0]! - closedAt).toBeLessThan(1000);
   });
 });
+
+describe('WebSocket edge cases', () => {
+  const CHAT = '00000000-0000-4000-8000-000000000002';
+
+  async function gatewayWith(handler: Parameters<typeof standIn>[0], env: Record<string, string> = {}) {
+    const chat = await standIn(handler);
+    const g = await startGateway({ AUTH_URL: auth.url, CHAT_URL: chat.url, ADMIN_URL: chat.url, CORS_ORIGINS: ORIGIN, ...env }, { listen: true });
+    return { g, url: `${g.url.replace('http', 'ws')}/api/v1/ws`, chat };
+  }
+
+  it('resumes a reply whose characters straddle chat’s network writes without corrupting them', async () => {
+    const text = 'naïve € 漢字 🙂 '.repeat(50);
+    const { url } = await gatewayWith((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const bytes = Buffer.from(`id: 1\nevent: delta\ndata: ${JSON.stringify({ text })}\n\nid: 2\nevent: done\ndata: {}\n\n`);
+      // Seven-byte writes, a pause between each: most characters arrive in two reads.
+      let at = 0;
+      const next = () => {
+        if (at >= bytes.length) return void res.end();
+        res.write(bytes.subarray(at, (at += 7)));
+        setTimeout(next, 1);
+      };
+      next();
+    });
+    const client = new Client(url, await auth.sign({ sub: `u-${randomUUID()}` }));
+    await client.ready();
+    client.socket.send(JSON.stringify({ type: 'chat.resume', chatId: CHAT, messageId: randomUUID(), after: 0 }));
+    await eventually(() => client.frames.some((f) => f.type === 'chat.done'), 10_000);
+    expect(client.frames.find((f) => f.type === 'chat.delta')).toMatchObject({ seq: 1, data: { text } });
+    client.socket.close();
+  });
+
+  it('a resume bigger than the socket’s buffer waits for a reader that paused instead of dropping it', async () => {
+    const count = 1200;
+    const { url } = await gatewayWith((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      // The whole journal at once, as chat replays a finished reply: ≈ 19 MiB, more than loopback's
+      // socket buffers hold, so the gateway's own buffer fills unless it waits.
+      for (let seq = 1; seq <= count; seq++) res.write(`id: ${seq}\nevent: delta\ndata: ${JSON.stringify({ text: 'y'.repeat(16 * 1024) })}\n\n`);
+      res.end();
+    }, { WS_MAX_BUFFERED_BYTES: '65536' });
+    const client = new Client(url, await auth.sign({ sub: `u-${randomUUID()}` }));
+    await client.ready();
+    rawSocket(client).pause();
+    client.socket.send(JSON.stringify({ type: 'chat.resume', chatId: CHAT, messageId: randomUUID(), after: 0 }));
+    await new Promise((r) => setTimeout(r, 1500));
+    rawSocket(client).resume();
+    await eventually(() => client.frames.filter((f) => f.type === 'chat.delta').length === count || client.closed !== undefined, 15_000);
+    expect(client.closed).toBeUndefined();
+    expect(client.frames.filter((f) => f.type === 'chat.delta').map((f) => f.seq)).toEqual(Array.from({ length: count }, (_, i) => i + 1));
+    client.socket.close();
+  }, 30_000);
+
+  it('answers a chat.send whose stream ends before naming a reply with chat.error for its requestId', async () => {
+    const { url } = await gatewayWith((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(': nothing follows\n\n');
+    });
+    const client = new Client(url, await auth.sign({ sub: `u-${randomUUID()}` }));
+    await client.ready();
+    client.socket.send(JSON.stringify({ type: 'chat.send', requestId: 'r-1', chatId: CHAT, content: 'hello' }));
+    await eventually(() => client.frames.some((f) => f.type === 'chat.error'));
+    expect(client.frames.find((f) => f.type === 'chat.error')).toMatchObject({ requestId: 'r-1', code: 'send_failed' });
+    client.socket.close();
+  });
+
+  it('takes the header credential in any case of "Bearer", and holds frames sent before it is checked', async () => {
+    const cancels: string[] = [];
+    const { url } = await gatewayWith((req, res) => {
+      cancels.push(req.url ?? '');
+      res.writeHead(202, { 'content-type': 'application/json' }).end('{}');
+    });
+    const token = await auth.sign({ sub: `u-${randomUUID()}` });
+    const socket = new WebSocket(url, { headers: { origin: ORIGIN, authorization: `bearer ${token}` } });
+    const frames: Frame[] = [];
+    socket.on('message', (data) => frames.push(JSON.parse(data.toString()) as Frame));
+    socket.on('error', () => undefined);
+    // Sent the moment the socket opens, while the gateway is still checking the token.
+    socket.on('open', () => socket.send(JSON.stringify({ type: 'chat.cancel', chatId: CHAT, messageId: randomUUID() })));
+    await eventually(() => cancels.length === 1 && frames.some((f) => f.type === 'ready'));
+    expect(frames.filter((f) => f.type === 'error' || f.type === 'chat.error')).toEqual([]);
+    socket.close();
+  });
+
+  it('drops what is not a reply event on a user channel, and the user’s sockets still get the next one', async () => {
+    const userId = `u-${randomUUID()}`;
+    const client = new Client(wsUrl, await auth.sign({ sub: userId }));
+    await client.ready();
+    const channel = `${gw.prefix}user:${userId}`;
+    for (const junk of ['null', '1', '"text"', '{}', '{"seq":1,"type":"delta"}', 'not json']) await gw.redis.publish(channel, junk);
+    await gw.redis.publish(channel, envelope(userId, 7, 'still here'));
+    await eventually(() => client.frames.some((f) => f.type === 'chat.delta'));
+    expect(client.frames.filter((f) => f.type === 'chat.delta')).toMatchObject([{ seq: 7, data: { text: 'still here' } }]);
+    expect((await fetch(`${gw.url}/api/v1/health`)).status).toBeLessThan(600); // the gateway is still up
+    client.socket.close();
+  });
+
+  it('closes the connection of an upgrade request to any other path once it is answered', async () => {
+    const { createConnection } = await import('node:net');
+    const { port } = new URL(gw.url);
+    for (const path of ['/api/v1/health', '/no-such-path']) {
+      const socket = createConnection(Number(port), '127.0.0.1');
+      let answer = '';
+      socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+      const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+      socket.on('error', () => undefined);
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
+      const outcome = await Promise.race([closed.then(() => 'closed'), new Promise((r) => setTimeout(() => r('still open'), 2000))]);
+      socket.destroy();
+      expect(outcome, `${path}: ${answer.split('\r\n')[0]}`).toBe('closed');
+    }
+  });
+});

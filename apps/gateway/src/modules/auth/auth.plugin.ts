@@ -64,7 +64,8 @@ const REVOKED_DETAIL: Record<Extract<EdgeVerdict, { outcome: 'revoked' }>['reaso
   api_key: 'The API key is invalid or revoked.',
 };
 
-function bearer(header: string | undefined): string | undefined {
+/** The credential of an `Authorization: Bearer …` header (the scheme in any case), if it has one. */
+export function bearer(header: string | undefined): string | undefined {
   if (header === undefined || header.length < 8 || header.length > 8192) return undefined;
   if (header.slice(0, 7).toLowerCase() !== 'bearer ') return undefined;
   const credential = header.slice(7).trim();

@@ -12,6 +12,15 @@ export interface ReplyEnvelope {
 
 type Listener = (envelope: ReplyEnvelope) => void;
 
+const REPLY_EVENT_TYPES = new Set(['message', 'delta', 'usage', 'done', 'error']);
+
+/** What chat publishes, checked: anything else on the channel is dropped, not sent to sockets. */
+function isReplyEnvelope(value: unknown): value is ReplyEnvelope {
+  if (value === null || typeof value !== 'object') return false;
+  const e = value as Record<string, unknown>;
+  return Number.isSafeInteger(e.seq) && typeof e.type === 'string' && REPLY_EVENT_TYPES.has(e.type) && typeof e.messageId === 'string' && typeof e.chatId === 'string';
+}
+
 /**
  * This gateway instance's one Redis subscriber: the channel of every user with a socket here
  * (`<prefix>user:<userId>`, where chat publishes each reply event), subscribed once however
@@ -32,13 +41,25 @@ export class UserChannels {
     this.subscriber.on('message', (channel: string, message: string) => {
       const set = this.listeners.get(channel);
       if (!set) return;
-      let envelope: ReplyEnvelope;
+      let envelope: unknown;
       try {
-        envelope = JSON.parse(message) as ReplyEnvelope;
+        envelope = JSON.parse(message);
       } catch {
+        envelope = undefined;
+      }
+      if (!isReplyEnvelope(envelope)) {
+        this.log.warn({ channel }, 'dropped a message on a user channel that is not a reply event');
         return;
       }
-      for (const listener of set) listener(envelope);
+      // One socket's failure is its own: the user's other sockets still get the event, and an
+      // exception never escapes into the Redis client's event loop.
+      for (const listener of set) {
+        try {
+          listener(envelope);
+        } catch (error) {
+          this.log.warn({ err: error, channel }, 'a socket could not take a reply event');
+        }
+      }
     });
   }
 

@@ -5,6 +5,7 @@ import { request as httpRequest, type Dispatcher } from 'undici';
 import type { WebSocket } from 'ws';
 import { HttpProblem, signContext, type Identity, type ServiceApp } from '@vivier/service-kit';
 import { looksLikeApiKey } from '../auth/api-key.service';
+import { bearer } from '../auth/auth.plugin';
 import { UserChannels, type ReplyEnvelope } from './user-channels';
 
 export interface WsOptions {
@@ -18,7 +19,6 @@ export interface WsOptions {
   authTimeoutMs: number;
   pingIntervalMs: number;
   maxBufferedBytes: number;
-  maxFrameBytes: number;
 }
 
 /** Close codes: 4401 not (or no longer) authenticated, 4008 too slow to keep up. */
@@ -28,6 +28,11 @@ export const CLOSE = { unauthenticated: 4401, slowConsumer: 4008, goingAway: 100
 const MAX_FRAMES_IN_FLIGHT = 8;
 /** Reply ids a socket remembers the chat of, for `chat.cancel` by message id alone. */
 const REMEMBERED_REPLIES = 256;
+
+const WS_PATH = '/api/v1/ws';
+
+/** How often a resume waiting for its socket to drain looks again. */
+const DRAIN_POLL_MS = 10;
 
 /** How long a slow socket's close frame may wait behind its buffer before the connection is cut. */
 const SLOW_CLOSE_GRACE_MS = 5000;
@@ -76,8 +81,10 @@ function parseFrame(raw: string): ClientFrame | string {
 /** Reads SSE blocks from a chat response body. */
 async function* sseEvents(body: AsyncIterable<Buffer | string>): AsyncGenerator<{ id: number; event: string; data: unknown }> {
   let buffer = '';
+  // A character's bytes may straddle two reads: the streaming decoder keeps the partial ones.
+  const utf8 = new TextDecoder();
   for await (const chunk of body) {
-    buffer += chunk.toString();
+    buffer += typeof chunk === 'string' ? chunk : utf8.decode(chunk, { stream: true });
     let end: number;
     while ((end = buffer.indexOf('\n\n')) >= 0) {
       const block = buffer.slice(0, end);
@@ -104,8 +111,24 @@ async function* sseEvents(body: AsyncIterable<Buffer | string>): AsyncGenerator<
  * reply's events after the last `seq` it saw (`chat.resume`); chat answers from its journal or
  * the database. A socket that cannot keep up is closed rather than buffered without bound.
  */
-export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<void> {
+/**
+ * @fastify/websocket, registered at the root before any route: every upgrade request is routed,
+ * whatever its path, and the plugin's hooks must see all of them. Registered inside wsRoutes' own
+ * scope, an upgrade to any other path (`/api/v1/health`, a 404) was answered and its socket left
+ * open: upgraded sockets have none of the server's timeouts, so anyone could hold them by the
+ * thousand.
+ */
+export async function websocketSupport(app: ServiceApp, options: { maxFrameBytes: number }): Promise<void> {
   await app.register(websocket, { options: { maxPayload: options.maxFrameBytes } });
+  // Only the socket route upgrades: any other path is refused before any other work (the plugin
+  // would upgrade it and then close it), and the plugin destroys the connection once answered.
+  app.addHook('onRequest', async (request) => {
+    if (request.ws && request.routeOptions.url !== WS_PATH)
+      throw new HttpProblem(400, 'upgrade_not_supported', `Only ${WS_PATH} accepts a WebSocket upgrade.`);
+  });
+}
+
+export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<void> {
   const channels = new UserChannels(app.redis, options.userChannel, app.log);
   app.addHook('onClose', async () => channels.close());
   const sockets = new Set<WebSocket>();
@@ -156,7 +179,7 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
       throw new HttpProblem(403, 'origin_not_allowed', `The origin ${origin.slice(0, 200)} may not open a socket here.`);
   };
 
-  app.get('/api/v1/ws', { websocket: true, config: { access: 'public' }, schema: { hide: true }, preValidation: allowedOrigin }, (socket, request) => {
+  app.get(WS_PATH, { websocket: true, config: { access: 'public' }, schema: { hide: true }, preValidation: allowedOrigin }, (socket, request) => {
     sockets.add(socket);
     let identity: Identity | undefined;
     let issuedAt: number | undefined;
@@ -201,6 +224,12 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
       }
       socket.send(JSON.stringify(frame));
     };
+    /** Resolves once the socket's unsent data is at most `bytes`, or it has ended. */
+    const drained = (bytes: number) =>
+      new Promise<void>((resolve) => {
+        const check = () => (ended || socket.readyState !== socket.OPEN || socket.bufferedAmount <= bytes ? resolve() : setTimeout(check, DRAIN_POLL_MS));
+        check();
+      });
     const replyFrame = (e: Pick<ReplyEnvelope, 'seq' | 'type' | 'data' | 'messageId' | 'chatId'>) => ({ type: `chat.${e.type}`, chatId: e.chatId, messageId: e.messageId, seq: e.seq, data: e.data });
 
     const ping = setInterval(() => {
@@ -217,8 +246,14 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
     }, options.authTimeoutMs);
 
     let authenticating = false;
-    async function start(credential: string): Promise<void> {
+    /** The check of the credential under way, if any: frames that arrive meanwhile wait for it. */
+    let starting: Promise<void> | undefined;
+    function start(credential: string): Promise<void> {
       authenticating = true;
+      starting = authenticateSocket(credential);
+      return starting;
+    }
+    async function authenticateSocket(credential: string): Promise<void> {
       let auth: Awaited<ReturnType<typeof authenticate>>;
       try {
         auth = await authenticate(credential, { ip: request.clientIp, userAgent: request.clientUserAgent });
@@ -256,6 +291,7 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
         if (identity || authenticating) return send({ type: 'error', code: 'already_authenticated' });
         return start(frame.token);
       }
+      if (!identity && starting) await starting;
       if (!identity) return send({ type: 'error', code: 'unauthenticated', detail: 'Send {type:"auth", token} first.' });
       const about = frame.type === 'chat.send' ? { requestId: frame.requestId } : { messageId: frame.messageId };
       // A cancel is never refused for want of a slot: resumes can hold them all, and a reply
@@ -296,9 +332,15 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
               const data = event.data as { assistantMessageId: string; userMessage: unknown };
               remember(data.assistantMessageId, frame.chatId);
               send({ type: 'chat.accepted', requestId: frame.requestId, chatId: frame.chatId, messageId: data.assistantMessageId, userMessage: data.userMessage });
-              break;
+              return;
+            }
+            if (event.event === 'error') {
+              const problem = event.data as { code?: string; detail?: string };
+              return send({ type: 'chat.error', requestId: frame.requestId, code: problem.code ?? 'send_failed', detail: problem.detail ?? 'The message was not accepted.' });
             }
           }
+          // The stream ended before naming a reply: the send has an answer all the same.
+          if (!gone.signal.aborted) send({ type: 'chat.error', requestId: frame.requestId, code: 'send_failed', detail: 'chat ended the reply before it began' });
         } finally {
           abort.abort();
         }
@@ -323,7 +365,11 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
         await res.body.dump();
         return send({ type: 'chat.error', messageId: frame.messageId, code: res.statusCode === 404 ? 'not_found' : 'resume_failed' });
       }
+      // A resume can replay a long reply at once: it waits for the socket to drain instead of
+      // filling its buffer to the limit (which drops the socket, and the client resumes again).
+      // Waiting stops reading chat's stream, so chat's connection is held back too.
       for await (const event of sseEvents(res.body)) {
+        if (socket.bufferedAmount > options.maxBufferedBytes / 2) await drained(options.maxBufferedBytes / 4);
         send(replyFrame({ seq: event.id, type: event.event as ReplyEnvelope['type'], data: event.data, messageId: frame.messageId, chatId: frame.chatId }));
       }
     }
@@ -335,12 +381,14 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
       handle(frame).catch((error: unknown) => {
         if (gone.signal.aborted) return; // the socket went while chat answered: nobody is left to tell
         app.log.warn({ err: error }, 'socket frame failed');
-        send({ type: 'error', code: 'internal_error', detail: 'The frame could not be handled.' });
+        // Said about the frame it answers, so a client waiting on that request or reply hears of it.
+        const about = frame.type === 'chat.send' ? { type: 'chat.error', requestId: frame.requestId } : 'messageId' in frame ? { type: 'chat.error', messageId: frame.messageId } : { type: 'error' };
+        send({ ...about, code: 'internal_error', detail: 'The frame could not be handled.' });
       });
     });
     socket.on('close', (code: number) => end(code));
 
-    const header = request.headers.authorization;
-    if (header?.startsWith('Bearer ') && header.length > 7) void start(header.slice(7).trim());
+    const credential = bearer(request.headers.authorization);
+    if (credential !== undefined) void start(credential);
   });
 }
