@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import type { Socket } from 'node:net';
+import { connect as connectNet, createServer as createNetServer, type Server, type Socket } from 'node:net';
 import WebSocket from 'ws';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AuthStandIn, cleanup, eventually, standIn, startGateway, type Gateway } from './support';
+import { createRedis } from '@vivier/service-kit';
 
 // The socket's life at one gateway: closed when the access token expires, when the user is
 // disabled, and when it cannot keep up — without holding back the user's other sockets. Delivery
@@ -351,4 +352,81 @@ describe('WebSocket edge cases', () => {
       expect(outcome, `${path}: ${answer.split('\r\n')[0]}`).toBe('closed');
     }
   });
+});
+
+describe('WebSocket fan-out while Redis is away', () => {
+  /** A TCP relay to Redis that can be cut (every connection closed, new ones refused) and restored on the same port. */
+  async function redisRelay(target: URL) {
+    const open = new Set<Socket>();
+    let server: Server | undefined;
+    let port = 0;
+    const listen = () =>
+      new Promise<void>((resolve) => {
+        server = createNetServer((client) => {
+          const upstream = connectNet(Number(target.port || 6379), target.hostname);
+          for (const s of [client, upstream]) {
+            open.add(s);
+            s.on('error', () => undefined);
+            s.on('close', () => open.delete(s));
+          }
+          client.pipe(upstream).pipe(client);
+          client.on('close', () => upstream.destroy());
+          upstream.on('close', () => client.destroy());
+        });
+        server.listen(port, '127.0.0.1', () => {
+          port = (server!.address() as { port: number }).port;
+          resolve();
+        });
+      });
+    await listen();
+    return {
+      url: () => { const u = new URL(target.href); u.hostname = '127.0.0.1'; u.port = String(port); return u.href; },
+      cut: async () => {
+        await new Promise<void>((resolve) => { server!.close(() => resolve()); for (const s of open) s.destroy(); });
+      },
+      restore: listen,
+      close: async () => { for (const s of open) s.destroy(); await new Promise<void>((resolve) => (server?.listening ? server.close(() => resolve()) : resolve())); },
+    };
+  }
+
+  it('a socket whose channel could not be subscribed gets its events once Redis is back, and is told of the gap', async () => {
+    const { testEnv } = await import('@vivier/service-kit/testing');
+    const direct = testEnv('gateway', {}).REDIS_URL!;
+    const relay = await redisRelay(new URL(direct));
+    try {
+      const chat = await standIn();
+      const g = await startGateway({ AUTH_URL: auth.url, CHAT_URL: chat.url, ADMIN_URL: chat.url, CORS_ORIGINS: ORIGIN, REDIS_URL: relay.url() }, { listen: true });
+      const url = `${g.url.replace('http', 'ws')}/api/v1/ws`;
+      const early = new Client(url, await auth.sign({ sub: `u-${randomUUID()}` }));
+      await early.ready();
+
+      await relay.cut();
+      const userId = `u-${randomUUID()}`;
+      const late = new Client(url, await auth.sign({ sub: userId }));
+      // Its subscription cannot be made: it hears so, and gets `ready` all the same.
+      await eventually(() => late.frames.some((f) => f.type === 'error' && f.code === 'fanout_unavailable'), 8000);
+      await late.ready();
+
+      await relay.restore();
+      await eventually(() => late.frames.some((f) => f.type === 'error' && f.code === 'fanout_interrupted'), 8000);
+      await eventually(() => early.frames.some((f) => f.type === 'error' && f.code === 'fanout_interrupted'), 8000);
+      const publisher = createRedis(direct, { name: 'gateway-test-publisher' });
+      publisher.on('error', () => undefined);
+      try {
+        await eventually(() => publisher.status === 'ready');
+        await eventually(async () => {
+          await publisher.publish(`${g.prefix}user:${userId}`, envelope(userId, 1, 'after the outage'));
+          return late.frames.some((f) => f.type === 'chat.delta');
+        }, 8000);
+      } finally {
+        publisher.disconnect();
+      }
+      expect(late.frames.find((f) => f.type === 'chat.delta')).toMatchObject({ data: { text: 'after the outage' } });
+      expect(late.closed).toBeUndefined();
+      late.socket.close();
+      early.socket.close();
+    } finally {
+      await relay.close();
+    }
+  }, 30_000);
 });

@@ -11,6 +11,12 @@ export interface ReplyEnvelope {
 }
 
 type Listener = (envelope: ReplyEnvelope) => void;
+interface Follower {
+  listener: Listener;
+  onGap: () => void;
+  /** Its subscription failed: it is told when the subscriber connects, even the first time. */
+  waiting?: boolean;
+}
 
 const REPLY_EVENT_TYPES = new Set(['message', 'delta', 'usage', 'done', 'error']);
 
@@ -26,10 +32,18 @@ function isReplyEnvelope(value: unknown): value is ReplyEnvelope {
  * (`<prefix>user:<userId>`, where chat publishes each reply event), subscribed once however
  * many sockets the user has, dropped with the last one. Every gateway instance subscribes for its
  * own sockets, so a reply reaches the user's sockets on every instance.
+ *
+ * A follower stays registered while Redis is away: each time the subscriber connects again every
+ * followed channel is subscribed again (a follower whose subscription failed gets its events from
+ * then on), and followers are told that events may have been missed meanwhile (`onGap`), since
+ * pub/sub keeps nothing for a subscriber that is not there.
  */
 export class UserChannels {
   private readonly subscriber: Redis;
-  private readonly listeners = new Map<string, Set<Listener>>();
+  private readonly listeners = new Map<string, Set<Follower>>();
+  /** Each followed channel's SUBSCRIBE, shared by every follower of it; forgotten when it failed. */
+  private readonly subscriptions = new Map<string, Promise<void>>();
+  private connectedBefore = false;
 
   constructor(
     redis: Redis,
@@ -38,6 +52,7 @@ export class UserChannels {
   ) {
     this.subscriber = redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, connectionName: 'gateway-sockets' });
     this.subscriber.on('error', (error: Error) => this.log.debug({ err: error }, 'redis subscriber error'));
+    this.subscriber.on('ready', () => this.reconnected());
     this.subscriber.on('message', (channel: string, message: string) => {
       const set = this.listeners.get(channel);
       if (!set) return;
@@ -53,9 +68,9 @@ export class UserChannels {
       }
       // One socket's failure is its own: the user's other sockets still get the event, and an
       // exception never escapes into the Redis client's event loop.
-      for (const listener of set) {
+      for (const follower of set) {
         try {
-          listener(envelope);
+          follower.listener(envelope);
         } catch (error) {
           this.log.warn({ err: error, channel }, 'a socket could not take a reply event');
         }
@@ -63,47 +78,87 @@ export class UserChannels {
     });
   }
 
-  /** Resolves once the subscription is confirmed; returns the unsubscribe function. */
-  async follow(userId: string, listener: Listener): Promise<() => void> {
+  /**
+   * Follows the user's channel. Resolves once the subscription is confirmed, with the unfollow
+   * function; rejects when Redis does not confirm it within a few seconds, with the follower still
+   * registered (see the class): call `stop` on the error to give up instead.
+   */
+  async follow(userId: string, listener: Listener, onGap: () => void = () => undefined): Promise<() => void> {
     const channel = this.channelOf(userId);
     let set = this.listeners.get(channel);
-    const first = !set;
     if (!set) this.listeners.set(channel, (set = new Set()));
-    set.add(listener);
+    const follower: Follower = { listener, onGap };
+    set.add(follower);
     const stop = () => {
       const current = this.listeners.get(channel);
       if (!current) return;
-      current.delete(listener);
+      current.delete(follower);
       if (current.size === 0) {
         this.listeners.delete(channel);
+        this.subscriptions.delete(channel);
         this.subscriber.unsubscribe(channel).catch(() => undefined);
       }
     };
     try {
-      // Never before the connection is ready: a SUBSCRIBE during ioredis' ready check breaks it.
-      await this.ready();
-      if (first) await this.subscriber.subscribe(channel);
-      else await this.subscriber.ping();
+      await this.subscribed(channel);
     } catch (error) {
-      stop();
-      throw error;
+      follower.waiting = true;
+      // Its own error: the subscription's is shared by every follower of the channel.
+      throw Object.assign(new Error(`cannot subscribe to the user's channel: ${(error as Error).message}`, { cause: error }), { stop });
     }
     return stop;
+  }
+
+  private subscribed(channel: string): Promise<void> {
+    let subscription = this.subscriptions.get(channel);
+    if (!subscription) {
+      // Never before the connection is ready: a SUBSCRIBE during ioredis' ready check breaks it.
+      const pending = this.ready().then(() => this.subscriber.subscribe(channel)).then(() => undefined);
+      subscription = pending;
+      this.subscriptions.set(channel, pending);
+      pending.catch(() => {
+        if (this.subscriptions.get(channel) === pending) this.subscriptions.delete(channel);
+      });
+    }
+    return subscription;
+  }
+
+  /** The subscriber is (again) connected: every followed channel is subscribed, and a reconnect may have missed events. */
+  private reconnected(): void {
+    const again = this.connectedBefore;
+    this.connectedBefore = true;
+    for (const [channel, set] of this.listeners) {
+      if (!this.subscriptions.has(channel)) void this.subscribed(channel).catch(() => undefined);
+      for (const follower of set) {
+        if (!again && !follower.waiting) continue;
+        follower.waiting = false;
+        try {
+          follower.onGap();
+        } catch (error) {
+          this.log.warn({ err: error, channel }, 'a socket could not be told of a gap');
+        }
+      }
+    }
   }
 
   private ready(): Promise<void> {
     if (this.subscriber.status === 'ready') return Promise.resolve();
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('redis is not available')), 3000);
-      this.subscriber.once('ready', () => {
+      const onReady = () => {
         clearTimeout(timer);
         resolve();
-      });
+      };
+      const timer = setTimeout(() => {
+        this.subscriber.off('ready', onReady);
+        reject(new Error('redis is not available'));
+      }, 3000);
+      this.subscriber.once('ready', onReady);
     });
   }
 
   close(): void {
     this.listeners.clear();
+    this.subscriptions.clear();
     this.subscriber.disconnect();
   }
 }

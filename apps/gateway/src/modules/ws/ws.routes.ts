@@ -272,15 +272,25 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
         cleanups.push(() => clearTimeout(expiry));
       }
       try {
-        const unfollow = await channels.follow(auth.identity.sub, (envelope) => {
-          remember(envelope.messageId, envelope.chatId);
-          send(replyFrame(envelope));
-        });
+        const unfollow = await channels.follow(
+          auth.identity.sub,
+          (envelope) => {
+            remember(envelope.messageId, envelope.chatId);
+            send(replyFrame(envelope));
+          },
+          () => send({ type: 'error', code: 'fanout_interrupted', detail: 'Live events may have been missed while this gateway reconnected to Redis; use chat.resume for replies in progress.' }),
+        );
         if (ended) return unfollow();
         cleanups.push(unfollow);
       } catch (error) {
-        app.log.warn({ err: error }, 'cannot follow the user channel');
-        send({ type: 'error', code: 'fanout_unavailable', detail: 'Live events are unavailable right now; use chat.resume to catch up.' });
+        // Still following: the events come once Redis is back (UserChannels).
+        const { stop } = error as { stop?: () => void };
+        if (stop) {
+          if (ended) return stop();
+          cleanups.push(stop);
+        }
+        app.log.warn({ err: error }, 'cannot follow the user channel yet');
+        send({ type: 'error', code: 'fanout_unavailable', detail: 'Live events are unavailable right now; they start again once this gateway reaches Redis (a fanout_interrupted frame says so); use chat.resume to catch up.' });
       }
       send({ type: 'ready', userId: auth.identity.sub });
     }
