@@ -73,12 +73,16 @@ where h.holder = z.holder and h.user_id = z.user_id and h.month = z.month`;
  * whatever this instance still holds and removes it.
  *
  * An instance cut off from the database for longer than its timeout is judged dead too: its holds
- * are given back, and its later settlements give back nothing more (they give back at most what the
- * hold still holds). When it renews again it learns that it was (`revived`) and gives back the
- * leases it kept in memory (`onRevived`): those taken before are no longer reserved (giving them back
- * gives back nothing), those taken since are. A sweep that began before such a renewal may still
- * give back the holds made since without removing the new row: `reserved` is then too low by those
- * reservations until they are settled (settled with nothing left to give back), never too high.
+ * are given back, and its later settlements give back at most what its hold still holds. When it
+ * renews again it learns that it was (`revived`) and gives back the leases it kept in memory
+ * (`onRevived`). Known limit: holds are keyed by holder alone, so a settlement or lease give-back of
+ * a reservation from before the sweep takes tokens from a hold the same instance made after it
+ * (a reservation between the sweep and the renewal, or any later one under the same holder id).
+ * `reserved` is then too low, never too high, by at most what the instance held when it was swept,
+ * and stays so while the instance keeps that much reserved for the user (until it restarts or the
+ * month ends): the user may overshoot the quota by that much. The fix is a fresh holder id on
+ * revival, reservations refused under a holder whose row is gone, and each settlement written
+ * against the holder it was reserved under.
  */
 export class QuotaHolders {
   /** This instance's holder id. */
