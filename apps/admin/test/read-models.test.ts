@@ -302,6 +302,8 @@ describe('read models from events', () => {
     } while (cursor);
     expect(seen).toEqual(all.items.map((e: { id: string }) => e.id));
     expect((await admin.call('GET', '/api/v1/admin/audit?cursor=nonsense')).json()).toMatchObject({ status: 400, code: 'validation_failed' });
+    const hyphens = Buffer.from(JSON.stringify([new Date().toISOString(), '-'.repeat(36)])).toString('base64url');
+    expect((await admin.call('GET', `/api/v1/admin/audit?cursor=${hyphens}`)).json()).toMatchObject({ status: 400, code: 'validation_failed' });
 
     // NDJSON: the whole filtered log, across several export pages (500 rows each).
     const failures = Array.from({ length: 1201 }, (_, i) =>

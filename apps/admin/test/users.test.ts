@@ -103,6 +103,8 @@ describe('users', () => {
     expect(carol).toMatchObject({ email: people.carol.email, role: 'user', status: 'active', chats: 0, messages: 0, tokens: 0, lastActiveAt: null, monthlyTokens: null });
     expect((await admin.call('GET', `/api/v1/admin/users/${randomUUID()}`)).statusCode).toBe(404);
     expect((await admin.call('GET', '/api/v1/admin/users?cursor=x')).statusCode).toBe(400);
+    const hyphens = Buffer.from(JSON.stringify([new Date().toISOString(), '-'.repeat(36)])).toString('base64url');
+    expect((await admin.call('GET', `/api/v1/admin/users?cursor=${hyphens}`)).json()).toMatchObject({ status: 400, code: 'validation_failed' });
   });
 
   it('disable, enable and role changes write the state and their admin.events in one go', async () => {

@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { Problem, problemResponses, problems, Timestamp, Uuid } from '@vivier/service-kit';
+import { decodeTimeCursor, encodeTimeCursor, Problem, problemResponses, Timestamp, Uuid } from '@vivier/service-kit';
 
 // Schemas shared by the auth routes: they validate requests, shape responses and become the
 // OpenAPI document the gateway serves.
@@ -40,19 +40,12 @@ export interface Cursor {
 }
 
 export function encodeCursor(item: { createdAt: Date; id: string }): string {
-  return Buffer.from(JSON.stringify([item.createdAt.toISOString(), item.id])).toString('base64url');
+  return encodeTimeCursor(item.createdAt, item.id);
 }
 
 export function decodeCursor(cursor: string | undefined): Cursor | undefined {
-  if (cursor === undefined) return undefined;
-  try {
-    const [createdAt, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [string, string];
-    const date = new Date(createdAt);
-    if (Number.isNaN(date.getTime()) || typeof id !== 'string' || !/^[0-9a-f-]{36}$/i.test(id)) throw new Error('bad cursor');
-    return { createdAt: date, id };
-  } catch {
-    throw problems.validation('The cursor is invalid.', [{ path: 'querystring/cursor', message: 'is invalid' }]);
-  }
+  const position = decodeTimeCursor(cursor);
+  return position && { createdAt: position.at, id: position.id };
 }
 
 /** `{items, nextCursor}` from rows fetched with limit + 1. */

@@ -44,6 +44,12 @@ describe('sessions', () => {
     expect(first.items).toHaveLength(1);
     const second = await auth.call('GET', `/api/v1/auth/sessions?limit=1&cursor=${first.nextCursor}`, { identity: identityOf(b.accessToken) });
     expect(second.json<{ items: SessionItem[] }>().items[0]!.id).toBe(identityOf(a.accessToken).sid);
+    // Cursors that decode but name no row PostgreSQL would take: a 400, never a database error.
+    const crafted = (at: string, id: string) => Buffer.from(JSON.stringify([at, id])).toString('base64url');
+    for (const cursor of [crafted(new Date().toISOString(), '-'.repeat(36)), crafted('-271821-04-20T00:00:00Z', randomUUID()), crafted(new Date().toISOString(), 'x'.repeat(36))]) {
+      const res = await auth.call('GET', `/api/v1/auth/sessions?cursor=${cursor}`, { identity: identityOf(b.accessToken) });
+      expect(res.json(), cursor).toMatchObject({ status: 400, code: 'validation_failed' });
+    }
   });
 
   it('revokes one session: its refresh token fails and the gateway key is set; another user’s session is 404', async () => {

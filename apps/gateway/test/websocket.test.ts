@@ -4,6 +4,7 @@ import WebSocket from 'ws';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AuthStandIn, cleanup, eventually, standIn, startGateway, type Gateway } from './support';
 import { createRedis } from '@vivier/service-kit';
+import { testEnv } from '@vivier/service-kit/testing';
 
 // The socket's life at one gateway: closed when the access token expires, when the user is
 // disabled, and when it cannot keep up — without holding back the user's other sockets. Delivery
@@ -390,7 +391,6 @@ describe('WebSocket fan-out while Redis is away', () => {
   }
 
   it('a socket whose channel could not be subscribed gets its events once Redis is back, and is told of the gap', async () => {
-    const { testEnv } = await import('@vivier/service-kit/testing');
     const direct = testEnv('gateway', {}).REDIS_URL!;
     const relay = await redisRelay(new URL(direct));
     try {

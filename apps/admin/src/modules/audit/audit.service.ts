@@ -1,4 +1,4 @@
-import { problems } from '@vivier/service-kit';
+import { decodeTimeCursor, encodeTimeCursor, problems } from '@vivier/service-kit';
 import type { AnyEvent } from '@vivier/contracts';
 import type { Executor } from '@vivier/messaging';
 import type { AuditFilter, AuditPosition, AuditRow, NewAuditRow, auditRepository } from './audit.repository';
@@ -77,19 +77,12 @@ export function auditView(row: AuditRow): AuditView {
 }
 
 function encodeCursor(row: AuditPosition): string {
-  return Buffer.from(JSON.stringify([row.occurredAt.toISOString(), row.id])).toString('base64url');
+  return encodeTimeCursor(row.occurredAt, row.id);
 }
 
 function decodeCursor(cursor: string | undefined): AuditPosition | undefined {
-  if (cursor === undefined) return undefined;
-  try {
-    const [at, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [string, string];
-    const occurredAt = new Date(at);
-    if (Number.isNaN(occurredAt.getTime()) || typeof id !== 'string' || !/^[0-9a-f-]{36}$/i.test(id)) throw new Error('bad cursor');
-    return { occurredAt, id };
-  } catch {
-    throw problems.validation('The cursor is invalid.', [{ path: 'querystring/cursor', message: 'is invalid' }]);
-  }
+  const position = decodeTimeCursor(cursor);
+  return position && { occurredAt: position.at, id: position.id };
 }
 
 function time(value: string, field: string, endOfDay: boolean): Date {

@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { problems } from '@vivier/service-kit';
+import { decodeTimeCursor, encodeTimeCursor, problems } from '@vivier/service-kit';
 import { EVENTS, createEvent, type AdminActor, type AnyEvent } from '@vivier/contracts';
 import type { Executor, Publish } from '@vivier/messaging';
 import type { AuditService } from '../audit/audit.service';
@@ -53,19 +53,12 @@ export interface UserChange {
 }
 
 function encodeCursor(u: { createdAt: Date; id: string }): string {
-  return Buffer.from(JSON.stringify([u.createdAt.toISOString(), u.id])).toString('base64url');
+  return encodeTimeCursor(u.createdAt, u.id);
 }
 
 function decodeCursor(cursor: string | undefined): { createdAt: Date; id: string } | undefined {
-  if (cursor === undefined) return undefined;
-  try {
-    const [at, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [string, string];
-    const createdAt = new Date(at);
-    if (Number.isNaN(createdAt.getTime()) || typeof id !== 'string' || !/^[0-9a-f-]{36}$/i.test(id)) throw new Error('bad cursor');
-    return { createdAt, id };
-  } catch {
-    throw problems.validation('The cursor is invalid.', [{ path: 'querystring/cursor', message: 'is invalid' }]);
-  }
+  const position = decodeTimeCursor(cursor);
+  return position && { createdAt: position.at, id: position.id };
 }
 
 /** Serialises every change that could remove an active admin, so two of them cannot both pass the check. */
