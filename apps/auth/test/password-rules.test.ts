@@ -48,3 +48,17 @@ describe('password rules', () => {
     expect((await register('Zq9'.repeat(42) + 'xy')).statusCode).toBe(201);
   });
 });
+
+describe('lengths of what a registration carries', () => {
+  it('counts lengths as its events do (UTF-16 units): an email or name of emoji past the limit is a 400, not a 500', async () => {
+    // 130 emoji: 130 code points (under 254) but 260 UTF-16 units (over it, as the event schema counts).
+    const emoji = `${'🙂'.repeat(130)}@x.io`;
+    const res = await auth.call('POST', '/api/v1/auth/register', { body: { email: emoji, password: 'a fine long passphrase 42' } });
+    expect(res.json()).toMatchObject({ status: 400, code: 'validation_failed' });
+    const named = await auth.call('POST', '/api/v1/auth/register', { body: { email: uniqueEmail(), password: 'a fine long passphrase 42', name: '🙂'.repeat(150) } });
+    expect(named.json()).toMatchObject({ status: 400, code: 'validation_failed' });
+    // Within the limit in UTF-16 units, emoji are welcome.
+    const fine = await auth.call('POST', '/api/v1/auth/register', { body: { email: uniqueEmail(), password: 'a fine long passphrase 42', name: 'Ana 🙂' } });
+    expect(fine.statusCode).toBe(201);
+  });
+});
