@@ -8,6 +8,9 @@ import type { MessagingMetrics } from './metrics';
 import { ensureConnected } from './producer';
 import type { HousekeepingTask } from './housekeeping';
 
+/** See OutboxRelayOptions.maxBatchBytes. */
+const DEFAULT_MAX_BATCH_BYTES = 512 * 1024;
+
 export interface OutboxRelayOptions {
   pool: pg.Pool;
   /** The service's schema; its outbox table is `<schema>.outbox`. */
@@ -25,6 +28,13 @@ export interface OutboxRelayOptions {
    * after a quiet spell is not delayed: the wait follows a pass, it never precedes one.
    */
   lingerMs?: number;
+  /**
+   * The most bytes of events one send carries (default 512 KiB; a larger event goes alone). A
+   * broker refuses a record batch over its `message.max.bytes` (1 MiB by default) and the refusal
+   * is not retriable: without a cap, a few large events read together (a long message, a whole
+   * context) would be refused on every pass and hold back every event behind them.
+   */
+  maxBatchBytes?: number;
   maxBackoffMs?: number;
   /**
    * Upkeep of the service's schema, run by the leader (so once per schema however many replicas
@@ -243,7 +253,10 @@ export class OutboxRelay {
     }
   }
 
-  /** One batch: mark what the last pass sent, read publishable rows, send them. Returns how many were sent. */
+  /**
+   * One batch: mark what the last pass sent, read publishable rows, send them (up to maxBatchBytes).
+   * Returns how many were sent, or a full batch's worth when rows it read were left for the next pass.
+   */
   private async pass(): Promise<number> {
     const client = this.client!;
     const batchSize = this.options.batchSize ?? 500;
@@ -267,10 +280,23 @@ export class OutboxRelay {
       [batchSize, this.floor, marking],
     );
     this.unmarked = [];
-    const rows = found.filter((r) => r.id !== null);
-    // Fewer than a batch: every row of a transaction below xmin is now seen, and is published
-    // below unless the send fails; the next passes can start from xmin.
-    const nextFloor = rows.length < batchSize ? found[0]!.xmin : undefined;
+    const read = found.filter((r) => r.id !== null);
+    // The rows in id order up to the byte cap (at least one); the rest wait for the next pass.
+    const maxBytes = this.options.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES;
+    const values: string[] = [];
+    let bytes = 0;
+    for (const row of read) {
+      const value = JSON.stringify(row.envelope);
+      const size = Buffer.byteLength(value) + row.key.length + row.topic.length;
+      if (values.length > 0 && bytes + size > maxBytes) break;
+      values.push(value);
+      bytes += size;
+    }
+    const rows = read.slice(0, values.length);
+    // Fewer than a batch, all sent: every row of a transaction below xmin is now seen, and is
+    // published below unless the send fails; the next passes can start from xmin.
+    const complete = read.length < batchSize && rows.length === read.length;
+    const nextFloor = complete ? found[0]!.xmin : undefined;
     if (rows.length === 0) {
       this.floor = nextFloor ?? this.floor;
       this.setBacklog(found[0]!.waiting);
@@ -280,9 +306,9 @@ export class OutboxRelay {
     // Grouped by topic in id order; one request in flight keeps per-partition order.
     const byTopic = new Map<string, Array<{ key: string; value: string; headers: Record<string, string> }>>();
     const spans: TraceSpan[] = [];
-    for (const row of rows) {
+    for (const [i, row] of rows.entries()) {
       const list = byTopic.get(row.topic) ?? [];
-      list.push({ key: row.key, value: JSON.stringify(row.envelope), headers: this.traced(row, spans) });
+      list.push({ key: row.key, value: values[i]!, headers: this.traced(row, spans) });
       byTopic.set(row.topic, list);
     }
     const started = performance.now();
@@ -305,15 +331,17 @@ export class OutboxRelay {
     for (const [topic, messages] of byTopic) {
       this.options.metrics?.outboxPublished.inc({ schema: this.options.schema, topic }, messages.length);
     }
-    if (rows.length < batchSize) {
+    if (complete) {
       // Everything below xmin is out: what is left is what later transactions wrote.
       this.setBacklog(found[0]!.waiting);
+      return rows.length;
     } else {
       // Draining a large backlog: estimate instead of counting it again on every batch.
       this.backlogValue = Math.max(this.backlogValue - rows.length, rows.length);
       this.options.metrics?.outboxBacklog.set({ schema: this.options.schema }, this.backlogValue);
     }
-    return rows.length;
+    // More is waiting below xmin: counted as a full batch, so the next pass does not linger.
+    return Math.max(rows.length, batchSize);
   }
 
   /**

@@ -220,6 +220,21 @@ describe('outbox relay', () => {
     expect(rows[0].n).toBe(0);
   });
 
+  it('sends large events in several requests, none over its byte cap, in order: a broker refuses a record batch over its limit for good', async () => {
+    const chatId = randomUUID();
+    // Three events of about 300 KB: together over the default cap of 512 KiB, each under it.
+    const events = Array.from({ length: 3 }, (_, i) => chatEvent(chatId, i, 'x'.repeat(300_000)));
+    await ts.db.transaction((tx) => publish()(tx, events));
+    const sink = await collect(kafka, ['chat.events']);
+    cleanups.push(() => sink.stop());
+    const { relay: r, metrics } = relay();
+    r.start();
+    await expect.poll(() => sink.records.filter((rec) => rec.key === chatId).length, { timeout: 15_000 }).toBe(3);
+    expect(sink.records.filter((rec) => rec.key === chatId).map((rec) => seqOf(JSON.parse(rec.value)))).toEqual([0, 1, 2]);
+    const sends = (await metrics.publishDuration.get()).values.find((v) => v.metricName === 'vivier_outbox_publish_duration_seconds_count')?.value;
+    expect(sends).toBe(3);
+  });
+
   it('marks what it last sent when it stops, however long it would have lingered', async () => {
     const { relay: r, marked } = await lingeringAfterSend();
     await sleep(200);
