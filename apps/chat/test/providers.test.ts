@@ -62,6 +62,23 @@ describe('providers through the chat service', () => {
     return { chatId, events, text, end, stored };
   }
 
+  /** A non-streamed `POST /v1/chat/completions` of `content` to `model`. */
+  const completion = (model: string, content: string) =>
+    chat.app.inject({ method: 'POST', url: '/v1/chat/completions', headers: user.headers, payload: { model, messages: [{ role: 'user', content }] } });
+
+  /** The outbox event about message `messageId`, once it is written. */
+  async function outboxEventOf<T>(messageId: string): Promise<T> {
+    const pool = chatPool();
+    try {
+      return await eventually(async () => {
+        const { rows } = await pool.query(`select envelope from chat.outbox where envelope->'data'->>'messageId' = $1`, [messageId]);
+        return rows[0]?.envelope as T | undefined;
+      });
+    } finally {
+      await pool.end();
+    }
+  }
+
   it.each([
     ['openai/gpt-4o-mini', 'openai', '/v1/chat/completions'],
     ['anthropic/claude-haiku-4-5', 'anthropic', '/v1/messages'],
@@ -118,12 +135,7 @@ describe('providers through the chat service', () => {
 
   it('OpenAI API: answers a non-streamed completion cut mid-reply with 502 stream_interrupted, not a 200 with part of it', async () => {
     sim.setFaults({ cutAfterChunks: 3 }, 'cut-model');
-    const res = await chat.app.inject({
-      method: 'POST',
-      url: '/v1/chat/completions',
-      headers: user.headers,
-      payload: { model: 'openai/cut-model', messages: [{ role: 'user', content: 'echo: one two three four five six' }] },
-    });
+    const res = await completion('openai/cut-model', 'echo: one two three four five six');
     expect(res.statusCode).toBe(502);
     expect(res.json()).toMatchObject({ error: { type: 'server_error', code: 'stream_interrupted' } });
     expect(res.json().error.message).toMatch(/after part of the answer/);
@@ -132,25 +144,12 @@ describe('providers through the chat service', () => {
   it('OpenAI API: a deployment model id longer than a usage event allows is settled and published, cut to 256 characters', async () => {
     // `openai/` + a 255-character model: 262 characters, over the event's 256. Building the event
     // used to throw after the answer, unhandled, and take the service down.
-    const res = await chat.app.inject({
-      method: 'POST',
-      url: '/v1/chat/completions',
-      headers: user.headers,
-      payload: { model: 'long', messages: [{ role: 'user', content: 'echo: a long name' }] },
-    });
+    const res = await completion('long', 'echo: a long name');
     expect(res.statusCode).toBe(200);
     const messageId = (res.json() as { id: string }).id.replace(/^chatcmpl-/, '');
-    const pool = chatPool();
-    try {
-      const event = await eventually(async () => {
-        const { rows } = await pool.query(`select envelope from chat.outbox where envelope->'data'->>'messageId' = $1`, [messageId]);
-        return rows[0]?.envelope as { data: { model: string; usage: { completionTokens: number } } } | undefined;
-      });
-      expect(event.data.model).toBe(`openai/long-${'m'.repeat(250)}`.slice(0, 256));
-      expect(event.data.usage.completionTokens).toBe(3);
-    } finally {
-      await pool.end();
-    }
+    const event = await outboxEventOf<{ data: { model: string; usage: { completionTokens: number } } }>(messageId);
+    expect(event.data.model).toBe(`openai/long-${'m'.repeat(250)}`.slice(0, 256));
+    expect(event.data.usage.completionTokens).toBe(3);
   });
 
   it('OpenAI API: a client that leaves while its quota is being reserved gets no provider call', async () => {
@@ -187,16 +186,8 @@ describe('providers through the chat service', () => {
     const { end, stored } = await send('long', 'echo: a long name');
     expect(end.event).toBe('done');
     expect(stored).toMatchObject({ status: 'completed', content: 'a long name', model: full });
-    const pool = chatPool();
-    try {
-      const event = await eventually(async () => {
-        const { rows } = await pool.query(`select envelope from chat.outbox where envelope->'data'->>'messageId' = $1`, [stored.id]);
-        return rows[0]?.envelope as { type: string; data: { model: string } } | undefined;
-      });
-      expect(event).toMatchObject({ type: EVENTS.chatMessageCompleted.type, data: { model: full.slice(0, 256) } });
-    } finally {
-      await pool.end();
-    }
+    const event = await outboxEventOf<{ type: string; data: { model: string } }>(stored.id);
+    expect(event).toMatchObject({ type: EVENTS.chatMessageCompleted.type, data: { model: full.slice(0, 256) } });
   });
 
   it('counts provider requests, time to first token and tokens by provider and model', async () => {

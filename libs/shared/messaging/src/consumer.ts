@@ -113,6 +113,35 @@ function header(headers: IHeaders | undefined, name: string): string | undefined
   return first === undefined ? undefined : first.toString();
 }
 
+/** Pauses of a partition whose record the database could not take: doubling from 500 ms to 10 s. */
+const DATABASE_BACKOFF_MS = 500;
+const DATABASE_BACKOFF_MAX_MS = 10_000;
+
+/**
+ * SQLSTATEs of a database that is away or refused for a moment, not of an event that cannot be
+ * applied: connection exceptions (class 08), shutdowns, too many connections, serialization
+ * failures and deadlocks. Node's own socket errors count too.
+ */
+const TRANSIENT_SQLSTATE = /^(08...|57P0[123]|53300|40001|40P01)$/;
+const TRANSIENT_SOCKET = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH']);
+
+/** Whether a handler's failure is the database's (gone, shutting down, a deadlock), anywhere in its causes. */
+export function isTransientDatabaseError(error: unknown, depth = 0): boolean {
+  if (error === null || typeof error !== 'object' || depth > 5) return false;
+  const { code, message, cause } = error as { code?: unknown; message?: unknown; cause?: unknown };
+  if (typeof code === 'string' && (TRANSIENT_SQLSTATE.test(code) || TRANSIENT_SOCKET.has(code))) return true;
+  // node-postgres: the connection ended under a query, or the pool found none in time.
+  if (typeof message === 'string' && /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/.test(message)) return true;
+  return isTransientDatabaseError(cause, depth + 1);
+}
+
+/** A record not applied because the database was away: tried again in place, no attempt spent. */
+class TriedLater extends Error {
+  constructor(readonly reason: unknown) {
+    super('the database is away for now');
+  }
+}
+
 /**
  * The id under which a group records, in processed_events next to the ids of applied events, that
  * it forwarded a record to its retry or dead-letter topic. A record redelivered after its offset
@@ -219,6 +248,8 @@ export class EventConsumer {
   private consumer: Consumer | undefined;
   private running = false;
   private supervisor: Promise<void> | undefined;
+  /** Per partition (`topic/partition`), the last pause for a database that was away. */
+  private readonly databaseBackoff = new Map<string, number>();
   private stopWaiting: (() => void) | undefined;
   /** Timers that resume a retry partition paused until its next record is due. */
   private readonly resumeTimers = new Set<NodeJS.Timeout>();
@@ -363,7 +394,7 @@ export class EventConsumer {
           break;
         }
         // Due: applied on its own.
-        await this.processRecord(batch.topic, batch.partition, first, heartbeat);
+        if (!(await this.processOrPause(batch.topic, batch.partition, first, heartbeat, pause))) break;
         resolveOffset(first.offset);
         i += 1;
         continue;
@@ -375,11 +406,16 @@ export class EventConsumer {
       while (end < messages.length && end - i < CHUNK_SIZE && header(messages[end]!.headers, RETRY_HEADERS.notBefore) === undefined) end += 1;
       const run = messages.slice(i, end);
       if (!this.options.applyInRuns || run.length === 1 || !(await this.applyRun(batch.topic, batch.partition, run, heartbeat))) {
+        let paused = false;
         for (const message of run) {
           if (leaving || !isRunning()) break;
-          await this.processRecord(batch.topic, batch.partition, message, heartbeat);
+          if (!(await this.processOrPause(batch.topic, batch.partition, message, heartbeat, pause))) {
+            paused = true;
+            break;
+          }
           resolveOffset(message.offset);
         }
+        if (paused) break;
       } else {
         resolveOffset(run[run.length - 1]!.offset);
       }
@@ -482,6 +518,32 @@ export class EventConsumer {
     }
   }
 
+  /**
+   * processRecord, except that a record the database could not take now pauses its partition
+   * (growing pauses, up to 10 s, per partition) and stays unresolved: it is fetched again on resume.
+   * False when it paused.
+   */
+  private async processOrPause(topic: string, partition: number, message: KafkaMessage, heartbeat: () => Promise<void>, pause: () => () => void): Promise<boolean> {
+    const key = `${topic}/${partition}`;
+    try {
+      await this.processRecord(topic, partition, message, heartbeat);
+      this.databaseBackoff.delete(key);
+      return true;
+    } catch (error) {
+      if (!(error instanceof TriedLater)) throw error;
+      const delay = Math.min((this.databaseBackoff.get(key) ?? DATABASE_BACKOFF_MS / 2) * 2, DATABASE_BACKOFF_MAX_MS);
+      this.databaseBackoff.set(key, delay);
+      this.options.logger.warn({ err: error.reason, group: this.options.group, topic, partition, offset: message.offset, retryInMs: delay }, 'the database is away: the record is tried again in place');
+      const resume = pause();
+      const timer = setTimeout(() => {
+        this.resumeTimers.delete(timer);
+        resume();
+      }, delay);
+      this.resumeTimers.add(timer);
+      return false;
+    }
+  }
+
   private async processRecord(recordTopic: string, partition: number, message: KafkaMessage, heartbeat: () => Promise<void>): Promise<void> {
     const group = this.options.group;
     const topic = (header(message.headers, RETRY_HEADERS.originalTopic) ?? recordTopic) as Topic;
@@ -564,6 +626,9 @@ export class EventConsumer {
       if (applied && Number.isFinite(age)) metrics?.endToEnd.observe({ group, topic }, Math.max(0, age) / 1000);
     } catch (error) {
       if (traced) endSpan(traced.span, error);
+      // The database away is not the event's fault: the record waits, unresolved, and is tried
+      // again in place (eachBatch), without spending an attempt or copying it to a retry topic.
+      if (isTransientDatabaseError(error)) throw new TriedLater(error);
       const detail = error instanceof Error ? error.message : String(error);
       if (attempt < this.retry.attempts) {
         const delay = Math.min(this.retry.initialDelayMs * 2 ** (attempt - 1), this.retry.maxDelayMs);

@@ -191,6 +191,31 @@ describe('event consumer', () => {
     expect((await metrics.retries.get()).values[0]?.value).toBe(3);
   });
 
+  it('tries a record again in place when the database goes away under its handler: no attempt spent, no retry record', async () => {
+    const chatId = randomUUID();
+    const event = chatEvent(chatId, 1);
+    const retries = await collect(kafka, ['chat.events.retry.admin']);
+    cleanups.push(() => retries.stop());
+    const attempts: number[] = [];
+    let cut = false;
+    const { metrics } = consumer(async (e, ctx) => {
+      if (e.id !== event.id) return recordEffect(e, ctx);
+      attempts.push(ctx.attempt);
+      if (!cut) {
+        cut = true;
+        // Its own connection ended by the server (57P01), as a failover or restart would.
+        await ctx.tx.execute(sql`select pg_terminate_backend(pg_backend_pid())`);
+      }
+      await recordEffect(e, ctx);
+    });
+    await send([event]);
+    await expect.poll(async () => (await effects(chatId)).length, { timeout: 20_000 }).toBe(1);
+    expect(attempts).toEqual([1, 1]);
+    await sleep(500);
+    expect(retries.records.filter((r) => r.key === chatId)).toEqual([]);
+    expect((await metrics.retries.get()).values[0]?.value ?? 0).toBe(0);
+  });
+
   it('keeps applying new events while a retry waits out its backoff', async () => {
     const chatId = randomUUID();
     const poison = chatEvent(chatId, 0, 'poison');

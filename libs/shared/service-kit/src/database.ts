@@ -25,6 +25,10 @@ export function createPool(options: DatabaseOptions): pg.Pool {
   });
   // An idle client losing its connection (PostgreSQL restart) must not crash the process.
   pool.on('error', () => undefined);
+  // Nor one in use: node-postgres emits 'error' on a checked-out client whose connection ends
+  // between queries (a backend terminated, a failover mid-transaction), and the pool listens only
+  // to idle ones. The caller's query or transaction fails on its own; the client is not reused.
+  pool.on('connect', (client) => client.on('error', () => undefined));
   return pool;
 }
 

@@ -2,9 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
+import type pg from 'pg';
 import { pgSchema } from 'drizzle-orm/pg-core';
 import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
+import { createPool } from '@vivier/service-kit';
 import { messagingTables } from '../tables';
 
 const ROOT = fileURLToPath(new URL('../../../../../', import.meta.url));
@@ -23,8 +24,8 @@ export interface TestSchema {
  */
 export async function createTestSchema(adminUrl: string): Promise<TestSchema> {
   const schema = `mt_${randomBytes(4).toString('hex')}`;
-  const pool = new pg.Pool({ connectionString: adminUrl, max: 8 });
-  pool.on('error', () => undefined);
+  // The services' own pool (service-kit), so tests meet what they do when a connection drops.
+  const pool = createPool({ url: adminUrl, poolMax: 8, applicationName: 'vivier-messaging-test' });
   const folder = path.join(ROOT, 'libs/db/worker/migrations');
   const files = (await readdir(folder)).filter((f) => /^(000[01]_.*|\d{4}_outbox_.*)\.sql$/.test(f)).sort();
   const client = await pool.connect();
