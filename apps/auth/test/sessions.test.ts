@@ -161,3 +161,30 @@ describe('sessions', () => {
     }
   });
 });
+
+describe('a sign-in racing a change of credentials', () => {
+  it('a password change that commits while a sign-in with the old password is under way ends that session too', async () => {
+    const email = uniqueEmail();
+    const owner = await auth.register(email);
+    const lock = await auth.pg.connect();
+    try {
+      // The sign-in has checked the old password and is storing its session; its refresh token
+      // waits behind this lock (the password change touches no refresh token).
+      await lock.query('begin');
+      await lock.query('lock table auth.refresh_tokens in share mode');
+      const signingIn = auth.login(email);
+      await eventually(async () => ((await auth.pg.query(`select 1 from pg_stat_activity where wait_event_type = 'Lock' and query like '%refresh_tokens%'`)).rowCount ?? 0) > 0);
+      const changing = auth.call('POST', '/api/v1/auth/password', { identity: identityOf(owner.accessToken), body: { currentPassword: PASSWORD, newPassword: 'a brand new passphrase 78' } });
+      // Let the change run as far as it can before the sign-in goes on.
+      await new Promise((r) => setTimeout(r, 300));
+      await lock.query('rollback');
+      const [signedIn, changed] = await Promise.all([signingIn, changing]);
+      expect(changed.statusCode).toBe(204);
+      // Either the sign-in was refused, or its session was ended with the others: its refresh token is no good.
+      if (signedIn.statusCode === 200) expect((await refresh(signedIn.json<SignedIn>().refreshToken)).statusCode).toBe(401);
+      else expect(signedIn.json()).toMatchObject({ status: 401, code: 'invalid_credentials' });
+    } finally {
+      lock.release();
+    }
+  });
+});

@@ -38,6 +38,21 @@ export function accountsRepository(db: Executor) {
       return rows[0];
     },
 
+    /**
+     * The user's credentials as they are now, the user's row share-locked for the rest of the
+     * transaction: a change of password, MFA or status (each takes the row for update first) waits
+     * for a sign-in under way, or the sign-in sees it.
+     */
+    async credentialsForSignIn(id: string, tx: Executor): Promise<{ passwordHash: string | null; disabledAt: Date | null; mfaEnabled: boolean } | undefined> {
+      // Only the user's row is locked (`of u`): the factor's row may not exist.
+      const result = (await tx.execute(sql`
+        select u.password_hash as "passwordHash", u.disabled_at as "disabledAt", (f.enabled_at is not null) as "mfaEnabled"
+        from auth.users u left join auth.totp_factors f on f.user_id = u.id
+        where u.id = ${id}
+        for share of u`)) as unknown as { rows: Array<{ passwordHash: string | null; disabledAt: Date | null; mfaEnabled: boolean }> };
+      return result.rows[0];
+    },
+
     /** Inserts, or returns undefined when the email is taken. */
     async insert(row: { email: string; name: string | null; passwordHash: string | null; role: 'user' | 'admin' }, tx: Executor = db): Promise<UserRow | undefined> {
       const rows = await tx.insert(users).values(row).onConflictDoNothing({ target: users.email }).returning();

@@ -146,19 +146,32 @@ export class AccountsService {
       }
     }
     await handBack(true);
-    if (passwords.needsRehash(user.passwordHash)) {
-      await this.accounts.setPasswordHash(user.id, await passwords.hash(input.password));
+    let passwordHash = user.passwordHash;
+    if (passwords.needsRehash(passwordHash)) {
+      passwordHash = await passwords.hash(input.password);
+      await this.accounts.setPasswordHash(user.id, passwordHash);
     }
-    return this.signIn(user, { method: 'password', ...(mfaMethod ? { mfaMethod } : {}) }, origin);
+    return this.signIn(user, { method: 'password', ...(mfaMethod ? { mfaMethod } : {}) }, origin, { passwordHash });
   }
 
-  /** Starts a session for a user who proved who they are, with its `user.logged_in` event. */
+  /**
+   * Starts a session for a user who proved who they are, with its `user.logged_in` event. The proof
+   * was checked against the account as it was read; it is checked again under the user's row lock,
+   * so a password or MFA change, or a disabling, that commits in between either revokes this
+   * session (it waits for this transaction) or refuses it (this one sees the change).
+   */
   async signIn(
     user: Pick<UserWithMfa, 'id' | 'email' | 'name' | 'role' | 'createdAt' | 'mfaEnabled'>,
     how: { method: 'password' | 'oidc'; oidcProvider?: string; mfaMethod?: 'totp' | 'recovery_code' },
     origin: RequestOrigin,
+    verified: { passwordHash?: string | null } = {},
   ): Promise<SignedInView> {
     const session = await this.options.db.transaction(async (tx) => {
+      const now = await this.accounts.credentialsForSignIn(user.id, tx);
+      if (!now || now.disabledAt) throw accountDisabled();
+      const passwordChanged = verified.passwordHash !== undefined && now.passwordHash !== verified.passwordHash;
+      const mfaTurnedOn = how.method === 'password' && now.mfaEnabled && !how.mfaMethod;
+      if (passwordChanged || mfaTurnedOn) throw invalidCredentials();
       const started = await this.options.sessions.start(tx, { userId: user.id, method: how.method, ...(how.oidcProvider ? { oidcProvider: how.oidcProvider } : {}), origin });
       await this.options.publish(
         tx,

@@ -96,6 +96,9 @@ export class MfaService {
     const now = new Date();
     const recoveryCodes = Array.from({ length: RECOVERY_CODE_COUNT }, newRecoveryCode);
     const revoked = await this.options.db.transaction(async (tx) => {
+      // The user's row first, as a sign-in under way holds it (AccountsService.signIn): it ends before
+      // this revokes every session, or sees MFA on.
+      await this.accounts.lockById(identity.sub, tx);
       const factor = await this.mfa.factor(identity.sub, tx);
       if (!factor) throw problems.badRequest('mfa_not_set_up', 'Call /mfa/totp/setup first.');
       if (factor.enabledAt) throw problems.conflict('mfa_already_enabled', 'Two-factor sign-in is already on.');
