@@ -1,6 +1,6 @@
 import type { Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import type { FastifyBaseLogger } from 'fastify';
-import { and, eq, inArray } from 'drizzle-orm';
+import { and, DrizzleQueryError, eq, inArray } from 'drizzle-orm';
 import {
   contextFromHeaders,
   endSpan,
@@ -119,20 +119,26 @@ const DATABASE_BACKOFF_MAX_MS = 10_000;
 
 /**
  * SQLSTATEs of a database that is away or refused for a moment, not of an event that cannot be
- * applied: connection exceptions (class 08), shutdowns, too many connections, serialization
- * failures and deadlocks. Node's own socket errors count too.
+ * applied: lost connections, shutdowns and start-ups, too many connections, serialization failures
+ * and deadlocks. Listed one by one: 08P01 (a protocol violation) fails every time.
  */
-const TRANSIENT_SQLSTATE = /^(08...|57P0[123]|53300|40001|40P01)$/;
-const TRANSIENT_SOCKET = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH']);
+const TRANSIENT_SQLSTATES = new Set(['08000', '08001', '08003', '08004', '08006', '57P01', '57P02', '57P03', '53300', '40001', '40P01']);
+/** What node-postgres itself throws when a connection ends or none can be had in time. */
+const PG_CONNECTION_MESSAGE = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/;
 
-/** Whether a handler's failure is the database's (gone, shutting down, a deadlock), anywhere in its causes. */
-export function isTransientDatabaseError(error: unknown, depth = 0): boolean {
-  if (error === null || typeof error !== 'object' || depth > 5) return false;
-  const { code, message, cause } = error as { code?: unknown; message?: unknown; cause?: unknown };
-  if (typeof code === 'string' && (TRANSIENT_SQLSTATE.test(code) || TRANSIENT_SOCKET.has(code))) return true;
-  // node-postgres: the connection ended under a query, or the pool found none in time.
-  if (typeof message === 'string' && /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/.test(message)) return true;
-  return isTransientDatabaseError(cause, depth + 1);
+/**
+ * Whether a handler's failure is the database's (gone, shutting down, a deadlock): a PostgreSQL
+ * error with one of those codes, or node-postgres' own connection errors, thrown as is or wrapped
+ * by drizzle. Errors of other calls (a provider, S3, another service) never count, whatever their
+ * causes: socket codes alone cannot tell a database connection from any other.
+ */
+export function isTransientDatabaseError(error: unknown): boolean {
+  if (error === null || typeof error !== 'object') return false;
+  const { code, severity, message } = error as { code?: unknown; severity?: unknown; message?: unknown };
+  // A PostgreSQL error response carries its severity next to the SQLSTATE.
+  if (typeof code === 'string' && typeof severity === 'string' && TRANSIENT_SQLSTATES.has(code)) return true;
+  if (typeof message === 'string' && PG_CONNECTION_MESSAGE.test(message) && code === undefined) return true;
+  return error instanceof DrizzleQueryError && isTransientDatabaseError(error.cause);
 }
 
 /** A record not applied because the database was away: tried again in place, no attempt spent. */
@@ -531,6 +537,7 @@ export class EventConsumer {
       return true;
     } catch (error) {
       if (!(error instanceof TriedLater)) throw error;
+      if (!this.running) return false; // stopping: the record stays unresolved for the next member
       const delay = Math.min((this.databaseBackoff.get(key) ?? DATABASE_BACKOFF_MS / 2) * 2, DATABASE_BACKOFF_MAX_MS);
       this.databaseBackoff.set(key, delay);
       this.options.logger.warn({ err: error.reason, group: this.options.group, topic, partition, offset: message.offset, retryInMs: delay }, 'the database is away: the record is tried again in place');
