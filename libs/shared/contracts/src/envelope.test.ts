@@ -9,6 +9,7 @@ import {
 } from './envelope.js';
 import { EVENTS, EVENT_DEFINITIONS, type AnyEvent, type EventOf } from './registry.js';
 import { isUuid } from './formats.js';
+import { eventModelId, MODEL_ID_MAX_LENGTH } from './events/common.schema.js';
 import { EventContractError, EventValidationError, UnknownEventTypeError } from './validation.js';
 
 const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
@@ -224,5 +225,18 @@ describe('toKafkaRecord', () => {
   it('refuses an event of an unknown type', () => {
     const event = { ...createEvent(completed, completed.example), type: 'vivier.chat.nope.v1' };
     expect(() => toKafkaRecord(event as unknown as AnyEvent)).toThrow(UnknownEventTypeError);
+  });
+});
+
+describe('eventModelId', () => {
+  it('keeps an id that fits, cuts a longer one to 256 UTF-16 units, and never in the middle of a character', () => {
+    expect(eventModelId('openai/gpt-4o-mini')).toBe('openai/gpt-4o-mini');
+    expect(eventModelId(`p/${'m'.repeat(300)}`)).toHaveLength(MODEL_ID_MAX_LENGTH);
+    // 255 units, then an emoji (two units) astride the limit, then more.
+    const astride = `${'m'.repeat(255)}🙂tail`;
+    const cut = eventModelId(astride);
+    expect(cut).toBe('m'.repeat(255));
+    expect(JSON.parse(JSON.stringify(cut))).toBe(cut);
+    expect(/[\ud800-\udbff]$/.test(cut)).toBe(false);
   });
 });

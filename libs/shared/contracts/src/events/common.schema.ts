@@ -86,7 +86,10 @@ export const ModelId = (description = 'model id, `<provider>/<model>`') =>
  * long as the whole id, so the pair is cut to MODEL_ID_MAX_LENGTH.
  */
 export function eventModelId(id: string): string {
-  return id.length > MODEL_ID_MAX_LENGTH ? id.slice(0, MODEL_ID_MAX_LENGTH) : id;
+  if (id.length <= MODEL_ID_MAX_LENGTH) return id;
+  // Never half a character: a lone surrogate is not valid JSON text for PostgreSQL.
+  const cut = id.charCodeAt(MODEL_ID_MAX_LENGTH - 1);
+  return id.slice(0, cut >= 0xd800 && cut <= 0xdbff ? MODEL_ID_MAX_LENGTH - 1 : MODEL_ID_MAX_LENGTH);
 }
 
 export const Usage = Type.Object(
