@@ -61,4 +61,12 @@ describe('lengths of what a registration carries', () => {
     const fine = await auth.call('POST', '/api/v1/auth/register', { body: { email: uniqueEmail(), password: 'a fine long passphrase 42', name: 'Ana 🙂' } });
     expect(fine.statusCode).toBe(201);
   });
+
+  it('counts a password in characters, as the policy does: 100 emoji (200 UTF-16 units) register and sign in', async () => {
+    const email = uniqueEmail();
+    const passphrase = '🦊🙂'.repeat(50);
+    expect((await register(passphrase, email)).statusCode).toBe(201);
+    expect((await auth.login(email, passphrase)).statusCode).toBe(200);
+    expect((await register('🦊'.repeat(129))).json()).toMatchObject({ status: 400, code: 'validation_failed' });
+  });
 });

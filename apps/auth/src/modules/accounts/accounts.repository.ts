@@ -59,6 +59,16 @@ export function accountsRepository(db: Executor) {
       return rows[0];
     },
 
+    /** Replaces the hash only if it is still `previous`; false when it changed meanwhile. */
+    async replacePasswordHash(id: string, previous: string, passwordHash: string, tx: Executor = db): Promise<boolean> {
+      const rows = await tx
+        .update(users)
+        .set({ passwordHash, updatedAt: new Date() })
+        .where(and(eq(users.id, id), eq(users.passwordHash, previous)))
+        .returning({ id: users.id });
+      return rows.length > 0;
+    },
+
     async setPasswordHash(id: string, passwordHash: string, tx: Executor = db): Promise<void> {
       await tx.update(users).set({ passwordHash, updatedAt: new Date() }).where(eq(users.id, id));
     },

@@ -4,11 +4,17 @@ import { caller, type ServiceApp } from '@vivier/service-kit';
 import { Email, SignedIn, User, problemResponses } from '../../http.schema';
 import { originOf } from '../audit/audit.service';
 import { PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH } from '../passwords/passwords.service';
+
+/**
+ * A password's length as the schema counts it, in UTF-16 units: twice the policy's limit, which
+ * counts characters (checkPasswordPolicy), so a passphrase of emoji the policy allows gets through.
+ */
+const PASSWORD_MAX_UNITS = 2 * PASSWORD_MAX_LENGTH;
 import type { AccountsService } from './accounts.service';
 
 const NewPassword = Type.String({
   minLength: PASSWORD_MIN_LENGTH,
-  maxLength: PASSWORD_MAX_LENGTH,
+  maxLength: PASSWORD_MAX_UNITS,
   description: `${PASSWORD_MIN_LENGTH} to ${PASSWORD_MAX_LENGTH} characters, not one of the most common passwords; passphrases welcome`,
 });
 
@@ -49,7 +55,7 @@ export async function accountsRoutes(app: ServiceApp, { accounts, activeCaller, 
         body: Type.Object(
           {
             email: Email,
-            password: Type.String({ minLength: 1, maxLength: PASSWORD_MAX_LENGTH }),
+            password: Type.String({ minLength: 1, maxLength: PASSWORD_MAX_UNITS }),
             mfaCode: Type.Optional(Type.String({ minLength: 6, maxLength: 32, description: 'a TOTP code or a recovery code' })),
           },
           { additionalProperties: false },
@@ -79,7 +85,7 @@ export async function accountsRoutes(app: ServiceApp, { accounts, activeCaller, 
         description: 'Needs the current password (unless the account has none, e.g. OIDC only). Ends every other session of the caller.',
         security: [{ bearer: [] }],
         body: Type.Object(
-          { currentPassword: Type.Optional(Type.String({ minLength: 1, maxLength: PASSWORD_MAX_LENGTH })), newPassword: NewPassword },
+          { currentPassword: Type.Optional(Type.String({ minLength: 1, maxLength: PASSWORD_MAX_UNITS })), newPassword: NewPassword },
           { additionalProperties: false },
         ),
         response: { 204: Type.Null(), ...problemResponses(400, 401, 403, 429) },

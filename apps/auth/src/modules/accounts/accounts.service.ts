@@ -148,8 +148,19 @@ export class AccountsService {
     await handBack(true);
     let passwordHash = user.passwordHash;
     if (passwords.needsRehash(passwordHash)) {
-      passwordHash = await passwords.hash(input.password);
-      await this.accounts.setPasswordHash(user.id, passwordHash);
+      const rehashed = await passwords.hash(input.password);
+      // Only over the hash this sign-in checked: never over a password changed meanwhile.
+      if (await this.accounts.replacePasswordHash(user.id, passwordHash, rehashed)) passwordHash = rehashed;
+      else {
+        // Changed since it was read: another sign-in rehashed it (the same password), or the
+        // password was changed. Checked again against what is there now.
+        const current = await this.accounts.byId(user.id);
+        if (!current?.passwordHash || !(await passwords.verify(current.passwordHash, input.password))) {
+          await this.loginFailed({ email, userId: user.id, reason: 'invalid_password' }, origin);
+          throw invalidCredentials();
+        }
+        passwordHash = current.passwordHash;
+      }
     }
     return this.signIn(user, { method: 'password', ...(mfaMethod ? { mfaMethod } : {}) }, origin, { passwordHash });
   }
