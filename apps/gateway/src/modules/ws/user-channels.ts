@@ -123,21 +123,35 @@ export class UserChannels {
     return subscription;
   }
 
-  /** The subscriber is (again) connected: every followed channel is subscribed, and a reconnect may have missed events. */
+  /**
+   * The subscriber is (again) connected: every followed channel is subscribed again, and once that
+   * is confirmed its followers are told events may have been missed (on a reconnect, or when their
+   * own subscription had failed). A subscription that fails leaves them waiting for the next one.
+   */
   private reconnected(): void {
     const again = this.connectedBefore;
     this.connectedBefore = true;
     for (const [channel, set] of this.listeners) {
-      if (!this.subscriptions.has(channel)) void this.subscribed(channel).catch(() => undefined);
-      for (const follower of set) {
-        if (!again && !follower.waiting) continue;
-        follower.waiting = false;
-        try {
-          follower.onGap();
-        } catch (error) {
-          this.log.warn({ err: error, channel }, 'a socket could not be told of a gap');
-        }
-      }
+      const told = [...set].filter((follower) => again || follower.waiting);
+      const renewed = this.subscriber.subscribe(channel).then(() => undefined);
+      this.subscriptions.set(channel, renewed);
+      renewed.then(
+        () => {
+          for (const follower of told) {
+            if (!set.has(follower)) continue;
+            follower.waiting = false;
+            try {
+              follower.onGap();
+            } catch (error) {
+              this.log.warn({ err: error, channel }, 'a socket could not be told of a gap');
+            }
+          }
+        },
+        () => {
+          if (this.subscriptions.get(channel) === renewed) this.subscriptions.delete(channel);
+          for (const follower of told) follower.waiting = true;
+        },
+      );
     }
   }
 

@@ -246,14 +246,19 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
     }, options.authTimeoutMs);
 
     let authenticating = false;
-    /** The check of the credential under way, if any: frames that arrive meanwhile wait for it. */
-    let starting: Promise<void> | undefined;
+    /** Settles once a credential being checked is settled: frames that arrive meanwhile wait for it. */
+    let identityKnown: Promise<void> | undefined;
+    let framesWaitingForIdentity = 0;
     function start(credential: string): Promise<void> {
       authenticating = true;
-      starting = authenticateSocket(credential);
-      return starting;
+      let known!: () => void;
+      identityKnown = new Promise<void>((resolve) => (known = resolve));
+      const checking = authenticateSocket(credential, known);
+      checking.then(known, known);
+      return checking;
     }
-    async function authenticateSocket(credential: string): Promise<void> {
+    /** `known` is called once the credential is settled (before the user's channel is followed). */
+    async function authenticateSocket(credential: string, known: () => void): Promise<void> {
       let auth: Awaited<ReturnType<typeof authenticate>>;
       try {
         auth = await authenticate(credential, { ip: request.clientIp, userAgent: request.clientUserAgent });
@@ -263,6 +268,7 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
       }
       clearTimeout(authTimer);
       identity = auth.identity;
+      known();
       issuedAt = auth.iat;
       // Closed when auth revokes the credential, and when an access token expires.
       if (ended) return; // closed while the credential was being checked
@@ -301,7 +307,16 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
         if (identity || authenticating) return send({ type: 'error', code: 'already_authenticated' });
         return start(frame.token);
       }
-      if (!identity && starting) await starting;
+      if (!identity && identityKnown) {
+        // Sent before the header credential was settled: it waits for it, a few frames at most.
+        if (framesWaitingForIdentity >= MAX_FRAMES_IN_FLIGHT) return send({ type: 'error', code: 'too_many_in_flight', detail: `At most ${MAX_FRAMES_IN_FLIGHT} frames may wait for the credential to be checked.` });
+        framesWaitingForIdentity += 1;
+        try {
+          await identityKnown;
+        } finally {
+          framesWaitingForIdentity -= 1;
+        }
+      }
       if (!identity) return send({ type: 'error', code: 'unauthenticated', detail: 'Send {type:"auth", token} first.' });
       const about = frame.type === 'chat.send' ? { requestId: frame.requestId } : { messageId: frame.messageId };
       // A cancel is never refused for want of a slot: resumes can hold them all, and a reply
