@@ -391,12 +391,7 @@ export class EventConsumer {
         // fetches again only once every batch of the last fetch is done, so new events waited
         // out the whole backoff too.
         if (notBefore > Date.now()) {
-          const resume = pause();
-          const timer = setTimeout(() => {
-            this.resumeTimers.delete(timer);
-            resume();
-          }, notBefore - Date.now());
-          this.resumeTimers.add(timer);
+          this.pauseFor(pause, notBefore - Date.now());
           break;
         }
         // Due: applied on its own.
@@ -541,14 +536,19 @@ export class EventConsumer {
       const delay = Math.min((this.databaseBackoff.get(key) ?? DATABASE_BACKOFF_MS / 2) * 2, DATABASE_BACKOFF_MAX_MS);
       this.databaseBackoff.set(key, delay);
       this.options.logger.warn({ err: error.reason, group: this.options.group, topic, partition, offset: message.offset, retryInMs: delay }, 'the database is away: the record is tried again in place');
-      const resume = pause();
-      const timer = setTimeout(() => {
-        this.resumeTimers.delete(timer);
-        resume();
-      }, delay);
-      this.resumeTimers.add(timer);
+      this.pauseFor(pause, delay);
       return false;
     }
+  }
+
+  /** Pauses the batch's partition for `ms` (the timer is cleared by stop()). */
+  private pauseFor(pause: () => () => void, ms: number): void {
+    const resume = pause();
+    const timer = setTimeout(() => {
+      this.resumeTimers.delete(timer);
+      resume();
+    }, ms);
+    this.resumeTimers.add(timer);
   }
 
   private async processRecord(recordTopic: string, partition: number, message: KafkaMessage, heartbeat: () => Promise<void>): Promise<void> {

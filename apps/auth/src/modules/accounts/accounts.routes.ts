@@ -4,13 +4,13 @@ import { caller, type ServiceApp } from '@vivier/service-kit';
 import { Email, SignedIn, User, problemResponses } from '../../http.schema';
 import { originOf } from '../audit/audit.service';
 import { PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH } from '../passwords/passwords.service';
+import type { AccountsService } from './accounts.service';
 
 /**
  * A password's length as the schema counts it, in UTF-16 units: twice the policy's limit, which
  * counts characters (checkPasswordPolicy), so a passphrase of emoji the policy allows gets through.
  */
 const PASSWORD_MAX_UNITS = 2 * PASSWORD_MAX_LENGTH;
-import type { AccountsService } from './accounts.service';
 
 const NewPassword = Type.String({
   minLength: PASSWORD_MIN_LENGTH,

@@ -103,15 +103,6 @@ async function* sseEvents(body: AsyncIterable<Buffer | string>): AsyncGenerator<
 }
 
 /**
- * `GET /api/v1/ws`: the user's replies, live, on every socket they have on any gateway instance.
- * Authenticated by an access token or API key in the `Authorization` header or in a first
- * `{type:'auth', token}` frame (browsers cannot set headers); closed at the token's expiry and
- * when auth revokes it. Reply events come from chat through Redis pub/sub (the user's channel),
- * so a message sent from one tab streams in every other. A client that reconnects asks for a
- * reply's events after the last `seq` it saw (`chat.resume`); chat answers from its journal or
- * the database. A socket that cannot keep up is closed rather than buffered without bound.
- */
-/**
  * @fastify/websocket, registered at the root before any route: every upgrade request is routed,
  * whatever its path, and the plugin's hooks must see all of them. Registered inside wsRoutes' own
  * scope, an upgrade to any other path (`/api/v1/health`, a 404) was answered and its socket left
@@ -128,6 +119,15 @@ export async function websocketSupport(app: ServiceApp, options: { maxFrameBytes
   });
 }
 
+/**
+ * `GET /api/v1/ws`: the user's replies, live, on every socket they have on any gateway instance.
+ * Authenticated by an access token or API key in the `Authorization` header or in a first
+ * `{type:'auth', token}` frame (browsers cannot set headers); closed at the token's expiry and
+ * when auth revokes it. Reply events come from chat through Redis pub/sub (the user's channel),
+ * so a message sent from one tab streams in every other. A client that reconnects asks for a
+ * reply's events after the last `seq` it saw (`chat.resume`); chat answers from its journal or
+ * the database. A socket that cannot keep up is closed rather than buffered without bound.
+ */
 export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<void> {
   const channels = new UserChannels(app.redis, options.userChannel, app.log);
   app.addHook('onClose', async () => channels.close());
@@ -268,8 +268,8 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
       }
       clearTimeout(authTimer);
       identity = auth.identity;
-      known();
       issuedAt = auth.iat;
+      known();
       // Closed when auth revokes the credential, and when an access token expires.
       if (ended) return; // closed while the credential was being checked
       cleanups.push(app.edgeAuth.openRequests.add(auth.identity, auth.iat, () => closeWith(CLOSE.unauthenticated, 'credential revoked')));
