@@ -65,6 +65,7 @@ declare module 'fastify' {
       sweeper: ReplySweeper;
       models: ModelCatalog;
       metrics: ChatMetrics;
+      holders: QuotaHolders;
     };
   }
 }
@@ -188,7 +189,6 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
     tables: { outbox: chatTables.outbox, processedEvents: chatTables.processedEvents },
     consumers,
   });
-  app.decorate('chat', { runner, sweeper, models, metrics });
 
   await app.register(modelsRoutes, { models });
   await app.register(searchRoutes, { db });
@@ -204,8 +204,9 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
     intervalMs: config.CHAT_SWEEP_INTERVAL_MS,
     onRevived: () => openai.returnLeases(), // called only once started, after `openai` exists
   });
-  const openai = new OpenAiService({ turns, router, models, metrics, maxOutputTokens: config.CHAT_MAX_OUTPUT_TOKENS, settleLingerMs: config.CHAT_USAGE_SETTLE_LINGER_MS, leaseRequests: config.CHAT_QUOTA_LEASE_REQUESTS, holder: holders.id, log: app.log });
+  const openai = new OpenAiService({ turns, router, models, metrics, maxOutputTokens: config.CHAT_MAX_OUTPUT_TOKENS, settleLingerMs: config.CHAT_USAGE_SETTLE_LINGER_MS, leaseRequests: config.CHAT_QUOTA_LEASE_REQUESTS, holder: () => holders.id, log: app.log });
   await app.register(openAiRoutes, { openai });
+  app.decorate('chat', { runner, sweeper, models, metrics, holders });
 
   app.addHook('onReady', async () => {
     // Partitions first (inserts need them); the tokenizer is loaded, and the providers set through

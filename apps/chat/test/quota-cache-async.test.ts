@@ -8,6 +8,7 @@ import { startProviderSim, type ProviderSim } from '@vivier/provider-sim';
 import { createEvent, EVENTS, toKafkaRecord, type AnyEvent } from '@vivier/contracts';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { apiChatId } from '../src/modules/openai/openai.service';
+import { poolRunner, turnsRepository } from '../src/modules/messages/turns.repository';
 import { QuotaHolders } from '../src/modules/quotas/quota-holders';
 import { testEnv } from '@vivier/service-kit/testing';
 import { chatPool, createChat, eventually, parseSse, startChat, streamSse, testUser, writeProvidersFile, type TestChat } from './helpers';
@@ -589,6 +590,31 @@ describe('quotas, cache and async replies', () => {
     }
   }, 60_000);
 
+  /**
+   * Another instance's sweep, as if `instance` had not renewed `holder` in time: its row is gone,
+   * its holds given back (with those of any other expired holder in this shared database). The
+   * tokens given back.
+   */
+  async function judgeDead(instance: TestChat, holder: string): Promise<number> {
+    const client = await pool.connect();
+    try {
+      await client.query('begin');
+      await client.query('delete from chat.quota_holders where holder = $1', [holder]);
+      const sweeper = new QuotaHolders({
+        sql: { rows: async (_name, text, values) => (await client.query(text, values)).rows },
+        log: instance.app.log,
+        timeoutMs: 60_000,
+        intervalMs: 60_000,
+        onRevived: () => undefined,
+      });
+      const tokens = await sweeper.sweep();
+      await client.query('commit');
+      return tokens;
+    } finally {
+      client.release();
+    }
+  }
+
   it('OpenAI API: an instance judged dead while alive gives back nothing twice, and gives its leases back when it renews', async () => {
     const instance = await startChat({ PROVIDERS_FILE: providersFile, CHAT_DEFAULT_MODEL: 'openai/gpt-4o-mini', CHAT_USAGE_SETTLE_LINGER_MS: '0', CHAT_QUOTA_LEASE_REQUESTS: '16', CHAT_SWEEP_INTERVAL_MS: '200' });
     try {
@@ -607,29 +633,14 @@ describe('quotas, cache and async replies', () => {
       const [{ holder, tokens }] = (await pool.query('select holder, tokens::int from chat.quota_holds where user_id = $1', [user.id])).rows;
       expect(tokens).toBeGreaterThanOrEqual(15 * 8);
 
-      // Another instance's sweep, as if this one had not renewed in time: its row is gone, its holds
-      // given back (with those of any other expired holder in this shared database).
-      const client = await pool.connect();
-      try {
-        await client.query('begin');
-        await client.query('delete from chat.quota_holders where holder = $1', [holder]);
-        const sweeper = new QuotaHolders({
-          sql: { rows: async (_name, text, values) => (await client.query(text, values)).rows },
-          log: instance.app.log,
-          timeoutMs: 60_000,
-          intervalMs: 60_000,
-          onRevived: () => undefined,
-        });
-        expect(await sweeper.sweep()).toBeGreaterThanOrEqual(tokens);
-        await client.query('commit');
-      } finally {
-        client.release();
-      }
+      expect(await judgeDead(instance, holder)).toBeGreaterThanOrEqual(tokens);
       expect(await usage(user.id)).toEqual({ reserved: 1000, used: spent });
-      // It renews (every 200 ms) and finds itself revived: it gives its lease back and no longer
-      // serves from it, so a request needs a reservation statement again, which waits for this
-      // lock. (Checked within a second of the lease's last use, before it would idle out anyway.)
-      await expect.poll(async () => (await pool.query('select 1 from chat.quota_holders where holder = $1', [holder])).rows.length, { timeout: 5_000, interval: 20 }).toBe(1);
+      // It renews (every 200 ms) and finds itself revived: it goes on under a new holder id, gives
+      // its lease back and no longer serves from it, so a request needs a reservation statement
+      // again, which waits for this lock. (Checked within a second of the lease's last use, before
+      // it would idle out anyway.)
+      await expect.poll(() => instance.app.chat.holders.id, { timeout: 5_000, interval: 20 }).not.toBe(holder);
+      expect((await pool.query('select 1 from chat.quota_holders where holder = $1', [holder])).rows).toEqual([]);
       const locker = await pool.connect();
       let pending: ReturnType<typeof askCompletion> | undefined;
       try {
@@ -655,6 +666,81 @@ describe('quotas, cache and async replies', () => {
       await instance.close().catch(() => undefined);
     }
   }, 60_000);
+
+  it('OpenAI API: an instance judged dead while alive settles what it reserved before against its old holder, never against what it reserves since', async () => {
+    sim.setFaults({ latencyMs: 3_000 }, 'before-sweep');
+    sim.setFaults({ latencyMs: 6_000 }, 'after-sweep');
+    const instance = await startChat({ PROVIDERS_FILE: providersFile, CHAT_DEFAULT_MODEL: 'openai/gpt-4o-mini', CHAT_USAGE_SETTLE_LINGER_MS: '0', CHAT_QUOTA_LEASE_REQUESTS: '0', CHAT_SWEEP_INTERVAL_MS: '200' });
+    try {
+      const user = testUser();
+      const ask = (model: string) =>
+        instance.app.inject({
+          method: 'POST',
+          url: '/v1/chat/completions',
+          headers: user.headers,
+          payload: { model: `openai/${model}`, max_tokens: 8, messages: [{ role: 'user', content: `echo: ${model}` }] },
+        });
+      const heldBy = async () => (await pool.query('select holder, tokens::int from chat.quota_holds where user_id = $1 and tokens > 0', [user.id])).rows as Array<{ holder: string; tokens: number }>;
+      // A request reserved under the first holder id, 3 s before its answer; then the sweep.
+      const before = ask('before-sweep');
+      await expect.poll(async () => (await heldBy()).length, { timeout: 5_000, interval: 20 }).toBe(1);
+      const { holder: first, tokens: reservedBefore } = (await heldBy())[0]!;
+      expect(await judgeDead(instance, first)).toBeGreaterThanOrEqual(reservedBefore);
+      expect((await usage(user.id))!.reserved).toBe(0);
+      await expect.poll(() => instance.app.chat.holders.id, { timeout: 5_000, interval: 20 }).not.toBe(first);
+      const second = instance.app.chat.holders.id;
+
+      // A request reserved since, under the new id, in flight until well after the first ends.
+      const after = ask('after-sweep');
+      await expect.poll(async () => (await usage(user.id))!.reserved, { timeout: 5_000, interval: 20 }).toBeGreaterThan(0);
+      const reservedAfter = (await usage(user.id))!.reserved;
+      expect(await heldBy()).toEqual([{ holder: second, tokens: reservedAfter }]);
+
+      // The first ends and is settled: its use counts, and it gives back nothing (the sweep did).
+      // The second's reservation stays whole: held under the new id, which the first's settlement
+      // does not touch.
+      const firstAnswer = await before;
+      expect(firstAnswer.statusCode).toBe(200);
+      let spent = totalTokens(firstAnswer);
+      await expect.poll(async () => (await usage(user.id))!.used, { timeout: 5_000, interval: 20 }).toBe(spent);
+      expect(await usage(user.id)).toEqual({ reserved: reservedAfter, used: spent });
+      expect(await heldBy()).toEqual([{ holder: second, tokens: reservedAfter }]);
+
+      const secondAnswer = await after;
+      expect(secondAnswer.statusCode).toBe(200);
+      spent += totalTokens(secondAnswer);
+      await expect.poll(() => usage(user.id), { timeout: 5_000, interval: 20 }).toEqual({ reserved: 0, used: spent });
+      await instance.close();
+      expect((await pool.query('select holder from chat.quota_holds where holder = any($1::uuid[])', [[first, second]])).rows).toEqual([]);
+      expect((await pool.query('select holder from chat.quota_holders where holder = any($1::uuid[])', [[first, second]])).rows).toEqual([]);
+    } finally {
+      await instance.close().catch(() => undefined);
+    }
+  }, 60_000);
+
+  it('settles reservations of several holders of one user in one statement, each against its own hold', async () => {
+    const turns = turnsRepository(poolRunner(pool));
+    const user = testUser();
+    const [old, current, message] = [randomUUID(), randomUUID(), 30];
+    const month = '2026-12-01';
+    expect((await turns.reserveQuota(user.id, month, 100, old)).granted).toBe(true);
+    expect((await turns.reserveQuota(user.id, month, 50, current)).granted).toBe(true);
+    await pool.query('update chat.quota_usage set reserved = reserved + $2 where user_id = $1', [user.id, message]);
+    // The old holder's hold was given back but for 10 (say, a sweep), so its settlement gives back 10.
+    await pool.query('update chat.quota_holds set tokens = 10 where holder = $1', [old]);
+    await pool.query('update chat.quota_usage set reserved = reserved - 90 where user_id = $1', [user.id]);
+    await turns.settleAndPublish([
+      { userId: user.id, month, holder: old, reserved: 60, used: 7, events: [] },
+      { userId: user.id, month, holder: current, reserved: 20, used: 5, events: [] },
+      { userId: user.id, month, holder: old, reserved: 40, used: 3, events: [] },
+      { userId: user.id, month, reserved: message, used: 11, events: [] },
+    ]);
+    const { rows } = await pool.query('select reserved::int, used::int from chat.quota_usage where user_id = $1 and month = $2', [user.id, month]);
+    expect(rows).toEqual([{ reserved: 30, used: 26 }]); // 10 + 50 + 30 reserved, less 10 (old), 20 (current), 30 (message)
+    const holds = await pool.query('select holder, tokens::int from chat.quota_holds where user_id = $1 order by tokens', [user.id]);
+    expect(holds.rows).toEqual([{ holder: old, tokens: 0 }, { holder: current, tokens: 30 }]);
+    await pool.query('delete from chat.quota_holds where user_id = $1', [user.id]);
+  });
 
   it('answers an identical temperature-0 request from the cache, marked cached and counted', async () => {
     const user = testUser();

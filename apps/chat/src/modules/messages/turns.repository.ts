@@ -157,40 +157,44 @@ select * from done`;
 
 /**
  * Settles many reservations and writes their events, in one statement: `$1` the settlements, one
- * per (user, month), as jsonb `[{user_id, month, reserved, used}]`; `$2` the outbox rows; `$3` the
- * holder whose reservations they are (see quota_holds), or null for reservations held by a message.
- * The quota rows are locked in key order first, so two instances settling overlapping users cannot
- * deadlock; a holder's hold is locked only after its quota row. With a holder, a settlement gives
- * back at most what the hold still holds: none once the holds were given back for it (the sweeper
- * judged the instance dead), so nothing is given back twice. A row that is missing (never, after
- * a reservation) is created with the usage alone.
+ * per (holder, user, month), as jsonb `[{user_id, month, holder, reserved, used}]`, where `holder`
+ * is the holder the reservations were made under (see quota_holds), or null for reservations held
+ * by a message; `$2` the outbox rows. The quota rows are locked in key order first, so two
+ * instances settling overlapping users cannot deadlock; a holder's hold is locked only after its
+ * quota row. With a holder, a settlement gives back at most what that holder's hold still holds:
+ * none once the holds were given back for it (the sweeper judged the instance dead), so nothing is
+ * given back twice, and never what the instance holds under the id it took since. A row that is
+ * missing (never, after a reservation) is created with the usage alone.
  */
 const SETTLE_AND_PUBLISH = `
 with s as (
-  select * from jsonb_to_recordset($1::jsonb) as s(user_id uuid, month date, reserved bigint, used bigint)
+  select * from jsonb_to_recordset($1::jsonb) as s(user_id uuid, month date, holder uuid, reserved bigint, used bigint)
 ), locked as (
-  select u.user_id, u.month from chat.quota_usage u join s on s.user_id = u.user_id and s.month = u.month
+  select u.user_id, u.month from chat.quota_usage u
+  where exists (select 1 from s where s.user_id = u.user_id and s.month = u.month)
   order by u.user_id, u.month for update of u
 ), held as (
-  select h.user_id, h.month, least(h.tokens, s.reserved) as released
+  select h.holder, h.user_id, h.month, least(h.tokens, s.reserved) as released
   from chat.quota_holds h join locked l on l.user_id = h.user_id and l.month = h.month
-  join s on s.user_id = h.user_id and s.month = h.month
-  where h.holder = $3::uuid
+  join s on s.holder = h.holder and s.user_id = h.user_id and s.month = h.month
   for update of h
 ), unheld as (
   update chat.quota_holds h set tokens = h.tokens - d.released
-  from held d where h.holder = $3::uuid and h.user_id = d.user_id and h.month = d.month
+  from held d where h.holder = d.holder and h.user_id = d.user_id and h.month = d.month
+), totals as (
+  select s.user_id, s.month, sum(s.used)::bigint as used,
+         sum(case when s.holder is null then s.reserved else coalesce(d.released, 0) end)::bigint as released
+  from s left join held d on d.holder = s.holder and d.user_id = s.user_id and d.month = s.month
+  group by s.user_id, s.month
 ), settled as (
   update chat.quota_usage u
-  set reserved = greatest(u.reserved - case when $3::uuid is null then s.reserved else coalesce(d.released, 0) end, 0),
-      used = u.used + s.used
-  from locked l join s on s.user_id = l.user_id and s.month = l.month
-  left join held d on d.user_id = l.user_id and d.month = l.month
+  set reserved = greatest(u.reserved - t.released, 0), used = u.used + t.used
+  from locked l join totals t on t.user_id = l.user_id and t.month = l.month
   where u.user_id = l.user_id and u.month = l.month
   returning 1
 ), created as (
   insert into chat.quota_usage (user_id, month, reserved, used)
-  select s.user_id, s.month, 0, s.used from s where not exists (select 1 from locked l where l.user_id = s.user_id and l.month = s.month)
+  select t.user_id, t.month, 0, t.used from totals t where not exists (select 1 from locked l where l.user_id = t.user_id and l.month = t.month)
   on conflict (user_id, month) do update set used = chat.quota_usage.used + excluded.used
   returning 1
 ), events as (${OUTBOX_INSERT('$2', 's')}
@@ -204,6 +208,8 @@ export type Reservation = { granted: false } | { granted: true; headroom: number
 export interface Settlement {
   userId: string;
   month: string;
+  /** The quota holder the reservation was made under (QuotaHolders); absent for a message's reservation. */
+  holder?: string;
   reserved: number;
   used: number;
   events: AnyEvent[];
@@ -346,19 +352,19 @@ export function turnsRepository(runner: SqlRunner) {
       return { granted: true, headroom: row.headroom === null ? null : Number(row.headroom) };
     },
 
-    /** See SETTLE_AND_PUBLISH (`holder`: whose reservations these are, if not a message's); settlements of one (user, month) are added up first. */
-    async settleAndPublish(settlements: Settlement[], holder: string | null = null): Promise<void> {
+    /** See SETTLE_AND_PUBLISH; settlements of one (holder, user, month) are added up first. */
+    async settleAndPublish(settlements: Settlement[]): Promise<void> {
       if (settlements.length === 0) return;
-      const byKey = new Map<string, { user_id: string; month: string; reserved: number; used: number }>();
+      const byKey = new Map<string, { user_id: string; month: string; holder: string | null; reserved: number; used: number }>();
       for (const s of settlements) {
-        const key = `${s.userId} ${s.month}`;
+        const key = `${s.holder ?? ''} ${s.userId} ${s.month}`;
         const sum = byKey.get(key);
         if (sum) {
           sum.reserved += s.reserved;
           sum.used += s.used;
-        } else byKey.set(key, { user_id: s.userId, month: s.month, reserved: s.reserved, used: s.used });
+        } else byKey.set(key, { user_id: s.userId, month: s.month, holder: s.holder ?? null, reserved: s.reserved, used: s.used });
       }
-      await runner.rows('chat-settle-publish-v3', SETTLE_AND_PUBLISH, [JSON.stringify([...byKey.values()]), outboxJson(settlements.flatMap((s) => s.events)), holder]);
+      await runner.rows('chat-settle-publish-v4', SETTLE_AND_PUBLISH, [JSON.stringify([...byKey.values()]), outboxJson(settlements.flatMap((s) => s.events))]);
     },
 
     /** A batch of history, newest first, strictly before `before` when given. */

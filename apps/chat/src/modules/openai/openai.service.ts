@@ -149,16 +149,12 @@ export class OpenAiService {
       settleLingerMs: number;
       /** See UsageLedger's `leaseRequests`. */
       leaseRequests: number;
-      /** This instance's quota holder id: its reservations are held under it (QuotaHolders). */
-      holder: string;
+      /** This instance's quota holder id now: its reservations are held under it (QuotaHolders; it changes if the instance is judged dead). */
+      holder: () => string;
       log: FastifyBaseLogger;
     },
   ) {
-    const store = {
-      reserveQuota: (userId: string, month: string, tokens: number) => deps.turns.reserveQuota(userId, month, tokens, deps.holder),
-      settleAndPublish: (settlements: Settlement[]) => deps.turns.settleAndPublish(settlements, deps.holder),
-    };
-    this.ledger = new UsageLedger(store, {
+    this.ledger = new UsageLedger(deps.turns, deps.holder, {
       settleLingerMs: deps.settleLingerMs,
       leaseRequests: deps.leaseRequests,
       onReleaseError: (err, lease) =>
@@ -201,14 +197,14 @@ export class OpenAiService {
     // Served from this instance's lease of the user's quota: granted, no statement at all.
     // Otherwise, when the user's last reservation left ample room, the provider call need not wait
     // for this one's statement: run() starts it at once and holds everything back until the grant.
-    let pending: Promise<boolean> | undefined;
-    if (this.ledger.take(user.sub, month, reserved)) {
+    let pending: Promise<string | undefined> | undefined;
+    let holder = this.ledger.take(user.sub, month, reserved);
+    if (holder !== undefined) {
       // granted
     } else if (this.ledger.covers(user.sub, month, reserved)) {
-      const reservation = this.ledger.reserve(user.sub, month, reserved);
-      pending = reservation;
+      pending = this.ledger.reserve(user.sub, month, reserved);
       pending.catch(() => undefined); // run() awaits it; an early rejection is not unhandled
-    } else if (!(await this.ledger.reserve(user.sub, month, reserved))) {
+    } else if ((holder = await this.ledger.reserve(user.sub, month, reserved)) === undefined) {
       throw this.refused(reserved);
     }
     return {
@@ -217,7 +213,9 @@ export class OpenAiService {
       maxTokens,
       reserved,
       month,
-      /** The reservation still being written, when the provider call goes ahead of it. */
+      /** The quota holder the reservation was granted under (QuotaHolders), once known. */
+      holder,
+      /** The reservation still being written, when the provider call goes ahead of it: the holder it was granted under, undefined if refused. */
       pending,
       id: newId(now.getTime()).id,
       created: Math.floor(now.getTime() / 1000),
@@ -240,7 +238,7 @@ export class OpenAiService {
    */
   private async *afterGrant(
     events: AsyncIterable<RoutedStreamEvent>,
-    pending: Promise<boolean>,
+    pending: Promise<string | undefined>,
     reserved: number,
     abort: AbortController,
   ): AsyncGenerator<RoutedStreamEvent> {
@@ -249,7 +247,7 @@ export class OpenAiService {
     first.catch(() => undefined);
     let refusal: unknown;
     try {
-      if (!(await pending)) refusal = this.refused(reserved);
+      if ((await pending) === undefined) refusal = this.refused(reserved);
     } catch (error) {
       refusal = error;
     }
@@ -381,7 +379,9 @@ export class OpenAiService {
   ): Promise<void> {
     const used = outcome.promptTokens + outcome.completionTokens;
     const latencyMs = Math.round(performance.now() - outcome.startedAt);
-    const settlement: Settlement = { userId: user.sub, month: prepared.month, reserved: prepared.reserved, used, events: [] };
+    // Reserved under this holder: granted at once, or by the reservation run() waited for.
+    const holder = prepared.holder ?? (await prepared.pending);
+    const settlement: Settlement = { userId: user.sub, month: prepared.month, holder, reserved: prepared.reserved, used, events: [] };
     try {
       settlement.events.push(
         createEvent(EVENTS.chatMessageCompleted, {

@@ -3,14 +3,16 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { SqlRunner } from '../messages/turns.repository';
 
 /**
- * Keeps this instance's row in chat.quota_holders alive: `expires_at` pushed `$2` ms ahead. One row
- * back, `revived` when it had to be inserted (at start; later, only if the others judged this
- * instance dead and gave its holds back meanwhile).
+ * Pushes holder `$1`'s `expires_at` `$2` ms ahead; no row back when its row is gone (the others
+ * judged this instance dead and gave its holds back, or it never registered).
  */
 const RENEW = `
+update chat.quota_holders set expires_at = now() + $2::int * interval '1 millisecond' where holder = $1::uuid returning 1`;
+
+/** Registers holder `$1`, expiring `$2` ms from now (a retry of a registration whose answer was lost renews it). */
+const REGISTER = `
 insert into chat.quota_holders as r (holder, expires_at) values ($1::uuid, now() + $2::int * interval '1 millisecond')
-on conflict (holder) do update set expires_at = excluded.expires_at
-returning (xmax = 0) as revived`;
+on conflict (holder) do update set expires_at = excluded.expires_at`;
 
 /**
  * Gives back the holds of the holders that are gone: with `$1` null, those whose row expired and
@@ -73,20 +75,20 @@ where h.holder = z.holder and h.user_id = z.user_id and h.month = z.month`;
  * whatever this instance still holds and removes it.
  *
  * An instance cut off from the database for longer than its timeout is judged dead too: its holds
- * are given back, and its later settlements give back at most what its hold still holds. When it
- * renews again it learns that it was (`revived`) and gives back the leases it kept in memory
- * (`onRevived`). Known limit: holds are keyed by holder alone, so a settlement or lease give-back of
- * a reservation from before the sweep takes tokens from a hold the same instance made after it
- * (a reservation between the sweep and the renewal, or any later one under the same holder id).
- * `reserved` is then too low, never too high, by at most what the instance held when it was swept,
- * and stays so while the instance keeps that much reserved for the user (until it restarts or the
- * month ends): the user may overshoot the quota by that much. The fix is a fresh holder id on
- * revival, reservations refused under a holder whose row is gone, and each settlement written
- * against the holder it was reserved under.
+ * are given back. When it renews again it finds its row gone and registers under a fresh holder id
+ * (`id` changes), and gives back the leases it kept in memory (`onRevived`). Every reservation,
+ * lease and settlement names the holder it was made under, so what it reserved before the sweep
+ * settles against the old id, whose holds are gone (it gives back nothing, as the sweep already
+ * did), and never takes tokens from what it reserves under the new one. Reservations made under
+ * the old id between the sweep and the renewal leave holds without a holder row; the next sweep
+ * gives those back, or their own settlements do, whichever comes first: until they settle,
+ * `reserved` can be too low by what those few requests reserved.
  */
 export class QuotaHolders {
-  /** This instance's holder id. */
-  readonly id = randomUUID();
+  /** This instance's holder id until it registers (its first registration keeps it). */
+  private current = randomUUID();
+  /** Registrations tried: any after the first takes a fresh id (reservations may have been made under the old one). */
+  private registrations = 0;
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | undefined;
   private registered = false;
@@ -113,6 +115,11 @@ export class QuotaHolders {
     this.timer.unref();
   }
 
+  /** The holder id this instance's reservations are made under now; it changes when this instance is judged dead and registers again. */
+  get id(): string {
+    return this.current;
+  }
+
   /** Stops renewing and gives back what this instance still holds (after its leases and settlements are written). */
   async stop(): Promise<void> {
     clearInterval(this.timer);
@@ -127,20 +134,28 @@ export class QuotaHolders {
   }
 
   /**
-   * Pushes this instance's expiry ahead; true when its row had to be created. Then its holds may
-   * have been given back (it was judged dead, or its first registration failed and they were
-   * found without a holder): `onRevived` gives its leases back, which costs nothing at start.
+   * Pushes this instance's expiry ahead; true when it had to register (at start; later, only if its
+   * row was gone: it was judged dead and its holds given back, or its registration had failed).
+   * A registration after the first is under a fresh id, so that nothing reserved under the old one
+   * settles against holds taken since; `onRevived` then gives back the leases held under the old
+   * one (which costs nothing at start).
    */
   async renew(): Promise<boolean> {
-    const [row] = await this.deps.sql.rows<{ revived: boolean }>('chat-quota-holder-renew-v1', RENEW, [this.id, this.deps.timeoutMs]);
-    const revived = row?.revived === true;
-    if (revived) {
-      if (this.registered)
-        this.deps.log.warn('this instance was judged dead (no renewal within CHAT_QUOTA_HOLDER_TIMEOUT_MS) and its quota holds given back: its leases are given back too');
-      this.deps.onRevived();
+    if (this.registered) {
+      const renewed = await this.deps.sql.rows('chat-quota-holder-renew-v2', RENEW, [this.current, this.deps.timeoutMs]);
+      if (renewed.length > 0) return false;
     }
+    const holder = this.registrations++ === 0 ? this.current : randomUUID();
+    await this.deps.sql.rows('chat-quota-holder-register-v1', REGISTER, [holder, this.deps.timeoutMs]);
+    if (this.registered)
+      this.deps.log.warn(
+        { previous: this.current, holder },
+        'this instance was judged dead (no renewal within CHAT_QUOTA_HOLDER_TIMEOUT_MS) and its quota holds given back: it goes on under a new holder id, and its leases are given back',
+      );
+    this.current = holder;
     this.registered = true;
-    return revived;
+    this.deps.onRevived();
+    return true;
   }
 
   /** Gives back the holds of expired holders; returns the tokens given back. */

@@ -1,9 +1,9 @@
 import type { Reservation, Settlement } from '../messages/turns.repository';
 
 export interface UsageStore {
-  /** Reserves `tokens` in one statement, and tells what is left after it. */
-  reserveQuota(userId: string, month: string, tokens: number): Promise<Reservation>;
-  /** Settles reservations and writes their events in one statement. */
+  /** Reserves `tokens` in one statement, held by `holder` (QuotaHolders), and tells what is left after it. */
+  reserveQuota(userId: string, month: string, tokens: number, holder: string): Promise<Reservation>;
+  /** Settles reservations (each against the holder it names) and writes their events in one statement. */
   settleAndPublish(settlements: Settlement[]): Promise<void>;
 }
 
@@ -41,6 +41,8 @@ interface Lease {
   month: string;
   /** Reserved in the database and not yet handed to a request. */
   tokens: number;
+  /** The holder its tokens are reserved under. */
+  holder: string;
   takenAt: number;
   lastUsedAt: number;
 }
@@ -68,15 +70,13 @@ interface Lease {
  */
 export class UsageLedger {
   /** Reservations waiting per user and month; a key is present exactly while its drain runs. */
-  private readonly reservations = new Map<string, Array<{ tokens: number } & Waiter<boolean>>>();
+  private readonly reservations = new Map<string, Array<{ tokens: number } & Waiter<string | undefined>>>();
   private settlements: Array<{ settlement: Settlement } & Waiter<void>> = [];
   private settling = false;
   /** The linger of the next settlement statement, while it waits. */
   private lingering: NodeJS.Timeout | undefined;
   /** Set once the service is closing (see `closing`). */
   private noLinger = false;
-  /** Counts returnLeases calls: a lease taken by a statement that began before one is given back at once. */
-  private revivals = 0;
   /** Tokens left per user and month as the last granted reservation reported them (null: no limit), less what was asked since. */
   private readonly headroom = new Map<string, { tokens: number | null; at: number }>();
 
@@ -97,6 +97,9 @@ export class UsageLedger {
    * is a statement, a commit, a relay pass and a Kafka request for each settlement that joins, and
    * on two shared cores that background work is what the next request's latency competes with.
    *
+   * `holder`: the holder id reservations are made under now (QuotaHolders' `id`); each grant
+   * names the one it was made under, and its settlement must carry it.
+   *
    * `leaseRequests`: when a user is far from their limit, a reservation statement reserves this
    * many times what it was asked for, and the rest serves the next requests of that user on this
    * instance without a statement (see `take`); 0 or 1 = none. `onReleaseError`: a lease could not
@@ -104,6 +107,7 @@ export class UsageLedger {
    */
   constructor(
     private readonly store: UsageStore,
+    private readonly holder: () => string,
     options: {
       settleLingerMs?: number;
       leaseRequests?: number;
@@ -116,9 +120,10 @@ export class UsageLedger {
   }
 
   /**
-   * Grants `tokens` from this instance's lease for the user and month, without a statement: true
-   * when the lease held enough (the tokens are then the caller's reservation, settled like any
-   * other), false when the caller must `reserve`. A lease is taken by a reservation statement when
+   * Grants `tokens` from this instance's lease for the user and month, without a statement: the
+   * holder they are reserved under when the lease held enough (the tokens are then the caller's
+   * reservation, settled like any other, against that holder), undefined when the caller must
+   * `reserve`. A lease is taken by a reservation statement when
    * the user is known to be far from their limit: the statement reserves `leaseRequests` times
    * what it was asked for, at most an eighth of what the user has left, so that the tokens held
    * ahead are never more than a small part of anyone's quota. It is given back (one settlement
@@ -127,14 +132,14 @@ export class UsageLedger {
    * what the lease held on each instance. The leases and reservations of an instance that dies are
    * given back by the others once its holder row expires (QuotaHolders).
    */
-  take(userId: string, month: string, tokens: number): boolean {
+  take(userId: string, month: string, tokens: number): string | undefined {
     const lease = this.leases.get(`${userId} ${month}`);
-    if (!lease || lease.tokens < tokens) return false;
+    if (!lease || lease.tokens < tokens) return undefined;
     const now = performance.now();
-    if (now - lease.takenAt > LEASE_MAX_AGE_MS) return false;
+    if (now - lease.takenAt > LEASE_MAX_AGE_MS) return undefined;
     lease.tokens -= tokens;
     lease.lastUsedAt = now;
-    return true;
+    return lease.holder;
   }
 
   /** Gives back every lease and takes no more (closing the service); resolves once their settlements are written. */
@@ -153,12 +158,11 @@ export class UsageLedger {
 
   /**
    * Gives every lease back now and forgets what was known of users' room; new leases are taken as
-   * before. For an instance whose holds were given back for it (QuotaHolders): a lease taken
-   * before that is no longer reserved (its give-back, bounded by what the hold still holds, gives
-   * back nothing), one taken since is, and goes back with it.
+   * before. For an instance whose holds were given back for it (QuotaHolders), now under a new
+   * holder id: its leases are no longer reserved (their give-back, bounded by what the old
+   * holder's hold still holds, gives back nothing), and must not serve requests.
    */
   returnLeases(): Promise<void> {
-    this.revivals += 1;
     this.headroom.clear();
     return Promise.all([...this.leases.keys()].map((key) => this.release(key))).then(() => undefined);
   }
@@ -184,13 +188,14 @@ export class UsageLedger {
     return known.tokens === null || known.tokens >= tokens;
   }
 
-  reserve(userId: string, month: string, tokens: number): Promise<boolean> {
+  /** Reserves `tokens` (batched with others of the user, see the class): the holder it was granted under, undefined when refused. */
+  reserve(userId: string, month: string, tokens: number): Promise<string | undefined> {
     const key = `${userId} ${month}`;
     // Near the limit, settlements lingering still count whole reservations: write them first.
     if (!this.farFromLimit(userId, month, tokens)) this.flush();
     const known = this.headroom.get(key);
     if (known && known.tokens !== null) known.tokens -= tokens;
-    return new Promise<boolean>((resolve, reject) => {
+    return new Promise<string | undefined>((resolve, reject) => {
       const queue = this.reservations.get(key);
       if (queue) {
         queue.push({ tokens, resolve, reject });
@@ -271,31 +276,33 @@ export class UsageLedger {
     const queue = this.reservations.get(key)!;
     while (queue.length > 0) {
       // Those that arrived while a statement took a lease are served from it, in order.
-      while (queue.length > 0 && this.take(userId, month, queue[0]!.tokens)) {
+      while (queue.length > 0) {
+        const held = this.take(userId, month, queue[0]!.tokens);
+        if (held === undefined) break;
         const served = queue.shift()!;
         const known = this.headroom.get(key); // reserve() counted it as asked for; the lease held it already
         if (known && known.tokens !== null) known.tokens += served.tokens;
-        served.resolve(true);
+        served.resolve(held);
       }
       if (queue.length === 0) break;
       const batch = queue.splice(0, MAX_BATCH);
       try {
         const total = batch.reduce((sum, r) => sum + r.tokens, 0);
         const ahead = this.leaseSize(key, total);
-        const revivals = this.revivals;
-        let answer = await this.store.reserveQuota(userId, month, total + ahead);
-        if (ahead > 0 && answer.granted) this.lease(key, userId, month, ahead, revivals);
-        else if (ahead > 0) answer = await this.store.reserveQuota(userId, month, total);
+        let holder = this.holder();
+        let answer = await this.store.reserveQuota(userId, month, total + ahead, holder);
+        if (ahead > 0 && answer.granted) this.lease(key, userId, month, ahead, holder);
+        else if (ahead > 0) answer = await this.store.reserveQuota(userId, month, total, (holder = this.holder()));
         this.learn(key, answer, queue);
         if (answer.granted) {
-          for (const r of batch) r.resolve(true);
+          for (const r of batch) r.resolve(holder);
         } else if (batch.length === 1) {
-          batch[0]!.resolve(false);
+          batch[0]!.resolve(undefined);
         } else {
           for (const [i, r] of batch.entries()) {
-            const one = await this.store.reserveQuota(userId, month, r.tokens);
+            const one = await this.store.reserveQuota(userId, month, r.tokens, (holder = this.holder()));
             this.learn(key, one, [...batch.slice(i + 1), ...queue]);
-            r.resolve(one.granted);
+            r.resolve(one.granted ? holder : undefined);
           }
         }
       } catch (error) {
@@ -320,12 +327,12 @@ export class UsageLedger {
     return ahead >= total ? ahead : 0;
   }
 
-  private lease(key: string, userId: string, month: string, tokens: number, revivals: number): void {
+  private lease(key: string, userId: string, month: string, tokens: number, holder: string): void {
     const now = performance.now();
-    this.leases.set(key, { userId, month, tokens, takenAt: now, lastUsedAt: now });
-    // Taken by a statement that was in flight when the service began closing, or when this
-    // instance learned its holds had been given back (the lease may be among them): given back at once.
-    if (this.leaseRequests <= 1 || revivals !== this.revivals) void this.release(key);
+    this.leases.set(key, { userId, month, tokens, holder, takenAt: now, lastUsedAt: now });
+    // Taken by a statement that was in flight when the service began closing, or under a holder id
+    // this instance has since left (its holds were given back; see returnLeases): given back at once.
+    if (this.leaseRequests <= 1 || holder !== this.holder()) void this.release(key);
     else this.leaseSweep ??= setInterval(() => this.sweepLeases(), LEASE_SWEEP_MS).unref();
   }
 
@@ -353,7 +360,7 @@ export class UsageLedger {
     if (lease.tokens === 0) return Promise.resolve();
     const given = { userId: lease.userId, month: lease.month, tokens: lease.tokens };
     return this.track(
-      this.settleRetrying({ userId: lease.userId, month: lease.month, reserved: lease.tokens, used: 0, events: [] }).catch((error: unknown) =>
+      this.settleRetrying({ userId: lease.userId, month: lease.month, holder: lease.holder, reserved: lease.tokens, used: 0, events: [] }).catch((error: unknown) =>
         this.onReleaseError(error, given),
       ),
     );
