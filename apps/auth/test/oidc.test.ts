@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PASSWORD, identityOf, outboxEvents, startAuth, uniqueEmail, type AuthHarness, type SignedIn } from './helpers';
+import { base32Decode, hotp } from '../src/modules/mfa/totp.service';
+import { PASSWORD, freshStep, identityOf, outboxEvents, startAuth, uniqueEmail, type AuthHarness, type SignedIn } from './helpers';
 import { startIdentityProvider, type TestAccount, type TestIdentityProvider } from './identity-provider';
 
 const PUBLIC_BASE_URL = 'http://vivier.test';
@@ -42,6 +43,15 @@ async function startAndAuthorize(who: TestAccount): Promise<{ callback: URL; coo
 
 const finish = (callback: URL, cookie: string | undefined) =>
   auth.call('GET', `${callback.pathname}${callback.search}`, { headers: cookie ? { cookie } : {} });
+
+/** Turns two-factor sign-in on for the signed-in caller: its TOTP secret and recovery codes (the current step's code is used up). */
+async function enableTotp(harness: AuthHarness, signedIn: SignedIn): Promise<{ secret: Buffer; recoveryCodes: string[] }> {
+  const identity = identityOf(signedIn.accessToken);
+  const { secret } = (await harness.call('POST', '/api/v1/auth/mfa/totp/setup', { identity })).json<{ secret: string }>();
+  const enabled = await harness.call('POST', '/api/v1/auth/mfa/totp/enable', { identity, body: { code: hotp(base32Decode(secret), await freshStep()) } });
+  expect(enabled.statusCode, enabled.body).toBe(200);
+  return { secret: base32Decode(secret), recoveryCodes: enabled.json<{ recoveryCodes: string[] }>().recoveryCodes };
+}
 
 async function sessionsOf(email: string): Promise<number> {
   const { rows } = await auth.pg.query<{ n: number }>('select count(*)::int as n from auth.sessions s join auth.users u on u.id = s.user_id where u.email = $1', [email]);
@@ -194,6 +204,51 @@ describe('OIDC sign-in', () => {
     expect(identityOf(signedIn.accessToken).role).toBe('admin');
   });
 
+  it('asks an account with two-factor sign-in on for its code after the provider: 401 mfa_required with an mfaToken, finished by POST /oauth/mfa', async () => {
+    const who = account();
+    const first = await startAndAuthorize(who);
+    const signedIn = (await finish(first.callback, first.cookie)).json<SignedIn>();
+    const { secret } = await enableTotp(auth, signedIn);
+    const sessions = await sessionsOf(who.email);
+
+    const again = await startAndAuthorize(who);
+    const challenged = await finish(again.callback, again.cookie);
+    expect(challenged.statusCode, challenged.body).toBe(401);
+    expect(challenged.headers['content-type']).toMatch(/^application\/problem\+json/);
+    const { mfaToken, expiresIn } = challenged.json<{ mfaToken: string; expiresIn: number }>();
+    expect(challenged.json()).toMatchObject({ code: 'mfa_required', status: 401 });
+    expect(mfaToken).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(expiresIn).toBe(300);
+    expect(await sessionsOf(who.email)).toBe(sessions); // the provider alone signs nobody in
+
+    const finishMfa = (token: string, mfaCode: string) => auth.call('POST', '/api/v1/auth/oauth/mfa', { body: { mfaToken: token, mfaCode } });
+    expect((await finishMfa(mfaToken, '000000')).json()).toMatchObject({ status: 401, code: 'invalid_mfa_code' });
+    const done = await finishMfa(mfaToken, hotp(secret, (await freshStep()) + 1)); // the next step's: this one's enabled MFA
+    expect(done.statusCode, done.body).toBe(200);
+    expect(done.headers['cache-control']).toBe('no-store');
+    const finished = done.json<SignedIn>();
+    expect(finished.user).toMatchObject({ id: signedIn.user.id, mfaEnabled: true });
+    expect(identityOf(finished.accessToken).sub).toBe(signedIn.user.id);
+    expect(await sessionsOf(who.email)).toBe(sessions + 1);
+    // Single use.
+    expect((await finishMfa(mfaToken, hotp(secret, await freshStep()))).json()).toMatchObject({ status: 401, code: 'invalid_mfa_token' });
+    const events = (await outboxEvents(auth.pg, signedIn.user.id)).slice(-3).map((e) => [e.type, e.data.method, e.data.reason ?? e.data.mfaMethod]);
+    expect(events).toEqual([
+      ['vivier.auth.login.failed.v1', 'oidc', 'mfa_required'],
+      ['vivier.auth.login.failed.v1', 'oidc', 'invalid_mfa_code'],
+      ['vivier.auth.user.logged_in.v1', 'oidc', 'totp'],
+    ]);
+
+    // Five wrong codes use a token up: the right one is refused after them.
+    const third = await startAndAuthorize(who);
+    const token = (await finish(third.callback, third.cookie)).json<{ mfaToken: string }>().mfaToken;
+    for (let i = 0; i < 5; i++) expect((await finishMfa(token, '000000')).json()).toMatchObject({ code: 'invalid_mfa_code' });
+    expect((await finishMfa(token, hotp(secret, await freshStep()))).json()).toMatchObject({ status: 401, code: 'invalid_mfa_token' });
+    expect((await finishMfa('A'.repeat(43), '123456')).json()).toMatchObject({ status: 401, code: 'invalid_mfa_token' });
+    expect((await finishMfa('short', '123456')).json()).toMatchObject({ status: 400, code: 'validation_failed' });
+    expect(await sessionsOf(who.email)).toBe(sessions + 1);
+  });
+
   it('redirects to OIDC_CLIENT_REDIRECT_URL with the tokens in the fragment when it is set', async () => {
     const redirecting = await startAuth({
       PUBLIC_BASE_URL,
@@ -212,6 +267,18 @@ describe('OIDC sign-in', () => {
       expect(fragment.get('accessToken')).toMatch(/^ey/);
       expect(fragment.get('refreshToken')).toMatch(/^vrt_/);
       expect(fragment.get('expiresIn')).toBe('900');
+
+      // With two-factor sign-in on, the fragment carries the mfaToken instead of tokens.
+      const { secret } = await enableTotp(redirecting, { accessToken: fragment.get('accessToken')! } as SignedIn);
+      const again = await redirecting.call('GET', '/api/v1/auth/oauth/test/start');
+      const secondCallback = await idp.authorize(again.headers.location as string, CALLBACK);
+      const challenged = await redirecting.call('GET', `${secondCallback.pathname}${secondCallback.search}`, { headers: { cookie: String(again.headers['set-cookie']).split(';')[0]! } });
+      expect(challenged.statusCode).toBe(302);
+      const mfaFragment = new URLSearchParams(new URL(challenged.headers.location as string).hash.slice(1));
+      expect(mfaFragment.get('accessToken')).toBeNull();
+      expect(mfaFragment.get('expiresIn')).toBe('300');
+      const done = await redirecting.call('POST', '/api/v1/auth/oauth/mfa', { body: { mfaToken: mfaFragment.get('mfaToken'), mfaCode: hotp(secret, (await freshStep()) + 1) } });
+      expect(done.statusCode, done.body).toBe(200);
     } finally {
       await redirecting.close();
     }

@@ -31,6 +31,7 @@ describe('OpenAPI document of the auth service', () => {
         'POST /api/v1/auth/mfa/totp/disable',
         'GET /api/v1/auth/oauth/{provider}/start',
         'GET /api/v1/auth/oauth/{provider}/callback',
+        'POST /api/v1/auth/oauth/mfa',
         'POST /api/v1/auth/api-keys',
         'GET /api/v1/auth/api-keys',
         'DELETE /api/v1/auth/api-keys/{id}',

@@ -87,6 +87,7 @@ describe('which routes need what', () => {
       ['POST', '/api/v1/auth/logout'],
       ['GET', '/api/v1/auth/oauth/google/start'],
       ['GET', '/api/v1/auth/oauth/google/callback?code=c&state=s'],
+      ['POST', '/api/v1/auth/oauth/mfa'],
       ['GET', '/.well-known/jwks.json'],
     ];
     for (const [method, url] of routes) {

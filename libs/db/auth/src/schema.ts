@@ -151,6 +151,26 @@ export const oidcLoginFlows = authSchema.table(
   (t) => [index('oidc_login_flows_expires_idx').on(t.expiresAt)],
 );
 
+/**
+ * OIDC sign-ins of accounts with two-factor sign-in on, waiting for the code, by SHA-256 of the
+ * `mfaToken` the callback answered. Taken (deleted) by each try, and put back with one more
+ * `attempts` after a wrong code, up to five; they expire after five minutes.
+ */
+export const oidcMfaChallenges = authSchema.table(
+  'oidc_mfa_challenges',
+  {
+    tokenHash: text('token_hash').primaryKey(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    provider: text('provider').notNull(),
+    attempts: bigint('attempts', { mode: 'number' }).notNull().default(0),
+    createdAt: createdAt(),
+    expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
+  },
+  (t) => [index('oidc_mfa_challenges_expires_idx').on(t.expiresAt), index('oidc_mfa_challenges_user_idx').on(t.userId)],
+);
+
 /** API keys (`vk_…`), by SHA-256 of the key; `prefix` is what the owner sees in lists. */
 export const apiKeys = authSchema.table(
   'api_keys',

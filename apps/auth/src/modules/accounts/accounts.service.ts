@@ -181,7 +181,7 @@ export class AccountsService {
       const now = await this.accounts.credentialsForSignIn(user.id, tx);
       if (!now || now.disabledAt) throw accountDisabled();
       const passwordChanged = verified.passwordHash !== undefined && now.passwordHash !== verified.passwordHash;
-      const mfaTurnedOn = how.method === 'password' && now.mfaEnabled && !how.mfaMethod;
+      const mfaTurnedOn = now.mfaEnabled && !how.mfaMethod;
       if (passwordChanged || mfaTurnedOn) throw invalidCredentials();
       const started = await this.options.sessions.start(tx, { userId: user.id, method: how.method, ...(how.oidcProvider ? { oidcProvider: how.oidcProvider } : {}), origin });
       await this.options.publish(

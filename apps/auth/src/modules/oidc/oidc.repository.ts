@@ -2,10 +2,11 @@ import { and, eq, lt } from 'drizzle-orm';
 import type { Executor } from '@vivier/messaging';
 import { authTables } from '@vivier/db-auth';
 
-const { oidcLoginFlows, oidcIdentities } = authTables;
+const { oidcLoginFlows, oidcIdentities, oidcMfaChallenges } = authTables;
 
 export type OidcLoginFlowRow = typeof oidcLoginFlows.$inferSelect;
 export type OidcIdentityRow = typeof oidcIdentities.$inferSelect;
+export type OidcMfaChallengeRow = typeof oidcMfaChallenges.$inferSelect;
 
 /** OIDC sign-ins in flight and linked provider identities (auth.oidc_login_flows, auth.oidc_identities). */
 export function oidcRepository(db: Executor) {
@@ -20,8 +21,21 @@ export function oidcRepository(db: Executor) {
       return rows[0];
     },
 
+    /** Deletes the flows and MFA challenges that expired before `now`. */
     async purgeExpiredFlows(now: Date, tx: Executor = db): Promise<void> {
       await tx.delete(oidcLoginFlows).where(lt(oidcLoginFlows.expiresAt, now));
+      await tx.delete(oidcMfaChallenges).where(lt(oidcMfaChallenges.expiresAt, now));
+    },
+
+    /** Saves a challenge (a new one, or one put back after a wrong code). */
+    async saveMfaChallenge(row: { tokenHash: string; userId: string; provider: string; attempts: number; expiresAt: Date }, tx: Executor = db): Promise<void> {
+      await tx.insert(oidcMfaChallenges).values(row);
+    },
+
+    /** Takes a challenge: it is deleted in the same statement, so two tries cannot both use it. */
+    async takeMfaChallenge(tokenHash: string, tx: Executor = db): Promise<OidcMfaChallengeRow | undefined> {
+      const rows = await tx.delete(oidcMfaChallenges).where(eq(oidcMfaChallenges.tokenHash, tokenHash)).returning();
+      return rows[0];
     },
 
     async identity(provider: string, subject: string, tx: Executor = db): Promise<OidcIdentityRow | undefined> {

@@ -3,7 +3,7 @@ import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload } 
 import type { FastifyBaseLogger } from 'fastify';
 import { createEvent, EVENTS, type AuthLoginFailedData } from '@vivier/contracts';
 import type { Publish } from '@vivier/messaging';
-import { HttpProblem, problems } from '@vivier/service-kit';
+import { HttpProblem, ipPartition, problems } from '@vivier/service-kit';
 import type { OidcProviderConfig } from '../../config';
 import type { AuthDatabase } from '../../database';
 import type { SignedInView } from '../../http.schema';
@@ -11,11 +11,16 @@ import { constantTimeEqual, sha256Hex } from '../../security/opaque-token';
 import type { SecretBox } from '../../security/secret-box';
 import { accountDisabled, normalizeEmail, type AccountsService } from '../accounts/accounts.service';
 import { actorOf, type RequestOrigin } from '../audit/audit.service';
+import type { MfaService } from '../mfa/mfa.service';
+import { hashedKey, type AttemptLimiter } from '../throttling/throttling.service';
 import { oidcRepository, type OidcRepository } from './oidc.repository';
 
 /** ID token signatures we accept: asymmetric only (never `none`, never HMAC with a shared secret). */
 const ID_TOKEN_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'];
 const DISCOVERY_TTL_MS = 3600_000;
+/** How long an OIDC sign-in waits for the second factor, and how many wrong codes it takes. */
+export const MFA_CHALLENGE_TTL_SECONDS = 300;
+const MFA_CHALLENGE_ATTEMPTS = 5;
 const HTTP_TIMEOUT_MS = 10_000;
 
 /** The part of a provider's discovery document this client uses. */
@@ -49,6 +54,10 @@ export interface OidcServiceOptions {
   publicBaseUrl: string;
   flowTtlSeconds: number;
   secureCookies: boolean;
+  mfa: MfaService;
+  limiter: AttemptLimiter;
+  /** Failed second-factor tries allowed per account and per client address within the window (as for password sign-in). */
+  limits: { loginFailuresPerAccount: number; loginFailuresPerIp: number; loginWindowSeconds: number };
   log: FastifyBaseLogger;
 }
 
@@ -57,6 +66,8 @@ export const STATE_COOKIE = 'vivier_oidc_state';
 const b64url = (bytes: Buffer) => bytes.toString('base64url');
 const invalidState = () => new HttpProblem(400, 'invalid_state', 'This sign-in is unknown, expired or was started in another browser; start again.');
 const providerUnavailable = (detail: string) => new HttpProblem(503, 'provider_unavailable', detail);
+const invalidMfaToken = () =>
+  new HttpProblem(401, 'invalid_mfa_token', 'This two-factor sign-in is unknown, expired, already finished or had too many wrong codes; sign in with the identity provider again.');
 
 class FlowFailure extends Error {
   constructor(
@@ -76,6 +87,11 @@ class FlowFailure extends Error {
  * deleted by the callback that uses it), so it does not depend on Redis and works across
  * instances. `state` is also set in an HttpOnly cookie scoped to the provider's path: a callback
  * must come from the browser that started the sign-in (no login CSRF).
+ *
+ * An account with two-factor sign-in on needs its code here too: the provider vouches for who the
+ * user is there, not for this account's second factor. The callback then answers 401
+ * `mfa_required` with an `mfaToken` (single use, 5 minutes, 5 wrong codes), and
+ * `POST /api/v1/auth/oauth/mfa` with that token and a code finishes the sign-in.
  */
 export class OidcService {
   private readonly providers = new Map<string, ProviderState>();
@@ -344,6 +360,65 @@ export class OidcService {
       });
       user = { ...user, role: 'admin' };
     }
+    if (user.mfaEnabled) {
+      const mfaToken = b64url(randomBytes(32));
+      await this.flows.saveMfaChallenge({
+        tokenHash: sha256Hex(mfaToken),
+        userId: user.id,
+        provider,
+        attempts: 0,
+        expiresAt: new Date(Date.now() + MFA_CHALLENGE_TTL_SECONDS * 1000),
+      });
+      throw new FlowFailure(
+        'mfa_required',
+        new HttpProblem(401, 'mfa_required', 'This account has two-factor sign-in: send mfaToken with a TOTP code or a recovery code to POST /api/v1/auth/oauth/mfa.', {
+          extensions: { mfaToken, expiresIn: MFA_CHALLENGE_TTL_SECONDS },
+        }),
+        { userId: user.id, email: user.email },
+      );
+    }
     return accounts.signIn(user, { method: 'oidc', oidcProvider: provider }, origin);
+  }
+
+  /**
+   * Finishes an OIDC sign-in that waits for the second factor. Wrong codes count against the
+   * account and the client address as for password sign-in, and against the challenge: it is
+   * taken by each try and put back after a wrong code, until its fifth.
+   */
+  async finishWithMfa(input: { mfaToken: string; mfaCode: string }, origin: RequestOrigin): Promise<SignedInView> {
+    const tokenHash = sha256Hex(input.mfaToken);
+    const challenge = await this.flows.takeMfaChallenge(tokenHash);
+    if (!challenge || challenge.expiresAt.getTime() <= Date.now()) throw invalidMfaToken();
+    const accounts = this.options.accounts;
+    const user = await accounts.repository.byId(challenge.userId);
+    if (!user) throw invalidMfaToken();
+    const failed = (reason: AuthLoginFailedData['reason']) =>
+      accounts.loginFailed({ method: 'oidc', oidcProvider: challenge.provider, reason, userId: user.id, email: user.email }, origin);
+    const { limits, limiter } = this.options;
+    const accountKey = hashedKey('login:account', user.email);
+    const ipKey = `login:ip:${ipPartition(origin.ip)}`;
+    const counters = await limiter.take([
+      { key: accountKey, limit: limits.loginFailuresPerAccount, windowSeconds: limits.loginWindowSeconds },
+      { key: ipKey, limit: limits.loginFailuresPerIp, windowSeconds: limits.loginWindowSeconds },
+    ]);
+    const exceeded = counters.filter((c) => c.exceeded);
+    if (exceeded.length > 0) {
+      await this.flows.saveMfaChallenge(challenge); // not a try: it stays as it was
+      await failed('throttled');
+      throw problems.rateLimited(Math.max(...exceeded.map((c) => c.resetInMs)) / 1000);
+    }
+    if (user.disabledAt) {
+      await limiter.release([{ key: accountKey }, { key: ipKey }]);
+      await failed('account_disabled');
+      throw accountDisabled();
+    }
+    const mfaMethod = await this.options.mfa.verifyForLogin(user.id, input.mfaCode);
+    if (!mfaMethod) {
+      if (challenge.attempts + 1 < MFA_CHALLENGE_ATTEMPTS) await this.flows.saveMfaChallenge({ ...challenge, attempts: challenge.attempts + 1 });
+      await failed('invalid_mfa_code');
+      throw new HttpProblem(401, 'invalid_mfa_code', 'The two-factor code is not valid (or was already used).');
+    }
+    await limiter.release([{ key: accountKey, reset: true }, { key: ipKey }]);
+    return accounts.signIn(user, { method: 'oidc', oidcProvider: challenge.provider, mfaMethod }, origin);
   }
 }
