@@ -46,6 +46,12 @@ export interface HandlerContext {
    * Errors in `fn` are logged, not retried.
    */
   afterCommit(fn: () => void | Promise<void>): void;
+  /**
+   * Aborted when the handler has run for `handlerTimeoutMs`: pass it to whatever the handler waits
+   * on outside the database (HTTP calls, S3), so that a call that hangs ends and the record is
+   * retried. A handler still running a few seconds later is left behind (see EventConsumer).
+   */
+  signal: AbortSignal;
 }
 
 /** Heartbeat answers that mean this member must rejoin the group (kafkajs protocol error types). */
@@ -92,6 +98,12 @@ export interface EventConsumerOptions {
    * models), never for handlers that call out (providers, S3, email).
    */
   applyInRuns?: boolean;
+  /**
+   * How long one handler may run (default 10 minutes): then its `signal` aborts, and if it has
+   * not ended 5 s later the record is treated as failed (retried, then dead-lettered) and the
+   * partition goes on. Not applied to runs (applyInRuns), whose handlers only write.
+   */
+  handlerTimeoutMs?: number;
 }
 
 /** Kafka headers the messaging library sets on retry and dead-letter records. */
@@ -111,6 +123,21 @@ function header(headers: IHeaders | undefined, name: string): string | undefined
   if (value === undefined) return undefined;
   const first = Array.isArray(value) ? value[0] : value;
   return first === undefined ? undefined : first.toString();
+}
+
+/** Default of `handlerTimeoutMs`, and how long a handler whose signal aborted has to end before it is left behind. */
+const HANDLER_TIMEOUT_MS = 600_000;
+const HANDLER_ABORT_GRACE_MS = 5_000;
+const STILL_RUNNING = Symbol('still running');
+/** The signal of handlers applied in runs: they only write, and have no deadline. */
+const NO_DEADLINE = new AbortController().signal;
+
+/** A handler that ran past `handlerTimeoutMs`: the reason its signal aborts with (`aborted`), or thrown when it did not end then. */
+export class HandlerTimedOut extends Error {
+  constructor(timeoutMs: number, how: 'aborted' | 'left_behind') {
+    super(`the handler ran for more than ${timeoutMs} ms ${how === 'aborted' ? 'and its signal was aborted' : 'and did not end when its signal aborted'}`);
+    this.name = 'HandlerTimedOut';
+  }
 }
 
 /** Pauses of a partition whose record the database could not take: doubling from 500 ms to 10 s. */
@@ -490,7 +517,7 @@ export class EventConsumer {
           if (!fresh.has(event.id) || done.has(event.id)) continue;
           done.add(event.id);
           const handler = this.options.handlers[event.type] as EventHandler;
-          await handler(event, { tx, topic, partition, attempt: 1, afterCommit });
+          await handler(event, { tx, topic, partition, attempt: 1, afterCommit, signal: NO_DEADLINE });
         }
         return done;
       }));
@@ -603,7 +630,8 @@ export class EventConsumer {
       // the oldest open transaction id). A copy applied meanwhile by another member (a rebalance
       // overlap) makes the insert find the id: this transaction is rolled back as a duplicate.
       const processed = this.options.processedEvents;
-      const applied = await inTrace(() => this.options.db
+      const deadline = new AbortController();
+      const work = inTrace(() => this.options.db
         .transaction(async (tx) => {
           after.length = 0;
           // Applied already, or this very record was already passed on to a retry or dead-letter topic.
@@ -612,7 +640,7 @@ export class EventConsumer {
             .from(processed)
             .where(and(eq(processed.consumerGroup, group), inArray(processed.eventId, [event.id, marker])));
           if (seen.length > 0) return false;
-          await handler(event, { tx, topic, partition, attempt, afterCommit });
+          await handler(event, { tx, topic, partition, attempt, afterCommit, signal: deadline.signal });
           const inserted = await tx.insert(processed).values({ consumerGroup: group, eventId: event.id, topic }).onConflictDoNothing().returning({ eventId: processed.eventId });
           if (inserted.length === 0) throw new AppliedElsewhere();
           return true;
@@ -621,6 +649,7 @@ export class EventConsumer {
           if (error instanceof AppliedElsewhere) return false;
           throw error;
         }));
+      const applied = await this.withinDeadline(work, deadline, { topic, eventId: event.id, type: event.type, attempt }, after);
       if (!applied) after.length = 0;
       await inTrace(() => this.runAfterCommit(after));
       if (traced) {
@@ -672,6 +701,46 @@ export class EventConsumer {
     } finally {
       clearInterval(beating);
     }
+  }
+
+  /**
+   * `work` (a handler's transaction), or HandlerTimedOut once it has run for `handlerTimeoutMs`
+   * and then not ended within HANDLER_ABORT_GRACE_MS of its signal aborting. A handler left behind
+   * keeps its connection until it ends; if it then commits, its effect and processed-event record
+   * stand (the retry finds the event applied and skips it) and its after-commit actions run.
+   */
+  private async withinDeadline(
+    work: Promise<boolean>,
+    deadline: AbortController,
+    what: { topic: Topic; eventId: string; type: string; attempt: number },
+    after: Array<() => void | Promise<void>>,
+  ): Promise<boolean> {
+    const timeoutMs = this.options.handlerTimeoutMs ?? HANDLER_TIMEOUT_MS;
+    const within = async (ms: number): Promise<boolean | typeof STILL_RUNNING> => {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        return await Promise.race([work, new Promise<typeof STILL_RUNNING>((resolve) => (timer = setTimeout(() => resolve(STILL_RUNNING), ms)))]);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    const first = await within(timeoutMs);
+    if (first !== STILL_RUNNING) return first;
+    const log = { group: this.options.group, ...what, timeoutMs };
+    this.options.logger.warn(log, 'event handler ran past its deadline: its signal is aborted');
+    deadline.abort(new HandlerTimedOut(timeoutMs, 'aborted'));
+    const second = await within(Math.min(HANDLER_ABORT_GRACE_MS, timeoutMs));
+    if (second !== STILL_RUNNING) return second;
+    const leftAt = performance.now();
+    this.options.logger.error(log, 'event handler did not end when its signal aborted: it is left running and the record is treated as failed');
+    work.then(
+      (applied) => {
+        this.options.logger.warn({ ...log, applied, lateByMs: Math.round(performance.now() - leftAt) }, 'an event handler left behind ended');
+        if (applied) void this.runAfterCommit(after);
+      },
+      (error: unknown) => this.options.logger.warn({ ...log, err: error, lateByMs: Math.round(performance.now() - leftAt) }, 'an event handler left behind failed'),
+    );
+    throw new HandlerTimedOut(timeoutMs, 'left_behind');
   }
 
   private async wasForwarded(marker: string): Promise<boolean> {

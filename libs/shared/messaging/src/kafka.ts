@@ -23,6 +23,11 @@ export const messagingConfigProperties = {
     10,
   ),
   CONSUMER_PARTITIONS_CONCURRENTLY: Env.int(4, 'Partitions one consumer processes at the same time (order is kept per partition).', 1),
+  CONSUMER_HANDLER_TIMEOUT_MS: Env.int(
+    600_000,
+    'Longest one event handler may run: then its abort signal fires, and a handler still running 5 s later is left behind and its event retried.',
+    1000,
+  ),
   OUTBOX_BATCH_SIZE: Env.int(500, 'Outbox rows published per Kafka request.', 1),
   OUTBOX_POLL_INTERVAL_MS: Env.int(1000, 'Safety poll of the outbox; NOTIFY wakes the relay at once.', 10),
   OUTBOX_LINGER_MS: Env.int(

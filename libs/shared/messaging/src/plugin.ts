@@ -90,6 +90,7 @@ export const messagingPlugin = fp<MessagingPluginOptions>(
           sessionTimeoutMs: config.CONSUMER_SESSION_TIMEOUT_MS,
           maxWaitTimeMs: config.CONSUMER_MAX_WAIT_MS,
           partitionsConsumedConcurrently: config.CONSUMER_PARTITIONS_CONCURRENTLY,
+          handlerTimeoutMs: config.CONSUMER_HANDLER_TIMEOUT_MS,
         }),
     );
     app.decorate('messaging', { publish: createPublisher(options.tables.outbox), relay, consumers, metrics });

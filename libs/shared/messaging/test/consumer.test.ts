@@ -216,6 +216,49 @@ describe('event consumer', () => {
     expect((await metrics.retries.get()).values[0]?.value ?? 0).toBe(0);
   });
 
+  it('aborts a handler past its deadline, and leaves behind one that ignores the abort: its record is retried and the partition goes on', async () => {
+    const chatId = randomUUID();
+    const [aborting, stuck, next] = [chatEvent(chatId, 1), chatEvent(chatId, 2), chatEvent(chatId, 3)];
+    const retries = await collect(kafka, ['chat.events.retry.admin']);
+    cleanups.push(() => retries.stop());
+    const calls: Array<[number, number]> = [];
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    consumer(
+      async (e, ctx) => {
+        calls.push([seqOf(e), ctx.attempt]);
+        if (ctx.attempt === 1 && e.id === aborting.id) {
+          // A call that passes the signal on (as fetch does): it ends when the deadline aborts it.
+          await new Promise((_resolve, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error)));
+        }
+        if (ctx.attempt === 1 && e.id === stuck.id) {
+          // One that ignores it: it writes, then waits for the test, long after it was left behind.
+          await recordEffect(e, ctx);
+          await released;
+          return;
+        }
+        await recordEffect(e, ctx);
+      },
+      { handlerTimeoutMs: 1000 },
+    );
+    const sentAt = Date.now();
+    await send([aborting, stuck, next]);
+    // The third is applied once the first ended at its deadline and the second was left 1 s after
+    // its own; both first two go to the retry topic and are applied on their second attempt.
+    await expect.poll(async () => (await effects(chatId)).map((r) => r.seq).sort(), { timeout: 20_000, interval: 50 }).toEqual([1, 2, 3]);
+    expect(Date.now() - sentAt).toBeGreaterThanOrEqual(3000 - 100);
+    expect(retries.records.filter((r) => r.key === chatId).map((r) => [seqOf(JSON.parse(r.value) as AnyEvent), r.headers[RETRY_HEADERS.error]])).toEqual([
+      [1, 'the handler ran for more than 1000 ms and its signal was aborted'],
+      [2, 'the handler ran for more than 1000 ms and did not end when its signal aborted'],
+    ]);
+    expect(calls.filter(([seq]) => seq === 1)).toEqual([[1, 1], [1, 2]]);
+    // The handler left behind ends and commits: its write and its processed-event record stand
+    // beside the retry's, which ran meanwhile (the late commit finds the event applied: rolled back).
+    release();
+    await sleep(500);
+    expect((await effects(chatId)).map((r) => r.seq).sort()).toEqual([1, 2, 3]);
+  });
+
   it('keeps applying new events while a retry waits out its backoff', async () => {
     const chatId = randomUUID();
     const poison = chatEvent(chatId, 0, 'poison');

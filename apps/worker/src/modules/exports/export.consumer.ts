@@ -45,7 +45,7 @@ export function exportHandlers(deps: ExportConsumerDeps): EventHandlers {
     });
   }
 
-  async function handle(event: EventOf<typeof EVENTS.jobsExportRequested>, { tx, attempt }: HandlerContext): Promise<void> {
+  async function handle(event: EventOf<typeof EVENTS.jobsExportRequested>, { tx, attempt, signal }: HandlerContext): Promise<void> {
     const { exportId, userId } = event.data;
     const log = deps.logger.child({ exportId, eventId: event.id, attempt });
     const row = await repo.begin(exportId, userId);
@@ -58,7 +58,8 @@ export function exportHandlers(deps: ExportConsumerDeps): EventHandlers {
     try {
       const parts: string[] = [JSON.stringify({ type: 'export', format: EXPORT_FORMAT, exportId, userId, createdAt: new Date().toISOString() })];
       const counts = { chat: 0, message: 0, file: 0 };
-      for await (const line of fetchUserExport(deps.chatUrl, deps.internalSecret, userId)) {
+      // Both calls end at the handler's deadline (CONSUMER_HANDLER_TIMEOUT_MS), and it is retried.
+      for await (const line of fetchUserExport(deps.chatUrl, deps.internalSecret, userId, { signal })) {
         counts[line.type] += 1;
         parts.push(JSON.stringify(line));
       }
@@ -73,6 +74,7 @@ export function exportHandlers(deps: ExportConsumerDeps): EventHandlers {
           ContentType: 'application/x-ndjson',
           ContentDisposition: `attachment; filename="vivier-export-${exportId}.ndjson"`,
         }),
+        { abortSignal: signal },
       );
     } catch (error) {
       const detail = error instanceof Error ? error.message : String(error);
