@@ -487,6 +487,35 @@ describe('quotas, cache and async replies', () => {
     }
   }, 60_000);
 
+  it('OpenAI API: a request that fits once the lease is given back is not refused for the lease', async () => {
+    // Give-backs linger 200 ms (they never hurry): the request that replaces the lease waits for its give-back only if refused.
+    const instance = await startChat({ PROVIDERS_FILE: providersFile, CHAT_DEFAULT_MODEL: 'openai/gpt-4o-mini', CHAT_USAGE_SETTLE_LINGER_MS: '200', CHAT_QUOTA_LEASE_REQUESTS: '16' });
+    try {
+      const user = testUser();
+      await pool.query(`insert into chat.quotas (user_id, monthly_tokens, updated_at) values ($1, 10000, now())`, [user.id]);
+      const ask = (maxTokens: number) =>
+        instance.app.inject({
+          method: 'POST',
+          url: '/v1/chat/completions',
+          headers: user.headers,
+          payload: { model: 'openai/gpt-4o-mini', max_tokens: maxTokens, messages: [{ role: 'user', content: 'echo: a lease in the way' }] },
+        });
+      // The second request takes a lease (an eighth of what is left at most).
+      const first = await ask(8);
+      const second = await ask(8);
+      await expect.poll(async () => (await usage(user.id))?.used, { timeout: 10_000, interval: 20 }).toBe(totalTokens(first) + totalTokens(second));
+      const { reserved: lease, used } = (await usage(user.id))!;
+      expect(lease).toBeGreaterThan(100);
+      // This one needs more than what is left beside the lease, and less than with it.
+      const promptTokens = first.json<{ usage: { prompt_tokens: number } }>().usage.prompt_tokens;
+      const big = await ask(10_000 - used - lease - promptTokens + Math.ceil(lease / 2));
+      expect(big.statusCode, big.body).toBe(200);
+      await expect.poll(() => usage(user.id), { timeout: 10_000, interval: 20 }).toEqual({ reserved: 0, used: used + totalTokens(big) });
+    } finally {
+      await instance.close();
+    }
+  }, 60_000);
+
   it('OpenAI API: closing waits for a lease give-back already under way', async () => {
     // Settlements linger 800 ms: the requests' are written before the lease is idle (a second),
     // and its give-back, started by the sweep 1.0-1.25 s after the last use, still lingers when

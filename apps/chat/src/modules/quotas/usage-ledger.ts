@@ -83,6 +83,8 @@ export class UsageLedger {
   /** Tokens reserved ahead per user and month (see `take`). */
   private readonly leases = new Map<string, Lease>();
   private leaseSweep: NodeJS.Timeout | undefined;
+  /** Lease give-backs not yet written, per user and month (see drainReservations). */
+  private readonly givingBack = new Map<string, Promise<void>>();
   /** Give-backs and reservation drains under way: closing waits for them (a drain may take a lease). */
   private readonly working = new Set<Promise<void>>();
   private readonly settleLingerMs: number;
@@ -293,6 +295,15 @@ export class UsageLedger {
         let answer = await this.store.reserveQuota(userId, month, total + ahead, holder);
         if (ahead > 0 && answer.granted) this.lease(key, userId, month, ahead, holder);
         else if (ahead > 0) answer = await this.store.reserveQuota(userId, month, total, (holder = this.holder()));
+        // Refused while this user's lease is being given back (it was too small or too old for this
+        // batch, see leaseSize; give-backs linger): its tokens still count as reserved. Asked again
+        // once it is written, so that a lease never makes a request 429 that fits without it.
+        const givingBack = answer.granted ? undefined : this.givingBack.get(key);
+        if (givingBack) {
+          this.flush();
+          await givingBack;
+          answer = await this.store.reserveQuota(userId, month, total, (holder = this.holder()));
+        }
         this.learn(key, answer, queue);
         if (answer.granted) {
           for (const r of batch) r.resolve(holder);
@@ -315,7 +326,7 @@ export class UsageLedger {
   /**
    * What a statement reserving `total` should reserve ahead for a lease: nothing unless leases are
    * on, the user's room is known and recent, and an eighth of it holds the lease with the
-   * requests' own tokens; a lease still held (too small, or too old) is given back first.
+   * requests' own tokens; a lease still held (too small, or too old) is given back first (a reservation refused meanwhile waits for that give-back and asks again).
    */
   private leaseSize(key: string, total: number): number {
     if (this.leases.has(key)) void this.release(key);
@@ -359,11 +370,16 @@ export class UsageLedger {
     if (known && known.tokens !== null) known.tokens += lease.tokens;
     if (lease.tokens === 0) return Promise.resolve();
     const given = { userId: lease.userId, month: lease.month, tokens: lease.tokens };
-    return this.track(
+    const written = this.track(
       this.settleRetrying({ userId: lease.userId, month: lease.month, holder: lease.holder, reserved: lease.tokens, used: 0, events: [] }).catch((error: unknown) =>
         this.onReleaseError(error, given),
       ),
     );
+    this.givingBack.set(key, written);
+    void written.then(() => {
+      if (this.givingBack.get(key) === written) this.givingBack.delete(key);
+    });
+    return written;
   }
 
   /** Remembers what a reservation left, less the reservations still waiting to be written. */
