@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { connect as connectNet, createServer as createNetServer, type Server, type Socket } from 'node:net';
+import type { ServerResponse } from 'node:http';
 import WebSocket from 'ws';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AuthStandIn, cleanup, eventually, standIn, startGateway, type Gateway } from './support';
@@ -225,6 +226,27 @@ describe('WebSocket frames that call chat', () => {
     await eventually(() => cancels.length === 1);
     client.socket.close();
     await eventually(() => resumeClosed.length === 8, 3000);
+  });
+
+  it('lets at most 8 cancels of a socket wait on chat at once', async () => {
+    const held: ServerResponse[] = [];
+    const chat = await standIn((req, res) => {
+      if (req.method === 'POST' && req.url?.endsWith('/cancel')) held.push(res); // answered at the end
+      else res.writeHead(404).end();
+    });
+    const { url } = await gatewayWith(chat.url);
+    const client = new Client(url, await auth.sign({ sub: `u-${randomUUID()}` }));
+    await client.ready();
+    const ids = Array.from({ length: 9 }, () => randomUUID());
+    for (const id of ids) client.socket.send(JSON.stringify({ type: 'chat.cancel', chatId: CHAT, messageId: id }));
+    await eventually(() => held.length === 8 && client.frames.some((f) => f.type === 'chat.error'));
+    expect(client.frames.filter((f) => f.type === 'chat.error')).toEqual([expect.objectContaining({ messageId: ids[8], code: 'too_many_in_flight' })]);
+    // Once chat answers them, cancels go through again.
+    for (const res of held.splice(0)) res.writeHead(202, { 'content-type': 'application/json' }).end('{}');
+    client.socket.send(JSON.stringify({ type: 'chat.cancel', chatId: CHAT, messageId: ids[8] }));
+    await eventually(() => held.length === 1);
+    held[0]!.writeHead(202).end('{}');
+    client.socket.close();
   });
 
   it('ends a resume stream at chat when its socket closes', async () => {

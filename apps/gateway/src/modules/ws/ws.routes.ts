@@ -188,7 +188,9 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
     /** Aborted when the socket goes: what it still waits for from chat (a resume above all) ends. */
     const gone = new AbortController();
     cleanups.push(() => gone.abort());
+    /** Frames waiting on chat: sends and resumes, and cancels apart (each at most MAX_FRAMES_IN_FLIGHT). */
     let inFlight = 0;
+    let cancelsInFlight = 0;
     /** messageId → chatId of the replies this socket has seen, the oldest forgotten first. */
     const chatOf = new Map<string, string>();
     const remember = (messageId: string, chatId: string) => {
@@ -319,12 +321,14 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
       }
       if (!identity) return send({ type: 'error', code: 'unauthenticated', detail: 'Send {type:"auth", token} first.' });
       const about = frame.type === 'chat.send' ? { requestId: frame.requestId } : { messageId: frame.messageId };
-      // A cancel is never refused for want of a slot: resumes can hold them all, and a reply
-      // that cannot be stopped keeps spending tokens.
-      if (frame.type !== 'chat.cancel' && inFlight >= MAX_FRAMES_IN_FLIGHT)
-        return send({ type: 'chat.error', ...about, code: 'too_many_in_flight', detail: `At most ${MAX_FRAMES_IN_FLIGHT} frames of a socket wait for chat at once.` });
+      // A cancel is never refused for want of a slot of the others: resumes can hold them all,
+      // and a reply that cannot be stopped keeps spending tokens. Cancels have slots of their own.
+      const cancel = frame.type === 'chat.cancel';
+      if ((cancel ? cancelsInFlight : inFlight) >= MAX_FRAMES_IN_FLIGHT)
+        return send({ type: 'chat.error', ...about, code: 'too_many_in_flight', detail: `At most ${MAX_FRAMES_IN_FLIGHT} ${cancel ? 'cancels' : 'frames'} of a socket wait for chat at once.` });
       // Every frame that calls chat counts against the caller's rate limits, as a request would.
-      inFlight += 1;
+      if (cancel) cancelsInFlight += 1;
+      else inFlight += 1;
       try {
         const verdict = await app.edgeAuth.checker.check({ limits: app.edgeAuth.policies.limitsFor(identity, ip), identity, lease: true, ...(issuedAt === undefined ? {} : { iat: issuedAt }) });
         if (verdict.outcome === 'revoked') return closeWith(CLOSE.unauthenticated, 'credential revoked');
@@ -332,7 +336,8 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
           return send({ type: 'chat.error', ...about, code: 'rate_limited', retryAfter: verdict.retryAfterSeconds, detail: `Too many requests; retry in ${verdict.retryAfterSeconds} s.` });
         await callChatFor(frame, identity);
       } finally {
-        inFlight -= 1;
+        if (cancel) cancelsInFlight -= 1;
+        else inFlight -= 1;
       }
     }
 
