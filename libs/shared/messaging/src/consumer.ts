@@ -1,6 +1,6 @@
 import type { Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import type { FastifyBaseLogger } from 'fastify';
-import { and, DrizzleQueryError, eq, inArray } from 'drizzle-orm';
+import { and, DrizzleQueryError, eq, inArray, sql } from 'drizzle-orm';
 import {
   contextFromHeaders,
   endSpan,
@@ -47,9 +47,9 @@ export interface HandlerContext {
    */
   afterCommit(fn: () => void | Promise<void>): void;
   /**
-   * Aborted when the handler has run for `handlerTimeoutMs`: pass it to whatever the handler waits
-   * on outside the database (HTTP calls, S3), so that a call that hangs ends and the record is
-   * retried. A handler still running a few seconds later is left behind (see EventConsumer).
+   * Aborted when the handler has run for `handlerTimeoutMs`, or when the consumer stops: pass it to
+   * whatever the handler waits on outside the database (HTTP calls, S3), so that a call that hangs
+   * ends. A handler still running a few seconds later is left behind (see withinDeadline).
    */
   signal: AbortSignal;
 }
@@ -100,8 +100,9 @@ export interface EventConsumerOptions {
   applyInRuns?: boolean;
   /**
    * How long one handler may run (default 10 minutes): then its `signal` aborts, and if it has
-   * not ended 5 s later the record is treated as failed (retried, then dead-lettered) and the
-   * partition goes on. Not applied to runs (applyInRuns), whose handlers only write.
+   * not ended 5 s later its transaction's connection is ended and the record treated as failed
+   * (retried, then dead-lettered); the partition goes on. Not applied to runs (applyInRuns), whose
+   * handlers only write.
    */
   handlerTimeoutMs?: number;
 }
@@ -131,6 +132,13 @@ const HANDLER_ABORT_GRACE_MS = 5_000;
 const STILL_RUNNING = Symbol('still running');
 /** The signal of handlers applied in runs: they only write, and have no deadline. */
 const NO_DEADLINE = new AbortController().signal;
+
+/** The reason a handler's signal aborts with when the consumer stops: its record stays unresolved, for the next member. */
+class ConsumerStopping extends Error {
+  constructor() {
+    super('the consumer is stopping');
+  }
+}
 
 /** A handler that ran past `handlerTimeoutMs`: the reason its signal aborts with (`aborted`), or thrown when it did not end then. */
 export class HandlerTimedOut extends Error {
@@ -260,6 +268,16 @@ const CHUNK_SIZE = 100;
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** A node-postgres transaction's pool client (drizzle keeps it in the session), if it can be told. */
+interface TransactionClient {
+  processID: number;
+  release(error?: Error | boolean): void;
+}
+function transactionClient(tx: Executor): TransactionClient | undefined {
+  const client = (tx as unknown as { session?: { client?: Partial<TransactionClient> } }).session?.client;
+  return typeof client?.processID === 'number' && typeof client.release === 'function' ? (client as TransactionClient) : undefined;
+}
+
 /**
  * Runs one consumer group over its topics and its own retry topics.
  *
@@ -286,6 +304,8 @@ export class EventConsumer {
   private stopWaiting: (() => void) | undefined;
   /** Timers that resume a retry partition paused until its next record is due. */
   private readonly resumeTimers = new Set<NodeJS.Timeout>();
+  /** The deadlines of the handlers running now: stop() aborts them. */
+  private readonly deadlines = new Set<AbortController>();
   private healthy = false;
   private lastErrorValue: string | undefined;
   private readonly retry: RetryPolicy;
@@ -322,6 +342,8 @@ export class EventConsumer {
     this.running = false;
     for (const timer of this.resumeTimers) clearTimeout(timer);
     this.resumeTimers.clear();
+    // Handlers in flight end now if they pass their signal on, else 5 s from now (see withinDeadline).
+    for (const deadline of this.deadlines) deadline.abort(new ConsumerStopping());
     this.stopWaiting?.();
     await this.commits.settled();
     await this.consumer?.disconnect().catch(() => undefined);
@@ -623,6 +645,9 @@ export class EventConsumer {
       attributes: { ...consumerSpanAttributes(group, topic, partition, [message]), 'messaging.message.id': event.id, 'vivier.attempt': attempt },
     });
     const inTrace = <T>(fn: () => Promise<T>): Promise<T> => (traced ? otelContext.with(traced.context, fn) : fn());
+    const deadline = new AbortController();
+    this.deadlines.add(deadline);
+    if (!this.running) deadline.abort(new ConsumerStopping());
     try {
       // The event id is recorded after the handler, not before: until a handler writes, its
       // transaction has no transaction id, so one that calls out for minutes (a provider, S3)
@@ -630,10 +655,11 @@ export class EventConsumer {
       // the oldest open transaction id). A copy applied meanwhile by another member (a rebalance
       // overlap) makes the insert find the id: this transaction is rolled back as a duplicate.
       const processed = this.options.processedEvents;
-      const deadline = new AbortController();
+      const backend: { client?: TransactionClient } = {};
       const work = inTrace(() => this.options.db
         .transaction(async (tx) => {
           after.length = 0;
+          backend.client = transactionClient(tx);
           // Applied already, or this very record was already passed on to a retry or dead-letter topic.
           const seen = await tx
             .select({ eventId: processed.eventId })
@@ -649,7 +675,7 @@ export class EventConsumer {
           if (error instanceof AppliedElsewhere) return false;
           throw error;
         }));
-      const applied = await this.withinDeadline(work, deadline, { topic, eventId: event.id, type: event.type, attempt }, after);
+      const applied = await this.withinDeadline(work, deadline, backend, { topic, eventId: event.id, type: event.type, attempt }, after);
       if (!applied) after.length = 0;
       await inTrace(() => this.runAfterCommit(after));
       if (traced) {
@@ -664,7 +690,8 @@ export class EventConsumer {
       if (traced) endSpan(traced.span, error);
       // The database away is not the event's fault: the record waits, unresolved, and is tried
       // again in place (eachBatch), without spending an attempt or copying it to a retry topic.
-      if (isTransientDatabaseError(error)) throw new TriedLater(error);
+      // Nor is a stop: the record stays unresolved for the member that takes the partition.
+      if (isTransientDatabaseError(error) || deadline.signal.reason instanceof ConsumerStopping) throw new TriedLater(error);
       const detail = error instanceof Error ? error.message : String(error);
       if (attempt < this.retry.attempts) {
         const delay = Math.min(this.retry.initialDelayMs * 2 ** (attempt - 1), this.retry.maxDelayMs);
@@ -700,39 +727,60 @@ export class EventConsumer {
       }
     } finally {
       clearInterval(beating);
+      this.deadlines.delete(deadline);
     }
   }
 
   /**
-   * `work` (a handler's transaction), or HandlerTimedOut once it has run for `handlerTimeoutMs`
-   * and then not ended within HANDLER_ABORT_GRACE_MS of its signal aborting. A handler left behind
-   * keeps its connection until it ends; if it then commits, its effect and processed-event record
-   * stand (the retry finds the event applied and skips it) and its after-commit actions run.
+   * `work` (a handler's transaction), unless it runs for `handlerTimeoutMs` or the consumer stops:
+   * then its signal aborts (a handler that passes it on ends, and fails as any other), and one
+   * still running HANDLER_ABORT_GRACE_MS later is left behind. Its transaction's connection is
+   * ended (pg_terminate_backend) and handed back to the pool as broken, so it holds no lock and no
+   * pool slot, and can never commit: the record is treated as failed (HandlerTimedOut) or, when
+   * stopping, left unresolved (ConsumerStopping). If the connection could not be ended, a late
+   * commit still stands (the retry then finds the event applied) and its after-commit actions run.
    */
   private async withinDeadline(
     work: Promise<boolean>,
     deadline: AbortController,
+    backend: { client?: TransactionClient },
     what: { topic: Topic; eventId: string; type: string; attempt: number },
     after: Array<() => void | Promise<void>>,
   ): Promise<boolean> {
     const timeoutMs = this.options.handlerTimeoutMs ?? HANDLER_TIMEOUT_MS;
     const within = async (ms: number): Promise<boolean | typeof STILL_RUNNING> => {
       let timer: NodeJS.Timeout | undefined;
+      let onAbort: (() => void) | undefined;
       try {
-        return await Promise.race([work, new Promise<typeof STILL_RUNNING>((resolve) => (timer = setTimeout(() => resolve(STILL_RUNNING), ms)))]);
+        return await Promise.race([
+          work,
+          new Promise<typeof STILL_RUNNING>((resolve) => {
+            timer = setTimeout(() => resolve(STILL_RUNNING), ms);
+            onAbort = () => resolve(STILL_RUNNING); // a stop (or the deadline itself) ends this wait
+            deadline.signal.addEventListener('abort', onAbort);
+          }),
+        ]);
       } finally {
         clearTimeout(timer);
+        if (onAbort) deadline.signal.removeEventListener('abort', onAbort);
       }
     };
-    const first = await within(timeoutMs);
-    if (first !== STILL_RUNNING) return first;
+    if (!deadline.signal.aborted) {
+      const first = await within(timeoutMs);
+      if (first !== STILL_RUNNING) return first;
+    }
     const log = { group: this.options.group, ...what, timeoutMs };
-    this.options.logger.warn(log, 'event handler ran past its deadline: its signal is aborted');
-    deadline.abort(new HandlerTimedOut(timeoutMs, 'aborted'));
-    const second = await within(Math.min(HANDLER_ABORT_GRACE_MS, timeoutMs));
+    if (!deadline.signal.aborted) {
+      this.options.logger.warn(log, 'event handler ran past its deadline: its signal is aborted');
+      deadline.abort(new HandlerTimedOut(timeoutMs, 'aborted'));
+    }
+    const stopping = deadline.signal.reason instanceof ConsumerStopping;
+    let timer: NodeJS.Timeout | undefined;
+    const second = await Promise.race([work, new Promise<typeof STILL_RUNNING>((resolve) => (timer = setTimeout(() => resolve(STILL_RUNNING), HANDLER_ABORT_GRACE_MS)))]).finally(() => clearTimeout(timer));
     if (second !== STILL_RUNNING) return second;
     const leftAt = performance.now();
-    this.options.logger.error(log, 'event handler did not end when its signal aborted: it is left running and the record is treated as failed');
+    const ended = backend.client !== undefined && (await this.endBackend(backend.client));
+    this.options.logger.error({ ...log, connectionEnded: ended }, 'event handler did not end when its signal aborted: it is left behind and its connection ended');
     work.then(
       (applied) => {
         this.options.logger.warn({ ...log, applied, lateByMs: Math.round(performance.now() - leftAt) }, 'an event handler left behind ended');
@@ -740,7 +788,27 @@ export class EventConsumer {
       },
       (error: unknown) => this.options.logger.warn({ ...log, err: error, lateByMs: Math.round(performance.now() - leftAt) }, 'an event handler left behind failed'),
     );
-    throw new HandlerTimedOut(timeoutMs, 'left_behind');
+    throw stopping ? new ConsumerStopping() : new HandlerTimedOut(timeoutMs, 'left_behind');
+  }
+
+  /**
+   * Ends a handler's connection (its transaction rolls back) and hands its client back to the pool
+   * as broken: the pool would otherwise count it as taken until the handler ends, if ever. The
+   * handler's own release, when it ends, then fails (already released): it is logged with it.
+   */
+  private async endBackend(client: TransactionClient): Promise<boolean> {
+    try {
+      await this.options.db.transaction((tx) => tx.execute(sql`select pg_terminate_backend(${client.processID})`));
+    } catch (error) {
+      this.options.logger.warn({ err: error, pid: client.processID }, 'could not end the connection of an event handler left behind');
+      return false;
+    }
+    try {
+      client.release(new Error('event handler left behind'));
+    } catch {
+      // released meanwhile: the handler ended after all
+    }
+    return true;
   }
 
   private async wasForwarded(marker: string): Promise<boolean> {

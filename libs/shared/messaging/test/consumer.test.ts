@@ -252,11 +252,45 @@ describe('event consumer', () => {
       [2, 'the handler ran for more than 1000 ms and did not end when its signal aborted'],
     ]);
     expect(calls.filter(([seq]) => seq === 1)).toEqual([[1, 1], [1, 2]]);
-    // The handler left behind ends and commits: its write and its processed-event record stand
-    // beside the retry's, which ran meanwhile (the late commit finds the event applied: rolled back).
+    // The handler left behind had written: its connection was ended, so it holds no lock or
+    // connection, and what it wrote is gone however it ends.
+    const idle = await ts.pool.query(`select count(*)::int as n from pg_stat_activity where state like 'idle in transaction%' and position($1 in query) > 0`, [`"${ts.schema}".effects`]);
+    expect(idle.rows[0].n).toBe(0);
     release();
     await sleep(500);
     expect((await effects(chatId)).map((r) => r.seq).sort()).toEqual([1, 2, 3]);
+  });
+
+  it('stops within seconds while a handler ignores its signal, and leaves its record to the next member, unresolved', async () => {
+    const chatId = randomUUID();
+    const event = chatEvent(chatId, 1);
+    const retries = await collect(kafka, ['chat.events.retry.admin']);
+    cleanups.push(() => retries.stop());
+    let started = false;
+    const { consumer: first } = consumer(
+      async (e, ctx) => {
+        if (e.id !== event.id) return recordEffect(e, ctx);
+        started = true;
+        await recordEffect(e, ctx);
+        await new Promise(() => undefined); // never ends, whatever its signal says
+      },
+      { handlerTimeoutMs: 60_000 },
+    );
+    await send([event]);
+    await expect.poll(() => started, { timeout: 20_000, interval: 20 }).toBe(true);
+    const stopAt = Date.now();
+    await first.stop();
+    expect(Date.now() - stopAt).toBeLessThan(15_000); // 5 s of grace, then the group is left; not the 60 s deadline
+    expect(await effects(chatId)).toEqual([]);
+    // The next member gets the record as it was: a first delivery, applied once; nothing was retried.
+    const attempts: number[] = [];
+    consumer(async (e, ctx) => {
+      if (e.id === event.id) attempts.push(ctx.attempt);
+      await recordEffect(e, ctx);
+    });
+    await expect.poll(async () => (await effects(chatId)).length, { timeout: 30_000, interval: 50 }).toBe(1);
+    expect(attempts).toEqual([1]);
+    expect(retries.records.filter((r) => r.key === chatId)).toEqual([]);
   });
 
   it('keeps applying new events while a retry waits out its backoff', async () => {
