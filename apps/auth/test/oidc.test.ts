@@ -1,7 +1,8 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { base32Decode, hotp } from '../src/modules/mfa/totp.service';
-import { PASSWORD, freshStep, identityOf, outboxEvents, startAuth, uniqueEmail, type AuthHarness, type SignedIn } from './helpers';
+import { hashedKey } from '../src/modules/throttling/throttling.service';
+import { PASSWORD, freshStep, identityOf, outboxEvents, startAuth, testRedis, uniqueEmail, type AuthHarness, type SignedIn } from './helpers';
 import { startIdentityProvider, type TestAccount, type TestIdentityProvider } from './identity-provider';
 
 const PUBLIC_BASE_URL = 'http://vivier.test';
@@ -239,10 +240,15 @@ describe('OIDC sign-in', () => {
       ['vivier.auth.user.logged_in.v1', 'oidc', 'totp'],
     ]);
 
-    // Five wrong codes use a token up: the right one is refused after them.
+    // Five wrong codes use a token up: the right one is refused after them. (They also reach the
+    // account's limit of failed sign-ins, 5, which is cleared here to see the token's own.)
     const third = await startAndAuthorize(who);
     const token = (await finish(third.callback, third.cookie)).json<{ mfaToken: string }>().mfaToken;
     for (let i = 0; i < 5; i++) expect((await finishMfa(token, '000000')).json()).toMatchObject({ code: 'invalid_mfa_code' });
+    expect((await finishMfa(token, '000000')).json()).toMatchObject({ status: 429, code: 'rate_limited' });
+    const redis = testRedis(auth.config);
+    await redis.del(`auth:throttle:${hashedKey('login:account', who.email)}`);
+    redis.disconnect();
     expect((await finishMfa(token, hotp(secret, await freshStep()))).json()).toMatchObject({ status: 401, code: 'invalid_mfa_token' });
     expect((await finishMfa('A'.repeat(43), '123456')).json()).toMatchObject({ status: 401, code: 'invalid_mfa_token' });
     expect((await finishMfa('short', '123456')).json()).toMatchObject({ status: 400, code: 'validation_failed' });

@@ -241,8 +241,9 @@ describe('WebSocket frames that call chat', () => {
     for (const id of ids) client.socket.send(JSON.stringify({ type: 'chat.cancel', chatId: CHAT, messageId: id }));
     await eventually(() => held.length === 8 && client.frames.some((f) => f.type === 'chat.error'));
     expect(client.frames.filter((f) => f.type === 'chat.error')).toEqual([expect.objectContaining({ messageId: ids[8], code: 'too_many_in_flight' })]);
-    // Once chat answers them, cancels go through again.
-    for (const res of held.splice(0)) res.writeHead(202, { 'content-type': 'application/json' }).end('{}');
+    // Once chat has answered them (404 here, so that each answer shows), cancels go through again.
+    for (const res of held.splice(0)) res.writeHead(404).end();
+    await eventually(() => client.frames.filter((f) => f.type === 'chat.error' && f.code === 'not_found').length === 8);
     client.socket.send(JSON.stringify({ type: 'chat.cancel', chatId: CHAT, messageId: ids[8] }));
     await eventually(() => held.length === 1);
     held[0]!.writeHead(202).end('{}');

@@ -153,8 +153,8 @@ export const oidcLoginFlows = authSchema.table(
 
 /**
  * OIDC sign-ins of accounts with two-factor sign-in on, waiting for the code, by SHA-256 of the
- * `mfaToken` the callback answered. Taken (deleted) by each try, and put back with one more
- * `attempts` after a wrong code, up to five; they expire after five minutes.
+ * `mfaToken` the callback answered. Each try spends one of five `attempts` (in one statement); the
+ * try that succeeds deletes the row; they expire after five minutes.
  */
 export const oidcMfaChallenges = authSchema.table(
   'oidc_mfa_challenges',

@@ -181,8 +181,8 @@ export class AccountsService {
       const now = await this.accounts.credentialsForSignIn(user.id, tx);
       if (!now || now.disabledAt) throw accountDisabled();
       const passwordChanged = verified.passwordHash !== undefined && now.passwordHash !== verified.passwordHash;
-      const mfaTurnedOn = now.mfaEnabled && !how.mfaMethod;
-      if (passwordChanged || mfaTurnedOn) throw invalidCredentials();
+      if (passwordChanged) throw invalidCredentials();
+      if (now.mfaEnabled && !how.mfaMethod) throw new HttpProblem(401, 'mfa_required', 'Two-factor sign-in was turned on for this account meanwhile: sign in again with a code.');
       const started = await this.options.sessions.start(tx, { userId: user.id, method: how.method, ...(how.oidcProvider ? { oidcProvider: how.oidcProvider } : {}), origin });
       await this.options.publish(
         tx,

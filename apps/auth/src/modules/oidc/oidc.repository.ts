@@ -1,4 +1,4 @@
-import { and, eq, lt } from 'drizzle-orm';
+import { and, eq, gt, lt, sql } from 'drizzle-orm';
 import type { Executor } from '@vivier/messaging';
 import { authTables } from '@vivier/db-auth';
 
@@ -27,15 +27,33 @@ export function oidcRepository(db: Executor) {
       await tx.delete(oidcMfaChallenges).where(lt(oidcMfaChallenges.expiresAt, now));
     },
 
-    /** Saves a challenge (a new one, or one put back after a wrong code). */
-    async saveMfaChallenge(row: { tokenHash: string; userId: string; provider: string; attempts: number; expiresAt: Date }, tx: Executor = db): Promise<void> {
+    async saveMfaChallenge(row: { tokenHash: string; userId: string; provider: string; expiresAt: Date }, tx: Executor = db): Promise<void> {
       await tx.insert(oidcMfaChallenges).values(row);
     },
 
-    /** Takes a challenge: it is deleted in the same statement, so two tries cannot both use it. */
-    async takeMfaChallenge(tokenHash: string, tx: Executor = db): Promise<OidcMfaChallengeRow | undefined> {
-      const rows = await tx.delete(oidcMfaChallenges).where(eq(oidcMfaChallenges.tokenHash, tokenHash)).returning();
+    /** A challenge that has not expired. */
+    async mfaChallenge(tokenHash: string, tx: Executor = db): Promise<OidcMfaChallengeRow | undefined> {
+      const rows = await tx
+        .select()
+        .from(oidcMfaChallenges)
+        .where(and(eq(oidcMfaChallenges.tokenHash, tokenHash), gt(oidcMfaChallenges.expiresAt, sql`now()`)));
       return rows[0];
+    },
+
+    /** Spends one of a challenge's `max` tries, in one statement (concurrent tries each spend one); false when none is left or it expired. */
+    async spendMfaAttempt(tokenHash: string, max: number, tx: Executor = db): Promise<boolean> {
+      const rows = await tx
+        .update(oidcMfaChallenges)
+        .set({ attempts: sql`${oidcMfaChallenges.attempts} + 1` })
+        .where(and(eq(oidcMfaChallenges.tokenHash, tokenHash), lt(oidcMfaChallenges.attempts, max), gt(oidcMfaChallenges.expiresAt, sql`now()`)))
+        .returning({ attempts: oidcMfaChallenges.attempts });
+      return rows.length > 0;
+    },
+
+    /** Deletes a challenge that was answered; false if another try got there first. */
+    async finishMfaChallenge(tokenHash: string, tx: Executor = db): Promise<boolean> {
+      const rows = await tx.delete(oidcMfaChallenges).where(eq(oidcMfaChallenges.tokenHash, tokenHash)).returning({ tokenHash: oidcMfaChallenges.tokenHash });
+      return rows.length > 0;
     },
 
     async identity(provider: string, subject: string, tx: Executor = db): Promise<OidcIdentityRow | undefined> {

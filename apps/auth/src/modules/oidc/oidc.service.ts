@@ -366,7 +366,6 @@ export class OidcService {
         tokenHash: sha256Hex(mfaToken),
         userId: user.id,
         provider,
-        attempts: 0,
         expiresAt: new Date(Date.now() + MFA_CHALLENGE_TTL_SECONDS * 1000),
       });
       throw new FlowFailure(
@@ -382,16 +381,17 @@ export class OidcService {
 
   /**
    * Finishes an OIDC sign-in that waits for the second factor. Wrong codes count against the
-   * account and the client address as for password sign-in, and against the challenge: it is
-   * taken by each try and put back after a wrong code, until its fifth.
+   * account and the client address as for password sign-in, and each try spends one of the
+   * challenge's five (in one statement, so concurrent tries cannot share one); the challenge is
+   * deleted by the try that succeeds. A throttled or failed try for another reason spends none
+   * and leaves the challenge as it was.
    */
   async finishWithMfa(input: { mfaToken: string; mfaCode: string }, origin: RequestOrigin): Promise<SignedInView> {
     const tokenHash = sha256Hex(input.mfaToken);
-    const challenge = await this.flows.takeMfaChallenge(tokenHash);
-    if (!challenge || challenge.expiresAt.getTime() <= Date.now()) throw invalidMfaToken();
+    const challenge = await this.flows.mfaChallenge(tokenHash);
     const accounts = this.options.accounts;
-    const user = await accounts.repository.byId(challenge.userId);
-    if (!user) throw invalidMfaToken();
+    const user = challenge && (await accounts.repository.byId(challenge.userId));
+    if (!challenge || !user) throw invalidMfaToken();
     const failed = (reason: AuthLoginFailedData['reason']) =>
       accounts.loginFailed({ method: 'oidc', oidcProvider: challenge.provider, reason, userId: user.id, email: user.email }, origin);
     const { limits, limiter } = this.options;
@@ -403,22 +403,29 @@ export class OidcService {
     ]);
     const exceeded = counters.filter((c) => c.exceeded);
     if (exceeded.length > 0) {
-      await this.flows.saveMfaChallenge(challenge); // not a try: it stays as it was
       await failed('throttled');
       throw problems.rateLimited(Math.max(...exceeded.map((c) => c.resetInMs)) / 1000);
     }
+    const handBack = (reset: boolean) => limiter.release([{ key: accountKey, reset }, { key: ipKey }]);
     if (user.disabledAt) {
-      await limiter.release([{ key: accountKey }, { key: ipKey }]);
+      await handBack(false);
       await failed('account_disabled');
       throw accountDisabled();
     }
+    if (!(await this.flows.spendMfaAttempt(tokenHash, MFA_CHALLENGE_ATTEMPTS))) {
+      await handBack(false);
+      throw invalidMfaToken();
+    }
     const mfaMethod = await this.options.mfa.verifyForLogin(user.id, input.mfaCode);
     if (!mfaMethod) {
-      if (challenge.attempts + 1 < MFA_CHALLENGE_ATTEMPTS) await this.flows.saveMfaChallenge({ ...challenge, attempts: challenge.attempts + 1 });
       await failed('invalid_mfa_code');
       throw new HttpProblem(401, 'invalid_mfa_code', 'The two-factor code is not valid (or was already used).');
     }
-    await limiter.release([{ key: accountKey, reset: true }, { key: ipKey }]);
+    if (!(await this.flows.finishMfaChallenge(tokenHash))) {
+      await handBack(false);
+      throw invalidMfaToken();
+    }
+    await handBack(true);
     return accounts.signIn(user, { method: 'oidc', oidcProvider: challenge.provider, mfaMethod }, origin);
   }
 }

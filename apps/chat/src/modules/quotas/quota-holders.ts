@@ -9,10 +9,12 @@ import type { SqlRunner } from '../messages/turns.repository';
 const RENEW = `
 update chat.quota_holders set expires_at = now() + $2::int * interval '1 millisecond' where holder = $1::uuid returning 1`;
 
-/** Registers holder `$1`, expiring `$2` ms from now (a retry of a registration whose answer was lost renews it). */
+/**
+ * Registers holder `$1`, expiring `$2` ms from now. Each try is under a fresh id (see renew): a
+ * registration whose answer was lost leaves a row that holds nothing and expires.
+ */
 const REGISTER = `
-insert into chat.quota_holders as r (holder, expires_at) values ($1::uuid, now() + $2::int * interval '1 millisecond')
-on conflict (holder) do update set expires_at = excluded.expires_at`;
+insert into chat.quota_holders (holder, expires_at) values ($1::uuid, now() + $2::int * interval '1 millisecond')`;
 
 /**
  * Gives back the holds of the holders that are gone: with `$1` null, those whose row expired and

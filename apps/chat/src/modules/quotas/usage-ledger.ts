@@ -375,10 +375,15 @@ export class UsageLedger {
         this.onReleaseError(error, given),
       ),
     );
-    this.givingBack.set(key, written);
-    void written.then(() => {
-      if (this.givingBack.get(key) === written) this.givingBack.delete(key);
-    });
+    // Only what is held under this instance's holder id now gives room back (see drainReservations).
+    if (lease.holder === this.holder()) {
+      const before = this.givingBack.get(key);
+      const all = before ? Promise.all([before, written]).then(() => undefined) : written;
+      this.givingBack.set(key, all);
+      void all.then(() => {
+        if (this.givingBack.get(key) === all) this.givingBack.delete(key);
+      });
+    }
     return written;
   }
 
