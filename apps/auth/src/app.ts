@@ -76,11 +76,6 @@ export async function buildAuthApp(config: AuthConfig, options: BuildAuthAppOpti
     codeAttempts: { limit: config.LOGIN_MAX_FAILURES_PER_ACCOUNT, windowSeconds: config.LOGIN_THROTTLE_WINDOW_SECONDS },
     log: app.log,
   });
-  const loginLimits = {
-    loginFailuresPerAccount: config.LOGIN_MAX_FAILURES_PER_ACCOUNT,
-    loginFailuresPerIp: config.LOGIN_MAX_FAILURES_PER_IP,
-    loginWindowSeconds: config.LOGIN_THROTTLE_WINDOW_SECONDS,
-  };
   const accounts = new AccountsService({
     db,
     publish,
@@ -93,7 +88,9 @@ export async function buildAuthApp(config: AuthConfig, options: BuildAuthAppOpti
     limits: {
       registerPerIp: config.REGISTER_RATE_LIMIT_PER_IP,
       registerWindowSeconds: config.REGISTER_RATE_LIMIT_WINDOW_SECONDS,
-      ...loginLimits,
+      loginFailuresPerAccount: config.LOGIN_MAX_FAILURES_PER_ACCOUNT,
+      loginFailuresPerIp: config.LOGIN_MAX_FAILURES_PER_IP,
+      loginWindowSeconds: config.LOGIN_THROTTLE_WINDOW_SECONDS,
     },
   });
   const apiKeys = new ApiKeysService({ db, publish, revocations, log: app.log });
@@ -107,8 +104,6 @@ export async function buildAuthApp(config: AuthConfig, options: BuildAuthAppOpti
     flowTtlSeconds: config.OIDC_FLOW_TTL_SECONDS,
     secureCookies: config.PUBLIC_BASE_URL.startsWith('https:'),
     mfa,
-    limiter,
-    limits: loginLimits,
     log: app.log,
   });
 

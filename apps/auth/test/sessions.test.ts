@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { base32Decode, hotp } from '../src/modules/mfa/totp.service';
-import { PASSWORD, eventually, freshStep, identityOf, startAuth, testRedis, uniqueEmail, type AuthHarness, type SignedIn } from './helpers';
+import { decodeJwt } from 'jose';
+import { PASSWORD, eventually, freshStep, identityOf, sleep, startAuth, testRedis, uniqueEmail, type AuthHarness, type SignedIn } from './helpers';
 
 let auth: AuthHarness;
 beforeAll(async () => {
@@ -83,13 +84,28 @@ describe('sessions', () => {
       expect(await auth.app.redis.get(`auth:revoked-session:${sidA}`)).toBe('1');
       expect((await refresh(a.refreshToken)).statusCode).toBe(401);
       expect((await refresh(b.refreshToken)).statusCode).toBe(200);
-      await eventually(async () => messages.length > 0, 5000, 'a revocation message');
-      expect(JSON.parse(messages[0]!)).toEqual({ userId: a.user.id, sid: sidA });
+      // Other test files publish on the same channel meanwhile: this user's messages only.
+      const mine = () => messages.map((m) => JSON.parse(m) as { userId: string }).filter((m) => m.userId === a.user.id);
+      await eventually(async () => mine().length > 0, 5000, 'a revocation message');
+      expect(mine()).toEqual([{ userId: a.user.id, sid: sidA }]);
       // Logging out again, or with an unknown token, is still 204.
       expect((await auth.call('POST', '/api/v1/auth/logout', { body: { refreshToken: a.refreshToken } })).statusCode).toBe(204);
     } finally {
       subscriber.disconnect();
     }
+  });
+
+  it('dates tokens and tokens-valid-after to the millisecond: a token issued earlier in the same second is older', async () => {
+    const registered = await auth.register(uniqueEmail('same-second'));
+    // Early in a second, so that the refresh and the logout below fall in the same one.
+    const msIntoSecond = Date.now() % 1000;
+    if (msIntoSecond > 100) await sleep(1000 - msIntoSecond);
+    const signedIn = (await refresh(registered.refreshToken)).json<SignedIn>();
+    const { iat } = decodeJwt(signedIn.accessToken) as { iat: number };
+    expect(await auth.call('POST', '/api/v1/auth/logout-all', { identity: identityOf(signedIn.accessToken) })).toMatchObject({ statusCode: 204 });
+    const validAfter = Number(await auth.app.redis.get(`auth:tokens-valid-after:${registered.user.id}`));
+    expect(Math.floor(validAfter)).toBe(Math.floor(iat)); // the same second…
+    expect(iat).toBeLessThan(validAfter); // …and the token is still older: the gateway refuses it
   });
 
   it('logs out everywhere: every session revoked, their keys set, and tokens-valid-after written', async () => {
@@ -103,7 +119,7 @@ describe('sessions', () => {
     }
     const validAfter = Number(await auth.app.redis.get(`auth:tokens-valid-after:${a.user.id}`));
     expect(validAfter).toBeGreaterThanOrEqual(before);
-    expect(validAfter).toBeLessThanOrEqual(Math.floor(Date.now() / 1000));
+    expect(validAfter).toBeLessThanOrEqual(Date.now() / 1000);
     const ttl = await auth.app.redis.ttl(`auth:tokens-valid-after:${a.user.id}`);
     expect(ttl).toBeGreaterThan(900);
     expect(ttl).toBeLessThanOrEqual(960);

@@ -205,11 +205,22 @@ describe('rate limits', () => {
     expect(
       (await gw.app.inject({ method: 'GET', url: '/api/v1/chats', headers: bearer(revoked) })).statusCode,
     ).toBe(401);
+    // Tokens-valid-after and iat are seconds to the millisecond: a token from earlier in the same
+    // second is refused, and stays refused once Redis is away (what was learned keeps the fraction).
+    const second = Math.floor(Date.now() / 1000) - 5;
+    await gw.redis.set('auth:tokens-valid-after:u-logged-out', `${second}.500`);
+    const older = await auth.sign({ sub: 'u-logged-out', iat: second + 0.3 });
+    const newer = await auth.sign({ sub: 'u-logged-out', iat: second + 0.7 });
+    const chats = async (token: string) => (await gw.app.inject({ method: 'GET', url: '/api/v1/chats', headers: bearer(token) })).statusCode;
+    expect(await chats(older)).toBe(401);
+    expect(await chats(newer)).toBe(200);
     gw.app.redis.disconnect();
     await eventually(() => gw.app.redis.status !== 'ready');
     expect(
       (await gw.app.inject({ method: 'GET', url: '/api/v1/chats', headers: bearer(revoked) })).statusCode,
     ).toBe(401);
+    expect(await chats(older)).toBe(401);
+    expect(await chats(newer)).toBe(200);
     const other = await gw.app.inject({
       method: 'GET',
       url: '/api/v1/chats',

@@ -19,11 +19,14 @@ export interface AdminEventsDeps {
  */
 export function adminEventsConsumer(deps: AdminEventsDeps): ConsumerSpec {
   const handlers: EventHandlers = {
-    [EVENTS.adminUserRoleChanged.type]: async (event, { tx }) => {
+    [EVENTS.adminUserRoleChanged.type]: async (event, { tx, afterCommit }) => {
       const { userId, role } = event.data;
       if (!(await deps.accounts.setRole(userId, role, tx))) return;
-      // Tokens carry the role: those issued before the change stop working, the next refresh carries the new one.
+      // Tokens carry the role: those issued before the change stop working, the next refresh carries
+      // the new one. Written again once committed: a refresh or sign-in may read the old role until
+      // then, and its token's iat (when it read) is older than that second write.
       await deps.revocations.tokensInvalidated(userId);
+      afterCommit(() => deps.revocations.tokensInvalidated(userId));
       deps.log.info({ userId, role }, 'role changed by an administrator');
     },
     [EVENTS.adminUserDisabled.type]: async (event, { tx }) => {

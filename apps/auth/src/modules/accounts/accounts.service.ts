@@ -100,10 +100,13 @@ export class AccountsService {
     return { user: userView(created.user), ...tokens };
   }
 
-  async login(input: { email: string; password: string; mfaCode?: string }, origin: RequestOrigin): Promise<SignedInView> {
-    const { limits, limiter, passwords } = this.options;
-    const email = normalizeEmail(input.email);
-    // Counted before the work (parallel guesses cannot slip past), handed back when the password was right.
+  /**
+   * Counts a sign-in try against the account and the client address, before the work (parallel
+   * guesses cannot slip past): the seconds until it may be tried again when either is over its
+   * limit, else `handBack`, for a try whose credentials were right (`reset` clears the account's count).
+   */
+  async countSignInTry(email: string, origin: RequestOrigin): Promise<{ throttledForSeconds: number } | { handBack(reset: boolean): Promise<void> }> {
+    const { limits, limiter } = this.options;
     const accountKey = hashedKey('login:account', email);
     const ipKey = `login:ip:${ipPartition(origin.ip)}`;
     const counters = await limiter.take([
@@ -111,12 +114,21 @@ export class AccountsService {
       { key: ipKey, limit: limits.loginFailuresPerIp, windowSeconds: limits.loginWindowSeconds },
     ]);
     const exceeded = counters.filter((c) => c.exceeded);
-    if (exceeded.length > 0) {
-      await this.loginFailed({ email, reason: 'throttled' }, origin);
-      throw problems.rateLimited(Math.max(...exceeded.map((c) => c.resetInMs)) / 1000);
-    }
-    const handBack = (reset: boolean) => limiter.release([{ key: accountKey, reset }, { key: ipKey }]);
+    if (exceeded.length > 0) return { throttledForSeconds: Math.max(...exceeded.map((c) => c.resetInMs)) / 1000 };
+    return { handBack: (reset: boolean) => limiter.release([{ key: accountKey, reset }, { key: ipKey }]) };
+  }
 
+  async login(input: { email: string; password: string; mfaCode?: string }, origin: RequestOrigin): Promise<SignedInView> {
+    const { passwords } = this.options;
+    const email = normalizeEmail(input.email);
+    const counted = await this.countSignInTry(email, origin);
+    if ('throttledForSeconds' in counted) {
+      await this.loginFailed({ email, reason: 'throttled' }, origin);
+      throw problems.rateLimited(counted.throttledForSeconds);
+    }
+    const { handBack } = counted;
+
+    const readAt = new Date();
     const user = await this.accounts.byEmail(email);
     if (!user?.passwordHash) {
       await passwords.verifyDummy(input.password);
@@ -162,7 +174,7 @@ export class AccountsService {
         passwordHash = current.passwordHash;
       }
     }
-    return this.signIn(user, { method: 'password', ...(mfaMethod ? { mfaMethod } : {}) }, origin, { passwordHash });
+    return this.signIn(user, { method: 'password', ...(mfaMethod ? { mfaMethod } : {}) }, origin, { passwordHash, readAt });
   }
 
   /**
@@ -175,7 +187,7 @@ export class AccountsService {
     user: Pick<UserWithMfa, 'id' | 'email' | 'name' | 'role' | 'createdAt' | 'mfaEnabled'>,
     how: { method: 'password' | 'oidc'; oidcProvider?: string; mfaMethod?: 'totp' | 'recovery_code' },
     origin: RequestOrigin,
-    verified: { passwordHash?: string | null } = {},
+    verified: { passwordHash?: string | null; readAt?: Date } = {},
   ): Promise<SignedInView> {
     const session = await this.options.db.transaction(async (tx) => {
       const now = await this.accounts.credentialsForSignIn(user.id, tx);
@@ -190,7 +202,7 @@ export class AccountsService {
       );
       return started;
     });
-    const tokens = await this.options.sessions.tokenPair(user, session.sessionId, session.refreshToken);
+    const tokens = await this.options.sessions.tokenPair(user, session.sessionId, session.refreshToken, verified.readAt);
     return { user: userView(user), ...tokens };
   }
 

@@ -3,7 +3,7 @@ import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload } 
 import type { FastifyBaseLogger } from 'fastify';
 import { createEvent, EVENTS, type AuthLoginFailedData } from '@vivier/contracts';
 import type { Publish } from '@vivier/messaging';
-import { HttpProblem, ipPartition, problems } from '@vivier/service-kit';
+import { HttpProblem, problems } from '@vivier/service-kit';
 import type { OidcProviderConfig } from '../../config';
 import type { AuthDatabase } from '../../database';
 import type { SignedInView } from '../../http.schema';
@@ -12,7 +12,6 @@ import type { SecretBox } from '../../security/secret-box';
 import { accountDisabled, normalizeEmail, type AccountsService } from '../accounts/accounts.service';
 import { actorOf, type RequestOrigin } from '../audit/audit.service';
 import type { MfaService } from '../mfa/mfa.service';
-import { hashedKey, type AttemptLimiter } from '../throttling/throttling.service';
 import { oidcRepository, type OidcRepository } from './oidc.repository';
 
 /** ID token signatures we accept: asymmetric only (never `none`, never HMAC with a shared secret). */
@@ -55,9 +54,6 @@ export interface OidcServiceOptions {
   flowTtlSeconds: number;
   secureCookies: boolean;
   mfa: MfaService;
-  limiter: AttemptLimiter;
-  /** Failed second-factor tries allowed per account and per client address within the window (as for password sign-in). */
-  limits: { loginFailuresPerAccount: number; loginFailuresPerIp: number; loginWindowSeconds: number };
   log: FastifyBaseLogger;
 }
 
@@ -311,6 +307,7 @@ export class OidcService {
   private async signIn(provider: string, subject: string, profile: { email?: string; emailVerified: boolean; name?: string }, origin: RequestOrigin): Promise<SignedInView> {
     const accounts = this.options.accounts;
     const users = accounts.repository;
+    const readAt = new Date();
     const verifiedEmail = profile.emailVerified ? profile.email : undefined;
     const linked = await this.flows.identity(provider, subject);
     let user = linked ? await users.byId(linked.userId) : undefined;
@@ -376,7 +373,7 @@ export class OidcService {
         { userId: user.id, email: user.email },
       );
     }
-    return accounts.signIn(user, { method: 'oidc', oidcProvider: provider }, origin);
+    return accounts.signIn(user, { method: 'oidc', oidcProvider: provider }, origin, { readAt });
   }
 
   /**
@@ -388,25 +385,19 @@ export class OidcService {
    */
   async finishWithMfa(input: { mfaToken: string; mfaCode: string }, origin: RequestOrigin): Promise<SignedInView> {
     const tokenHash = sha256Hex(input.mfaToken);
+    const readAt = new Date();
     const challenge = await this.flows.mfaChallenge(tokenHash);
     const accounts = this.options.accounts;
     const user = challenge && (await accounts.repository.byId(challenge.userId));
     if (!challenge || !user) throw invalidMfaToken();
     const failed = (reason: AuthLoginFailedData['reason']) =>
       accounts.loginFailed({ method: 'oidc', oidcProvider: challenge.provider, reason, userId: user.id, email: user.email }, origin);
-    const { limits, limiter } = this.options;
-    const accountKey = hashedKey('login:account', user.email);
-    const ipKey = `login:ip:${ipPartition(origin.ip)}`;
-    const counters = await limiter.take([
-      { key: accountKey, limit: limits.loginFailuresPerAccount, windowSeconds: limits.loginWindowSeconds },
-      { key: ipKey, limit: limits.loginFailuresPerIp, windowSeconds: limits.loginWindowSeconds },
-    ]);
-    const exceeded = counters.filter((c) => c.exceeded);
-    if (exceeded.length > 0) {
+    const counted = await accounts.countSignInTry(user.email, origin);
+    if ('throttledForSeconds' in counted) {
       await failed('throttled');
-      throw problems.rateLimited(Math.max(...exceeded.map((c) => c.resetInMs)) / 1000);
+      throw problems.rateLimited(counted.throttledForSeconds);
     }
-    const handBack = (reset: boolean) => limiter.release([{ key: accountKey, reset }, { key: ipKey }]);
+    const { handBack } = counted;
     if (user.disabledAt) {
       await handBack(false);
       await failed('account_disabled');
@@ -426,6 +417,6 @@ export class OidcService {
       throw invalidMfaToken();
     }
     await handBack(true);
-    return accounts.signIn(user, { method: 'oidc', oidcProvider: challenge.provider, mfaMethod }, origin);
+    return accounts.signIn(user, { method: 'oidc', oidcProvider: challenge.provider, mfaMethod }, origin, { readAt });
   }
 }

@@ -142,7 +142,7 @@ export class RevocationNotifier {
             "local cur = tonumber(redis.call('GET', KEYS[1]) or '0') if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end return 1",
             1,
             RevocationNotifier.keys.tokensValidAfter(item.userId),
-            String(Math.floor(item.at / 1000)),
+            (item.at / 1000).toFixed(3), // seconds to the millisecond, as access tokens' iat
             String(left),
           );
         }

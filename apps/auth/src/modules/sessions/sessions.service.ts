@@ -84,9 +84,9 @@ export class SessionsService {
     return { sessionId, refreshToken };
   }
 
-  /** The token pair of a session that just started or rotated. */
-  async tokenPair(user: { id: string; role: 'user' | 'admin' }, sessionId: string, refreshToken: string): Promise<TokenPairView> {
-    const access = await this.options.issuer.issue({ userId: user.id, sessionId, role: user.role });
+  /** The token pair of a session that just started or rotated; `readAt`: when the user (its role) was read, at the latest. */
+  async tokenPair(user: { id: string; role: 'user' | 'admin' }, sessionId: string, refreshToken: string, readAt?: Date): Promise<TokenPairView> {
+    const access = await this.options.issuer.issue({ userId: user.id, sessionId, role: user.role }, readAt);
     return { accessToken: access.accessToken, refreshToken, expiresIn: access.expiresIn };
   }
 
@@ -104,6 +104,8 @@ export class SessionsService {
     const successor = successorToken(this.options.successorKey, refreshToken);
     const refreshed = (tx: Executor, session: SessionRow, rotated: boolean) =>
       this.options.publish(tx, createEvent(EVENTS.authSessionRefreshed, { actor: actorOf(origin, session.userId), userId: session.userId, sessionId: session.id, rotated }));
+    // The new access token says it was issued no later than its role was read (see issue()).
+    const readAt = new Date();
     const outcome = await this.options.db.transaction(async (tx) => {
       const found = await this.sessions.lockByTokenHash(sha256Hex(refreshToken), tx);
       // Read the clock once the row is ours: a concurrent rotation has committed by now.
@@ -155,7 +157,7 @@ export class SessionsService {
         await this.options.revocations.sessionsRevoked(outcome.session.userId, [outcome.session.id], outcome.now);
         throw new HttpProblem(401, 'token_reused', 'This refresh token was already used; every token of this sign-in has been revoked.');
       case 'rotated':
-        return this.tokenPair(outcome.user, outcome.session.id, successor);
+        return this.tokenPair(outcome.user, outcome.session.id, successor, readAt);
     }
   }
 

@@ -158,16 +158,21 @@ export class AccessTokenIssuer {
     return this.options.ttlSeconds;
   }
 
-  async issue(claims: AccessTokenClaims): Promise<{ accessToken: string; expiresIn: number }> {
+  /**
+   * `issuedAt`: when what the token says (the role above all) was read, at the latest; `iat` is
+   * that time to the millisecond (a NumericDate may have a fraction, RFC 7519 §2), so that a
+   * token read before a change of the same second is older than the change's tokens-valid-after.
+   */
+  async issue(claims: AccessTokenClaims, issuedAt: Date = new Date()): Promise<{ accessToken: string; expiresIn: number }> {
     const key = await this.ring.activeKey();
-    const now = Math.floor(Date.now() / 1000);
+    const iat = issuedAt.getTime() / 1000;
     const accessToken = await new SignJWT({ sid: claims.sessionId, role: claims.role })
       .setProtectedHeader({ alg: ACCESS_TOKEN_ALG, kid: key.kid, typ: ACCESS_TOKEN_TYP })
       .setIssuer(this.options.issuer)
       .setAudience(this.options.audience)
       .setSubject(claims.userId)
-      .setIssuedAt(now)
-      .setExpirationTime(now + this.options.ttlSeconds)
+      .setIssuedAt(iat)
+      .setExpirationTime(iat + this.options.ttlSeconds)
       .setJti(randomUUID())
       .sign(key.privateKey);
     return { accessToken, expiresIn: this.options.ttlSeconds };

@@ -60,7 +60,8 @@ export interface LeaseOptions {
  * KEYS: the limit keys, then for mode 1 (access token) the session, tokens-valid-after and
  * user-disabled keys, for mode 2 (API key) the user-disabled and revoked-key keys.
  * ARGV: number of limits, mode, iat, want, far, back, then per limit its emission interval and burst (ms).
- * Returns {code, retryMs, validAfter, granted, remaining1, resetMs1, ...}; code 0 allowed, 1 limited,
+ * Returns {code, retryMs, validAfterMs, granted, remaining1, resetMs1, ...} (tokens-valid-after and
+ * `iat` are seconds with milliseconds, validAfterMs whole milliseconds); code 0 allowed, 1 limited,
  * 2 session revoked, 3 issued before tokens-valid-after, 4 user disabled, 5 API key revoked.
  */
 const SCRIPT = `
@@ -89,20 +90,22 @@ if back > 0 then
 end
 if want == 0 then return {0, 0, 0, 0} end
 local validAfter = 0
+local validAfterMs = 0
 if mode == 1 then
   local v = redis.call('MGET', KEYS[n + 1], KEYS[n + 2], KEYS[n + 3])
   validAfter = tonumber(v[2]) or 0
-  if v[1] then return {2, 0, validAfter, 0} end
-  if v[3] then return {4, 0, validAfter, 0} end
-  if tonumber(ARGV[3]) < validAfter then return {3, 0, validAfter, 0} end
+  validAfterMs = math.floor(validAfter * 1000)
+  if v[1] then return {2, 0, validAfterMs, 0} end
+  if v[3] then return {4, 0, validAfterMs, 0} end
+  if tonumber(ARGV[3]) < validAfter then return {3, 0, validAfterMs, 0} end
 elseif mode == 2 then
   local v = redis.call('MGET', KEYS[n + 1], KEYS[n + 2])
   if v[1] then return {4, 0, 0, 0} end
   if v[2] then return {5, 0, 0, 0} end
 end
-if n == 0 then return {0, 0, validAfter, want} end
+if n == 0 then return {0, 0, validAfterMs, want} end
 local function take(k)
-  local out = {0, 0, validAfter, k}
+  local out = {0, 0, validAfterMs, k}
   local tats = {}
   local retry = 0
   for i = 1, n do
@@ -522,9 +525,9 @@ export class EdgeChecker {
   }
 
   private verdictFromRedis(reply: number[], input: EdgeCheck, mode: number): EdgeVerdict {
-    const [code = 0, retryMs = 0, validAfter = 0] = reply;
+    const [code = 0, retryMs = 0, validAfterMs = 0] = reply;
     const identity = input.identity;
-    if (identity && mode !== 0) this.learn(identity, code, validAfter);
+    if (identity && mode !== 0) this.learn(identity, code, validAfterMs / 1000);
     if (code === 2) return { outcome: 'revoked', reason: 'session', degraded: false };
     if (code === 3) return { outcome: 'revoked', reason: 'tokens_invalidated', degraded: false };
     if (code === 4) return { outcome: 'revoked', reason: 'user_disabled', degraded: false };
