@@ -284,6 +284,26 @@ describe('revocations published by auth (pub/sub)', () => {
     await reader.cancel();
   });
 
+  it('ends at once a stream whose token was issued earlier in the same second as a logout everywhere', async () => {
+    const sse = await standIn((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: {}\n\n');
+    });
+    const live = await startGateway({ AUTH_URL: auth.url, CHAT_URL: sse.url }, { listen: true });
+    const channel = await subscribed(live);
+    // iat to the millisecond, as auth issues them: a little into the current second.
+    const msIntoSecond = Date.now() % 1000;
+    if (msIntoSecond < 50 || msIntoSecond > 600) await new Promise((resolve) => setTimeout(resolve, 1050 - msIntoSecond));
+    const token = await auth.sign({ sub: 'u-same-second', iat: Date.now() / 1000 - 0.01 });
+    const stream = await fetch(`${live.url}/api/v1/chats/c1/messages`, { method: 'POST', headers: bearer(token) });
+    const reader = stream.body!.getReader();
+    await reader.read();
+    expect(live.app.edgeAuth.openRequests.size).toBe(1);
+    await live.redis.publish(channel, JSON.stringify({ userId: 'u-same-second' }));
+    await eventually(() => live.app.edgeAuth.openRequests.size === 0, 2000);
+    await reader.cancel().catch(() => undefined);
+  });
+
   it('drops a cached API key at once when auth publishes its revocation', async () => {
     const cached = await startGateway({
       AUTH_URL: auth.url,

@@ -39,7 +39,8 @@ export class OpenRequests {
   }
 
   /** Closes the requests a revocation concerns; returns how many. */
-  closeFor(message: RevocationMessage, nowSeconds = Math.floor(Date.now() / 1000)): number {
+  /** `nowSeconds` to the millisecond, as tokens' `iat` (a token read earlier in the same second is concerned). */
+  closeFor(message: RevocationMessage, nowSeconds = Date.now() / 1000): number {
     if (!message.userId) return 0;
     const set = this.byUser.get(message.userId);
     if (!set) return 0;
