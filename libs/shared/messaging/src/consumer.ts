@@ -273,6 +273,12 @@ interface TransactionClient {
   processID: number;
   release(error?: Error | boolean): void;
 }
+/** What names a handler's transaction: its backend, when it began, and the release of its pool checkout. */
+interface HandlerTransaction {
+  pid: number;
+  began: string;
+  release(error?: Error | boolean): void;
+}
 function transactionClient(tx: Executor): TransactionClient | undefined {
   const client = (tx as unknown as { session?: { client?: Partial<TransactionClient> } }).session?.client;
   return typeof client?.processID === 'number' && typeof client.release === 'function' ? (client as TransactionClient) : undefined;
@@ -655,17 +661,20 @@ export class EventConsumer {
       // the oldest open transaction id). A copy applied meanwhile by another member (a rebalance
       // overlap) makes the insert find the id: this transaction is rolled back as a duplicate.
       const processed = this.options.processedEvents;
-      const backend: { client?: TransactionClient } = {};
+      const backend: { transaction?: HandlerTransaction } = {};
       const work = inTrace(() => this.options.db
         .transaction(async (tx) => {
           after.length = 0;
-          backend.client = transactionClient(tx);
-          // Applied already, or this very record was already passed on to a retry or dead-letter topic.
-          const seen = await tx
-            .select({ eventId: processed.eventId })
+          // Applied already, or this very record was already passed on to a retry or dead-letter
+          // topic. Also when this transaction began: with the connection's backend pid, what names
+          // this very transaction should its handler be left behind (see endBackend).
+          const [state] = await tx
+            .select({ seen: sql<number>`count(*)::int`, began: sql<string>`now()::text` })
             .from(processed)
             .where(and(eq(processed.consumerGroup, group), inArray(processed.eventId, [event.id, marker])));
-          if (seen.length > 0) return false;
+          const client = transactionClient(tx);
+          if (client && state) backend.transaction = { pid: client.processID, began: state.began, release: client.release };
+          if ((state?.seen ?? 0) > 0) return false;
           await handler(event, { tx, topic, partition, attempt, afterCommit, signal: deadline.signal });
           const inserted = await tx.insert(processed).values({ consumerGroup: group, eventId: event.id, topic }).onConflictDoNothing().returning({ eventId: processed.eventId });
           if (inserted.length === 0) throw new AppliedElsewhere();
@@ -743,7 +752,7 @@ export class EventConsumer {
   private async withinDeadline(
     work: Promise<boolean>,
     deadline: AbortController,
-    backend: { client?: TransactionClient },
+    backend: { transaction?: HandlerTransaction },
     what: { topic: Topic; eventId: string; type: string; attempt: number },
     after: Array<() => void | Promise<void>>,
   ): Promise<boolean> {
@@ -779,7 +788,12 @@ export class EventConsumer {
     const second = await Promise.race([work, new Promise<typeof STILL_RUNNING>((resolve) => (timer = setTimeout(() => resolve(STILL_RUNNING), HANDLER_ABORT_GRACE_MS)))]).finally(() => clearTimeout(timer));
     if (second !== STILL_RUNNING) return second;
     const leftAt = performance.now();
-    const ended = backend.client !== undefined && (await this.endBackend(backend.client));
+    let settled = false;
+    void work.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    const ended = backend.transaction !== undefined && !settled && (await this.endBackend(backend.transaction, () => settled));
     this.options.logger.error({ ...log, connectionEnded: ended }, 'event handler did not end when its signal aborted: it is left behind and its connection ended');
     work.then(
       (applied) => {
@@ -792,19 +806,26 @@ export class EventConsumer {
   }
 
   /**
-   * Ends a handler's connection (its transaction rolls back) and hands its client back to the pool
-   * as broken: the pool would otherwise count it as taken until the handler ends, if ever. The
-   * handler's own release, when it ends, then fails (already released): it is logged with it.
+   * Ends a handler's transaction (it rolls back) by ending its connection, and hands its client
+   * back to the pool as broken: the pool would otherwise count it as taken until the handler ends,
+   * if ever. Only that very transaction is ended (backend pid and start time, as pg_stat_activity
+   * has them): if it ended meanwhile and its connection serves someone else, nothing is done, and
+   * the release function of the handler's own checkout is a no-op for the pool then (it throws).
    */
-  private async endBackend(client: TransactionClient): Promise<boolean> {
+  private async endBackend(transaction: HandlerTransaction, settled: () => boolean): Promise<boolean> {
+    let ended = false;
     try {
-      await this.options.db.transaction((tx) => tx.execute(sql`select pg_terminate_backend(${client.processID})`));
+      const result = await this.options.db.transaction((tx) =>
+        tx.execute(sql`select pg_terminate_backend(pid) as ended from pg_stat_activity where pid = ${transaction.pid} and xact_start = ${transaction.began}::timestamptz`),
+      );
+      ended = (result as unknown as { rows: Array<{ ended: boolean }> }).rows[0]?.ended === true;
     } catch (error) {
-      this.options.logger.warn({ err: error, pid: client.processID }, 'could not end the connection of an event handler left behind');
+      this.options.logger.warn({ err: error, pid: transaction.pid }, 'could not end the connection of an event handler left behind');
       return false;
     }
+    if (!ended || settled()) return ended;
     try {
-      client.release(new Error('event handler left behind'));
+      transaction.release(new Error('event handler left behind'));
     } catch {
       // released meanwhile: the handler ended after all
     }

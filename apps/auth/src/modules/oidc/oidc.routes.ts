@@ -91,7 +91,7 @@ export async function oidcRoutes(app: ServiceApp, { oidc, clientRedirectUrl }: O
         signedIn = await oidc.callback(provider, request.query, cookieValue(request.headers.cookie, STATE_COOKIE), originOf(request));
       } catch (error) {
         // The client app asks for the code and finishes the sign-in itself.
-        if (clientRedirectUrl && error instanceof HttpProblem && error.code === 'mfa_required') {
+        if (clientRedirectUrl && error instanceof HttpProblem && error.code === 'mfa_required' && typeof error.extensions.mfaToken === 'string') {
           return redirect(clientRedirectUrl, { mfaToken: String(error.extensions.mfaToken), expiresIn: String(error.extensions.expiresIn) });
         }
         throw error;

@@ -357,23 +357,32 @@ export class OidcService {
       });
       user = { ...user, role: 'admin' };
     }
-    if (user.mfaEnabled) {
-      const mfaToken = b64url(randomBytes(32));
-      await this.flows.saveMfaChallenge({
-        tokenHash: sha256Hex(mfaToken),
-        userId: user.id,
-        provider,
-        expiresAt: new Date(Date.now() + MFA_CHALLENGE_TTL_SECONDS * 1000),
-      });
-      throw new FlowFailure(
-        'mfa_required',
-        new HttpProblem(401, 'mfa_required', 'This account has two-factor sign-in: send mfaToken with a TOTP code or a recovery code to POST /api/v1/auth/oauth/mfa.', {
-          extensions: { mfaToken, expiresIn: MFA_CHALLENGE_TTL_SECONDS },
-        }),
-        { userId: user.id, email: user.email },
-      );
+    if (user.mfaEnabled) throw await this.mfaChallenge(provider, user);
+    try {
+      return await accounts.signIn(user, { method: 'oidc', oidcProvider: provider }, origin, { readAt });
+    } catch (error) {
+      // Two-factor sign-in was turned on since the account was read: it is asked for all the same.
+      if (error instanceof HttpProblem && error.code === 'mfa_required') throw await this.mfaChallenge(provider, user);
+      throw error;
     }
-    return accounts.signIn(user, { method: 'oidc', oidcProvider: provider }, origin, { readAt });
+  }
+
+  /** Stores a challenge for the second factor; the failure that answers it (401 `mfa_required` with its `mfaToken`). */
+  private async mfaChallenge(provider: string, user: { id: string; email: string }): Promise<FlowFailure> {
+    const mfaToken = b64url(randomBytes(32));
+    await this.flows.saveMfaChallenge({
+      tokenHash: sha256Hex(mfaToken),
+      userId: user.id,
+      provider,
+      expiresAt: new Date(Date.now() + MFA_CHALLENGE_TTL_SECONDS * 1000),
+    });
+    return new FlowFailure(
+      'mfa_required',
+      new HttpProblem(401, 'mfa_required', 'This account has two-factor sign-in: send mfaToken with a TOTP code or a recovery code to POST /api/v1/auth/oauth/mfa.', {
+        extensions: { mfaToken, expiresIn: MFA_CHALLENGE_TTL_SECONDS },
+      }),
+      { userId: user.id, email: user.email },
+    );
   }
 
   /**

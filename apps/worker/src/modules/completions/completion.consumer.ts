@@ -83,7 +83,7 @@ export function completionHandlers(deps: CompletionConsumerDeps): EventHandlers 
     }
   }
 
-  async function handle(event: CompletionRequested, { tx, attempt }: HandlerContext): Promise<void> {
+  async function handle(event: CompletionRequested, { tx, attempt, signal }: HandlerContext): Promise<void> {
     const data = event.data;
     const log = deps.logger.child({ assistantMessageId: data.assistantMessageId, eventId: event.id, attempt });
     // Busy: another instance holds the lease (a stale consumer after a rebalance), or one that
@@ -121,10 +121,17 @@ export function completionHandlers(deps: CompletionConsumerDeps): EventHandlers 
     }, Math.max(250, Math.floor(deps.leaseMs / 3)));
     try {
       call = await callProvider(deps.router, data.model, messages, {
-        signal: watch.signal,
+        // Chat's cancel, or the consumer's: its deadline, or the worker stopping.
+        signal: AbortSignal.any([watch.signal, signal]),
         ...(data.maxOutputTokens === undefined ? {} : { maxTokens: data.maxOutputTokens }),
       });
     } catch (error) {
+      if (signal.aborted) {
+        // Not the user's cancel: the job is let go (its lease given up, so that the next member
+        // need not wait it out) and the consumer retries it, or leaves it to the next member.
+        await repo.release(data.assistantMessageId, 'stopped by the consumer (deadline or shutdown)');
+        throw signal.reason;
+      }
       if (!(error instanceof ProviderCallFailure)) throw error;
       if (error.error.code === 'cancelled') {
         // Aborted on chat's cancel: what was generated is reported, so that chat counts it. A
