@@ -68,6 +68,8 @@ describe('worker consumers', () => {
       CONSUMER_RETRY_DELAY_MS: '100',
       CONSUMER_RETRY_MAX_DELAY_MS: '400',
       COMPLETION_LEASE_MS: '2000',
+      // Above the longest handler of these tests (a takeover waits 1.5 leases, 3 s), below a hung call.
+      CONSUMER_HANDLER_TIMEOUT_MS: '5000',
       TITLE_TIMEOUT_MS: '1500',
       CHAT_URL: upstream.url,
       INTERNAL_IDENTITY_SECRET: SECRET,
@@ -196,6 +198,30 @@ describe('worker consumers', () => {
       expect(sim.stats().byModel[model]).toBeGreaterThanOrEqual(3);
       expect(sim.stats().byModel[model]).toBeLessThanOrEqual(6);
     });
+
+    it('ends a provider call at the handler deadline, retries it, and on the last attempt publishes completion.finished failed', async () => {
+      const model = `hung-${randomUUID().slice(0, 8)}`;
+      sim.setFaults({ latencyMs: 60_000 }, model);
+      const dlq = await kafka.collect('jobs.completion.dlq.worker');
+      const data = completionRequest(`openai/${model}`);
+      const event = createEvent(EVENTS.jobsCompletionRequested, data);
+      await kafka.produce(event);
+
+      // Three attempts (CONSUMER_RETRY_ATTEMPTS), each ended at CONSUMER_HANDLER_TIMEOUT_MS (5 s).
+      const finished = await eventually(async () => {
+        const rows = await finishedOf(data.assistantMessageId);
+        return rows.length > 0 && rows;
+      }, 60_000);
+      expect(finished).toHaveLength(1);
+      expect(finished[0]).toMatchObject({ status: 'failed', content: '', error: { code: 'provider_timeout' } });
+      expect(finished[0]!.error!.detail).toMatch(/more than 5000 ms/);
+      const parked = await eventually(() => dlq.find((r) => r.event.id === event.id), 20_000);
+      expect(parked.headers['vivier-dead-letter-reason']).toBe('handler_failed');
+      const { rows } = await pool.query('select state, attempts from worker.jobs where assistant_message_id = $1', [data.assistantMessageId]);
+      expect(rows).toEqual([{ state: 'finished', attempts: 3 }]);
+      // Each call was aborted, not left running.
+      expect(sim.stats().aborts.filter((a) => a.model === model)).toHaveLength(3);
+    }, 90_000);
 
     it('takes over a job left by a crashed instance once its lease runs out, and calls the provider once', async () => {
       const model = `orphan-${randomUUID().slice(0, 8)}`;

@@ -1,5 +1,5 @@
 import { createEvent, EVENTS, type EventOf, type WorkerCompletionFinishedData } from '@vivier/contracts';
-import type { EventHandlers, Executor, HandlerContext, Publish } from '@vivier/messaging';
+import { HandlerTimedOut, type EventHandlers, type Executor, type HandlerContext, type Publish } from '@vivier/messaging';
 import { countPromptTokens, countTokens, type ChatMessage, type ProviderRouter } from '@vivier/providers';
 import type { FastifyBaseLogger } from 'fastify';
 import type { WorkerDatabase } from '../worker-db';
@@ -127,9 +127,21 @@ export function completionHandlers(deps: CompletionConsumerDeps): EventHandlers 
       });
     } catch (error) {
       if (signal.aborted) {
-        // Not the user's cancel: the job is let go (its lease given up, so that the next member
-        // need not wait it out) and the consumer retries it, or leaves it to the next member.
-        await repo.release(data.assistantMessageId, 'stopped by the consumer (deadline or shutdown)');
+        // Not the user's cancel. Out of time on the last attempt: the reply fails for good, as on
+        // any last failure, so that chat is told. Otherwise the job is let go (its lease given up,
+        // so that the next member need not wait it out) and the consumer retries it, or leaves it
+        // to the next member when it is stopping.
+        if (signal.reason instanceof HandlerTimedOut && attempt >= deps.maxAttempts) {
+          const partial = error instanceof ProviderCallFailure ? error.partial : emptyResult(data.model);
+          const failed = finishedPayload(data, partial, { status: 'failed', error: { code: 'provider_timeout', detail: signal.reason.message } });
+          await deps.db.transaction(async (own) => {
+            await repo.storeResult(data.assistantMessageId, failed, own);
+            await publishOnce(own, failed);
+          });
+          log.warn({ err: signal.reason }, 'completion ran out of time on its last attempt; completion.finished (failed) published');
+        } else {
+          await repo.release(data.assistantMessageId, 'stopped by the consumer (deadline or shutdown)');
+        }
         throw signal.reason;
       }
       if (!(error instanceof ProviderCallFailure)) throw error;
