@@ -793,7 +793,7 @@ export class EventConsumer {
       () => (settled = true),
       () => (settled = true),
     );
-    const ended = backend.transaction !== undefined && !settled && (await this.endBackend(backend.transaction, () => settled));
+    const ended = backend.transaction !== undefined && (await this.endBackend(backend.transaction, () => settled));
     this.options.logger.error({ ...log, connectionEnded: ended }, 'event handler did not end when its signal aborted: it is left behind and its connection ended');
     work.then(
       (applied) => {
