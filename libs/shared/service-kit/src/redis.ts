@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin';
-import { Redis, type Command } from 'ioredis';
+import { Redis, type Command, type RedisOptions } from 'ioredis';
 import { endSpan, SpanKind, startChildSpan, tracingEnabled } from './tracing';
 
 /** Inside a trace, each command of this client gets a CLIENT span (the command name, never its arguments). */
@@ -20,17 +20,44 @@ export function instrumentRedis(redis: Redis): void {
 }
 
 export function createRedis(url: string, options: { keyPrefix?: string; name: string }): Redis {
-  return new Redis(url, {
+  const redis = new Redis(url, {
     keyPrefix: options.keyPrefix,
     connectionName: options.name,
     // Fail fast while Redis is away instead of queueing commands forever; callers apply their
     // documented fallback (rate limits, cache, fan-out).
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
+    // A command whose reply was lost when the connection broke may have run: sent again after the
+    // reconnect, a rate-limit script or a lease grant would count twice. It fails instead, like
+    // any command while Redis is away (see rejectUnanswered).
+    autoResendUnfulfilledCommands: false,
     connectTimeout: 2000,
     retryStrategy: (times) => Math.min(times * 200, 2000),
     lazyConnect: false,
   });
+  redis.on('close', () => rejectUnanswered(redis));
+  return redis;
+}
+
+/**
+ * Options for a subscribing connection made with `duplicate()` of a client from createRedis: it
+ * waits for Redis rather than failing, and what it sends (SUBSCRIBE, UNSUBSCRIBE) is safe to send
+ * again after a reconnect.
+ */
+export function subscriberOptions(name: string): RedisOptions {
+  return { enableOfflineQueue: true, maxRetriesPerRequest: null, autoResendUnfulfilledCommands: true, connectionName: name };
+}
+
+/**
+ * The commands that were sent and not answered when the connection closed. Without
+ * `autoResendUnfulfilledCommands`, ioredis 5 keeps them aside and drops them at the next ready
+ * without settling their promises (redis/ioredis#2193, fixed in 6.1 by rejecting them at that
+ * ready): the caller would wait for as long as Redis stays away, and for good after that. They are
+ * rejected here as soon as the connection closes.
+ */
+function rejectUnanswered(redis: Redis): void {
+  const stash = (redis as unknown as { prevCommandQueue?: { length: number; shift(): { command: Command } | undefined } | null }).prevCommandQueue;
+  while (stash && stash.length > 0) stash.shift()!.command.reject(new Error('Connection to Redis closed before the reply came; the command may have run.'));
 }
 
 declare module 'fastify' {
@@ -79,7 +106,7 @@ export function subscribeChannel(
     onLive?: (live: boolean) => void;
   },
 ): { close: () => void } {
-  const subscriber = redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, connectionName: options.name });
+  const subscriber = redis.duplicate(subscriberOptions(options.name));
   subscriber.on('error', (error: Error) => options.log.debug({ err: error, channel: options.channel }, 'redis subscriber error'));
   subscriber.on('message', (_channel: string, message: string) => options.onMessage(message));
   let subscribed = false;

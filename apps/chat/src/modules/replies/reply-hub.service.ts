@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
+import { subscriberOptions } from '@vivier/service-kit';
 import type { ReplyEnvelope } from './reply-events';
 import { parseEnvelope, type ReplyStreams } from './reply-streams.service';
 
@@ -24,7 +25,7 @@ export class ReplyHub {
     private readonly log: FastifyBaseLogger,
   ) {
     // Subscriptions wait for a connection (and ioredis re-subscribes after a reconnect).
-    this.subscriber = redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, connectionName: 'chat-subscriber' });
+    this.subscriber = redis.duplicate(subscriberOptions('chat-subscriber'));
     this.subscriber.on('error', (error: Error) => this.log.debug({ err: error }, 'redis subscriber error'));
     this.subscriber.on('message', (channel: string, message: string) => this.dispatch(channel, message));
   }

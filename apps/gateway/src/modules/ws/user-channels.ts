@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
+import { subscriberOptions } from '@vivier/service-kit';
 
 /** A reply event as chat publishes it on the user's channel (apps/chat reply-streams.service.ts). */
 export interface ReplyEnvelope {
@@ -50,7 +51,7 @@ export class UserChannels {
     private readonly channelOf: (userId: string) => string,
     private readonly log: FastifyBaseLogger,
   ) {
-    this.subscriber = redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, connectionName: 'gateway-sockets' });
+    this.subscriber = redis.duplicate(subscriberOptions('gateway-sockets'));
     this.subscriber.on('error', (error: Error) => this.log.debug({ err: error }, 'redis subscriber error'));
     this.subscriber.on('ready', () => this.reconnected());
     this.subscriber.on('message', (channel: string, message: string) => {
