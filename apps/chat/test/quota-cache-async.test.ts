@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { apiChatId } from '../src/modules/openai/openai.service';
 import { poolRunner, turnsRepository } from '../src/modules/messages/turns.repository';
 import { QuotaHolders } from '../src/modules/quotas/quota-holders';
+import { ResponseCache } from '../src/modules/cache/response-cache.service';
 import { testEnv } from '@vivier/service-kit/testing';
 import { chatPool, createChat, eventually, parseSse, startChat, streamSse, testUser, writeProvidersFile, type TestChat } from './helpers';
 
@@ -771,15 +772,15 @@ describe('quotas, cache and async replies', () => {
     await pool.query('delete from chat.quota_holds where user_id = $1', [user.id]);
   });
 
-  it('answers an identical temperature-0 request from the cache, marked cached and counted', async () => {
+  it('answers an identical temperature-0 request of the same user from the cache, marked cached and counted', async () => {
     const user = testUser();
     const before = sim.requests().filter((r) => r.model === 'cache-model').length;
-    const ask = async () => {
-      const chatId = await createChat(chat.app, user, { systemPrompt: 'You are a cache test.', model: 'openai/cache-model' });
+    const ask = async (asker = user) => {
+      const chatId = await createChat(chat.app, asker, { systemPrompt: 'You are a cache test.', model: 'openai/cache-model' });
       const res = await chat.app.inject({
         method: 'POST',
         url: `/api/v1/chats/${chatId}/messages`,
-        headers: { ...user.headers, accept: 'text/event-stream' },
+        headers: { ...asker.headers, accept: 'text/event-stream' },
         payload: { content: 'What is a river?', temperature: 0 },
       });
       return parseSse(res.body);
@@ -793,10 +794,25 @@ describe('quotas, cache and async replies', () => {
     expect(sim.requests().filter((r) => r.model === 'cache-model').length - before).toBe(1);
     const metrics = (await chat.app.inject({ method: 'GET', url: '/metrics' })).body;
     expect(metrics).toMatch(/vivier_chat_response_cache_hits_total\{[^}]*\} 1/);
+    // Another user asking the same is answered by the provider: whether someone else asked it is theirs.
+    const other = await ask(testUser());
+    expect(doneOf(other).cached).toBe(false);
+    expect(sim.requests().filter((r) => r.model === 'cache-model').length - before).toBe(2);
     // Another temperature is not cached.
     const chatId = await createChat(chat.app, user, { systemPrompt: 'You are a cache test.', model: 'openai/cache-model' });
     const warm = await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content: 'What is a river?', temperature: 0.7 } });
     expect(warm.json().assistantMessage.cached).toBe(false);
+  });
+
+  it('keys the cache by what a model id routes to, so an alias pointed elsewhere is answered anew', () => {
+    const cache = new ResponseCache(null as never, 60, null as never, null as never);
+    const request = { messages: [{ role: 'user' as const, content: 'hi' }], maxTokens: 10, promptTokens: 1, temperature: 0 };
+    const alias = (model: string) => ({ id: 'fast', type: 'alias' as const, strategy: 'ordered' as const, contextWindow: 8000, deployments: [{ id: 'd1', provider: 'openai', model }] });
+    const key = cache.keyOf('u1', alias('gpt-4o-mini'), request);
+    expect(key).toBeDefined();
+    expect(cache.keyOf('u1', alias('gpt-4o-mini'), request)).toBe(key);
+    expect(cache.keyOf('u1', alias('gpt-4o'), request)).not.toBe(key);
+    expect(cache.keyOf('u2', alias('gpt-4o-mini'), request)).not.toBe(key);
   });
 
   it('queues an async reply for the worker and stores the result the worker reports', async () => {

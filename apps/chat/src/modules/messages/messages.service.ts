@@ -219,7 +219,7 @@ export class MessagesService {
 
     // The lease goes out with the next Redis writes; the cache is asked while the turn is stored.
     if (!options.async) this.deps.runner.claim(answer.id);
-    const cacheKey = options.async ? undefined : this.deps.cache.keyOf(modelId, request);
+    const cacheKey = options.async ? undefined : this.deps.cache.keyOf(user.sub, resolved, request);
     const [stored, cached] = await Promise.all([
       this.deps.turns.insertTurn({ userId: user.sub, month, reserve: reserved, rows, events, chatId: chat.id, at: answer.createdAt }),
       cacheKey ? this.deps.cache.get(cacheKey) : Promise.resolve(undefined),
