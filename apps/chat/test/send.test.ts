@@ -97,6 +97,12 @@ describe('sending a message', () => {
     expect((await post({ content: 'x', surprise: true })).json()).toMatchObject({ status: 400, code: 'validation_failed' });
     expect((await post({ content: 'x', model: 'nowhere/model' })).json()).toMatchObject({ status: 400, code: 'unknown_model' });
     expect((await post({ content: 'x', attachments: ['00000000-0000-4000-8000-000000000000'] })).json()).toMatchObject({ status: 404, code: 'not_found' });
+    // Half a surrogate pair: JSON can carry it, PostgreSQL cannot store it (it was a 500).
+    expect((await post({ content: 'a\ud800' })).json()).toMatchObject({ status: 400, code: 'invalid_text' });
+    const titled = await chat.app.inject({ method: 'POST', url: '/api/v1/chats', headers: user.headers, payload: { title: '\udc00' } });
+    expect(titled.json()).toMatchObject({ status: 400, code: 'invalid_text' });
+    const search = await chat.app.inject({ method: 'GET', url: '/api/v1/chats/search?q=a%00b', headers: user.headers });
+    expect(search.json()).toMatchObject({ status: 400, code: 'invalid_text' });
     const messages = await chat.app.inject({ method: 'GET', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers });
     expect(messages.json().items).toEqual([]);
   });

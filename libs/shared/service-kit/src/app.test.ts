@@ -49,6 +49,24 @@ describe('service app', () => {
     expect(poisoned.statusCode).toBe(400);
   });
 
+  it('refuses half of a surrogate pair in JSON text and a NUL in the URL, and keeps whole pairs', async () => {
+    const { app } = await build();
+    const post = (payload: string) => app.inject({ method: 'POST', url: '/things', headers: { 'content-type': 'application/json' }, payload });
+    for (const lone of ['{"name":"a\\ud800","size":1}', '{"name":"\\udc00b","size":1}', '{"name":"x","size":1,"\\uDBFFk":1}']) {
+      const res = await post(lone);
+      expect(res.statusCode, lone).toBe(400);
+      expect(res.json()).toMatchObject({ code: 'invalid_text', status: 400 });
+    }
+    const pair = await post('{"name":"\\ud83d\\ude00","size":1}');
+    expect(pair.statusCode).toBe(200);
+    expect(pair.json()).toMatchObject({ name: '\u{1F600}' });
+    // An escaped backslash followed by "ud800" is ordinary text.
+    expect((await post('{"name":"\\\\ud800","size":1}')).statusCode).toBe(200);
+    const query = await app.inject({ method: 'GET', url: '/page?limit=1&archived=%00' });
+    expect(query.statusCode).toBe(400);
+    expect(query.json()).toMatchObject({ code: 'invalid_text' });
+  });
+
   it('answers validation errors as problem details with a stable code', async () => {
     const { app } = await build();
     const res = await app.inject({ method: 'POST', url: '/things', payload: { name: '', size: 'x' } });

@@ -47,6 +47,23 @@ export interface CreateAppOptions {
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** `\u0000` in JSON text, not preceded by an escaped backslash (`\\u0000` is a backslash and "u0000"). */
 const ESCAPED_NUL = /(?:^|[^\\])(?:\\\\)*\\u0000/;
+/** A surrogate written as an escape: the only way a lone one gets into JSON text that is UTF-8. */
+const ESCAPED_SURROGATE = /\\u[dD][89a-fA-F]/;
+/** `%00` in a URL: a NUL in a query value or a path parameter. */
+const URL_NUL = /%00/;
+
+/** A high surrogate without its low half, or a low one without its high half. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** Whether every string in a parsed JSON value (keys too) is well-formed UTF-16. */
+function wellFormed(value: unknown): boolean {
+  if (typeof value === 'string') return !LONE_SURROGATE.test(value);
+  if (Array.isArray(value)) return value.every(wellFormed);
+  if (value !== null && typeof value === 'object') {
+    for (const [key, inner] of Object.entries(value)) if (LONE_SURROGATE.test(key) || !wellFormed(inner)) return false;
+  }
+  return true;
+}
 
 /**
  * The Fastify instance every Vivier service starts from: TypeBox type provider, pino with the
@@ -114,15 +131,28 @@ export async function createServiceApp(options: CreateAppOptions): Promise<Servi
   });
   registerProblemHandlers(app);
   // JSON as Fastify parses it (prototype poisoning refused), except text PostgreSQL cannot store:
-  // a NUL (JSON can only write it escaped) is a 400 here, not a failed insert later.
+  // a NUL or half of a surrogate pair (JSON can only write them escaped) is a 400 here, not a
+  // failed insert later. The same for a NUL in the URL (a query value, a path parameter).
+  app.addHook('onRequest', async (request) => {
+    if (URL_NUL.test(request.url)) throw new HttpProblem(400, 'invalid_text', 'Text may not contain NUL characters (%00).');
+  });
   const parseJson = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
-    if (ESCAPED_NUL.test(body as string)) {
+    const text = body as string;
+    if (ESCAPED_NUL.test(text)) {
       done(new HttpProblem(400, 'invalid_text', 'Text may not contain NUL characters (\\u0000).'), undefined);
       return;
     }
-    parseJson(request, body as string, done);
+    if (!ESCAPED_SURROGATE.test(text)) {
+      parseJson(request, text, done);
+      return;
+    }
+    parseJson(request, text, (error, value) => {
+      if (error) done(error, undefined);
+      else if (!wellFormed(value)) done(new HttpProblem(400, 'invalid_text', 'Text may not contain half of a surrogate pair (a lone \\ud800-\\udfff escape).'), undefined);
+      else done(null, value);
+    });
   });
   // Route schemas become this service's OpenAPI document; the gateway merges all of them at /docs.
   await app.register(swagger, {
