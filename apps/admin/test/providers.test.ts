@@ -150,6 +150,45 @@ describe('provider settings and write-only API keys', () => {
     expect((await put(name, { kind: 'anthropic', apiKey: 'short-key' })).json()).toMatchObject({ hasApiKey: true, apiKeyLast4: null });
   });
 
+  it('does not send a stored key to a new address or kind: the change needs the key again', async () => {
+    const name = `moving-${t}`;
+    expect((await put(name, { kind: 'openai', apiKey: API_KEY })).statusCode).toBe(201);
+    for (const body of [
+      { kind: 'openai_compatible', baseUrl: 'https://collector.example/v1' },
+      { kind: 'openai', baseUrl: 'https://collector.example/v1' },
+      { kind: 'anthropic' },
+    ]) {
+      const moved = await put(name, body);
+      expect(moved.statusCode, JSON.stringify(body)).toBe(409);
+      expect(moved.json()).toMatchObject({ code: 'api_key_required' });
+    }
+    expect((await row(name)).revision).toBe(1);
+    // Sent again, the key goes with the change; after that, saves without it keep it.
+    expect((await put(name, { kind: 'openai_compatible', baseUrl: 'https://collector.example/v1', apiKey: API_KEY })).json()).toMatchObject({ revision: 2, hasApiKey: true });
+    expect((await put(name, { kind: 'openai_compatible', baseUrl: 'https://collector.example/v1', enabled: false })).json()).toMatchObject({ revision: 3, hasApiKey: true });
+    // Removing the key needs no key.
+    expect((await put(name, { kind: 'openai', apiKey: null })).json()).toMatchObject({ revision: 4, hasApiKey: false });
+    // Without a stored key there is nothing to carry.
+    expect((await put(name, { kind: 'anthropic' })).statusCode).toBe(200);
+  });
+
+  it('two first saves of one name at once are revisions 1 and 2, in that order everywhere', async () => {
+    for (let i = 0; i < 4; i++) {
+      const name = `race-${i}-${t}`;
+      const [a, b] = await Promise.all([
+        put(name, { kind: 'openai_compatible', baseUrl: 'https://a.example/v1', apiKey: 'key-a' }),
+        put(name, { kind: 'openai_compatible', baseUrl: 'https://b.example/v1', apiKey: 'key-b' }),
+      ]);
+      expect([a.statusCode, b.statusCode].sort()).toEqual([200, 201]);
+      expect([a.json().revision, b.json().revision].sort()).toEqual([1, 2]);
+      const last = a.json().revision === 2 ? a.json() : b.json();
+      const events = await allConfiguredEvents(name);
+      expect(events.map((e) => (e.data as { revision: number }).revision)).toEqual([1, 2]);
+      expect((events[1]!.data as { baseUrl: string }).baseUrl).toBe(last.baseUrl);
+      expect((await row(name)).baseUrl).toBe(last.baseUrl);
+    }
+  });
+
   it('validates settings', async () => {
     const bad = [
       { kind: 'openai_compatible' },

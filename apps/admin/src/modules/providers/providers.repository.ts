@@ -1,4 +1,4 @@
-import { asc, eq, isNotNull, ne, and } from 'drizzle-orm';
+import { asc, eq, isNotNull, ne, and, sql } from 'drizzle-orm';
 import type { Executor } from '@vivier/messaging';
 import { adminTables } from '@vivier/db-admin';
 import type { SealedApiKey } from './provider-keys.service';
@@ -50,7 +50,13 @@ export function providersRepository(db: Executor) {
       return row;
     },
 
+    /**
+     * The provider's row, locked for the transaction, or undefined when there is none yet. The
+     * name is locked too: `for update` locks no row that does not exist, and two first saves of
+     * one name would both be revision 1, their two events alike to chat and the worker.
+     */
     async lock(id: string, tx: Executor): Promise<ProviderRow | undefined> {
+      await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${`vivier-admin:provider:${id}`}, 0))`);
       const [row] = await tx.select().from(providers).where(eq(providers.id, id)).for('update');
       return row;
     },

@@ -131,6 +131,14 @@ export class ProvidersService {
         sealed = vault.seal(name, clearKey);
         hint = clearKey.length >= 16 ? clearKey.slice(-4) : null;
       } else if (sealed) {
+        // The stored key goes only where it went before: sent elsewhere (another address, another
+        // vendor's protocol), a caller who never saw it would have it. A new place needs it again.
+        if (existing && (existing.kind !== settings.kind || existing.baseUrl !== baseUrl)) {
+          throw problems.conflict(
+            'api_key_required',
+            'The provider gets a new baseUrl or kind: send apiKey again (or null to remove it). A stored key is not sent to a new address.',
+          );
+        }
         try {
           clearKey = vault.open(name, sealed);
         } catch {
