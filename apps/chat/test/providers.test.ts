@@ -20,6 +20,8 @@ describe('providers through the chat service', () => {
         gemini: { baseUrl: sim.url, apiKey: 'AIza-test' },
         ollama: { baseUrl: sim.url },
         compat: { kind: 'openai_compatible', baseUrl: `${sim.url}/v1`, apiKey: 'compat-key', includeUsage: false },
+        // A key the simulator refuses, as OpenAI does: "Incorrect API key provided: invalid****."
+        revoked: { kind: 'openai_compatible', baseUrl: `${sim.url}/v1`, apiKey: 'invalid-platform-key' },
       },
       deployments: [
         { id: 'tiny', provider: 'openai', model: 'tiny-window', contextWindow: 400 },
@@ -229,6 +231,20 @@ describe('providers through the chat service', () => {
     const res = await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content: 'hello', model: 'openai/down-model' } });
     expect(res.statusCode).toBe(502);
     expect(res.json()).toMatchObject({ code: 'provider_unavailable', assistantMessage: { status: 'failed', content: '', usage: null } });
+  });
+
+  it("tells users a provider refused the platform's key, without the vendor's text (which quotes part of the key)", async () => {
+    const { end, stored } = await send('revoked/any-model', 'hello');
+    expect(end).toMatchObject({ event: 'error', data: { code: 'provider_error' } });
+    const detail = (end.data as { detail: string }).detail;
+    expect(detail).toMatch(/revoked refused the platform's credentials \(HTTP 401\)/);
+    expect(detail).not.toMatch(/invalid|Incorrect API key/);
+    expect(JSON.stringify(stored)).not.toMatch(/invalid|Incorrect API key/);
+
+    const res = await completion('revoked/any-model', 'hello');
+    expect(res.statusCode).toBe(502);
+    expect(res.json().error.message).toMatch(/credentials/);
+    expect(res.body).not.toMatch(/invalid|Incorrect API key/);
   });
 
   it('opens the circuit after repeated failures (no request reaches the provider), then closes it after the cool-down', async () => {

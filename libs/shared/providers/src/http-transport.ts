@@ -229,11 +229,15 @@ export function errorFromResponse(
       ? `${provider} answered with a redirect (${status}); provider redirects are not followed`
       : `${provider} returned ${status}${vendor ? `: ${vendor.slice(0, 500)}` : ''}`;
   const retryAfter = retryAfterMs(headers, body);
+  const kind = kindForStatus(status, vendor);
   return new ProviderError({
-    kind: kindForStatus(status, vendor),
+    kind,
     provider,
     status,
     message,
+    // What the vendor says of a request it refuses is about the request (a parameter out of range,
+    // too long a context): the user who sent it may read it. Everything else stays in the logs.
+    ...(kind === 'bad_request' && vendor ? { publicMessage: `${provider} refused the request (HTTP ${status}): ${vendor.slice(0, 500)}` } : {}),
     beforeFirstToken: true,
     ...(retryAfter === undefined ? {} : { retryAfterMs: retryAfter }),
   });

@@ -577,6 +577,7 @@ export class ProviderRouter {
         provider: 'router',
         status: 404,
         message: `unknown model "${modelId}": use <provider>/<model> with an enabled provider (${this.enabledProviders().join(', ')}) or an alias`,
+        publicMessage: `unknown model "${modelId}": use <provider>/<model> with an enabled provider (${this.enabledProviders().join(', ')}) or an alias`,
         retryable: false,
         beforeFirstToken: true,
       });
@@ -632,6 +633,7 @@ export class ProviderRouter {
         provider: route.deployments[0]?.provider ?? 'router',
         status: 503,
         message: `every deployment of "${modelId}" is unavailable (circuit open)`,
+        publicMessage: `every deployment of "${modelId}" is unavailable (circuit open)`,
         retryable: true,
         beforeFirstToken: true,
       })

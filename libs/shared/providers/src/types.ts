@@ -130,6 +130,37 @@ export interface ProviderErrorInit {
   /** True when no text had been emitted yet, so the request may be retried or sent elsewhere. */
   beforeFirstToken: boolean;
   cause?: unknown;
+  /**
+   * What a user of the platform may be told. By default a sentence from the kind, the provider's
+   * name and the status: the vendor's own text (which can quote part of the platform's key),
+   * addresses and connection details stay in `message`, for the logs.
+   */
+  publicMessage?: string;
+}
+
+/** The default `publicMessage` of a failure of `provider` of this kind. */
+export function publicMessageOf(kind: ProviderErrorKind, provider: string, status?: number): string {
+  const answered = status === undefined ? '' : ` (HTTP ${status})`;
+  switch (kind) {
+    case 'rate_limited':
+      return `${provider} is rate limiting requests; try again later.`;
+    case 'server':
+      return `${provider} failed to answer${answered}.`;
+    case 'timeout':
+      return `${provider} did not answer in time.`;
+    case 'connection':
+      return `${provider} cannot be reached.`;
+    case 'auth':
+      return `${provider} refused the platform's credentials${answered}; an operator needs to check its API key.`;
+    case 'bad_request':
+      return `${provider} refused the request${answered}.`;
+    case 'not_found':
+      return `${provider} does not know the model or its endpoint${answered}.`;
+    case 'stream_cut':
+      return `${provider} stopped sending the reply before it was complete.`;
+    case 'cancelled':
+      return 'The request was cancelled.';
+  }
 }
 
 export class ProviderError extends Error {
@@ -140,6 +171,7 @@ export class ProviderError extends Error {
   declare readonly retryAfterMs?: number;
   readonly retryable: boolean;
   readonly beforeFirstToken: boolean;
+  readonly publicMessage: string;
 
   constructor(init: ProviderErrorInit) {
     super(init.message, init.cause === undefined ? undefined : { cause: init.cause });
@@ -150,6 +182,7 @@ export class ProviderError extends Error {
     if (init.retryAfterMs !== undefined) this.retryAfterMs = init.retryAfterMs;
     this.retryable = init.retryable ?? TRANSIENT.has(init.kind);
     this.beforeFirstToken = init.beforeFirstToken;
+    this.publicMessage = init.publicMessage ?? publicMessageOf(init.kind, init.provider, init.status);
   }
 
   /** The same error with `beforeFirstToken` (and optionally other fields) replaced. */
@@ -162,6 +195,7 @@ export class ProviderError extends Error {
       ...(this.retryAfterMs === undefined ? {} : { retryAfterMs: this.retryAfterMs }),
       retryable: this.retryable,
       beforeFirstToken: this.beforeFirstToken,
+      publicMessage: this.publicMessage,
       ...(this.cause === undefined ? {} : { cause: this.cause }),
       ...changes,
     });

@@ -330,8 +330,9 @@ export class OpenAiService {
               ? 'provider_unavailable'
               : 'stream_interrupted'
             : 'internal_error',
-          detail: String((error as Error | undefined)?.message ?? error).slice(0, 2000),
+          detail: (isProviderError(error) ? error.publicMessage : String((error as Error | undefined)?.message ?? error)).slice(0, 2000),
         };
+        this.deps.log.warn({ err: error, userId: user.sub, messageId: prepared.id }, 'an OpenAI API request failed');
         if (isProviderError(error))
           outcome.provider = error.provider === 'router' ? outcome.provider : error.provider;
       }
@@ -422,13 +423,14 @@ export class OpenAiService {
 function providerProblem(error: unknown): HttpProblem {
   if (!isProviderError(error))
     return new HttpProblem(500, 'internal_error', 'The completion failed unexpectedly.');
-  if (error.kind === 'not_found') return new HttpProblem(404, 'unknown_model', error.message);
-  if (error.kind === 'bad_request') return new HttpProblem(400, 'provider_rejected', error.message);
+  // The public message: the vendor's own text (which can quote the platform's key) is logged, not sent.
+  if (error.kind === 'not_found') return new HttpProblem(404, 'unknown_model', error.publicMessage);
+  if (error.kind === 'bad_request') return new HttpProblem(400, 'provider_rejected', error.publicMessage);
   if (error.kind === 'rate_limited') {
-    return new HttpProblem(429, 'provider_rate_limited', `The provider is rate limiting: ${error.message}`, {
+    return new HttpProblem(429, 'provider_rate_limited', error.publicMessage, {
       headers: { 'retry-after': String(Math.max(1, Math.ceil((error.retryAfterMs ?? 1000) / 1000))) },
     });
   }
-  if (error.kind === 'timeout') return new HttpProblem(504, 'provider_timeout', error.message);
-  return new HttpProblem(502, 'provider_unavailable', error.message);
+  if (error.kind === 'timeout') return new HttpProblem(504, 'provider_timeout', error.publicMessage);
+  return new HttpProblem(502, 'provider_unavailable', error.publicMessage);
 }

@@ -29,8 +29,9 @@ type Listener = (event: ReplyEvent) => void;
 
 /** Maps how a reply failed to the `error` event's stable code. */
 export function errorInfoOf(error: unknown): { code: string; detail: string } {
-  const detail = (error instanceof Error ? error.message : String(error)).slice(0, 2000);
   if (isProviderError(error)) {
+    // What the user may read; the vendor's own text is logged (see run()).
+    const detail = error.publicMessage.slice(0, 2000);
     if (!error.beforeFirstToken || error.kind === 'stream_cut') return { code: 'stream_interrupted', detail };
     if (error.kind === 'auth' || error.kind === 'bad_request' || error.kind === 'not_found') return { code: 'provider_error', detail };
     return { code: 'provider_unavailable', detail };
@@ -266,6 +267,7 @@ export class ReplyRunner {
         error = run.abortReason === 'shutdown' ? { code: 'service_shutdown', detail: 'The service stopped while the reply was running.' } : errorInfoOf(caught);
         provider ??= isProviderError(caught) ? (caught as ProviderError).provider : undefined;
         if (!isProviderError(caught)) this.deps.log.error({ err: caught, messageId: run.id }, 'reply failed');
+        else if (run.abortReason !== 'shutdown') this.deps.log.warn({ err: caught, messageId: run.id, kind: caught.kind }, 'reply failed at the provider');
       }
     }
 

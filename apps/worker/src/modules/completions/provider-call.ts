@@ -97,7 +97,8 @@ export async function callProvider(
       // Not worth retrying later: the model or the request is wrong, or the key is; or the reply was cancelled.
       const retryable = !['auth', 'bad_request', 'not_found', 'cancelled'].includes(error.kind);
       const unknownHere = error.kind === 'not_found' && error.provider === 'router';
-      throw new ProviderCallFailure({ code, detail: error.message.slice(0, 2000) }, retryable, result, error, unknownHere);
+      // The detail reaches the user (on the reply); the vendor's own text stays in the logs.
+      throw new ProviderCallFailure({ code, detail: error.publicMessage.slice(0, 2000) }, retryable, result, error, unknownHere);
     }
     const detail = error instanceof Error ? error.message : String(error);
     throw new ProviderCallFailure({ code: 'provider_error', detail: detail.slice(0, 2000) }, true, result, error);
