@@ -110,6 +110,29 @@ describe('rate limits', () => {
     expect((await login('198.51.100.8')).statusCode).toBe(200);
   });
 
+  it("rechecking a valid API key at auth costs its address nothing, and concurrent checks of one key share one call", async () => {
+    const gw = await startGateway(gatewayEnv({ RATE_LIMIT_PER_IP: '2', API_KEY_CACHE_TTL_MS: '30' }));
+    const key = 'vk_office_key_000000000000000001';
+    auth.apiKeys.set(key, { userId: 'u-office', keyId: 'k-office', role: 'user' });
+    const call = () => gw.app.inject({ method: 'GET', url: '/api/v1/chats', headers: bearer(key), remoteAddress: '198.51.100.20' });
+    // The first check is charged to the address (a key nobody has shown valid yet), the rechecks are not.
+    for (let i = 0; i < 5; i++) {
+      expect((await call()).statusCode).toBe(200);
+      await new Promise((resolve) => setTimeout(resolve, 40));
+    }
+    expect(auth.verifyRequests).toBeGreaterThanOrEqual(5);
+    // Sign-ins from the same address keep the allowance the first check left.
+    const login = await gw.app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: {}, remoteAddress: '198.51.100.20' });
+    expect(login.statusCode).not.toBe(429);
+
+    const fresh = 'vk_fresh_key_0000000000000000001';
+    auth.apiKeys.set(fresh, { userId: 'u-fresh', keyId: 'k-fresh', role: 'user' });
+    const before = auth.verifyRequests;
+    const answers = await Promise.all(Array.from({ length: 10 }, () => gw.app.inject({ method: 'GET', url: '/api/v1/chats', headers: bearer(fresh), remoteAddress: '198.51.100.21' })));
+    expect(answers.map((r) => r.statusCode)).toEqual(Array(10).fill(200));
+    expect(auth.verifyRequests - before).toBe(1);
+  });
+
   it('keeps the key of an untrusted peer whatever X-Forwarded-For it sends (TRUST_PROXY empty)', async () => {
     const gw = await startGateway({ AUTH_URL: services.url, RATE_LIMIT_PER_IP: '3' }, { listen: true });
     const statuses: number[] = [];

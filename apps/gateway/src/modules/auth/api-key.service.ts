@@ -43,8 +43,10 @@ export class ApiKeyVerifier {
 
   /**
    * The identity of the key's owner, or undefined for a key auth does not accept.
-   * `beforeRemoteCall` runs only when auth has to be asked (the anonymous per-IP limit, so
-   * guessing keys costs the guesser, not auth).
+   * `beforeRemoteCall` runs only when auth has to be asked about a key not known to be valid (the
+   * anonymous per-IP limit, so guessing keys costs the guesser, not auth): the recheck of a key
+   * auth accepted before costs its users nothing, or ten busy keys behind one office address
+   * would use up that address's allowance for sign-ins.
    */
   async verify(
     key: string,
@@ -57,8 +59,12 @@ export class ApiKeyVerifier {
     if (cached && cached.until > Date.now()) return cached.identity;
     let pending = this.inflight.get(digest);
     if (!pending) {
-      if (beforeRemoteCall) await beforeRemoteCall();
-      pending = this.ask(key, digest, origin).finally(() => this.inflight.delete(digest));
+      const charge = cached?.identity === undefined ? beforeRemoteCall : undefined;
+      // Shared from before the first await: requests arriving during the limit check join it.
+      const asking: Promise<Identity | undefined> = (charge ? charge().then(() => this.ask(key, digest, origin)) : this.ask(key, digest, origin)).finally(() => {
+        if (this.inflight.get(digest) === asking) this.inflight.delete(digest);
+      });
+      pending = asking;
       this.inflight.set(digest, pending);
     }
     return pending;
