@@ -1,6 +1,8 @@
 // One circuit per deployment: after `threshold` consecutive failures it opens and the router
 // stops sending traffic there; after `cooldownMs` it lets exactly one trial request through
-// (half-open); that trial's success closes it, its failure opens it again for another cool-down.
+// (half-open); that trial's first token closes it, its failure opens it again for another
+// cool-down. A reply cut after its first token counts as a failure; only a reply that ends well
+// resets the count.
 
 export type CircuitState = 'closed' | 'open' | 'half_open';
 
@@ -19,11 +21,21 @@ export interface CircuitChange {
   at: number;
 }
 
+/**
+ * What `acquire` hands out: given back with the outcome, so only the request that holds the
+ * half-open trial can free it (a request let through while closed, ending while half-open, does not).
+ */
+export interface CircuitPass {
+  readonly trial: boolean;
+}
+
+const THROUGH: CircuitPass = Object.freeze({ trial: false });
+
 export class CircuitBreaker {
   private current: CircuitState = 'closed';
   private failures = 0;
   private openedAt = 0;
-  private trialInFlight = false;
+  private trial: CircuitPass | undefined;
 
   constructor(
     readonly deploymentId: string,
@@ -40,39 +52,52 @@ export class CircuitBreaker {
   available(now = Date.now()): boolean {
     if (this.current === 'closed') return true;
     if (this.current === 'open') return now - this.openedAt >= this.cooldownMs;
-    return !this.trialInFlight;
+    return this.trial === undefined;
   }
 
-  /** Claims the right to send one request; in half-open only one holder at a time. */
-  tryAcquire(now = Date.now()): boolean {
-    if (this.current === 'closed') return true;
+  /** The right to send one request, or undefined; in half-open only one holder at a time (the trial). */
+  acquire(now = Date.now()): CircuitPass | undefined {
+    if (this.current === 'closed') return THROUGH;
     if (this.current === 'open') {
-      if (now - this.openedAt < this.cooldownMs) return false;
+      if (now - this.openedAt < this.cooldownMs) return undefined;
       this.move('half_open', now);
     }
-    if (this.trialInFlight) return false;
-    this.trialInFlight = true;
-    return true;
+    if (this.trial) return undefined;
+    this.trial = { trial: true };
+    return this.trial;
   }
 
-  success(now = Date.now()): void {
-    this.failures = 0;
-    this.trialInFlight = false;
+  /**
+   * The deployment answered (a first token): a half-open trial closes the circuit, so traffic
+   * does not wait for the whole reply. The count of consecutive failures is not reset: only a
+   * reply that ends well does that, so a deployment that cuts every reply opens the circuit.
+   */
+  responded(pass: CircuitPass, now = Date.now()): void {
+    if (pass !== this.trial) return;
+    this.trial = undefined;
     if (this.current !== 'closed') this.move('closed', now);
   }
 
-  failure(now = Date.now()): void {
+  /** A reply ended well. */
+  success(pass: CircuitPass, now = Date.now()): void {
+    this.failures = 0;
+    if (pass === this.trial || this.current !== 'closed') this.trial = undefined;
+    if (this.current !== 'closed') this.move('closed', now);
+  }
+
+  failure(pass: CircuitPass, now = Date.now()): void {
     this.failures++;
-    this.trialInFlight = false;
-    if (this.current === 'half_open' || (this.current === 'closed' && this.failures >= this.threshold)) {
+    const wasTrial = pass === this.trial;
+    if (wasTrial) this.trial = undefined;
+    if ((this.current === 'half_open' && wasTrial) || (this.current === 'closed' && this.failures >= this.threshold)) {
       this.openedAt = now;
       this.move('open', now);
     }
   }
 
   /** The request ended without telling anything about the deployment's health (cancelled, 400). */
-  release(): void {
-    this.trialInFlight = false;
+  release(pass: CircuitPass): void {
+    if (pass === this.trial) this.trial = undefined;
   }
 
   snapshot(): CircuitSnapshot {

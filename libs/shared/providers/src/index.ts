@@ -104,6 +104,7 @@ export {
 export {
   CircuitBreaker,
   type CircuitChange,
+  type CircuitPass,
   type CircuitSnapshot,
   type CircuitState,
 } from './circuit-breaker.js';

@@ -7,7 +7,7 @@
 // failure after the first token ends the stream with ProviderError `stream_cut`
 // (`beforeFirstToken: false`) and the caller stores the partial reply as failed.
 import { context as otelContext, SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
-import { CircuitBreaker, type CircuitChange, type CircuitSnapshot } from './circuit-breaker.js';
+import { CircuitBreaker, type CircuitChange, type CircuitPass, type CircuitSnapshot } from './circuit-breaker.js';
 import { collectCompletion } from './completion.js';
 import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_TIMEOUT_MS } from './http-transport.js';
 import { KNOWN_MODELS, contextWindowFor } from './model-catalog.js';
@@ -162,9 +162,23 @@ export interface DiscoveryResult {
 /** Direct model ids create deployments on demand; a bound keeps arbitrary names from piling up. */
 const MAX_IMPLICIT_DEPLOYMENTS = 1000;
 
-/** Failures that say something about the deployment's health (a 400 says something about the request). */
+/**
+ * Failures of the deployment, not of the request: they count against its circuit and, before the
+ * first token, the next deployment of the chain is asked. A 400 says something about the request
+ * (every deployment would refuse it); a cancel says nothing. A refused key (401/403), a model or
+ * endpoint the deployment does not have (404) or an address refused as unsafe are the deployment's
+ * own: retrying there is no use, but another deployment may answer.
+ */
+function deploymentFault(err: ProviderError): boolean {
+  return err.kind !== 'bad_request' && err.kind !== 'cancelled';
+}
+
+/**
+ * Of those, what says the deployment is unwell: not a 404, which a mistyped model id gets too (its
+ * circuit would answer "unavailable" for a model that does not exist).
+ */
 function countsAgainstCircuit(err: ProviderError): boolean {
-  return err.retryable && err.kind !== 'cancelled';
+  return deploymentFault(err) && err.kind !== 'not_found';
 }
 
 function asProviderError(err: unknown, provider: string, beforeFirstToken: boolean): ProviderError {
@@ -588,15 +602,19 @@ export class ProviderRouter {
     let attempt = 0;
 
     for (const d of chain) {
-      if (!d.breaker.tryAcquire()) continue;
+      let pass = d.breaker.acquire();
+      if (!pass) continue;
       if (previous && lastError)
         this.call('onFallback', { modelId, from: previous.id, to: d.id, error: lastError });
       previous = d;
       for (let retry = 0; ; retry++) {
-        if (retry > 0 && !d.breaker.tryAcquire()) break;
+        if (retry > 0) {
+          pass = d.breaker.acquire();
+          if (!pass) break;
+        }
         const remaining = deadline - Date.now();
         if (remaining <= 0) {
-          d.breaker.release();
+          d.breaker.release(pass);
           throw (
             lastError ??
             new ProviderError({
@@ -608,10 +626,13 @@ export class ProviderRouter {
           );
         }
         attempt++;
-        const err = yield* this.attempt(d, modelId, request, remaining, attempt, retry);
+        const err = yield* this.attempt(d, pass, modelId, request, remaining, attempt, retry);
         if (!err) return;
         lastError = err;
-        if (!err.retryable) throw err;
+        if (!err.retryable) {
+          if (deploymentFault(err)) break;
+          throw err;
+        }
         if (retry >= d.maxRetries || d.breaker.state === 'open') break;
         const delay = this.retryDelay(err, retry);
         // A wait longer than what is left (or than we are willing to wait) goes down the chain
@@ -643,6 +664,7 @@ export class ProviderRouter {
   /** One try on one deployment. Returns the error when it failed before the first token. */
   private async *attempt(
     d: Runtime,
+    pass: CircuitPass,
     modelId: string,
     request: RoutedChatRequest,
     remaining: number,
@@ -678,7 +700,7 @@ export class ProviderRouter {
       for await (const ev of span ? within(trace.setSpan(otelContext.active(), span), events) : events) {
         if (firstAt === undefined) {
           firstAt = Date.now();
-          d.breaker.success();
+          d.breaker.responded(pass);
           span?.addEvent('first_token');
           yield { type: 'route', deploymentId: d.id, provider: d.provider, model: d.model };
         }
@@ -693,6 +715,7 @@ export class ProviderRouter {
         yield ev;
       }
       settled = true;
+      d.breaker.success(pass);
       record('success');
       span?.end();
       return undefined;
@@ -705,12 +728,12 @@ export class ProviderRouter {
         span.end();
       }
       if (err.kind === 'cancelled') {
-        if (firstAt === undefined) d.breaker.release();
+        d.breaker.release(pass);
         record('cancelled', err);
         throw err;
       }
-      if (countsAgainstCircuit(err)) d.breaker.failure();
-      else d.breaker.release();
+      if (countsAgainstCircuit(err)) d.breaker.failure(pass);
+      else d.breaker.release(pass);
       record('error', err);
       if (firstAt !== undefined) {
         throw new ProviderError({
@@ -729,7 +752,7 @@ export class ProviderRouter {
     } finally {
       if (!settled) {
         // The consumer stopped reading (client went away): the adapter closed the connection.
-        if (firstAt === undefined) d.breaker.release();
+        d.breaker.release(pass);
         record('cancelled');
         span?.setAttribute('error.type', 'cancelled');
         span?.end();

@@ -220,15 +220,35 @@ describe('retries', () => {
     });
   });
 
-  it('does not retry what a retry cannot fix (auth, bad request, unknown model)', async () => {
+  it('does not retry what a retry cannot fix; moves past a deployment that cannot answer, not past a refused request', async () => {
     const { router, seen } = build(
-      [dep('bad-key', 'any', { apiKey: 'invalid-key', maxRetries: 3 }), dep('ok', 'ok-model')],
-      [{ alias: 'chain', deployments: ['bad-key', 'ok'], strategy: 'ordered' }],
+      [
+        dep('bad-key', 'any', { apiKey: 'invalid-key', maxRetries: 3 }),
+        dep('gone', 'missing-model', { maxRetries: 3 }),
+        dep('ok', 'ok-model'),
+        dep('strict', 'claude-x', { provider: 'anthropic', kind: 'anthropic', baseUrl: sim.url, apiKey: 'sk-ant-test', maxRetries: 3 }),
+      ],
+      [
+        { alias: 'chain', deployments: ['bad-key', 'gone', 'ok'], strategy: 'ordered' },
+        { alias: 'refused', deployments: ['strict', 'ok'], strategy: 'ordered' },
+      ],
     );
     const out = await run(router, 'chain');
-    expect(out.error).toMatchObject({ kind: 'auth', retryable: false });
-    expect(seen.attempts).toHaveLength(1);
-    expect(seen.fallbacks).toHaveLength(0);
+    expect(out.error).toBeUndefined();
+    expect(out.route?.deploymentId).toBe('ok');
+    // One try each: a refused key (401) or a model the deployment lacks (404) is not retried there.
+    expect(seen.attempts.map((a) => `${a.deploymentId}:${a.outcome}`)).toEqual(['bad-key:error', 'gone:error', 'ok:success']);
+    expect(seen.attempts[0]!.error).toMatchObject({ kind: 'auth', retryable: false });
+    expect(seen.attempts[1]!.error).toMatchObject({ kind: 'not_found', retryable: false });
+    expect(seen.fallbacks).toHaveLength(2);
+    expect(router.circuits().find((c) => c.deploymentId === 'bad-key')?.consecutiveFailures).toBe(1);
+    expect(router.circuits().find((c) => c.deploymentId === 'gone')?.consecutiveFailures).toBe(0);
+
+    // A request the provider refuses (400) would be refused anywhere: no retry, no fallback.
+    const refused = await run(router, 'refused', { messages: [{ role: 'system', content: 'only a system prompt' }] });
+    expect(refused.error).toMatchObject({ kind: 'bad_request', retryable: false });
+    expect(seen.attempts.slice(3).map((a) => a.deploymentId)).toEqual(['strict']);
+    expect(router.circuits().find((c) => c.deploymentId === 'strict')?.consecutiveFailures).toBe(0);
   });
 });
 
@@ -373,6 +393,26 @@ describe('circuit breaker', () => {
       'open>half_open',
       'half_open>closed',
     ]);
+  });
+});
+
+describe('circuit breaker, replies cut after the first token', () => {
+  it('opens for a deployment that starts every reply and cuts it: a first token resets nothing', async () => {
+    sim.setFaults({ cutAfterChunks: 2 }, 'cb-cutter');
+    const { router } = build([dep('cutter-cb', 'cb-cutter'), dep('healthy', 'cb-healthy')], [{ alias: 'chain', deployments: ['cutter-cb', 'healthy'], strategy: 'ordered' }], {
+      failureThreshold: 3,
+      cooldownMs: 60_000,
+    });
+    for (let i = 0; i < 3; i++) {
+      const cut = await run(router, 'chain');
+      expect(cut.route?.deploymentId).toBe('cutter-cb');
+      expect(cut.error).toMatchObject({ kind: 'stream_cut', beforeFirstToken: false });
+    }
+    expect(router.circuits().find((c) => c.deploymentId === 'cutter-cb')?.state).toBe('open');
+    // Traffic moves to the deployment that finishes its replies.
+    const next = await run(router, 'chain');
+    expect(next.route?.deploymentId).toBe('healthy');
+    expect(next.error).toBeUndefined();
   });
 });
 
