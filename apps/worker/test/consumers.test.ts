@@ -10,6 +10,10 @@ import { createEvent, EVENTS, type JobsCompletionRequestedData, type WorkerCompl
 import { DEV_PROVIDER_KEY_ENCRYPTION_KEY, sealEventSecret } from '@vivier/providers';
 import { LogCapture, testAdminDatabaseUrl } from '@vivier/service-kit/testing';
 import { UNKNOWN_PROVIDER_ATTEMPTS } from '../src/modules/completions/completion.consumer';
+import { exportHandlers } from '../src/modules/exports/export.consumer';
+import { createDatabase } from '@vivier/service-kit';
+import { HandlerTimedOut } from '@vivier/messaging';
+import { workerTables } from '@vivier/db-worker';
 import { eventually, handled, outboxEvents, sleep, startWorker, TestKafka, workerPool, writeProvidersFile, type TestWorker } from './helpers';
 
 const FINISHED = 'vivier.worker.completion.finished.v1';
@@ -491,6 +495,64 @@ describe('worker consumers', () => {
       expect(bundle[0]).toMatchObject({ type: 'export', exportId, userId });
       expect(bundle.slice(1, -1)).toEqual(content);
       expect(bundle.at(-1)).toEqual({ type: 'summary', chats: 1, messages: 2, files: 1 });
+    });
+
+    it('streams an export larger than a part to S3 whole (files come inline: 20 MB here)', async () => {
+      const userId = randomUUID();
+      const exportId = randomUUID();
+      const files = Array.from({ length: 5 }, (_, i) => ({ type: 'file', id: randomUUID(), name: `scan-${i}.pdf`, contentBase64: `${i}`.repeat(4 * 1024 * 1024) }));
+      exportScript.set(userId, (res) => {
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        for (const f of files) res.write(`${JSON.stringify(f)}\n`);
+        res.end();
+      });
+      await kafka.produce(createEvent(EVENTS.jobsExportRequested, { exportId, userId }));
+      const [ready] = await eventually(async () => {
+        const events = await outboxEvents(pool, EXPORT_READY, exportId);
+        return events.length > 0 && events;
+      });
+      const data = ready!.data as { objectKey: string; sizeBytes: number };
+      const s3 = worker.app.s3;
+      const object = await s3.client.send(new GetObjectCommand({ Bucket: s3.bucket, Key: data.objectKey }));
+      const text = await object.Body!.transformToString();
+      expect(Buffer.byteLength(text)).toBe(data.sizeBytes);
+      expect(data.sizeBytes).toBeGreaterThan(20 * 1024 * 1024);
+      const bundle = text.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(bundle.slice(1, -1)).toEqual(files);
+      expect(bundle.at(-1)).toEqual({ type: 'summary', chats: 0, messages: 0, files: 5 });
+    });
+
+    it('a stop during the last attempt leaves the export to the next member; running out of time fails it', async () => {
+      const handle = exportHandlers({
+        db: createDatabase(worker.app.pg, workerTables),
+        s3: worker.app.s3,
+        publish: (tx, events) => worker.app.messaging.publish(tx, events),
+        logger: worker.app.log,
+        chatUrl: worker.config.CHAT_URL,
+        internalSecret: SECRET,
+        retentionHours: 24,
+        maxAttempts: 3,
+      })['vivier.jobs.export.requested.v1']!;
+      const attemptCut = async (reason: Error) => {
+        const userId = randomUUID();
+        const exportId = randomUUID();
+        const controller = new AbortController();
+        exportScript.set(userId, (res) => {
+          res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+          res.write('{"type":"chat","id":"c1"}\n');
+          setTimeout(() => controller.abort(reason), 100); // and nothing more: the call hangs until the signal
+        });
+        const context = { tx: undefined as never, topic: 'jobs.export' as const, partition: 0, attempt: 3, afterCommit: () => undefined, signal: controller.signal };
+        await expect(handle(createEvent(EVENTS.jobsExportRequested, { exportId, userId }), context)).rejects.toThrow();
+        const { rows } = await pool.query('select state from worker.exports where export_id = $1', [exportId]);
+        return { state: rows[0].state as string, failed: await outboxEvents(pool, EXPORT_FAILED, exportId) };
+      };
+      // A deploy: the consumer stops the handler. The export is not the export's fault.
+      expect(await attemptCut(new Error('the consumer is stopping'))).toEqual({ state: 'started', failed: [] });
+      // The deadline on the last attempt: failed for good, and the user is told.
+      const timedOut = await attemptCut(new HandlerTimedOut(5000, 'aborted'));
+      expect(timedOut.state).toBe('failed');
+      expect(timedOut.failed).toHaveLength(1);
     });
 
     it('publishes export.failed at once when chat refuses (unknown user)', async () => {

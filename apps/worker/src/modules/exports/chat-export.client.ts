@@ -58,8 +58,10 @@ export async function* fetchUserExport(
     return value as ExportLine;
   };
   for await (const chunk of response.body) {
+    // Only the new text can hold the next newline: a long line (a file inline) is not scanned again per chunk.
+    const from = buffered.length;
     buffered += decoder.decode(chunk as Uint8Array, { stream: true });
-    let newline = buffered.indexOf('\n');
+    let newline = buffered.indexOf('\n', from);
     while (newline >= 0) {
       const line = parse(buffered.slice(0, newline));
       buffered = buffered.slice(newline + 1);

@@ -16,12 +16,26 @@ export function expireExportsJob(options: { s3: { client: S3Client; bucket: stri
         const due = await repo.expired(db, BATCH);
         if (due.length === 0) break;
         const keys = due.flatMap((d) => (d.objectKey ? [{ Key: d.objectKey }] : []));
+        const undeleted = new Set<string>();
+        let firstError: { Key?: string; Code?: string; Message?: string } | undefined;
         if (keys.length > 0) {
-          // Deleting a missing key is not an error, so a rerun after a crash is harmless.
-          await options.s3.client.send(new DeleteObjectsCommand({ Bucket: options.s3.bucket, Delete: { Objects: keys, Quiet: true } }));
+          // Deleting a missing key is not an error, so a rerun after a crash is harmless. A key S3
+          // could not delete comes back in `Errors` (the call itself succeeds): its export stays
+          // `ready`, to be deleted at the next run, and the run is reported failed.
+          const result = await options.s3.client.send(new DeleteObjectsCommand({ Bucket: options.s3.bucket, Delete: { Objects: keys, Quiet: true } }));
+          for (const error of result.Errors ?? []) {
+            if (error.Key) undeleted.add(error.Key);
+            firstError ??= error;
+          }
         }
-        await repo.markExpired(db, due.map((d) => d.exportId));
-        expired += due.length;
+        const deleted = due.filter((d) => !d.objectKey || !undeleted.has(d.objectKey));
+        await repo.markExpired(db, deleted.map((d) => d.exportId));
+        expired += deleted.length;
+        if (undeleted.size > 0) {
+          throw new Error(
+            `S3 did not delete ${undeleted.size} expired export(s) (first: ${firstError?.Key ?? '?'}: ${firstError?.Code ?? '?'} ${firstError?.Message ?? ''}); they are tried again at the next run (${expired} expired in this one)`,
+          );
+        }
         if (due.length < BATCH) break;
       }
       return { exports: expired };

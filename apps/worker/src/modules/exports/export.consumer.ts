@@ -1,10 +1,11 @@
-import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { createEvent, EVENTS, type EventOf } from '@vivier/contracts';
-import type { EventHandlers, HandlerContext, Publish } from '@vivier/messaging';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { createEvent, cutText, EVENTS, type EventOf } from '@vivier/contracts';
+import { HandlerTimedOut, type EventHandlers, type HandlerContext, type Publish } from '@vivier/messaging';
 import type { FastifyBaseLogger } from 'fastify';
 import type { WorkerDatabase } from '../worker-db';
 import { ExportSourceRejected, fetchUserExport } from './chat-export.client';
 import { exportRepository } from './export.repository';
+import { S3ObjectWriter } from './s3-object-writer';
 
 export interface ExportConsumerDeps {
   db: WorkerDatabase;
@@ -15,6 +16,8 @@ export interface ExportConsumerDeps {
   internalSecret: string;
   retentionHours: number;
   maxAttempts: number;
+  /** Bytes per part of the multipart upload (tests use smaller ones). */
+  partBytes?: number;
 }
 
 export const EXPORT_FORMAT = 'vivier-export/ndjson-1';
@@ -54,44 +57,49 @@ export function exportHandlers(deps: ExportConsumerDeps): EventHandlers {
       return;
     }
     const objectKey = exportObjectKey(userId, exportId);
-    let body: Buffer;
+    // Streamed: chat's lines go to S3 as they come, a part at a time (a user's files come inline,
+    // base64, so an export can be far larger than any buffer should be).
+    const writer = new S3ObjectWriter(
+      {
+        client: deps.s3.client,
+        bucket: deps.s3.bucket,
+        key: objectKey,
+        contentType: 'application/x-ndjson',
+        contentDisposition: `attachment; filename="vivier-export-${exportId}.ndjson"`,
+      },
+      signal,
+      deps.partBytes,
+    );
+    let sizeBytes: number;
     try {
-      const parts: string[] = [JSON.stringify({ type: 'export', format: EXPORT_FORMAT, exportId, userId, createdAt: new Date().toISOString() })];
+      await writer.write(`${JSON.stringify({ type: 'export', format: EXPORT_FORMAT, exportId, userId, createdAt: new Date().toISOString() })}\n`);
       const counts = { chat: 0, message: 0, file: 0 };
       // Both calls end at the handler's deadline (CONSUMER_HANDLER_TIMEOUT_MS), and it is retried.
       for await (const line of fetchUserExport(deps.chatUrl, deps.internalSecret, userId, { signal })) {
         counts[line.type] += 1;
-        parts.push(JSON.stringify(line));
+        await writer.write(`${JSON.stringify(line)}\n`);
       }
-      parts.push(JSON.stringify({ type: 'summary', chats: counts.chat, messages: counts.message, files: counts.file }));
-      // Kept in memory: exports are text; a multipart upload is the next step for very large ones.
-      body = Buffer.from(`${parts.join('\n')}\n`, 'utf8');
-      await deps.s3.client.send(
-        new PutObjectCommand({
-          Bucket: deps.s3.bucket,
-          Key: objectKey,
-          Body: body,
-          ContentType: 'application/x-ndjson',
-          ContentDisposition: `attachment; filename="vivier-export-${exportId}.ndjson"`,
-        }),
-        { abortSignal: signal },
-      );
+      await writer.write(`${JSON.stringify({ type: 'summary', chats: counts.chat, messages: counts.message, files: counts.file })}\n`);
+      sizeBytes = await writer.end();
     } catch (error) {
+      await writer.abort().catch((abortError: unknown) => log.warn({ err: abortError }, 'could not abort the multipart upload of a failed export; its parts stay until a lifecycle rule removes them'));
       const detail = error instanceof Error ? error.message : String(error);
-      if (error instanceof ExportSourceRejected || attempt >= deps.maxAttempts) {
-        await fail(exportId, userId, detail.slice(0, 1000));
+      // A stop (a deploy) is no failure of the export: the record is left for the next member, even on its last attempt.
+      const stopping = signal.aborted && !(signal.reason instanceof HandlerTimedOut);
+      if (error instanceof ExportSourceRejected || (attempt >= deps.maxAttempts && !stopping)) {
+        await fail(exportId, userId, cutText(detail, 1000));
         log.warn({ err: error }, 'export failed for good; export.failed published');
         if (error instanceof ExportSourceRejected) return;
       } else {
-        log.warn({ err: error }, 'export failed; it will be retried');
+        log.warn({ err: error }, stopping ? 'export stopped with the consumer; the next member does it' : 'export failed; it will be retried');
       }
       throw error;
     }
     const expiresAt = new Date(Date.now() + deps.retentionHours * 3_600_000);
-    if (await repo.finish(tx, exportId, { state: 'ready', objectKey, sizeBytes: body.length, expiresAt })) {
+    if (await repo.finish(tx, exportId, { state: 'ready', objectKey, sizeBytes, expiresAt })) {
       await deps.publish(
         tx,
-        createEvent(EVENTS.workerExportReady, { exportId, userId, objectKey, sizeBytes: body.length, expiresAt: expiresAt.toISOString() }),
+        createEvent(EVENTS.workerExportReady, { exportId, userId, objectKey, sizeBytes, expiresAt: expiresAt.toISOString() }),
       );
     }
   }
