@@ -3,7 +3,8 @@ import type pg from 'pg';
 import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { workerTables } from '@vivier/db-worker';
-import { createDatabase } from '@vivier/service-kit';
+import { createDatabase, createS3 } from '@vivier/service-kit';
+import { expireExportsJob } from '../src/modules/exports/export-expiry.service';
 import { scheduleRepository } from '../src/modules/maintenance/schedule.repository';
 import { eventually, sleep, startWorker, workerPool, type TestWorker } from './helpers';
 
@@ -76,6 +77,66 @@ describe('scheduled maintenance on several instances', () => {
     await expect(s3.client.send(new GetObjectCommand({ Bucket: s3.bucket, Key: keyOf(ids.oldExport) }))).rejects.toThrow();
     const kept = await s3.client.send(new GetObjectCommand({ Bucket: s3.bucket, Key: keyOf(ids.newExport) }));
     expect(await kept.Body!.transformToString()).toBe('{}\n');
+  });
+});
+
+describe('expiring exports', () => {
+  it('leaves an export whose object S3 could not delete ready for the next run, and says the run failed', async () => {
+    const worker = await startWorker({}, { consumers: false, maintenance: false });
+    const pool = workerPool(worker.config);
+    const db = createDatabase(pool, workerTables);
+    const client = createS3(worker.config);
+    const bucket = worker.config.S3_BUCKET;
+    const userId = randomUUID();
+    const [gone, stuck] = [randomUUID(), randomUUID()];
+    const keyOf = (exportId: string) => `exports/${userId}/${exportId}.ndjson`;
+    // S3 answers DeleteObjects 200 with the keys it could not delete in `Errors` (AccessDenied,
+    // object lock, SlowDown): here the stuck key is kept out of the real call and reported so.
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        if (context.commandName !== 'DeleteObjectsCommand') return next(args);
+        const input = args.input as { Delete: { Objects: Array<{ Key: string }> } };
+        input.Delete.Objects = input.Delete.Objects.filter((o) => o.Key !== keyOf(stuck));
+        const result = await next(args);
+        const output = result.output as { Errors?: Array<{ Key: string; Code: string; Message: string }> };
+        output.Errors = [...(output.Errors ?? []), { Key: keyOf(stuck), Code: 'AccessDenied', Message: 'Access Denied' }];
+        return result;
+      },
+      { step: 'initialize', name: 'partialDelete' },
+    );
+    // Hold the real job's schedule meanwhile, as a running instance would: workers of other test
+    // files must not expire these rows with a client that deletes everything.
+    await pool.query(`insert into worker.schedules (name, interval_ms, next_run_at) values ('expire-exports', 60000, now()) on conflict (name) do nothing`);
+    await eventually(async () => {
+      const { rowCount } = await pool.query(
+        `update worker.schedules set next_run_at = now() + interval '10 minutes', claimed_until = now() + interval '10 minutes'
+         where name = 'expire-exports' and (claimed_until is null or claimed_until < now())`,
+      );
+      return rowCount === 1;
+    });
+    try {
+      for (const exportId of [gone, stuck]) {
+        await client.send(new PutObjectCommand({ Bucket: bucket, Key: keyOf(exportId), Body: '{}\n' }));
+        await pool.query(
+          `insert into worker.exports (export_id, user_id, state, object_key, size_bytes, expires_at) values ($1, $2, 'ready', $3, 3, now() - interval '1 hour')`,
+          [exportId, userId, keyOf(exportId)],
+        );
+      }
+      const job = expireExportsJob({ s3: { client, bucket }, intervalMs: 60_000 });
+      await expect(job.run(db)).rejects.toThrow(/did not delete 1 expired export.*AccessDenied/);
+      const { rows } = await pool.query('select export_id, state from worker.exports where user_id = $1', [userId]);
+      expect(Object.fromEntries(rows.map((r) => [r.export_id, r.state]))).toEqual({ [gone]: 'expired', [stuck]: 'ready' });
+      // Still there, and still to be deleted: not marked as if it were gone.
+      const kept = await client.send(new GetObjectCommand({ Bucket: bucket, Key: keyOf(stuck) }));
+      expect(await kept.Body!.transformToString()).toBe('{}\n');
+      await expect(client.send(new GetObjectCommand({ Bucket: bucket, Key: keyOf(gone) }))).rejects.toThrow();
+    } finally {
+      await pool.query(`update worker.schedules set next_run_at = now(), claimed_until = null where name = 'expire-exports'`);
+      await pool.query('delete from worker.exports where user_id = $1', [userId]);
+      client.destroy();
+      await pool.end();
+      await worker.close();
+    }
   });
 });
 
