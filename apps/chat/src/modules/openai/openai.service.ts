@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify';
-import { createEvent, eventModelId, EVENTS, nameBasedUuid } from '@vivier/contracts';
+import { createEvent, cutText, eventModelId, EVENTS, nameBasedUuid } from '@vivier/contracts';
 import {
   countPromptTokens,
   countTokens,
@@ -330,7 +330,7 @@ export class OpenAiService {
               ? 'provider_unavailable'
               : 'stream_interrupted'
             : 'internal_error',
-          detail: (isProviderError(error) ? error.publicMessage : String((error as Error | undefined)?.message ?? error)).slice(0, 2000),
+          detail: cutText(isProviderError(error) ? error.publicMessage : String((error as Error | undefined)?.message ?? error), 2000),
         };
         this.deps.log.warn({ err: error, userId: user.sub, messageId: prepared.id }, 'an OpenAI API request failed');
         if (isProviderError(error))

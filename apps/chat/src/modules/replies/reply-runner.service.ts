@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import { countTokens, isProviderError, type ProviderError, type ProviderRouter, type RoutedChatRequest } from '@vivier/providers';
+import { cutText } from '@vivier/contracts';
 import type { ChatDatabase } from '../../database';
 import { messagesRepository, type MessageRow, type ReplyOutcome } from '../messages/messages.repository';
 import type { SqlRunner } from '../messages/turns.repository';
@@ -31,7 +32,7 @@ type Listener = (event: ReplyEvent) => void;
 export function errorInfoOf(error: unknown): { code: string; detail: string } {
   if (isProviderError(error)) {
     // What the user may read; the vendor's own text is logged (see run()).
-    const detail = error.publicMessage.slice(0, 2000);
+    const detail = cutText(error.publicMessage, 2000);
     if (!error.beforeFirstToken || error.kind === 'stream_cut') return { code: 'stream_interrupted', detail };
     if (error.kind === 'auth' || error.kind === 'bad_request' || error.kind === 'not_found') return { code: 'provider_error', detail };
     return { code: 'provider_unavailable', detail };

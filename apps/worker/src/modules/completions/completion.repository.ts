@@ -1,7 +1,7 @@
 import { and, eq, isNull, sql } from 'drizzle-orm';
 import { workerTables } from '@vivier/db-worker';
 import type { Executor } from '@vivier/messaging';
-import type { JobsCompletionRequestedData, WorkerCompletionFinishedData } from '@vivier/contracts';
+import { cutText, type JobsCompletionRequestedData, type WorkerCompletionFinishedData } from '@vivier/contracts';
 import type { WorkerDatabase } from '../worker-db';
 
 const { jobs } = workerTables;
@@ -64,7 +64,7 @@ export function completionJobRepository(db: WorkerDatabase) {
     async release(assistantMessageId: string, error: string): Promise<void> {
       await db
         .update(jobs)
-        .set({ lastError: error.slice(0, 2000), leaseUntil: sql`now()`, updatedAt: sql`now()` })
+        .set({ lastError: cutText(error, 2000), leaseUntil: sql`now()`, updatedAt: sql`now()` })
         .where(and(eq(jobs.assistantMessageId, assistantMessageId), eq(jobs.state, 'started')));
     },
 

@@ -1,5 +1,5 @@
 import { isProviderError, type ChatMessage, type ProviderRouter, type Usage } from '@vivier/providers';
-import type { ErrorInfo } from '@vivier/contracts';
+import { cutText, type ErrorInfo } from '@vivier/contracts';
 
 export interface ProviderCallResult {
   content: string;
@@ -98,9 +98,9 @@ export async function callProvider(
       const retryable = !['auth', 'bad_request', 'not_found', 'cancelled'].includes(error.kind);
       const unknownHere = error.kind === 'not_found' && error.provider === 'router';
       // The detail reaches the user (on the reply); the vendor's own text stays in the logs.
-      throw new ProviderCallFailure({ code, detail: error.publicMessage.slice(0, 2000) }, retryable, result, error, unknownHere);
+      throw new ProviderCallFailure({ code, detail: cutText(error.publicMessage, 2000) }, retryable, result, error, unknownHere);
     }
     const detail = error instanceof Error ? error.message : String(error);
-    throw new ProviderCallFailure({ code: 'provider_error', detail: detail.slice(0, 2000) }, true, result, error);
+    throw new ProviderCallFailure({ code: 'provider_error', detail: cutText(detail, 2000) }, true, result, error);
   }
 }

@@ -1,4 +1,4 @@
-import { createEvent, EVENTS, type EventOf } from '@vivier/contracts';
+import { createEvent, cutText, EVENTS, type EventOf } from '@vivier/contracts';
 import type { EventHandlers, HandlerContext, Publish } from '@vivier/messaging';
 import type { ProviderRouter } from '@vivier/providers';
 import type { FastifyBaseLogger } from 'fastify';
@@ -26,7 +26,7 @@ export function cleanTitle(raw: string): string {
   const line = raw.split('\n').map((l) => l.trim()).find((l) => l.length > 0) ?? '';
   let title = line.replace(/^(title\s*:\s*)/i, '').replace(/^["'“”‘’*#\s]+|["'“”‘’*\s]+$/g, '').replace(/\s+/g, ' ');
   if (title.length > TITLE_MAX_CHARS) {
-    const cut = title.slice(0, TITLE_MAX_CHARS);
+    const cut = cutText(title, TITLE_MAX_CHARS);
     const space = cut.lastIndexOf(' ');
     title = `${(space > 20 ? cut.slice(0, space) : cut).replace(/[\s,.;:!?-]+$/, '')}…`;
   }

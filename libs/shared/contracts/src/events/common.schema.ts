@@ -86,10 +86,17 @@ export const ModelId = (description = 'model id, `<provider>/<model>`') =>
  * long as the whole id, so the pair is cut to MODEL_ID_MAX_LENGTH.
  */
 export function eventModelId(id: string): string {
-  if (id.length <= MODEL_ID_MAX_LENGTH) return id;
-  // Never half a character: a lone surrogate is not valid JSON text for PostgreSQL.
-  const cut = id.charCodeAt(MODEL_ID_MAX_LENGTH - 1);
-  return id.slice(0, cut >= 0xd800 && cut <= 0xdbff ? MODEL_ID_MAX_LENGTH - 1 : MODEL_ID_MAX_LENGTH);
+  return cutText(id, MODEL_ID_MAX_LENGTH);
+}
+
+/**
+ * At most `maxLength` UTF-16 units of `text`, never half a character: a lone surrogate is not
+ * valid JSON text for PostgreSQL (a jsonb or an outbox row holding one is refused).
+ */
+export function cutText(text: string, maxLength: number): string {
+  if (text.length <= maxLength) return text;
+  const last = text.charCodeAt(maxLength - 1);
+  return text.slice(0, last >= 0xd800 && last <= 0xdbff ? maxLength - 1 : maxLength);
 }
 
 export const Usage = Type.Object(
