@@ -98,6 +98,10 @@ describe('search, attachments, models', () => {
     expect(fake.statusCode).toBe(415);
     const json = await chat.app.inject({ method: 'POST', url: '/api/v1/files', headers: user.headers, payload: { file: 'x' } });
     expect(json.statusCode).toBe(415);
+    // UTF-8 with a NUL: valid UTF-8, but no text PostgreSQL stores (it was a 500, and an object left in S3).
+    const nul = await upload(user, { name: 'nul.txt', type: 'text/plain', data: Buffer.from('a\u0000b') });
+    expect(nul.statusCode).toBe(400);
+    expect(nul.json()).toMatchObject({ code: 'invalid_text' });
   });
 
   it('puts a text attachment into the context and passes an image to the provider', async () => {

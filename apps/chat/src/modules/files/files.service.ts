@@ -1,7 +1,9 @@
-import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { Readable } from 'node:stream';
 import type { MultipartFile } from '@fastify/multipart';
-import { problems, type Identity } from '@vivier/service-kit';
+import type { FastifyBaseLogger } from 'fastify';
+import { cutText } from '@vivier/contracts';
+import { HttpProblem, problems, type Identity } from '@vivier/service-kit';
 import type { ChatDatabase } from '../../database';
 import { newId } from '../../ids';
 import { filesRepository, type FileRow } from './files.repository';
@@ -47,7 +49,7 @@ export class FilesService {
   private readonly files;
 
   constructor(
-    private readonly deps: { db: ChatDatabase; s3: { client: S3Client; bucket: string }; maxBytes: number; allowedTypes: Set<string> },
+    private readonly deps: { db: ChatDatabase; s3: { client: S3Client; bucket: string }; maxBytes: number; allowedTypes: Set<string>; log: FastifyBaseLogger },
   ) {
     this.files = filesRepository(deps.db);
   }
@@ -85,15 +87,25 @@ export class FilesService {
       } catch {
         throw problems.unsupportedMediaType('Text files must be UTF-8.');
       }
+      // Valid UTF-8, but no text PostgreSQL can store (and no text file): refused before S3.
+      if (text.includes('\u0000')) throw new HttpProblem(400, 'invalid_text', 'Text files may not contain NUL characters.');
     }
     const { id, createdAt } = newId();
-    const name = [...(part.filename || 'file')].filter((c) => c.charCodeAt(0) >= 0x20).join('').slice(0, 255) || 'file';
+    const name = cutText([...(part.filename || 'file')].filter((c) => c.charCodeAt(0) >= 0x20).join(''), 255) || 'file';
     const objectKey = `files/${user.sub}/${id}`;
     await this.deps.s3.client.send(
       new PutObjectCommand({ Bucket: this.deps.s3.bucket, Key: objectKey, Body: data, ContentType: contentType, ContentLength: data.length }),
     );
     const row: FileRow = { id, userId: user.sub, name, contentType, sizeBytes: data.length, objectKey, textContent: text, createdAt };
-    await this.files.insert(row);
+    try {
+      await this.files.insert(row);
+    } catch (error) {
+      // No row, no object: an object nobody can name would stay (and be billed) for good.
+      await this.deps.s3.client
+        .send(new DeleteObjectCommand({ Bucket: this.deps.s3.bucket, Key: objectKey }))
+        .catch((deleteError: unknown) => this.deps.log.error({ err: deleteError, objectKey }, 'could not delete the object of an upload whose row was not stored'));
+      throw error;
+    }
     return fileView(row);
   }
 
