@@ -41,7 +41,7 @@ import { quotasRepository } from './modules/quotas/quotas.repository';
 import { ReplyHub } from './modules/replies/reply-hub.service';
 import { ReplyReplay } from './modules/replies/reply-replay.service';
 import { ReplyRunner } from './modules/replies/reply-runner.service';
-import { ReplyStreams } from './modules/replies/reply-streams.service';
+import { QUEUED_CANCEL_FLAG_MS, ReplyStreams } from './modules/replies/reply-streams.service';
 import { ReplySweeper } from './modules/replies/reply-sweeper.service';
 import { QuotaHolders } from './modules/quotas/quota-holders';
 import { searchRoutes } from './modules/search/search.routes';
@@ -130,15 +130,18 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
     partitionMonthsAhead: config.CHAT_PARTITION_MONTHS_AHEAD,
   });
   const replay = new ReplyReplay({ db, runner, hub, streams, log: app.log });
-  const files = new FilesService({ db, s3: app.s3, maxBytes: config.CHAT_UPLOAD_MAX_BYTES, allowedTypes: uploadTypesOf(config) });
+  const files = new FilesService({ db, s3: app.s3, maxBytes: config.CHAT_UPLOAD_MAX_BYTES, allowedTypes: uploadTypesOf(config), log: app.log });
   const chats = new ChatsService({
     db,
     publish,
     models,
-    cancelReplies: async (ids) => {
-      for (const messageId of ids) {
-        if (runner.cancelLocal(messageId)) continue;
-        await streams.publishCancel(messageId).catch((error: unknown) => app.log.warn({ err: error, messageId }, 'cannot relay a cancel through Redis'));
+    cancelReplies: async (replies) => {
+      for (const { id: messageId, queued } of replies) {
+        if (!queued && runner.cancelLocal(messageId)) continue;
+        // A queued reply's job may come up at the worker much later: its flag lasts as a cancel's does.
+        await streams
+          .publishCancel(messageId, queued ? QUEUED_CANCEL_FLAG_MS : undefined)
+          .catch((error: unknown) => app.log.warn({ err: error, messageId }, 'cannot relay a cancel through Redis'));
       }
     },
   });

@@ -938,6 +938,8 @@ describe('quotas, cache and async replies', () => {
       expect((await usage(user.id))!.reserved).toBeGreaterThan(500);
       expect((await chat.app.inject({ method: 'DELETE', url: `/api/v1/chats/${chatId}`, headers: user.headers })).statusCode).toBe(204);
       expect((await usage(user.id))!.reserved).toBe(0);
+      // The worker is told to skip the job whenever it comes up, as for a cancel (it was 30 s).
+      expect(await chat.app.redis.pttl(`chat:reply:${turn.assistantMessage.id}:cancel`)).toBeGreaterThan(23 * 3_600_000);
       const event = workerFinished(turn, chatId, user.id, 'Done anyway.', { promptTokens: 7, completionTokens: 3 });
       await produce(event);
       await produce(event); // redelivered: counted once

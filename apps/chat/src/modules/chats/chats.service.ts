@@ -37,8 +37,8 @@ export class ChatsService {
       db: ChatDatabase;
       publish: Publish;
       models: ModelCatalog;
-      /** Stops replies that are running (on this instance or, through Redis, another). */
-      cancelReplies: (messageIds: string[]) => Promise<void>;
+      /** Stops replies that are running (on this instance or, through Redis, another) or queued for the worker. */
+      cancelReplies: (replies: Array<{ id: string; queued: boolean }>) => Promise<void>;
     },
   ) {
     this.repository = chatsRepository(deps.db);
@@ -129,9 +129,9 @@ export class ChatsService {
       const chat = await tx.execute(sql`select 1 from chat.chats where id = ${id} and user_id = ${user.sub} for update`);
       if (chat.rows.length === 0) throw problems.notFound('No such chat.');
       // The month of a reservation is its reply's, in UTC (quotaMonth).
-      const replies = await tx.execute<{ id: string }>(sql`
+      const replies = await tx.execute<{ id: string; status: string }>(sql`
         with replies as (
-          select id, quota_reserved, created_at from chat.messages
+          select id, status, quota_reserved, created_at from chat.messages
           where chat_id = ${id} and user_id = ${user.sub} and status in ('streaming', 'queued')
           for update
         ), released as (
@@ -140,10 +140,10 @@ export class ChatsService {
                 from replies group by 1) r
           where u.user_id = ${user.sub} and u.month = r.month and r.total > 0
         )
-        select id from replies`);
+        select id, status from replies`);
       if (!(await this.repository.delete(user.sub, id, tx))) throw problems.notFound('No such chat.');
       await this.deps.publish(tx, createEvent(EVENTS.chatDeleted, { chatId: id, userId: user.sub, deletedAt: new Date().toISOString() }));
-      return replies.rows.map((r) => r.id);
+      return replies.rows.map((r) => ({ id: r.id, queued: r.status === 'queued' }));
     });
     if (inFlight.length > 0) await this.deps.cancelReplies(inFlight);
   }

@@ -15,7 +15,7 @@ import type { ModelCatalog } from '../models/models.service';
 import { quotaMonth } from '../quotas/quotas.repository';
 import { messageEventData } from '../replies/reply-events';
 import type { ReplyRun, ReplyRunner } from '../replies/reply-runner.service';
-import type { ReplyStreams } from '../replies/reply-streams.service';
+import { QUEUED_CANCEL_FLAG_MS, type ReplyStreams } from '../replies/reply-streams.service';
 import type { ReplySweeper } from '../replies/reply-sweeper.service';
 import { messagesRepository, messageView, type HistoryRow, type MessageRow, type NewMessageRow } from './messages.repository';
 import type { TurnsRepository } from './turns.repository';
@@ -34,7 +34,6 @@ export interface SendInput extends ReplyOptions {
 }
 
 /** How long the worker can learn of a queued reply's cancel before its job comes up (a day of backlog). */
-const QUEUED_CANCEL_FLAG_MS = 24 * 3_600_000;
 
 /** A reply that was accepted: its stored messages and, unless it was queued, the run producing it. */
 export interface StartedReply {

@@ -16,6 +16,9 @@ export const streamKey = (messageId: string) => `chat:reply:${messageId}:events`
 export const leaseKey = (messageId: string) => `chat:reply:${messageId}:lease`;
 export const cancelKey = (messageId: string) => `chat:reply:${messageId}:cancel`;
 
+/** How long the cancel flag of a queued reply lasts: its job can wait in its topic that long. */
+export const QUEUED_CANCEL_FLAG_MS = 24 * 3_600_000;
+
 export interface ReplyStreamsOptions {
   keyPrefix: string;
   maxEvents: number;
