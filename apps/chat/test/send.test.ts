@@ -107,6 +107,21 @@ describe('sending a message', () => {
     expect(messages.json().items).toEqual([]);
   });
 
+  it('a send racing the deletion of its chat is 404, never a 500', async () => {
+    const outcomes = await Promise.all(
+      Array.from({ length: 12 }, async () => {
+        const chatId = await createChat(chat.app, user);
+        const [sent, deleted] = await Promise.all([
+          chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content: 'hello' } }),
+          new Promise((resolve) => setTimeout(resolve, Math.random() * 6)).then(() => chat.app.inject({ method: 'DELETE', url: `/api/v1/chats/${chatId}`, headers: user.headers })),
+        ]);
+        expect(deleted.statusCode).toBe(204);
+        return sent.statusCode;
+      }),
+    );
+    for (const status of outcomes) expect([201, 404]).toContain(status);
+  });
+
   it('regenerates: a new reply to the same user message', async () => {
     const chatId = await createChat(chat.app, user);
     const turn = (await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content: 'Tell me about rivers' } })).json();

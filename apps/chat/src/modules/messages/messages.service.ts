@@ -220,7 +220,12 @@ export class MessagesService {
     if (!options.async) this.deps.runner.claim(answer.id);
     const cacheKey = options.async ? undefined : this.deps.cache.keyOf(user.sub, resolved, request);
     const [stored, cached] = await Promise.all([
-      this.deps.turns.insertTurn({ userId: user.sub, month, reserve: reserved, rows, events, chatId: chat.id, at: answer.createdAt }),
+      this.deps.turns.insertTurn({ userId: user.sub, month, reserve: reserved, rows, events, chatId: chat.id, at: answer.createdAt }).catch((error: unknown) => {
+        // The chat was deleted after it was read: its key is gone (23503), or the delete, which
+        // locks the chat and then its replies, met this statement in the other order (40P01).
+        const code = (error as { code?: string }).code;
+        throw code === '23503' || code === '40P01' ? problems.notFound('No such chat.') : error;
+      }),
       cacheKey ? this.deps.cache.get(cacheKey) : Promise.resolve(undefined),
     ]);
     if (!stored) {
