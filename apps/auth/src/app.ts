@@ -119,6 +119,11 @@ export async function buildAuthApp(config: AuthConfig, options: BuildAuthAppOpti
 
   const activeCaller = accounts.callerGuard({ apiKeys: true });
   const signedInCaller = accounts.callerGuard({ apiKeys: false });
+  // Every answer of the auth API carries credentials (tokens, a new API key, recovery codes) or an
+  // account's own data: no cache on the way keeps it (RFC 6749 §5.1 for the token responses).
+  app.addHook('onSend', async (request, reply) => {
+    if (request.url.startsWith('/api/') && !reply.hasHeader('cache-control')) reply.header('cache-control', 'no-store');
+  });
   await app.register(accountsRoutes, { accounts, activeCaller, signedInCaller });
   await app.register(sessionsRoutes, { sessions, signedInCaller });
   await app.register(mfaRoutes, { mfa, signedInCaller });

@@ -20,7 +20,9 @@ describe('register and login', () => {
     expect(registered.refreshToken).toMatch(/^vrt_[A-Za-z0-9_-]{43}$/);
     expect(registered.expiresIn).toBe(900);
 
+    expect(res.headers['cache-control']).toBe('no-store');
     const login = await auth.login(email);
+    expect(login.headers['cache-control']).toBe('no-store');
     expect(login.statusCode).toBe(200);
     const signedIn = login.json<SignedIn>();
     expect(signedIn.user.id).toBe(registered.user.id);
@@ -33,6 +35,18 @@ describe('register and login', () => {
     // The stored hash is argon2id with at least the required parameters.
     const { rows } = await auth.pg.query<{ password_hash: string }>('select password_hash from auth.users where id = $1', [registered.user.id]);
     expect(rows[0]!.password_hash).toMatch(/^\$argon2id\$v=19\$m=19456,t=2,p=1\$/);
+  });
+
+  it('refuses an email that lower-casing makes too long with 400, at registration and sign-in (it was a 500)', async () => {
+    // 254 characters as sent; "İ" lower-cases to two, so 503 once normalized.
+    const email = `${'İ'.repeat(249)}@a.co`;
+    expect(email).toHaveLength(254);
+    const registered = await auth.call('POST', '/api/v1/auth/register', { body: { email, password: PASSWORD } });
+    expect(registered.statusCode).toBe(400);
+    expect(registered.json()).toMatchObject({ code: 'validation_failed' });
+    const login = await auth.call('POST', '/api/v1/auth/login', { body: { email, password: PASSWORD } });
+    expect(login.statusCode).toBe(400);
+    expect(login.json()).toMatchObject({ code: 'validation_failed' });
   });
 
   it('answers 401 without a signed-in caller on /me', async () => {

@@ -33,6 +33,19 @@ export function normalizeEmail(email: string): string {
   return email.trim().toLowerCase();
 }
 
+/**
+ * An email as given at registration or sign-in, normalized, and refused (400) when lower-casing
+ * made it longer than an address may be ("İ" becomes two characters): no account has it, and the
+ * events that carry it would refuse it.
+ */
+function emailFrom(raw: string): string {
+  const email = normalizeEmail(raw);
+  if (email.length > 254) {
+    throw problems.validation('The email address is too long.', [{ path: 'body/email', message: 'must be at most 254 characters once lower-cased' }]);
+  }
+  return email;
+}
+
 export function userView(user: Pick<UserWithMfa, 'id' | 'email' | 'name' | 'role' | 'createdAt'> & { mfaEnabled?: boolean }): UserView {
   return { id: user.id, email: user.email, name: user.name, role: user.role, mfaEnabled: user.mfaEnabled ?? false, createdAt: user.createdAt.toISOString() };
 }
@@ -63,7 +76,7 @@ export class AccountsService {
 
   /** A refused registration (throttled, email taken, password refused) is audited. */
   async register(input: { email: string; password: string; name?: string }, origin: RequestOrigin): Promise<SignedInView> {
-    const email = normalizeEmail(input.email);
+    const email = emailFrom(input.email);
     return auditedFailures(
       this.options,
       { operation: 'register', email },
@@ -120,7 +133,7 @@ export class AccountsService {
 
   async login(input: { email: string; password: string; mfaCode?: string }, origin: RequestOrigin): Promise<SignedInView> {
     const { passwords } = this.options;
-    const email = normalizeEmail(input.email);
+    const email = emailFrom(input.email);
     const counted = await this.countSignInTry(email, origin);
     if ('throttledForSeconds' in counted) {
       await this.loginFailed({ email, reason: 'throttled' }, origin);

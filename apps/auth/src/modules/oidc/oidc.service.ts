@@ -298,7 +298,9 @@ export class OidcService {
         this.options.log.warn({ err: error }, 'OIDC userinfo failed');
       }
     }
-    const email = typeof source.email === 'string' && /^[^\s@]+@[^\s@]+$/.test(source.email) && source.email.length <= 254 ? normalizeEmail(source.email) : undefined;
+    const normalized = typeof source.email === 'string' && /^[^\s@]+@[^\s@]+$/.test(source.email) ? normalizeEmail(source.email) : undefined;
+    // Checked once lower-cased: that can make it longer ("İ" is two characters then).
+    const email = normalized !== undefined && normalized.length <= 254 ? normalized : undefined;
     const name = typeof source.name === 'string' && source.name.trim() ? source.name.trim().slice(0, 200) : undefined;
     return { ...(email ? { email } : {}), emailVerified: source.email_verified === true || source.email_verified === 'true', ...(name ? { name } : {}) };
   }
