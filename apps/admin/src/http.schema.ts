@@ -28,7 +28,8 @@ export const PageQuery = {
 };
 
 /** A day (`2025-01-31`) or a timestamp (`2025-01-31T12:00:00Z`). */
-export const DayOrTime = Type.String({ maxLength: 40, pattern: '^\\d{4}-\\d{2}-\\d{2}(T.*)?$', description: 'YYYY-MM-DD or an ISO 8601 timestamp' });
+// Year 0000 parses in JavaScript, but PostgreSQL has no year 0 (it was a 500).
+export const DayOrTime = Type.String({ maxLength: 40, pattern: '^(?!0000)\\d{4}-\\d{2}-\\d{2}(T.*)?$', description: 'YYYY-MM-DD or an ISO 8601 timestamp (year 0001 on)' });
 
 export const ProviderName = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$', description: 'provider id' });
 

@@ -1,4 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { Kafka, logLevel, type Producer } from 'kafkajs';
 import pg from 'pg';
 import type { LightMyRequestResponse } from 'fastify';
@@ -44,12 +47,29 @@ export interface AdminHarness {
   close(): Promise<void>;
 }
 
+/**
+ * The provider priced in the test run's price table. Every admin of the run consumes in the group
+ * `admin`, so an event read-models.test.ts produces may be applied by the admin of another file:
+ * they all price alike. (It was a flaky test: a reply applied elsewhere cost nothing.)
+ */
+export const PRICED_PROVIDER = `t${(process.env.VIVIER_TEST_RUN_ID ?? randomBytes(4).toString('hex')).replace(/[^A-Za-z0-9]/g, '')}p`;
+/** USD per million tokens: `alpha` listed, any other model by the provider wildcard. */
+export const TEST_PRICES = { [`${PRICED_PROVIDER}/alpha`]: { input: 1.5, output: 6 }, [`${PRICED_PROVIDER}/*`]: { input: 0.5, output: 1 } };
+let priceTable: string | undefined;
+function testPriceTable(): string {
+  if (!priceTable) {
+    priceTable = path.join(mkdtempSync(path.join(os.tmpdir(), 'admin-prices-')), 'prices.json');
+    writeFileSync(priceTable, JSON.stringify(TEST_PRICES));
+  }
+  return priceTable;
+}
+
 /** The real admin app on the test run's PostgreSQL, Redis and Kafka, called as the gateway would. */
 export async function startAdmin(
   overrides: Record<string, string> = {},
   options: { consumers?: boolean; logStream?: DestinationStream; resolveHost?: HostResolver } = {},
 ): Promise<AdminHarness> {
-  const config = loadAdminConfig(testEnv('admin', { CONSUMER_SESSION_TIMEOUT_MS: '6000', ...overrides }));
+  const config = loadAdminConfig(testEnv('admin', { CONSUMER_SESSION_TIMEOUT_MS: '6000', PRICE_TABLE_FILE: testPriceTable(), ...overrides }));
   const app = await buildAdminApp(config, {
     consumers: options.consumers ?? false,
     ...(options.logStream ? { logStream: options.logStream } : {}),

@@ -197,6 +197,9 @@ describe('provider settings and write-only API keys', () => {
       { kind: 'openai', routing: { fallbacks: [`self-${t}`] } },
       { kind: 'openai', baseUrl: 'ftp://example.com' },
       { kind: 'openai', apiKey: '' },
+      // 6,200 bytes of UTF-8: more than the event's encrypted envelope holds (it was a 500).
+      { kind: 'openai', apiKey: 'é'.repeat(3100) },
+      { kind: 'openai', apiKey: 'sk with spaces' },
       { kind: 'openai', secret: 'x' },
     ];
     for (const body of bad) {

@@ -1,10 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EVENTS, createEvent, type AnyEvent, type ChatMessageCompletedData } from '@vivier/contracts';
-import { eventProducer, eventually, startAdmin, tag, type AdminHarness } from './helpers';
+import { eventProducer, eventually, PRICED_PROVIDER, startAdmin, tag, type AdminHarness } from './helpers';
 
 // A scripted scenario produced as the other services would publish it: registrations, sign-ins,
 // a failed sign-in, chats (one deleted), messages and replies (completed, cached, failed,
@@ -12,7 +9,7 @@ import { eventProducer, eventually, startAdmin, tag, type AdminHarness } from '.
 // exactly what happened; the same events delivered again must change nothing.
 
 const t = tag();
-const P1 = `t${t}a`;
+const P1 = PRICED_PROVIDER;
 const P2 = `t${t}b`;
 const D1 = '2025-03-10';
 const D2 = '2025-03-11';
@@ -87,15 +84,11 @@ const scenario: AnyEvent[] = [
   }),
 ];
 
-// Prices (USD per million tokens): P1/alpha listed, P1/beta by the provider wildcard, P2 unpriced.
-const PRICES = { [`${P1}/alpha`]: { input: 1.5, output: 6 }, [`${P1}/*`]: { input: 0.5, output: 1 } };
+// Prices (TEST_PRICES, USD per million tokens): P1/alpha listed, P1/beta by the provider wildcard, P2 unpriced.
 // r1 100×1.5+50×6 = 450; cached: 0; failed beta 40×0.5 = 20; cancelled alpha 10×1.5+5×6 = 45; r6 7×1.5+3×6 = 28.5 → 29.
 
 beforeAll(async () => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'admin-prices-'));
-  const file = path.join(dir, 'prices.json');
-  await writeFile(file, JSON.stringify(PRICES));
-  admin = await startAdmin({ PRICE_TABLE_FILE: file }, { consumers: true });
+  admin = await startAdmin({}, { consumers: true });
   kafka = await eventProducer();
   await kafka.produce(...scenario);
 });
@@ -205,6 +198,10 @@ describe('read models from events', () => {
     // Bad ranges.
     expect((await admin.call('GET', `/api/v1/admin/usage?from=${D2}&to=${D1}`)).json()).toMatchObject({ status: 400, code: 'validation_failed' });
     expect((await admin.call('GET', '/api/v1/admin/usage?groupBy=week')).statusCode).toBe(400);
+    // Year 0000 parses in JavaScript; PostgreSQL has no year 0 (it was a 500).
+    expect((await admin.call('GET', '/api/v1/admin/usage?from=0000-01-01&to=0000-01-05')).json()).toMatchObject({ status: 400, code: 'validation_failed' });
+    expect((await admin.call('GET', '/api/v1/admin/audit?from=0000-01-01')).json()).toMatchObject({ status: 400, code: 'validation_failed' });
+    expect((await admin.call('GET', '/api/v1/admin/usage?model=%00')).json()).toMatchObject({ status: 400, code: 'invalid_text' });
   }, 60_000);
 
   it('adds tokens reported after their reply (message.usage_recorded) to the usage, without counting another reply', async () => {

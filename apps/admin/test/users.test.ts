@@ -211,6 +211,8 @@ describe('quotas', () => {
     expect(set.json()).toMatchObject({ userId: dave.id, monthlyTokens: 250_000 });
     expect((await admin.call('GET', `/api/v1/admin/users/${dave.id}`)).json()).toMatchObject({ monthlyTokens: 250_000 });
     expect((await admin.call('PUT', `/api/v1/admin/quotas/${dave.id}`, { body: { monthlyTokens: null } })).json()).toMatchObject({ monthlyTokens: null });
+    // Past 2^53 - 1 a JSON number is not exact, and 1e21 is no bigint PostgreSQL reads (it was a 500).
+    expect((await admin.call('PUT', `/api/v1/admin/quotas/${dave.id}`, { body: { monthlyTokens: 1e21 } })).json()).toMatchObject({ status: 400, code: 'validation_failed' });
 
     const events = (await outboxEvents(admin.pg, dave.id)).filter((e) => e.type === EVENTS.adminQuotaSet.type);
     expect(events.map((e) => e.data)).toEqual([

@@ -47,6 +47,9 @@ const ProviderSettings = Type.Object(
       NullableStringInput({
         minLength: 1,
         maxLength: 4096,
+        // Visible ASCII, as every vendor's keys are: a key of multi-byte characters could outgrow
+        // the event's encrypted envelope (it was a 500).
+        pattern: '^[\\x21-\\x7e]+$',
         writeOnly: true,
         description: 'write-only: a new key; null removes the stored key; absent keeps it',
       }),

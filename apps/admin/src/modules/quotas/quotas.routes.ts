@@ -4,7 +4,8 @@ import { adminActorOf } from '../../admin-actor';
 import { Nullable, NullableIntegerInput, Timestamp, Uuid, adminSecurity, problemResponses } from '../../http.schema';
 import type { QuotasService } from './quotas.service';
 
-const MONTHLY_TOKENS = { minimum: 0, description: 'tokens per calendar month (UTC); null: unlimited' };
+// At most 2^53 - 1: past it a JSON number is no longer exact (and 1e21 is not a bigint PostgreSQL reads).
+const MONTHLY_TOKENS = { minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'tokens per calendar month (UTC); null: unlimited' };
 
 export async function quotasRoutes(app: ServiceApp, { quotas }: { quotas: QuotasService }): Promise<void> {
   app.put(
