@@ -177,6 +177,19 @@ describe('gateway proxy', () => {
     expect(services.requests).toEqual([]);
   });
 
+  it('reports each service on the public health route without the error texts of its checks', async () => {
+    const services = await standIn((_req, res) => {
+      res.statusCode = 503;
+      res.end(JSON.stringify({ status: 'unavailable', checks: { postgres: { status: 'down', critical: true, error: 'connect ECONNREFUSED 10.4.0.12:5432 (role chat_rw)', latencyMs: 3 } } }));
+    });
+    const { app } = await gateway({ CHAT_URL: services.url, ADMIN_URL: 'http://127.0.0.1:1' });
+    const res = await app.inject({ method: 'GET', url: '/api/v1/health' });
+    expect(res.statusCode).toBe(503);
+    expect(res.json().services.chat).toEqual({ httpStatus: 503, status: 'unavailable', checks: { postgres: { status: 'down', critical: true } } });
+    expect(res.json().services.admin).toEqual({ httpStatus: 0, status: 'unavailable' });
+    expect(res.body).not.toMatch(/10\.4\.0\.12|chat_rw|127\.0\.0\.1|ECONNREFUSED/);
+  });
+
   it('answers 502 upstream_unavailable when a service is down', async () => {
     const { app } = await gateway({ ADMIN_URL: 'http://127.0.0.1:1' });
     const res = await app.inject({ method: 'GET', url: '/api/v1/admin/users', headers: bearer(token) });
