@@ -143,6 +143,23 @@ describe('sending a message', () => {
     expect(bare.statusCode).toBe(201);
     await eventually(async () => (await pool.query(`select count(*)::int as n from chat.messages where chat_id = $1`, [chatId])).rows[0].n === 4);
   });
+
+  it('regenerates a reply with its own model, temperature and maximum when the request leaves them out', async () => {
+    const chatId = await createChat(chat.app, user);
+    const turn = (
+      await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content: 'Name a river', model: 'sim/smart', temperature: 0.2, maxTokens: 40 } })
+    ).json();
+    const again = await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages/${turn.assistantMessage.id}/regenerate`, headers: user.headers });
+    expect(again.statusCode).toBe(201);
+    const reply = again.json().assistantMessage;
+    expect(reply.model).toBe('sim/smart');
+    const { rows } = await pool.query('select params, quota_reserved from chat.messages where id = $1', [reply.id]);
+    expect(rows[0].params).toEqual({ temperature: 0.2, maxTokens: 40 });
+    // What the request says wins.
+    const other = await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages/${turn.assistantMessage.id}/regenerate`, headers: user.headers, payload: { temperature: 0.9 } });
+    const { rows: otherRows } = await pool.query('select params, model from chat.messages where id = $1', [other.json().assistantMessage.id]);
+    expect(otherRows[0]).toEqual({ params: { temperature: 0.9, maxTokens: 40 }, model: 'sim/smart' });
+  });
 });
 
 // Over a real connection (inject has no socket): a reply that comes at once leaves in one write

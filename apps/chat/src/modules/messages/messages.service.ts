@@ -28,6 +28,24 @@ export interface ReplyOptions {
   async?: boolean;
 }
 
+/**
+ * The options of a regenerate of `target`: what the request leaves out is taken from the reply
+ * being regenerated (its model, if anything still serves it, its temperature and maximum), so an
+ * empty request asks for a reply like that one. A user message as the target gives nothing.
+ */
+export function likeReply(target: MessageRow, options: ReplyOptions, servable: (model: string) => boolean): ReplyOptions {
+  if (target.role !== 'assistant') return options;
+  const model = options.model ?? (target.model && servable(target.model) ? target.model : undefined);
+  const temperature = options.temperature ?? target.params?.temperature;
+  const maxTokens = options.maxTokens ?? target.params?.maxTokens;
+  return {
+    ...options,
+    ...(model !== undefined ? { model } : {}),
+    ...(temperature !== undefined ? { temperature } : {}),
+    ...(maxTokens !== undefined ? { maxTokens } : {}),
+  };
+}
+
 export interface SendInput extends ReplyOptions {
   content: string;
   attachments?: string[];
@@ -120,7 +138,7 @@ export class MessagesService {
     const question = target.role === 'user' ? target : target.replyTo ? await this.repository.find(user.sub, chatId, target.replyTo) : undefined;
     if (!question) throw problems.notFound('No user message to answer.');
     const attachments = await this.deps.files.forContext(user, question.attachments);
-    return this.startReply(user, chat, options, { content: question.content, attachments, contextTokens: question.contextTokens }, question);
+    return this.startReply(user, chat, likeReply(target, options, (model) => this.deps.models.servable(model)), { content: question.content, attachments, contextTokens: question.contextTokens }, question);
   }
 
   private async startReply(

@@ -31,6 +31,11 @@ export class ModelCatalog {
     return this.router.listModels()[0]?.id ?? `${this.router.enabledProviders()[0] ?? 'sim'}/default`;
   }
 
+  /** Whether anything serves `modelId` now. */
+  servable(modelId: string): boolean {
+    return this.router.resolve(modelId) !== undefined;
+  }
+
   /** What `modelId` routes to; 400 `unknown_model` before anything is stored when nothing serves it. */
   resolve(modelId: string): ResolvedModel {
     const resolved = this.router.resolve(modelId);
