@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PASSWORD, randomIp, startAuth, uniqueEmail, type AuthHarness } from './helpers';
+import { PASSWORD, identityOf, randomIp, startAuth, uniqueEmail, type AuthHarness } from './helpers';
 
 let auth: AuthHarness;
 beforeAll(async () => {
@@ -24,6 +24,27 @@ describe('login throttling', () => {
     expect(retryAfter).toBeGreaterThan(250);
     expect(retryAfter).toBeLessThanOrEqual(300);
     expect((await auth.login(other, PASSWORD)).statusCode).toBe(200);
+  });
+
+  it("failed sign-ins by strangers do not stop the signed-in owner from changing the password, which has a counter of its own", async () => {
+    const email = uniqueEmail('owner');
+    const signedIn = await auth.register(email);
+    const identity = identityOf(signedIn.accessToken);
+    // Anyone who knows the address uses up its sign-in tries.
+    for (let i = 0; i < 3; i += 1) expect((await auth.login(email, `stranger guess ${i}`, { ip: randomIp() })).statusCode).toBe(401);
+    expect((await auth.login(email, PASSWORD, { ip: randomIp() })).statusCode).toBe(429);
+    // The owner, signed in, still secures the account (it was 429 too).
+    const newPassword = 'a brand new passphrase 77';
+    const changed = await auth.call('POST', '/api/v1/auth/password', { identity, body: { currentPassword: PASSWORD, newPassword } });
+    expect(changed.statusCode).toBe(204);
+    // And guesses of the current password through the session are throttled on their own.
+    const other = await auth.register(uniqueEmail('held'));
+    const held = identityOf(other.accessToken);
+    for (let i = 0; i < 3; i += 1) {
+      const wrong = await auth.call('POST', '/api/v1/auth/password', { identity: held, body: { currentPassword: `guess ${i}`, newPassword } });
+      expect(wrong.statusCode).toBe(400);
+    }
+    expect((await auth.call('POST', '/api/v1/auth/password', { identity: held, body: { currentPassword: PASSWORD, newPassword } })).statusCode).toBe(429);
   });
 
   it('throttles an unknown email exactly like a real one (no enumeration through the throttle)', async () => {

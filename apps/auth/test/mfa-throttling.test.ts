@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { base32Decode, hotp } from '../src/modules/mfa/totp.service';
-import { freshStep, identityOf, startAuth, uniqueEmail, type AuthHarness } from './helpers';
+import { PASSWORD, freshStep, identityOf, startAuth, uniqueEmail, type AuthHarness } from './helpers';
 
 let auth: AuthHarness;
 beforeAll(async () => {
@@ -12,7 +12,8 @@ afterAll(async () => {
 
 describe('MFA codes to turn it on or off', () => {
   it('count against the account: after the limit of wrong codes even the right one is refused with 429', async () => {
-    const signedIn = await auth.register(uniqueEmail('mfa-guess'));
+    const email = uniqueEmail('mfa-guess');
+    const signedIn = await auth.register(email);
     const identity = identityOf(signedIn.accessToken);
     const { secret } = (await auth.call('POST', '/api/v1/auth/mfa/totp/setup', { identity })).json<{ secret: string }>();
     const key = base32Decode(secret);
@@ -32,5 +33,7 @@ describe('MFA codes to turn it on or off', () => {
     expect(limited.json()).toMatchObject({ code: 'rate_limited' });
     expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
     expect((await auth.call('GET', '/api/v1/auth/me', { identity })).json()).toMatchObject({ mfaEnabled: true });
+    // Those guesses are counted apart from the owner's sign-ins: the password still leads on to the code.
+    expect((await auth.login(email, PASSWORD)).json()).toMatchObject({ code: 'mfa_required' });
   });
 });

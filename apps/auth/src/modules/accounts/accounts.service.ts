@@ -8,7 +8,7 @@ import { actorOf, auditedFailures, type RequestOrigin } from '../audit/audit.ser
 import type { MfaService } from '../mfa/mfa.service';
 import { checkPasswordPolicy, type PasswordHasher } from '../passwords/passwords.service';
 import type { SessionsService } from '../sessions/sessions.service';
-import { hashedKey, type AttemptLimiter } from '../throttling/throttling.service';
+import { hashedKey, reverifyKey, type AttemptLimiter } from '../throttling/throttling.service';
 import { accountsRepository, type AccountsRepository, type UserWithMfa } from './accounts.repository';
 
 export interface AccountsServiceOptions {
@@ -253,13 +253,13 @@ export class AccountsService {
   ): Promise<void> {
     const { limits, limiter, passwords } = this.options;
     if (user.passwordHash) {
-      const accountKey = hashedKey('login:account', user.email);
-      const [counter] = await limiter.take([{ key: accountKey, limit: limits.loginFailuresPerAccount, windowSeconds: limits.loginWindowSeconds }]);
+      const key = reverifyKey(user.id);
+      const [counter] = await limiter.take([{ key, limit: limits.loginFailuresPerAccount, windowSeconds: limits.loginWindowSeconds }]);
       if (counter!.exceeded) throw problems.rateLimited(counter!.resetInMs / 1000);
       if (!input.currentPassword || !(await passwords.verify(user.passwordHash, input.currentPassword))) {
         throw new HttpProblem(400, 'invalid_credentials', 'The current password is incorrect.');
       }
-      await limiter.release([{ key: accountKey, reset: true }]);
+      await limiter.release([{ key, reset: true }]);
     }
     checkPasswordPolicy(input.newPassword, user.email);
     const passwordHash = await passwords.hash(input.newPassword);

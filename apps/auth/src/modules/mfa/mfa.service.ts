@@ -8,7 +8,7 @@ import { sha256Hex } from '../../security/opaque-token';
 import { accountsRepository } from '../accounts/accounts.repository';
 import { actorOf, auditedFailures, type RequestOrigin } from '../audit/audit.service';
 import type { SessionsService } from '../sessions/sessions.service';
-import { hashedKey, type AttemptLimiter } from '../throttling/throttling.service';
+import { reverifyKey, type AttemptLimiter } from '../throttling/throttling.service';
 import { mfaRepository, type MfaRepository, type TotpFactorRow } from './mfa.repository';
 import { base32Encode, matchingStep, newRecoveryCode, newTotpSecret, normalizeRecoveryCode, otpauthUrl, timeStep } from './totp.service';
 
@@ -73,8 +73,8 @@ export class MfaService {
     );
   }
 
-  private async countedFor<T>(user: { email: string }, check: () => Promise<T>): Promise<T> {
-    const key = hashedKey('login:account', user.email);
+  private async countedFor<T>(user: { id: string }, check: () => Promise<T>): Promise<T> {
+    const key = reverifyKey(user.id);
     const { limiter, codeAttempts } = this.options;
     const [counter] = await limiter.take([{ key, limit: codeAttempts.limit, windowSeconds: codeAttempts.windowSeconds }]);
     if (counter!.exceeded) throw problems.rateLimited(counter!.resetInMs / 1000);

@@ -138,3 +138,13 @@ interface RedisWithScripts {
 export function hashedKey(kind: string, value: string): string {
   return `${kind}:${createHash('sha256').update(value).digest('base64url').slice(0, 32)}`;
 }
+
+/**
+ * The counter of a signed-in user's re-verifications (the current password to change it, a code to
+ * turn MFA on or off), apart from the sign-in counter of their email: failed sign-ins by anyone who
+ * knows the address must not lock the account's owner out of securing it, and a session thief's
+ * guesses must not lock them out of signing in.
+ */
+export function reverifyKey(userId: string): string {
+  return `reverify:user:${userId}`;
+}
