@@ -1,5 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { decodeTimeCursor, encodeTimeCursor, Problem, problemResponses, Timestamp, Uuid } from '@vivier/service-kit';
+import { sql, type AnyColumn, type SQL } from 'drizzle-orm';
 
 // Schemas shared by the auth routes: they validate requests, shape responses and become the
 // OpenAPI document the gateway serves.
@@ -32,6 +33,15 @@ export const PageQuery = Type.Object({
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 50 })),
   cursor: Type.Optional(Type.String({ maxLength: 200 })),
 });
+
+/**
+ * A column of creation times as a page walks it: in milliseconds, as a cursor (a JavaScript Date)
+ * carries it. PostgreSQL's `now()` has microseconds: comparing those with a cursor cut to the
+ * millisecond left out rows created in the same millisecond as a page's last one, after it.
+ */
+export function createdAtMs(column: AnyColumn): SQL<Date> {
+  return sql<Date>`date_trunc('milliseconds', ${column})`;
+}
 
 /** A position in a newest-first list: the last item's creation time and id. */
 export interface Cursor {

@@ -39,6 +39,28 @@ describe('API keys', () => {
     expect(JSON.stringify(rows)).not.toContain(created.key);
   });
 
+  it('pages through keys created within one millisecond without leaving any out', async () => {
+    const owner = await auth.register();
+    const identity = identityOf(owner.accessToken);
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) ids.push((await auth.call('POST', '/api/v1/auth/api-keys', { identity, body: { name: `key ${i}` } })).json<Created>().id);
+    // PostgreSQL keeps microseconds; a cursor, a JavaScript date, keeps milliseconds.
+    await auth.pg.query(
+      `update auth.api_keys set created_at = '2026-11-01T10:00:00.123000Z'::timestamptz + (n * interval '100 microseconds')
+       from (select id, row_number() over (order by id) as n from auth.api_keys where id = any($1::uuid[])) k where auth.api_keys.id = k.id`,
+      [ids],
+    );
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const res = await auth.call('GET', `/api/v1/auth/api-keys?limit=1${cursor ? `&cursor=${cursor}` : ''}`, { identity });
+      const page: { items: Array<{ id: string }>; nextCursor: string | null } = res.json();
+      seen.push(...page.items.map((k) => k.id));
+      cursor = page.nextCursor;
+    } while (cursor && seen.length < 10);
+    expect(seen.sort()).toEqual([...ids].sort());
+  });
+
   it('verifies a key for the gateway (internal route), records its use, and refuses revoked keys', async () => {
     const owner = await auth.register();
     const identity = identityOf(owner.accessToken);

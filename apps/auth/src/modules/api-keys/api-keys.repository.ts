@@ -1,7 +1,7 @@
 import { and, desc, eq, isNull, lt, or, type SQL } from 'drizzle-orm';
 import type { Executor } from '@vivier/messaging';
 import { authTables } from '@vivier/db-auth';
-import type { Cursor } from '../../http.schema';
+import { createdAtMs, type Cursor } from '../../http.schema';
 
 const { apiKeys, users } = authTables;
 
@@ -17,12 +17,12 @@ export function apiKeysRepository(db: Executor) {
 
     async listActive(userId: string, limit: number, cursor: Cursor | undefined, tx: Executor = db): Promise<ApiKeyRow[]> {
       const conditions: SQL[] = [eq(apiKeys.userId, userId), isNull(apiKeys.revokedAt)];
-      if (cursor) conditions.push(or(lt(apiKeys.createdAt, cursor.createdAt), and(eq(apiKeys.createdAt, cursor.createdAt), lt(apiKeys.id, cursor.id)))!);
+      if (cursor) conditions.push(or(lt(createdAtMs(apiKeys.createdAt), cursor.createdAt), and(eq(createdAtMs(apiKeys.createdAt), cursor.createdAt), lt(apiKeys.id, cursor.id)))!);
       return tx
         .select()
         .from(apiKeys)
         .where(and(...conditions))
-        .orderBy(desc(apiKeys.createdAt), desc(apiKeys.id))
+        .orderBy(desc(createdAtMs(apiKeys.createdAt)), desc(apiKeys.id))
         .limit(limit);
     },
 

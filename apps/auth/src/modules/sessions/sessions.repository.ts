@@ -1,7 +1,7 @@
 import { and, desc, eq, gt, inArray, isNull, lt, ne, or, type SQL } from 'drizzle-orm';
 import type { Executor } from '@vivier/messaging';
 import { authTables } from '@vivier/db-auth';
-import type { Cursor } from '../../http.schema';
+import { createdAtMs, type Cursor } from '../../http.schema';
 import type { RequestOrigin } from '../audit/audit.service';
 
 const { sessions, refreshTokens, users } = authTables;
@@ -92,13 +92,13 @@ export function sessionsRepository(db: Executor) {
     async listActive(userId: string, now: Date, limit: number, cursor: Cursor | undefined, tx: Executor = db): Promise<SessionRow[]> {
       const conditions: SQL[] = [eq(sessions.userId, userId), isNull(sessions.revokedAt), gt(sessions.expiresAt, now)];
       if (cursor) {
-        conditions.push(or(lt(sessions.createdAt, cursor.createdAt), and(eq(sessions.createdAt, cursor.createdAt), lt(sessions.id, cursor.id)))!);
+        conditions.push(or(lt(createdAtMs(sessions.createdAt), cursor.createdAt), and(eq(createdAtMs(sessions.createdAt), cursor.createdAt), lt(sessions.id, cursor.id)))!);
       }
       return tx
         .select()
         .from(sessions)
         .where(and(...conditions))
-        .orderBy(desc(sessions.createdAt), desc(sessions.id))
+        .orderBy(desc(createdAtMs(sessions.createdAt)), desc(sessions.id))
         .limit(limit);
     },
 
