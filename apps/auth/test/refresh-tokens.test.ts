@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { identityOf, sleep, startAuth, type AuthHarness } from './helpers';
 
 interface Pair {
@@ -69,6 +69,22 @@ describe('refresh tokens', () => {
     expect(ttl).toBeLessThanOrEqual(960);
     const { rows } = await auth.pg.query<{ revoked_reason: string }>('select revoked_reason from auth.sessions where id = $1', [sid]);
     expect(rows[0]!.revoked_reason).toBe('reuse_detected');
+  });
+
+  it('detect reuse by the database clock: a rotation by an instance whose clock runs ahead does not stretch the grace window', async () => {
+    const signedIn = await auth.register();
+    // This instance's clock a minute ahead while it rotates the token (NTP gone wrong on one pod).
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(Date.now() + 60_000);
+    try {
+      expect((await refresh(signedIn.refreshToken)).statusCode).toBe(200);
+    } finally {
+      vi.useRealTimers();
+    }
+    await sleep(2300);
+    // Past the 2 s grace by any clock but the one that ran ahead: reuse.
+    const reused = await refresh(signedIn.refreshToken);
+    expect(reused.json()).toMatchObject({ code: 'token_reused' });
   });
 
   it('give 10 concurrent refreshes of one token the same single successor', async () => {

@@ -1,4 +1,4 @@
-import { and, desc, eq, gt, inArray, isNull, lt, ne, or, type SQL } from 'drizzle-orm';
+import { and, desc, eq, gt, inArray, isNull, lt, ne, or, sql, type SQL } from 'drizzle-orm';
 import type { Executor } from '@vivier/messaging';
 import { authTables } from '@vivier/db-auth';
 import { createdAtMs, type Cursor } from '../../http.schema';
@@ -37,8 +37,15 @@ export function sessionsRepository(db: Executor) {
       const [token] = await tx.select().from(refreshTokens).where(eq(refreshTokens.tokenHash, tokenHash)).for('update');
       if (!token) return undefined;
       const [session] = await tx.select().from(sessions).where(eq(sessions.id, token.sessionId)).for('update');
-      const [user] = await tx.select({ id: users.id, role: users.role, disabledAt: users.disabledAt }).from(users).where(eq(users.id, session!.userId));
-      return { token, session: session!, user: user! };
+      // The database's clock, read once the rows are locked: every instance compares and writes
+      // rotation times by this one clock (an instance whose clock ran ahead wrote a rotation in the
+      // future, and a stolen token presented again was inside the grace window for that long).
+      const [user] = await tx
+        .select({ id: users.id, role: users.role, disabledAt: users.disabledAt, now: sql<number>`floor(extract(epoch from clock_timestamp()) * 1000)::float8` })
+        .from(users)
+        .where(eq(users.id, session!.userId));
+      const { now, ...account } = user!;
+      return { token, session: session!, user: account, now: new Date(Number(now)) };
     },
 
     async sessionByTokenHash(tokenHash: string, tx: Executor = db): Promise<SessionRow | undefined> {

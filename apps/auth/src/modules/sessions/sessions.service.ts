@@ -108,9 +108,9 @@ export class SessionsService {
     const readAt = new Date();
     const outcome = await this.options.db.transaction(async (tx) => {
       const found = await this.sessions.lockByTokenHash(sha256Hex(refreshToken), tx);
-      // Read the clock once the row is ours: a concurrent rotation has committed by now.
-      const now = new Date();
       if (!found) return { kind: 'invalid' as const };
+      // The database's clock, read once the row is ours: a concurrent rotation has committed by now.
+      const now = found.now;
       const { token, session, user } = found;
       if (session.revokedAt) return { kind: 'invalid' as const, userId: session.userId };
       if (session.expiresAt <= now) return { kind: 'expired' as const, userId: session.userId };
