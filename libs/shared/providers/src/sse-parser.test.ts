@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { NdjsonParser } from './ndjson-parser.js';
-import { SseParser, type SseEvent } from './sse-parser.js';
+import { MAX_PENDING_LINE_CHARS, NdjsonParser } from './ndjson-parser.js';
+import { MAX_PENDING_EVENT_CHARS, SseParser, type SseEvent } from './sse-parser.js';
 
 /** Feeds the text in the given pieces and collects every event, end included. */
 function parse(pieces: string[]): SseEvent[] {
@@ -67,3 +67,35 @@ describe('NdjsonParser', () => {
     expect(() => new NdjsonParser().push('{"a":\n')).toThrow(SyntaxError);
   });
 });
+
+describe('a server that never ends its line', () => {
+  it('is refused past the bound (malformed data), and a long line in many chunks still parses', () => {
+    const chunk = 'x'.repeat(64 * 1024);
+    const sse = new SseParser();
+    sse.push('data: ');
+    expect(() => {
+      for (let sent = 0; sent <= MAX_PENDING_EVENT_CHARS; sent += chunk.length) sse.push(chunk);
+    }).toThrow(SyntaxError);
+    // Many data lines of one event that never ends count too.
+    const lines = new SseParser();
+    expect(() => {
+      for (let sent = 0; sent <= MAX_PENDING_EVENT_CHARS; sent += chunk.length) lines.push(`data: ${chunk}\n`);
+    }).toThrow(SyntaxError);
+    const ndjson = new NdjsonParser();
+    expect(() => {
+      for (let sent = 0; sent <= MAX_PENDING_LINE_CHARS; sent += chunk.length) ndjson.push(chunk);
+    }).toThrow(SyntaxError);
+
+    // Below the bound: 1 MiB in 64 KiB chunks is one event.
+    const ok = new SseParser();
+    const events: SseEvent[] = [...ok.push('data: ')];
+    for (let i = 0; i < 16; i++) events.push(...ok.push(chunk));
+    events.push(...ok.push('\n\n'));
+    expect(events).toHaveLength(1);
+    expect(events[0]!.data).toHaveLength(16 * chunk.length);
+    const okNd = new NdjsonParser();
+    const values = [...okNd.push('{"a":"'), ...okNd.push(chunk), ...okNd.push('"}\n')];
+    expect(values).toEqual([{ a: chunk }]);
+  });
+});
+

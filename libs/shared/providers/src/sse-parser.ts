@@ -9,8 +9,17 @@ export interface SseEvent {
   id?: string;
 }
 
+/**
+ * The most text one event may hold unfinished (a line without its end, data lines without the
+ * blank line): far above any real event (a delta), and a bound on what a server that never ends
+ * its line can make this process hold. Past it, push() throws a SyntaxError (malformed data).
+ */
+export const MAX_PENDING_EVENT_CHARS = 4 * 1024 * 1024;
+
 export class SseParser {
   private buffer = '';
+  /** Characters held in `data` lines of the event not dispatched yet. */
+  private pendingData = 0;
   private data: string[] = [];
   private eventName = '';
   private id: string | undefined;
@@ -33,7 +42,9 @@ export class SseParser {
     const out: SseEvent[] = [];
     let start = 0;
     const n = buf.length;
-    for (let i = 0; i < n; i++) {
+    // What was buffered holds no line break: only the new text is scanned (a long line arriving in
+    // many chunks is not scanned again for each of them).
+    for (let i = this.buffer.length; i < n; i++) {
       const c = buf.charCodeAt(i);
       if (c !== 10 && c !== 13) continue;
       this.line(buf.slice(start, i), out);
@@ -47,6 +58,9 @@ export class SseParser {
       start = i + 1;
     }
     this.buffer = start < n ? buf.slice(start) : '';
+    if (this.buffer.length + this.pendingData > MAX_PENDING_EVENT_CHARS) {
+      throw new SyntaxError(`an event longer than ${MAX_PENDING_EVENT_CHARS} characters, still unfinished`);
+    }
     return out;
   }
 
@@ -72,6 +86,7 @@ export class SseParser {
         out.push(ev);
       }
       this.data = [];
+      this.pendingData = 0;
       this.eventName = '';
       return;
     }
@@ -89,6 +104,7 @@ export class SseParser {
     switch (field) {
       case 'data':
         this.data.push(value);
+        this.pendingData += value.length + 1;
         break;
       case 'event':
         this.eventName = value;
