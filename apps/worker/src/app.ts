@@ -20,7 +20,7 @@ import { CancelWatch } from './modules/completions/cancel-watch';
 import { completionHandlers } from './modules/completions/completion.consumer';
 import { titleHandlers } from './modules/titles/title.consumer';
 import { WorkerProviderSettings } from './modules/providers/provider-settings';
-import { MaintenanceScheduler, purgeScheduleRunsJob } from './modules/maintenance/maintenance.service';
+import { MaintenanceScheduler, purgeScheduleRunsJob, purgeFinishedJobsJob } from './modules/maintenance/maintenance.service';
 import { exportHandlers } from './modules/exports/export.consumer';
 import { expireExportsJob } from './modules/exports/export-expiry.service';
 
@@ -101,6 +101,7 @@ export async function buildWorkerApp(config: WorkerConfig, options: BuildWorkerA
       pollMs: config.MAINTENANCE_POLL_MS,
       jobs: [
         purgeScheduleRunsJob({ intervalMs: config.MAINTENANCE_INTERVAL_MS, retentionHours: config.OUTBOX_RETENTION_HOURS }),
+        purgeFinishedJobsJob({ intervalMs: config.MAINTENANCE_INTERVAL_MS, retentionHours: config.PROCESSED_EVENTS_RETENTION_HOURS }),
         expireExportsJob({ s3: app.s3, intervalMs: config.MAINTENANCE_INTERVAL_MS }),
       ],
     });

@@ -365,8 +365,26 @@ describe('worker consumers', () => {
       expect(title.length).toBeGreaterThan(0);
       expect(title.length).toBeLessThanOrEqual(81);
       expect(title).not.toContain('\n');
-      const { rows } = await pool.query('select title from worker.chat_titles where chat_id = $1', [chat.chatId]);
-      expect(rows).toEqual([{ title }]);
+      // The user's words are not kept once the title is written from them.
+      const { rows } = await pool.query('select title, first_message from worker.chat_titles where chat_id = $1', [chat.chatId]);
+      expect(rows).toEqual([{ title, first_message: null }]);
+    });
+
+    it("keeps no chat's first message once the chat is deleted, nor for a chat the user titled", async () => {
+      const deleted = await startChat({ withMessage: true });
+      const gone = createEvent(EVENTS.chatDeleted, { chatId: deleted.chatId, userId: deleted.userId, deletedAt: new Date().toISOString() });
+      await kafka.produce(gone);
+      await handled(pool, gone.id);
+      // A late copy of the message does not bring the words back.
+      const late = deleted.message();
+      await kafka.produce(late);
+      await handled(pool, late.id);
+      const titled = await startChat({ title: 'Mine' });
+      const message = titled.message();
+      await kafka.produce(message);
+      await handled(pool, message.id);
+      const { rows } = await pool.query('select chat_id, first_message from worker.chat_titles where chat_id = any($1::uuid[]) order by chat_id', [[deleted.chatId, titled.chatId]]);
+      expect(rows.map((r) => r.first_message)).toEqual([null, null]);
     });
 
     it("writes the title with the chat's own model, from the chat's first message", async () => {

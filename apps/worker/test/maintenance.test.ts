@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { workerTables } from '@vivier/db-worker';
 import { createDatabase, createS3 } from '@vivier/service-kit';
 import { expireExportsJob } from '../src/modules/exports/export-expiry.service';
+import { purgeFinishedJobsJob } from '../src/modules/maintenance/maintenance.service';
 import { scheduleRepository } from '../src/modules/maintenance/schedule.repository';
 import { eventually, sleep, startWorker, workerPool, type TestWorker } from './helpers';
 
@@ -58,7 +59,7 @@ describe('scheduled maintenance on several instances', () => {
       }
     }
     const { rows: schedules } = await pool.query('select name, runs from worker.schedules order by name');
-    expect(schedules.map((s) => s.name)).toEqual(['expire-exports', 'purge-schedule-runs']);
+    expect(schedules.map((s) => s.name)).toEqual(['expire-exports', 'purge-finished-jobs', 'purge-schedule-runs']);
   });
 
   // (The worker's outbox and processed event ids are purged by its relay leader, like every
@@ -134,6 +135,35 @@ describe('expiring exports', () => {
       await pool.query(`update worker.schedules set next_run_at = now(), claimed_until = null where name = 'expire-exports'`);
       await pool.query('delete from worker.exports where user_id = $1', [userId]);
       client.destroy();
+      await pool.end();
+      await worker.close();
+    }
+  });
+});
+
+describe('purging finished jobs', () => {
+  it('deletes completion jobs finished and published longer ago than the processed-event retention, and nothing else', async () => {
+    const worker = await startWorker({}, { consumers: false, maintenance: false });
+    const pool = workerPool(worker.config);
+    const db = createDatabase(pool, workerTables);
+    const [old, recent, unpublished, running] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
+    try {
+      const insert = (id: string, state: string, published: boolean, age: string) =>
+        pool.query(
+          `insert into worker.jobs (assistant_message_id, chat_id, user_id, state, lease_until, result, published_at, updated_at)
+           values ($1, $2, $3, $4, now(), '{"content":"the whole reply"}', case when $5 then now() - $6::interval end, now() - $6::interval)`,
+          [id, randomUUID(), randomUUID(), state, published, age],
+        );
+      await insert(old, 'finished', true, '31 days');
+      await insert(recent, 'finished', true, '1 day');
+      await insert(unpublished, 'finished', false, '31 days');
+      await insert(running, 'started', false, '31 days');
+      const result = await purgeFinishedJobsJob({ intervalMs: 60_000, retentionHours: 720 }).run(db);
+      expect(result.jobs).toBeGreaterThanOrEqual(1);
+      const { rows } = await pool.query('select assistant_message_id as id from worker.jobs where assistant_message_id = any($1::uuid[])', [[old, recent, unpublished, running]]);
+      expect(rows.map((r) => r.id).sort()).toEqual([recent, unpublished, running].sort());
+    } finally {
+      await pool.query('delete from worker.jobs where assistant_message_id = any($1::uuid[])', [[old, recent, unpublished, running]]);
       await pool.end();
       await worker.close();
     }

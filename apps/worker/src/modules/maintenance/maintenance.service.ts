@@ -38,6 +38,30 @@ export function purgeScheduleRunsJob(options: { intervalMs: number; retentionHou
 }
 
 /**
+ * Finished completion jobs, deleted `retentionHours` after they ended (PROCESSED_EVENTS_RETENTION_HOURS:
+ * a job row stops a redelivered request from calling the provider again, as the processed event
+ * id does, and both go at the same age). Each holds the whole reply in `result`.
+ */
+export function purgeFinishedJobsJob(options: { intervalMs: number; retentionHours: number }): MaintenanceJob {
+  return {
+    name: 'purge-finished-jobs',
+    intervalMs: options.intervalMs,
+    run: async (db) => {
+      let jobs = 0;
+      for (;;) {
+        const result = await db.execute(sql`
+          delete from worker.jobs where assistant_message_id in (
+            select assistant_message_id from worker.jobs
+            where state = 'finished' and published_at is not null and updated_at < now() - make_interval(hours => ${options.retentionHours})
+            limit ${PURGE_BATCH})`);
+        jobs += result.rowCount ?? 0;
+        if ((result.rowCount ?? 0) < PURGE_BATCH) return { jobs };
+      }
+    },
+  };
+}
+
+/**
  * Polls the schedule every `pollMs` and runs whatever is due (see scheduleRepository for why
  * this is safe on several instances). Stops with the app.
  */

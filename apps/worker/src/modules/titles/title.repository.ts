@@ -1,4 +1,5 @@
 import { and, eq, isNull, sql } from 'drizzle-orm';
+import { cutText } from '@vivier/contracts';
 import { workerTables } from '@vivier/db-worker';
 import type { Executor } from '@vivier/messaging';
 
@@ -7,7 +8,11 @@ const { chatTitles } = workerTables;
 /** Longest first message kept to write a title from. */
 export const FIRST_MESSAGE_CHARS = 2000;
 
-/** worker.chat_titles: per chat, what a title is written from and whether it has one. */
+/**
+ * worker.chat_titles: per chat, what a title is written from and whether it has one. The first
+ * message (the user's words) is kept only while a title may still be written from it: it is
+ * dropped when the chat gets a title (generated or the user's) or is deleted.
+ */
 export function chatTitleRepository() {
   return {
     async chatCreated(tx: Executor, chat: { chatId: string; userId: string; model: string; titled: boolean }): Promise<void> {
@@ -16,7 +21,7 @@ export function chatTitleRepository() {
         .values({ chatId: chat.chatId, userId: chat.userId, model: chat.model, ...(chat.titled ? { titledByUser: sql`now()` } : {}) })
         .onConflictDoUpdate({
           target: chatTitles.chatId,
-          set: { model: chat.model, updatedAt: sql`now()`, ...(chat.titled ? { titledByUser: sql`coalesce(${chatTitles.titledByUser}, now())` } : {}) },
+          set: { model: chat.model, updatedAt: sql`now()`, ...(chat.titled ? { titledByUser: sql`coalesce(${chatTitles.titledByUser}, now())`, firstMessage: null } : {}) },
         });
     },
 
@@ -24,7 +29,7 @@ export function chatTitleRepository() {
       const set = {
         updatedAt: sql`now()`,
         ...(chat.model === undefined ? {} : { model: chat.model }),
-        ...(chat.titled ? { titledByUser: sql`coalesce(${chatTitles.titledByUser}, now())` } : {}),
+        ...(chat.titled ? { titledByUser: sql`coalesce(${chatTitles.titledByUser}, now())`, firstMessage: null } : {}),
       };
       await tx
         .insert(chatTitles)
@@ -36,7 +41,7 @@ export function chatTitleRepository() {
       await tx
         .insert(chatTitles)
         .values({ chatId, userId, deletedAt: sql`now()` })
-        .onConflictDoUpdate({ target: chatTitles.chatId, set: { deletedAt: sql`now()`, updatedAt: sql`now()` } });
+        .onConflictDoUpdate({ target: chatTitles.chatId, set: { deletedAt: sql`now()`, firstMessage: null, updatedAt: sql`now()` } });
     },
 
     /**
@@ -44,13 +49,19 @@ export function chatTitleRepository() {
      * before the message arrived means the title is written now).
      */
     async messageCreated(tx: Executor, m: { chatId: string; userId: string; content: string; model: string }) {
-      const content = m.content.slice(0, FIRST_MESSAGE_CHARS);
+      const content = cutText(m.content, FIRST_MESSAGE_CHARS);
       const [row] = await tx
         .insert(chatTitles)
         .values({ chatId: m.chatId, userId: m.userId, model: m.model, firstMessage: content })
         .onConflictDoUpdate({
           target: chatTitles.chatId,
-          set: { firstMessage: sql`coalesce(${chatTitles.firstMessage}, excluded.first_message)`, model: sql`coalesce(${chatTitles.model}, excluded.model)`, updatedAt: sql`now()` },
+          set: {
+            // Not kept for a chat that needs no title any more.
+            firstMessage: sql`case when ${chatTitles.deletedAt} is null and ${chatTitles.titledByUser} is null and ${chatTitles.titleGeneratedAt} is null
+              then coalesce(${chatTitles.firstMessage}, excluded.first_message) end`,
+            model: sql`coalesce(${chatTitles.model}, excluded.model)`,
+            updatedAt: sql`now()`,
+          },
         })
         .returning();
       return row!;
@@ -78,7 +89,7 @@ export function chatTitleRepository() {
     async claimTitle(tx: Executor, chatId: string, title: string): Promise<boolean> {
       const rows = await tx
         .update(chatTitles)
-        .set({ title, titleGeneratedAt: sql`now()`, updatedAt: sql`now()` })
+        .set({ title, titleGeneratedAt: sql`now()`, firstMessage: null, updatedAt: sql`now()` })
         .where(and(eq(chatTitles.chatId, chatId), isNull(chatTitles.titleGeneratedAt), isNull(chatTitles.titledByUser), isNull(chatTitles.deletedAt)))
         .returning({ chatId: chatTitles.chatId });
       return rows.length > 0;
