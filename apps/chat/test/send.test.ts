@@ -103,6 +103,9 @@ describe('sending a message', () => {
     expect(titled.json()).toMatchObject({ status: 400, code: 'invalid_text' });
     const search = await chat.app.inject({ method: 'GET', url: '/api/v1/chats/search?q=a%00b', headers: user.headers });
     expect(search.json()).toMatchObject({ status: 400, code: 'invalid_text' });
+    // A cursor deeper than any the route hands out (1,000 results).
+    const deep = await chat.app.inject({ method: 'GET', url: `/api/v1/chats/search?q=river&cursor=${Buffer.from('o:999999').toString('base64url')}`, headers: user.headers });
+    expect(deep.json()).toMatchObject({ status: 400, code: 'validation_failed' });
     const messages = await chat.app.inject({ method: 'GET', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers });
     expect(messages.json().items).toEqual([]);
   });

@@ -20,7 +20,8 @@ const encodeOffset = (offset: number) => Buffer.from(`o:${offset}`).toString('ba
 function decodeOffset(cursor: string | undefined): number {
   if (cursor === undefined) return 0;
   const match = /^o:(\d{1,6})$/.exec(Buffer.from(cursor, 'base64url').toString('utf8'));
-  if (!match) throw problems.validation('The cursor is invalid.', [{ path: 'querystring/cursor', message: 'is invalid' }]);
+  // Never deeper than a cursor this route hands out: a crafted one would make every page a deep scan.
+  if (!match || Number(match[1]) >= MAX_OFFSET) throw problems.validation('The cursor is invalid.', [{ path: 'querystring/cursor', message: 'is invalid' }]);
   return Number(match[1]);
 }
 
