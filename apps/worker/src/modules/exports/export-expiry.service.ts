@@ -3,6 +3,7 @@ import type { MaintenanceJob } from '../maintenance/schedule.repository';
 import { exportRepository } from './export.repository';
 
 const BATCH = 500;
+const DELETE_TIMEOUT_MS = 60_000;
 
 /** Maintenance job: deletes exports whose time is up from S3 and marks them expired. */
 export function expireExportsJob(options: { s3: { client: S3Client; bucket: string }; intervalMs: number }): MaintenanceJob {
@@ -22,7 +23,10 @@ export function expireExportsJob(options: { s3: { client: S3Client; bucket: stri
           // Deleting a missing key is not an error, so a rerun after a crash is harmless. A key S3
           // could not delete comes back in `Errors` (the call itself succeeds): its export stays
           // `ready`, to be deleted at the next run, and the run is reported failed.
-          const result = await options.s3.client.send(new DeleteObjectsCommand({ Bucket: options.s3.bucket, Delete: { Objects: keys, Quiet: true } }));
+          // Bounded: a call that hangs would hold this instance's maintenance (and its stop) for good.
+          const result = await options.s3.client.send(new DeleteObjectsCommand({ Bucket: options.s3.bucket, Delete: { Objects: keys, Quiet: true } }), {
+            abortSignal: AbortSignal.timeout(DELETE_TIMEOUT_MS),
+          });
           for (const error of result.Errors ?? []) {
             if (error.Key) undeleted.add(error.Key);
             firstError ??= error;
