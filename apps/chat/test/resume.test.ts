@@ -166,8 +166,8 @@ describe('replies that outlive their connection', () => {
       [question.id, chatId, user.id, question.createdAt],
     );
     await pool.query(
-      `insert into chat.messages (id, chat_id, user_id, role, status, reply_to, model, quota_reserved, created_at)
-       values ($1, $2, $3, 'assistant', 'streaming', $4, 'openai/slow', 100, $5)`,
+      `insert into chat.messages (id, chat_id, user_id, role, status, reply_to, model, quota_reserved, params, created_at)
+       values ($1, $2, $3, 'assistant', 'streaming', $4, 'openai/slow', 100, '{"maxTokens":90}', $5)`,
       [answer.id, chatId, user.id, question.id, answer.createdAt],
     );
     const key = `chat:reply:${answer.id}:events`;
@@ -180,9 +180,13 @@ describe('replies that outlive their connection', () => {
       const m = await stored(chatId, answer.id);
       return m.status === 'failed' ? m : undefined;
     });
-    expect(message).toMatchObject({ content: 'lost words', error: { code: 'reply_lost' } });
+    // Its usage never came: counted as for a provider that reports none (the prompt: 100 reserved less 90 asked).
+    expect(message).toMatchObject({ content: 'lost words', error: { code: 'reply_lost' }, usage: { promptTokens: 10, completionTokens: 2 } });
     const replay = await streamSse(`${b.url}/api/v1/chats/${chatId}/messages/${answer.id}/stream`, { headers: { ...user.headers, 'last-event-id': '3' } });
-    expect(replay.events).toMatchObject([{ id: 4, event: 'error', data: { code: 'reply_lost' } }]);
+    expect(replay.events).toMatchObject([
+      { id: 4, event: 'usage', data: { promptTokens: 10, completionTokens: 2 } },
+      { id: 5, event: 'error', data: { code: 'reply_lost' } },
+    ]);
   });
 
   it('hides another user\'s reply stream and refuses to cancel it', async () => {

@@ -124,6 +124,11 @@ export class ReplySweeper {
       }
     }
     const ended = events.some((e) => e.type === 'done' || e.type === 'error');
+    const replyTokens = await countTokens(content);
+    // Text was generated but its usage never came (the instance died first): counted as the runner
+    // counts a provider that reports none. The prompt is what was reserved less the maximum asked.
+    const estimated = !usage && !ended && content.length > 0;
+    if (estimated) usage = { promptTokens: Math.max(0, row.quotaReserved - (row.params?.maxTokens ?? row.quotaReserved)), completionTokens: replyTokens };
     const now = new Date();
     const outcome: ReplyOutcome = {
       content,
@@ -132,7 +137,7 @@ export class ReplySweeper {
       model: row.model,
       promptTokens: usage?.promptTokens ?? null,
       completionTokens: usage?.completionTokens ?? null,
-      contextTokens: await countTokens(content),
+      contextTokens: replyTokens,
       latencyMs: Math.max(0, now.getTime() - row.createdAt.getTime()),
       timeToFirstTokenMs: null,
       cached: false,
@@ -143,7 +148,10 @@ export class ReplySweeper {
     };
     const stored = await storeReplyEnd(this.deps.sql, row, outcome, ['streaming']);
     if (stored && !ended) {
-      // The id the database replay gives the end, so Redis and the database agree.
+      // The ids the database replay gives them, so Redis and the database agree.
+      if (estimated && usage) {
+        this.deps.streams.append({ seq: deltaEnds.length + 2, type: 'usage', data: usage, messageId: stored.id, chatId: stored.chatId }, stored.userId, false);
+      }
       const end: ReplyEvent = { seq: deltaEnds.length + 2 + (usage ? 1 : 0), ...terminalEvent(stored) };
       this.deps.streams.append({ ...end, messageId: stored.id, chatId: stored.chatId }, stored.userId, true);
     }
