@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEvent, EVENTS, toKafkaRecord, type AnyEvent } from '@vivier/contracts';
 import { signInternalCall } from '@vivier/service-kit';
 import { chatPool, createChat, eventually, startChat, testUser, type TestChat } from './helpers';
+import { newId } from '../src/ids';
 
 // A 1×1 PNG.
 const PNG = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==', 'base64');
@@ -59,6 +60,25 @@ describe('exports and generated titles', () => {
     expect((await chat.app.inject({ method: 'GET', url: `/api/v1/exports/${first.json().id}`, headers: testUser().headers })).statusCode).toBe(404);
     const list = await chat.app.inject({ method: 'GET', url: '/api/v1/exports', headers: user.headers });
     expect(list.json().items.map((e: { id: string }) => e.id)).toEqual([first.json().id]);
+    expect(list.json().nextCursor).toBeNull();
+  });
+
+  it('pages the list of exports by cursor, newest first, as every list is', async () => {
+    const user = testUser();
+    const ids = [newId(Date.now() - 3000), newId(Date.now() - 2000), newId(Date.now() - 1000)];
+    for (const { id, createdAt } of ids) {
+      await pool.query(`insert into chat.exports (id, user_id, status, failure_reason, created_at, updated_at) values ($1, $2, 'failed', 'x', $3, $3)`, [id, user.id, createdAt]);
+    }
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const res = await chat.app.inject({ method: 'GET', url: `/api/v1/exports?limit=2${cursor ? `&cursor=${cursor}` : ''}`, headers: user.headers });
+      const page: { items: Array<{ id: string }>; nextCursor: string | null } = res.json();
+      seen.push(...page.items.map((e) => e.id));
+      cursor = page.nextCursor;
+    } while (cursor && seen.length < 10);
+    expect(seen).toEqual(ids.map((i) => i.id).reverse());
+    expect((await chat.app.inject({ method: 'GET', url: '/api/v1/exports?cursor=nonsense', headers: user.headers })).json()).toMatchObject({ status: 400, code: 'validation_failed' });
   });
 
   it("streams a user's chats, messages and files to a signed internal caller only", async () => {

@@ -1,4 +1,4 @@
-import { and, desc, eq, sql } from 'drizzle-orm';
+import { and, desc, eq, lt, sql } from 'drizzle-orm';
 import type { Executor } from '@vivier/messaging';
 import { chatTables } from '@vivier/db-chat';
 
@@ -34,8 +34,10 @@ export function exportsRepository(db: Executor) {
     },
 
     /** Newest first. */
-    async list(userId: string, limit: number, tx: Executor = db): Promise<ExportRow[]> {
-      return tx.select().from(dataExports).where(eq(dataExports.userId, userId)).orderBy(desc(dataExports.id)).limit(limit);
+    /** Newest first (ids are time-ordered), after the export `after` when given. */
+    async list(userId: string, limit: number, after?: string, tx: Executor = db): Promise<ExportRow[]> {
+      const where = after ? and(eq(dataExports.userId, userId), lt(dataExports.id, after)) : eq(dataExports.userId, userId);
+      return tx.select().from(dataExports).where(where).orderBy(desc(dataExports.id)).limit(limit);
     },
 
     /** Applies the worker's result to a pending export; false when it is unknown or already ended. */

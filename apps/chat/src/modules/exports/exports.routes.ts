@@ -44,11 +44,14 @@ export async function exportsRoutes(app: ServiceApp, { exports }: { exports: Exp
         tags,
         security,
         summary: 'Your exports, newest first',
-        querystring: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 50, default: 20 })) }, { additionalProperties: false }),
-        response: { 200: Type.Object({ items: Type.Array(Export) }), ...problemResponses(400, 401) },
+        querystring: Type.Object(
+          { limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 50, default: 20 })), cursor: Type.Optional(Type.String({ maxLength: 200 })) },
+          { additionalProperties: false },
+        ),
+        response: { 200: Type.Object({ items: Type.Array(Export), nextCursor: Type.Union([Type.String(), Type.Null()]) }), ...problemResponses(400, 401) },
       },
     },
-    async (request) => ({ items: await exports.list(caller(request), request.query.limit ?? 20) }),
+    async (request) => exports.list(caller(request), request.query.limit ?? 20, request.query.cursor),
   );
 
   app.get(

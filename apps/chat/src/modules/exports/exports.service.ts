@@ -3,7 +3,7 @@ import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { sql } from 'drizzle-orm';
 import { createEvent, EVENTS } from '@vivier/contracts';
 import type { Publish } from '@vivier/messaging';
-import { problems, type Identity } from '@vivier/service-kit';
+import { decodeTimeCursor, encodeTimeCursor, problems, type Identity } from '@vivier/service-kit';
 import type { ChatDatabase } from '../../database';
 import { newId } from '../../ids';
 import { chatsRepository } from '../chats/chats.repository';
@@ -73,8 +73,16 @@ export class ExportsService {
     return this.view(row);
   }
 
-  async list(user: Identity, limit: number): Promise<ExportView[]> {
-    return Promise.all((await this.exports.list(user.sub, limit)).map((row) => this.view(row)));
+  /** A page of the caller's exports, newest first, as API.md pages every list. */
+  async list(user: Identity, limit: number, cursor?: string): Promise<{ items: ExportView[]; nextCursor: string | null }> {
+    const after = decodeTimeCursor(cursor)?.id;
+    const rows = await this.exports.list(user.sub, limit + 1, after);
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    return {
+      items: await Promise.all(page.map((row) => this.view(row))),
+      nextCursor: rows.length > limit && last ? encodeTimeCursor(last.createdAt, last.id) : null,
+    };
   }
 
   private async view(row: ExportRow): Promise<ExportView> {
