@@ -22,7 +22,7 @@ describe('admin configuration', () => {
 });
 
 describe('admin configuration: provider keys and prices', () => {
-  const base = { DATABASE_URL: 'postgres://x@127.0.0.1/db' };
+  const base = { DATABASE_URL: 'postgres://x@127.0.0.1/db', INTERNAL_IDENTITY_SECRET: 'x'.repeat(40) };
 
   it('refuses a master key that is not 32 bytes, a weak one, and the development default in production', () => {
     expect(() => loadAdminConfig({ ...base, PROVIDER_KEY_ENCRYPTION_KEY: Buffer.alloc(16, 7).toString('base64') })).toThrowError(/PROVIDER_KEY_ENCRYPTION_KEY/);

@@ -21,7 +21,7 @@ describe('auth configuration', () => {
   });
 
   it('refuses the development key encryption key in production, and argon2 parameters below the floor', () => {
-    const env = { DATABASE_URL: 'postgres://x@127.0.0.1/db' };
+    const env = { DATABASE_URL: 'postgres://x@127.0.0.1/db', INTERNAL_IDENTITY_SECRET: 'x'.repeat(40) };
     expect(() => loadAuthConfig({ ...env, NODE_ENV: 'production' })).toThrowError(/AUTH_KEY_ENCRYPTION_KEY/);
     expect(loadAuthConfig({ ...env, NODE_ENV: 'production', AUTH_KEY_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64') }).NODE_ENV).toBe('production');
     expect(() => loadAuthConfig({ ...env, AUTH_KEY_ENCRYPTION_KEY: 'c2hvcnQ=' })).toThrowError(/AUTH_KEY_ENCRYPTION_KEY/);

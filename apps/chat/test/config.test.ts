@@ -17,7 +17,7 @@ describe('chat configuration', () => {
   });
 
   it('checks the master key of provider API keys as admin does: no weak key, no development default in production', () => {
-    const base = { DATABASE_URL: 'postgres://x@127.0.0.1/db' };
+    const base = { DATABASE_URL: 'postgres://x@127.0.0.1/db', INTERNAL_IDENTITY_SECRET: 'x'.repeat(40) };
     expect(() => loadChatConfig({ ...base, PROVIDER_KEY_ENCRYPTION_KEY: Buffer.alloc(32).toString('base64') })).toThrowError(/PROVIDER_KEY_ENCRYPTION_KEY: looks weak/);
     expect(() => loadChatConfig({ ...base, NODE_ENV: 'production' })).toThrowError(/PROVIDER_KEY_ENCRYPTION_KEY: is the development default/);
     expect(() => loadChatConfig({ ...base, PROVIDER_KEY_ENCRYPTION_PREVIOUS_KEYS: 'not-a-key' })).toThrowError(/PROVIDER_KEY_ENCRYPTION_PREVIOUS_KEYS/);

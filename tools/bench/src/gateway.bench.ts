@@ -71,6 +71,7 @@ async function startGateway(stubUrl: string, redisUrl: string, prefix: string, e
       ...process.env,
       NODE_ENV: 'production',
       LOG_LEVEL: 'warn',
+      INTERNAL_IDENTITY_SECRET: 'bench-internal-identity-secret-0123456789',
       AUTH_URL: stubUrl,
       CHAT_URL: stubUrl,
       ADMIN_URL: stubUrl,

@@ -67,7 +67,7 @@ const documented = envExampleVariables();
 const INGRESS_FROM: Record<App, string[]> = {
   gateway: ['namespace:ingress-nginx'],
   auth: ['pod:gateway'],
-  chat: ['pod:gateway'],
+  chat: ['pod:gateway', 'pod:worker'],
   admin: ['pod:gateway'],
   worker: [],
 };
@@ -76,7 +76,7 @@ const EGRESS_PORTS: Record<App, number[]> = {
   auth: [5432, 6379, 9092, 443],
   chat: [5432, 6379, 9092, 443, 9000],
   admin: [5432, 6379, 9092],
-  worker: [5432, 6379, 9092, 443, 9000],
+  worker: [ports.chat, 5432, 6379, 9092, 443, 9000],
 };
 /** A topic has 4 partitions: a consumer group uses at most 4 consumers of it. */
 const KAFKA_PARTITIONS = 4;
@@ -275,6 +275,10 @@ function checkInvariants(objects: K8sObject[], overlay: string | undefined) {
     expect(url.hostname, variable).toBe(app);
     expect(Number(url.port), variable).toBe(ports[app]);
   }
+  // So does the worker reach chat (exports); without it, it called its own pod.
+  const workerEnv = containerEnv(objects, (find(objects, 'Deployment', 'worker')!.spec as { template: { spec: PodSpec } }).template.spec.containers[0]!, overlay);
+  const chatUrl = new URL(workerEnv.get('CHAT_URL')?.value ?? 'http://unset');
+  expect([chatUrl.hostname, Number(chatUrl.port)], 'worker CHAT_URL').toEqual(['chat', ports.chat]);
 
   checkNetworkPolicies(objects);
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Type } from '@sinclair/typebox';
-import { ConfigError, Env, baseConfigProperties, databaseConfigProperties, kafkaConfigProperties, loadConfig } from './config';
+import { ConfigError, Env, baseConfigProperties, databaseConfigProperties, identityConfigProperties, kafkaConfigProperties, loadConfig } from './config';
 
 const schema = Type.Object({
   ...baseConfigProperties,
@@ -18,6 +18,13 @@ describe('loadConfig', () => {
     expect(config.LOG_LEVEL).toBe('info');
     expect(config.DATABASE_POOL_MAX).toBe(10);
     expect(config.KAFKA_BROKERS).toBe('127.0.0.1:9092');
+  });
+
+  it('refuses the public development INTERNAL_IDENTITY_SECRET in production, and takes it elsewhere', () => {
+    const withIdentity = Type.Object({ ...baseConfigProperties, ...identityConfigProperties });
+    expect(() => loadConfig('svc', withIdentity, { NODE_ENV: 'production' })).toThrowError(/INTERNAL_IDENTITY_SECRET: is the development default/);
+    expect(loadConfig('svc', withIdentity, { NODE_ENV: 'production', INTERNAL_IDENTITY_SECRET: 'a'.repeat(64) }).INTERNAL_IDENTITY_SECRET).toBe('a'.repeat(64));
+    expect(loadConfig('svc', withIdentity, {}).INTERNAL_IDENTITY_SECRET).toMatch(/^dev-only/);
   });
 
   it('names a missing required variable', () => {

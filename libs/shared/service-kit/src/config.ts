@@ -81,12 +81,15 @@ export const databaseConfigProperties = {
   DATABASE_POOL_MAX: Env.int(10, 'Maximum PostgreSQL connections in this process.', 1),
 } satisfies TProperties;
 
+/** The development default of INTERNAL_IDENTITY_SECRET: public, so refused when NODE_ENV=production. */
+export const DEV_INTERNAL_IDENTITY_SECRET = 'dev-only-internal-identity-secret-change-me';
+
 export const identityConfigProperties = {
   INTERNAL_IDENTITY_SECRET: Type.String({
     minLength: 32,
-    default: 'dev-only-internal-identity-secret-change-me',
+    default: DEV_INTERNAL_IDENTITY_SECRET,
     description:
-      'Shared by the gateway and the services only: signs the caller identity the gateway forwards. Set a random 32+ byte value in production.',
+      'Shared by the gateway and the services only: signs the caller identity the gateway forwards. Set a random 32+ byte value in production (the development default is refused there).',
   }),
 } satisfies TProperties;
 
@@ -117,7 +120,14 @@ export function loadConfig<T extends TObject>(service: string, schema: T, env: N
   }
   const withDefaults = Value.Default(schema, raw);
   const converted = Value.Convert(schema, withDefaults);
-  if (Value.Check(schema, converted)) return converted;
+  if (Value.Check(schema, converted)) {
+    // Anyone who can reach a service's port could sign any identity (an admin's) with the public default.
+    const loaded = converted as { NODE_ENV?: string; INTERNAL_IDENTITY_SECRET?: string };
+    if (loaded.NODE_ENV === 'production' && loaded.INTERNAL_IDENTITY_SECRET === DEV_INTERNAL_IDENTITY_SECRET) {
+      throw new ConfigError(service, [{ variable: 'INTERNAL_IDENTITY_SECRET', message: 'is the development default; set 32+ random bytes (openssl rand -hex 32), the same for every service' }]);
+    }
+    return converted;
+  }
 
   const issues = new Map<string, string>();
   for (const error of Value.Errors(schema, converted)) {
