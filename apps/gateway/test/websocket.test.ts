@@ -274,6 +274,37 @@ describe('WebSocket edge cases', () => {
     return { g, url: `${g.url.replace('http', 'ws')}/api/v1/ws`, chat };
   }
 
+  it('a resume of a reply in progress gives each event once: live events wait for the replay, which carries them', async () => {
+    const MESSAGE_ID = '00000000-0000-4000-8000-000000000001';
+    const sse = (seq: number) => `id: ${seq}\nevent: ${seq === 45 ? 'done' : 'delta'}\ndata: ${JSON.stringify(seq === 45 ? {} : { text: `t${seq}` })}\n\n`;
+    const { g, url } = await gatewayWith((_req, res) => {
+      // Chat's /stream: what the journal holds after 30, then it follows the reply to its end.
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      for (let seq = 31; seq <= 42; seq++) res.write(sse(seq));
+      setTimeout(() => res.end(sse(43) + sse(44) + sse(45)), 300);
+    });
+    const userId = `u-${randomUUID()}`;
+    const client = new Client(url, await auth.sign({ sub: userId }));
+    await client.ready();
+    const channel = `${g.prefix}user:${userId}`;
+    const live = (seq: number) => JSON.stringify({ seq, type: seq === 45 ? 'done' : 'delta', data: seq === 45 ? {} : { text: `t${seq}` }, messageId: MESSAGE_ID, chatId: CHAT, userId });
+    // The client reconnected having seen 30; 41 and 42 come live before it asks for the rest.
+    for (const seq of [41, 42]) await g.redis.publish(channel, live(seq));
+    await eventually(() => client.frames.filter((f) => f.type === 'chat.delta').length === 2);
+    const before = client.frames.length;
+    client.socket.send(JSON.stringify({ type: 'chat.resume', chatId: CHAT, messageId: MESSAGE_ID, after: 30 }));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    for (const seq of [43, 44, 45]) await g.redis.publish(channel, live(seq));
+    await eventually(() => client.frames.some((f) => f.type === 'chat.done'), 5000);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const seqs = client.frames.filter((f) => f.type === 'chat.delta' || f.type === 'chat.done').map((f) => f.seq!);
+    expect([...seqs].sort((a, b) => a - b)).toEqual(Array.from({ length: 15 }, (_, i) => 31 + i));
+    // After the resume was asked for: in order.
+    const after = client.frames.slice(before).filter((f) => f.type === 'chat.delta' || f.type === 'chat.done').map((f) => f.seq!);
+    expect(after).toEqual([...after].sort((a, b) => a - b));
+    client.socket.close();
+  });
+
   it('resumes a reply whose characters straddle chat’s network writes without corrupting them', async () => {
     const text = 'naïve € 漢字 🙂 '.repeat(50);
     const { url } = await gatewayWith((req, res) => {

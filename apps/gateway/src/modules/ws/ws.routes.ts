@@ -198,6 +198,20 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
       if (chatOf.size >= REMEMBERED_REPLIES) chatOf.delete(chatOf.keys().next().value!);
       chatOf.set(messageId, chatId);
     };
+    // A resume of a reply in progress: chat's stream replays it after `after` and follows it to its
+    // end, so the reply's live events are not sent meanwhile (they would come twice, out of order),
+    // and the replay skips the ones this socket already got live (the seqs from first to last).
+    const resuming = new Map<string, number>();
+    const sentLive = new Map<string, { first: number; last: number }>();
+    const sentLiveOf = (messageId: string, seq: number) => {
+      const range = sentLive.get(messageId);
+      if (range) {
+        range.last = Math.max(range.last, seq);
+        return;
+      }
+      if (sentLive.size >= REMEMBERED_REPLIES) sentLive.delete(sentLive.keys().next().value!);
+      sentLive.set(messageId, { first: seq, last: seq });
+    };
     let alive = true;
     let ended = false;
     /** Counted once, and the socket follows nothing more from the moment it is decided. */
@@ -284,6 +298,8 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
           auth.identity.sub,
           (envelope) => {
             remember(envelope.messageId, envelope.chatId);
+            if (resuming.has(envelope.messageId)) return; // the replay carries it
+            sentLiveOf(envelope.messageId, envelope.seq);
             send(replyFrame(envelope));
           },
           () => send({ type: 'error', code: 'fanout_interrupted', detail: 'Live events may have been missed while this gateway reconnected to Redis; use chat.resume for replies in progress.' }),
@@ -398,9 +414,18 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
       // A resume can replay a long reply at once: it waits for the socket to drain instead of
       // filling its buffer to the limit (which drops the socket, and the client resumes again).
       // Waiting stops reading chat's stream, so chat's connection is held back too.
-      for await (const event of sseEvents(res.body)) {
-        if (socket.bufferedAmount > options.maxBufferedBytes / 2) await drained(options.maxBufferedBytes / 4);
-        send(replyFrame({ seq: event.id, type: event.event as ReplyEnvelope['type'], data: event.data, messageId: frame.messageId, chatId: frame.chatId }));
+      resuming.set(frame.messageId, (resuming.get(frame.messageId) ?? 0) + 1);
+      try {
+        for await (const event of sseEvents(res.body)) {
+          const live = sentLive.get(frame.messageId);
+          if (live && event.id >= live.first && event.id <= live.last) continue;
+          if (socket.bufferedAmount > options.maxBufferedBytes / 2) await drained(options.maxBufferedBytes / 4);
+          send(replyFrame({ seq: event.id, type: event.event as ReplyEnvelope['type'], data: event.data, messageId: frame.messageId, chatId: frame.chatId }));
+        }
+      } finally {
+        const left = (resuming.get(frame.messageId) ?? 1) - 1;
+        if (left > 0) resuming.set(frame.messageId, left);
+        else resuming.delete(frame.messageId);
       }
     }
 
