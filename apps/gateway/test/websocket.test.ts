@@ -305,6 +305,45 @@ describe('WebSocket edge cases', () => {
     client.socket.close();
   });
 
+  it('a resume after a gap in the live events replays the gap: only what came live after it is skipped', async () => {
+    const MESSAGE_ID = '00000000-0000-4000-8000-000000000001';
+    const sse = (seq: number) => `id: ${seq}\nevent: ${seq === 26 ? 'done' : 'delta'}\ndata: ${JSON.stringify(seq === 26 ? {} : { text: `t${seq}` })}\n\n`;
+    const { g, url } = await gatewayWith((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      let body = '';
+      for (let seq = 11; seq <= 26; seq++) body += sse(seq);
+      res.end(body);
+    });
+    const userId = `u-${randomUUID()}`;
+    const client = new Client(url, await auth.sign({ sub: userId }));
+    await client.ready();
+    const channel = `${g.prefix}user:${userId}`;
+    const live = (seq: number) => JSON.stringify({ seq, type: 'delta', data: { text: `t${seq}` }, messageId: MESSAGE_ID, chatId: CHAT, userId });
+    // 1–10 live, 11–20 missed (Redis reconnected), 21–25 live again.
+    for (let seq = 1; seq <= 10; seq++) await g.redis.publish(channel, live(seq));
+    for (let seq = 21; seq <= 25; seq++) await g.redis.publish(channel, live(seq));
+    await eventually(() => client.frames.filter((f) => f.type === 'chat.delta').length === 15);
+    client.socket.send(JSON.stringify({ type: 'chat.resume', chatId: CHAT, messageId: MESSAGE_ID, after: 10 }));
+    await eventually(() => client.frames.some((f) => f.type === 'chat.done'), 5000);
+    const seqs = client.frames.filter((f) => f.type === 'chat.delta' || f.type === 'chat.done').map((f) => f.seq!);
+    expect([...seqs].sort((a, b) => a - b)).toEqual(Array.from({ length: 26 }, (_, i) => i + 1));
+    client.socket.close();
+  });
+
+  it('says so when a replay ends before the reply does (its live events were held back for it)', async () => {
+    const { url } = await gatewayWith((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end('id: 3\nevent: delta\ndata: {"text":"x"}\n\n');
+    });
+    const client = new Client(url, await auth.sign({ sub: `u-${randomUUID()}` }));
+    await client.ready();
+    const messageId = randomUUID();
+    client.socket.send(JSON.stringify({ type: 'chat.resume', chatId: CHAT, messageId, after: 2 }));
+    await eventually(() => client.frames.some((f) => f.type === 'chat.error'), 5000);
+    expect(client.frames.find((f) => f.type === 'chat.error')).toMatchObject({ messageId, code: 'resume_incomplete' });
+    client.socket.close();
+  });
+
   it('resumes a reply whose characters straddle chat’s network writes without corrupting them', async () => {
     const text = 'naïve € 漢字 🙂 '.repeat(50);
     const { url } = await gatewayWith((req, res) => {

@@ -205,11 +205,13 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
     const sentLive = new Map<string, { first: number; last: number }>();
     const sentLiveOf = (messageId: string, seq: number) => {
       const range = sentLive.get(messageId);
-      if (range) {
+      if (range && seq <= range.last + 1) {
         range.last = Math.max(range.last, seq);
         return;
       }
-      if (sentLive.size >= REMEMBERED_REPLIES) sentLive.delete(sentLive.keys().next().value!);
+      // A gap (events missed while Redis reconnected): only what follows it is known to be sent.
+      if (range) sentLive.delete(messageId);
+      else if (sentLive.size >= REMEMBERED_REPLIES) sentLive.delete(sentLive.keys().next().value!);
       sentLive.set(messageId, { first: seq, last: seq });
     };
     let alive = true;
@@ -302,7 +304,11 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
             sentLiveOf(envelope.messageId, envelope.seq);
             send(replyFrame(envelope));
           },
-          () => send({ type: 'error', code: 'fanout_interrupted', detail: 'Live events may have been missed while this gateway reconnected to Redis; use chat.resume for replies in progress.' }),
+          () => {
+            // What was sent live before the break says nothing of what came after it.
+            sentLive.clear();
+            send({ type: 'error', code: 'fanout_interrupted', detail: 'Live events may have been missed while this gateway reconnected to Redis; use chat.resume for replies in progress.' });
+          },
         );
         if (ended) return unfollow();
         cleanups.push(unfollow);
@@ -415,13 +421,18 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
       // filling its buffer to the limit (which drops the socket, and the client resumes again).
       // Waiting stops reading chat's stream, so chat's connection is held back too.
       resuming.set(frame.messageId, (resuming.get(frame.messageId) ?? 0) + 1);
+      let replayEnded = false;
       try {
         for await (const event of sseEvents(res.body)) {
+          if (event.event === 'done' || event.event === 'error') replayEnded = true;
           const live = sentLive.get(frame.messageId);
           if (live && event.id >= live.first && event.id <= live.last) continue;
           if (socket.bufferedAmount > options.maxBufferedBytes / 2) await drained(options.maxBufferedBytes / 4);
           send(replyFrame({ seq: event.id, type: event.event as ReplyEnvelope['type'], data: event.data, messageId: frame.messageId, chatId: frame.chatId }));
         }
+        // Chat's stream ended before the reply did: its live events, held back meanwhile, are not
+        // all here. Said, so the client resumes again.
+        if (!replayEnded && !gone.signal.aborted) send({ type: 'chat.error', messageId: frame.messageId, code: 'resume_incomplete', detail: 'The replay ended before the reply did; send chat.resume again after the last seq received.' });
       } finally {
         const left = (resuming.get(frame.messageId) ?? 1) - 1;
         if (left > 0) resuming.set(frame.messageId, left);
