@@ -133,6 +133,20 @@ describe('rate limits', () => {
     expect(auth.verifyRequests - before).toBe(1);
   });
 
+  it('one address over its limit while checking a key does not refuse the others checking it at once', async () => {
+    const gw = await startGateway(gatewayEnv({ RATE_LIMIT_PER_IP: '1' }));
+    const key = 'vk_shared_key_00000000000000000001';
+    auth.apiKeys.set(key, { userId: 'u-shared', keyId: 'k-shared', role: 'user' });
+    // The first address has used its one anonymous request.
+    expect((await gw.app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: {}, remoteAddress: '198.51.100.30' })).statusCode).not.toBe(429);
+    const [limited, other] = await Promise.all([
+      gw.app.inject({ method: 'GET', url: '/api/v1/chats', headers: bearer(key), remoteAddress: '198.51.100.30' }),
+      gw.app.inject({ method: 'GET', url: '/api/v1/chats', headers: bearer(key), remoteAddress: '198.51.100.31' }),
+    ]);
+    expect(limited.statusCode).toBe(429);
+    expect(other.statusCode).toBe(200);
+  });
+
   it('keeps the key of an untrusted peer whatever X-Forwarded-For it sends (TRUST_PROXY empty)', async () => {
     const gw = await startGateway({ AUTH_URL: services.url, RATE_LIMIT_PER_IP: '3' }, { listen: true });
     const statuses: number[] = [];

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { request as undiciRequest, type Dispatcher } from 'undici';
 import type { FastifyBaseLogger } from 'fastify';
-import { problems, signInternalCall, type Identity } from '@vivier/service-kit';
+import { HttpProblem, problems, signInternalCall, type Identity } from '@vivier/service-kit';
 
 export interface ApiKeyOptions {
   authUrl: string;
@@ -55,19 +55,28 @@ export class ApiKeyVerifier {
   ): Promise<Identity | undefined> {
     if (!API_KEY.test(key)) return undefined;
     const digest = createHash('sha256').update(key).digest('base64url');
-    const cached = this.answers.get(digest);
-    if (cached && cached.until > Date.now()) return cached.identity;
-    let pending = this.inflight.get(digest);
-    if (!pending) {
+    for (let tries = 0; ; tries++) {
+      const cached = this.answers.get(digest);
+      if (cached && cached.until > Date.now()) return cached.identity;
+      const joined = this.inflight.get(digest);
+      if (joined) {
+        try {
+          return await joined;
+        } catch (error) {
+          // The asker's own address was over its limit: that says nothing of this caller's, who
+          // asks (and is charged) in turn. Anything else (auth away) is everyone's answer.
+          if (!(error instanceof HttpProblem && error.status === 429) || tries >= 3) throw error;
+          continue;
+        }
+      }
       const charge = cached?.identity === undefined ? beforeRemoteCall : undefined;
       // Shared from before the first await: requests arriving during the limit check join it.
       const asking: Promise<Identity | undefined> = (charge ? charge().then(() => this.ask(key, digest, origin)) : this.ask(key, digest, origin)).finally(() => {
         if (this.inflight.get(digest) === asking) this.inflight.delete(digest);
       });
-      pending = asking;
-      this.inflight.set(digest, pending);
+      this.inflight.set(digest, asking);
+      return asking;
     }
-    return pending;
   }
 
   /** `origin`: the client's address and user agent, which auth records when it refuses the key. */
