@@ -798,6 +798,13 @@ describe('quotas, cache and async replies', () => {
     const other = await ask(testUser());
     expect(doneOf(other).cached).toBe(false);
     expect(sim.requests().filter((r) => r.model === 'cache-model').length - before).toBe(2);
+    // A regenerate (which keeps temperature 0) asks for another reply: not the cached one.
+    const regenChat = await createChat(chat.app, user, { systemPrompt: 'You are a cache test.', model: 'openai/cache-model' });
+    const turn = (await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${regenChat}/messages`, headers: user.headers, payload: { content: 'What is a river?', temperature: 0 } })).json();
+    expect(turn.assistantMessage.cached).toBe(true);
+    const again = await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${regenChat}/messages/${turn.assistantMessage.id}/regenerate`, headers: user.headers });
+    expect(again.json().assistantMessage.cached).toBe(false);
+    expect(sim.requests().filter((r) => r.model === 'cache-model').length - before).toBe(3);
     // Another temperature is not cached.
     const chatId = await createChat(chat.app, user, { systemPrompt: 'You are a cache test.', model: 'openai/cache-model' });
     const warm = await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content: 'What is a river?', temperature: 0.7 } });

@@ -236,13 +236,17 @@ export class MessagesService {
 
     // The lease goes out with the next Redis writes; the cache is asked while the turn is stored.
     if (!options.async) this.deps.runner.claim(answer.id);
-    const cacheKey = options.async ? undefined : this.deps.cache.keyOf(user.sub, resolved, request);
+    // A regenerate asks for another reply: the cache (which holds the one being replaced) is not asked.
+    const cacheKey = options.async || existingQuestion ? undefined : this.deps.cache.keyOf(user.sub, resolved, request);
     const [stored, cached] = await Promise.all([
-      this.deps.turns.insertTurn({ userId: user.sub, month, reserve: reserved, rows, events, chatId: chat.id, at: answer.createdAt }).catch((error: unknown) => {
+      this.deps.turns.insertTurn({ userId: user.sub, month, reserve: reserved, rows, events, chatId: chat.id, at: answer.createdAt }).catch(async (error: unknown) => {
         // The chat was deleted after it was read: its key is gone (23503), or the delete, which
-        // locks the chat and then its replies, met this statement in the other order (40P01).
+        // locks the chat and then its replies, met this statement in the other order (40P01; any
+        // other deadlock is not a missing chat).
         const code = (error as { code?: string }).code;
-        throw code === '23503' || code === '40P01' ? problems.notFound('No such chat.') : error;
+        if (code === '23503') throw problems.notFound('No such chat.');
+        if (code === '40P01') await this.deps.chats.require(user, chat.id); // 404 when it is gone
+        throw error;
       }),
       cacheKey ? this.deps.cache.get(cacheKey) : Promise.resolve(undefined),
     ]);
