@@ -13,12 +13,14 @@ export function expireExportsJob(options: { s3: { client: S3Client; bucket: stri
     run: async (db) => {
       const repo = exportRepository(db);
       let expired = 0;
+      // Exports S3 could not delete: left for the next run, and not asked again in this one.
+      const stuck: string[] = [];
+      let firstError: { Key?: string; Code?: string; Message?: string } | undefined;
       for (;;) {
-        const due = await repo.expired(db, BATCH);
+        const due = await repo.expired(db, BATCH, stuck);
         if (due.length === 0) break;
         const keys = due.flatMap((d) => (d.objectKey ? [{ Key: d.objectKey }] : []));
         const undeleted = new Set<string>();
-        let firstError: { Key?: string; Code?: string; Message?: string } | undefined;
         if (keys.length > 0) {
           // Deleting a missing key is not an error, so a rerun after a crash is harmless. A key S3
           // could not delete comes back in `Errors` (the call itself succeeds): its export stays
@@ -35,12 +37,13 @@ export function expireExportsJob(options: { s3: { client: S3Client; bucket: stri
         const deleted = due.filter((d) => !d.objectKey || !undeleted.has(d.objectKey));
         await repo.markExpired(db, deleted.map((d) => d.exportId));
         expired += deleted.length;
-        if (undeleted.size > 0) {
-          throw new Error(
-            `S3 did not delete ${undeleted.size} expired export(s) (first: ${firstError?.Key ?? '?'}: ${firstError?.Code ?? '?'} ${firstError?.Message ?? ''}); they are tried again at the next run (${expired} expired in this one)`,
-          );
-        }
+        for (const d of due) if (d.objectKey && undeleted.has(d.objectKey)) stuck.push(d.exportId);
         if (due.length < BATCH) break;
+      }
+      if (stuck.length > 0) {
+        throw new Error(
+          `S3 did not delete ${stuck.length} expired export(s) (first: ${firstError?.Key ?? '?'}: ${firstError?.Code ?? '?'} ${firstError?.Message ?? ''}); they are tried again at the next run (${expired} expired in this one)`,
+        );
       }
       return { exports: expired };
     },

@@ -1,4 +1,4 @@
-import { and, eq, inArray, lt, sql } from 'drizzle-orm';
+import { and, eq, inArray, lt, notInArray, sql } from 'drizzle-orm';
 import { workerTables } from '@vivier/db-worker';
 import type { Executor } from '@vivier/messaging';
 import type { WorkerDatabase } from '../worker-db';
@@ -29,11 +29,13 @@ export function exportRepository(db: WorkerDatabase) {
       return rows.length > 0;
     },
 
-    async expired(tx: Executor, limit: number) {
+    /** Ready exports whose time is up, but those of `skip` (which S3 could not delete in this run). */
+    async expired(tx: Executor, limit: number, skip: string[] = []) {
+      const due = and(eq(exports.state, 'ready'), lt(exports.expiresAt, sql`now()`));
       return tx
         .select({ exportId: exports.exportId, objectKey: exports.objectKey })
         .from(exports)
-        .where(and(eq(exports.state, 'ready'), lt(exports.expiresAt, sql`now()`)))
+        .where(skip.length > 0 ? and(due, notInArray(exports.exportId, skip)) : due)
         .limit(limit);
     },
 
