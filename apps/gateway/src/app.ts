@@ -107,6 +107,7 @@ export async function buildGatewayApp(
     authTimeoutMs: config.WS_AUTH_TIMEOUT_MS,
     pingIntervalMs: config.WS_PING_INTERVAL_MS,
     maxBufferedBytes: config.WS_MAX_BUFFERED_BYTES,
+    maxSocketsPerUser: config.WS_MAX_SOCKETS_PER_USER,
   });
   await app.register(docsRoutes, { upstreams, dispatcher, ttlSeconds: config.DOCS_CACHE_TTL_SECONDS });
   return app;

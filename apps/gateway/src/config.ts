@@ -118,6 +118,7 @@ export const gatewayConfigSchema = Type.Object({
   WS_AUTH_TIMEOUT_MS: Env.int(5000, 'A socket that has not authenticated (header or first frame) by then is closed (4401).', 100),
   WS_PING_INTERVAL_MS: Env.int(30_000, 'Sockets are pinged this often; one that did not answer the previous ping is dropped.', 100),
   WS_MAX_BUFFERED_BYTES: Env.int(1_048_576, 'A socket with more unsent bytes than this is too slow and is closed (4008).', 1024),
+  WS_MAX_SOCKETS_PER_USER: Env.int(32, 'Sockets one user may hold open on one gateway instance; one more is closed (4029).', 1),
   WS_MAX_FRAME_BYTES: Env.int(65_536, 'Largest client frame; a larger one closes the socket (1009).', 256),
 });
 

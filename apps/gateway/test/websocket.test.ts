@@ -163,6 +163,34 @@ describe('WebSocket frames that call chat', () => {
     return { g, url: `${g.url.replace('http', 'ws')}/api/v1/ws` };
   }
 
+  it('closes a user’s socket past WS_MAX_SOCKETS_PER_USER with 4029, and takes one again once another has gone', async () => {
+    const chat = await standIn();
+    const { url } = await gatewayWith(chat.url, { WS_MAX_SOCKETS_PER_USER: '2' });
+    const userId = `u-${randomUUID()}`;
+    const token = await auth.sign({ sub: userId });
+    const [a, b] = [new Client(url, token), new Client(url, token)];
+    await Promise.all([a.ready(), b.ready()]);
+    const third = new Client(url, token);
+    expect((await third.closedWith()).code).toBe(4029);
+    // Another user is not counted with them.
+    const other = new Client(url, await auth.sign({ sub: `u-${randomUUID()}` }));
+    await other.ready();
+    a.socket.close();
+    await a.closedWith();
+    await eventually(async () => {
+      const again = new Client(url, token);
+      try {
+        await again.ready();
+        again.socket.close();
+        return true;
+      } catch {
+        return false;
+      }
+    }, 5000);
+    b.socket.close();
+    other.socket.close();
+  });
+
   it('refuses a handshake from another origin with 403 problem details, before any upgrade', async () => {
     const socket = new WebSocket(wsUrl, { headers: { origin: 'https://evil.example' } });
     const answer = await new Promise<{ status: number; type: string; body: string } | 'opened'>((resolve) => {

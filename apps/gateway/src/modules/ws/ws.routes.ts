@@ -19,10 +19,12 @@ export interface WsOptions {
   authTimeoutMs: number;
   pingIntervalMs: number;
   maxBufferedBytes: number;
+  /** Sockets one user may hold open on this instance at once. */
+  maxSocketsPerUser: number;
 }
 
-/** Close codes: 4401 not (or no longer) authenticated, 4008 too slow to keep up. */
-export const CLOSE = { unauthenticated: 4401, slowConsumer: 4008, goingAway: 1001 } as const;
+/** Close codes: 4401 not (or no longer) authenticated, 4008 too slow to keep up, 4029 too many sockets of one user. */
+export const CLOSE = { unauthenticated: 4401, slowConsumer: 4008, tooManySockets: 4029, goingAway: 1001 } as const;
 
 /** Frames of one socket waiting on chat at once (a resume holds its place until its reply ends). */
 const MAX_FRAMES_IN_FLIGHT = 8;
@@ -132,6 +134,8 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
   const channels = new UserChannels(app.redis, options.userChannel, app.log);
   app.addHook('onClose', async () => channels.close());
   const sockets = new Set<WebSocket>();
+  /** Open, authenticated sockets per user on this instance. */
+  const socketsOf = new Map<string, number>();
   // Read at scrape time from the set of sockets.
   new Gauge({ name: 'vivier_gateway_websockets_open', help: 'WebSockets open on this instance.', registers: [app.metrics], collect() { this.set(sockets.size); } });
   const closed = new Counter({ name: 'vivier_gateway_websocket_closes_total', help: 'WebSockets closed, by close code.', labelNames: ['code'], registers: [app.metrics] });
@@ -290,6 +294,20 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
       known();
       // Closed when auth revokes the credential, and when an access token expires.
       if (ended) return; // closed while the credential was being checked
+      // A bound on what one user can make this instance hold (every reply event is sent to each of
+      // their sockets): a user's tabs and devices fit well within it.
+      const userId = auth.identity.sub;
+      const open = socketsOf.get(userId) ?? 0;
+      if (open >= options.maxSocketsPerUser) {
+        closeWith(CLOSE.tooManySockets, `at most ${options.maxSocketsPerUser} sockets per user`);
+        return;
+      }
+      socketsOf.set(userId, open + 1);
+      cleanups.push(() => {
+        const left = (socketsOf.get(userId) ?? 1) - 1;
+        if (left > 0) socketsOf.set(userId, left);
+        else socketsOf.delete(userId);
+      });
       cleanups.push(app.edgeAuth.openRequests.add(auth.identity, auth.iat, () => closeWith(CLOSE.unauthenticated, 'credential revoked')));
       if (auth.exp !== undefined) {
         const expiry = setTimeout(() => closeWith(CLOSE.unauthenticated, 'access token expired'), Math.max(0, auth.exp * 1000 - Date.now()));
