@@ -166,6 +166,27 @@ describe('auth events through the outbox', () => {
     for (const secretValue of [PASSWORD, newPassword, secret, first!, second!]) expect(everything).not.toContain(secretValue);
   });
 
+  it('records a sign-in refused because the account changed while it was checked (disabled meanwhile)', async () => {
+    const email = uniqueEmail('raced');
+    const userId = (await auth.register(email)).user.id;
+    // The row is held, as a change being committed holds it; the sign-in checks the password, then waits on it.
+    const holder = await auth.pg.connect();
+    try {
+      await holder.query('begin');
+      await holder.query('select 1 from auth.users where id = $1 for update', [userId]);
+      const login = auth.call('POST', '/api/v1/auth/login', { ip: IP, userAgent: UA, body: { email, password: PASSWORD } });
+      await eventually(async () => (await auth.pg.query(`select 1 from pg_stat_activity where wait_event_type = 'Lock' and query like '%auth%users%'`)).rows.length > 0, 10_000);
+      await holder.query('update auth.users set disabled_at = now() where id = $1', [userId]);
+      await holder.query('commit');
+      expect((await login).json()).toMatchObject({ code: 'account_disabled' });
+    } finally {
+      await holder.query('rollback').catch(() => undefined);
+      holder.release();
+    }
+    const failed = (await outboxEvents(auth.pg, userId)).filter((e) => e.type === 'vivier.auth.login.failed.v1');
+    expect(failed.map((e) => (e.data as { reason: string }).reason)).toEqual(['account_disabled']);
+  });
+
   it('records API key changes too, without the key', async () => {
     const signedIn = await auth.register();
     const identity = identityOf(signedIn.accessToken);

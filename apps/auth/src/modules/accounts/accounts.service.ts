@@ -29,6 +29,13 @@ export interface AccountsServiceOptions {
   };
 }
 
+/** The refusals of signIn (a change that committed since the account was read), as login.failed reasons. */
+const SIGN_IN_REFUSALS: Record<string, 'account_disabled' | 'invalid_password' | 'mfa_required'> = {
+  account_disabled: 'account_disabled',
+  invalid_credentials: 'invalid_password',
+  mfa_required: 'mfa_required',
+};
+
 export function normalizeEmail(email: string): string {
   return email.trim().toLowerCase();
 }
@@ -187,7 +194,15 @@ export class AccountsService {
         passwordHash = current.passwordHash;
       }
     }
-    return this.signIn(user, { method: 'password', ...(mfaMethod ? { mfaMethod } : {}) }, origin, { passwordHash, readAt });
+    try {
+      return await this.signIn(user, { method: 'password', ...(mfaMethod ? { mfaMethod } : {}) }, origin, { passwordHash, readAt });
+    } catch (error) {
+      // Refused under the user's row lock (a change committed since the account was read): a
+      // failed sign-in like any other, audited with its reason.
+      const reason = SIGN_IN_REFUSALS[(error as { code?: string }).code ?? ''];
+      if (reason) await this.loginFailed({ email, userId: user.id, reason }, origin);
+      throw error;
+    }
   }
 
   /**
