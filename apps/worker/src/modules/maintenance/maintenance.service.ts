@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { sql } from 'drizzle-orm';
+import { sql, type SQL } from 'drizzle-orm';
 import type { FastifyBaseLogger } from 'fastify';
 import type { WorkerDatabase } from '../worker-db';
 import { scheduleRepository, type MaintenanceJob } from './schedule.repository';
@@ -15,6 +15,16 @@ export interface MaintenanceOptions {
 /** Rows deleted per statement, so a purge never holds long locks. */
 const PURGE_BATCH = 5000;
 
+/** Runs `statement` (a delete of at most `limit` rows) until it deletes fewer; returns how many went. */
+async function deleteInBatches(db: WorkerDatabase, statement: (limit: number) => SQL): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const { rowCount } = await db.execute(statement(PURGE_BATCH));
+    total += rowCount ?? 0;
+    if ((rowCount ?? 0) < PURGE_BATCH) return total;
+  }
+}
+
 /**
  * The schedule's own run log, purged after `retentionHours`. (The outbox and processed event ids
  * of every service, the worker's included, are purged by that service's relay leader: see
@@ -24,16 +34,14 @@ export function purgeScheduleRunsJob(options: { intervalMs: number; retentionHou
   return {
     name: 'purge-schedule-runs',
     intervalMs: options.intervalMs,
-    run: async (db) => {
-      let scheduleRuns = 0;
-      for (;;) {
-        const result = await db.execute(sql`
+    run: async (db) => ({
+      scheduleRuns: await deleteInBatches(
+        db,
+        (limit) => sql`
           delete from worker.schedule_runs where id in (
-            select id from worker.schedule_runs where started_at < now() - make_interval(hours => ${options.retentionHours}) limit ${PURGE_BATCH})`);
-        scheduleRuns += result.rowCount ?? 0;
-        if ((result.rowCount ?? 0) < PURGE_BATCH) return { scheduleRuns };
-      }
-    },
+            select id from worker.schedule_runs where started_at < now() - make_interval(hours => ${options.retentionHours}) limit ${limit})`,
+      ),
+    }),
   };
 }
 
@@ -46,18 +54,16 @@ export function purgeFinishedJobsJob(options: { intervalMs: number; retentionHou
   return {
     name: 'purge-finished-jobs',
     intervalMs: options.intervalMs,
-    run: async (db) => {
-      let jobs = 0;
-      for (;;) {
-        const result = await db.execute(sql`
+    run: async (db) => ({
+      jobs: await deleteInBatches(
+        db,
+        (limit) => sql`
           delete from worker.jobs where assistant_message_id in (
             select assistant_message_id from worker.jobs
             where state = 'finished' and published_at is not null and updated_at < now() - make_interval(hours => ${options.retentionHours})
-            limit ${PURGE_BATCH})`);
-        jobs += result.rowCount ?? 0;
-        if ((result.rowCount ?? 0) < PURGE_BATCH) return { jobs };
-      }
-    },
+            limit ${limit})`,
+      ),
+    }),
   };
 }
 
