@@ -11,6 +11,10 @@ import type { HousekeepingTask } from './housekeeping';
 /** See OutboxRelayOptions.maxBatchBytes. */
 const DEFAULT_MAX_BATCH_BYTES = 512 * 1024;
 
+/** The first wait before looking again at rows held back by an open transaction, and the longest. */
+const HELD_BACK_MIN_MS = 10;
+const HELD_BACK_MAX_MS = 100;
+
 export interface OutboxRelayOptions {
   pool: pg.Pool;
   /** The service's schema; its outbox table is `<schema>.outbox`. */
@@ -166,6 +170,10 @@ export class OutboxRelay {
 
   private async run(generation: number): Promise<void> {
     let backoff = 100;
+    // Rows held back by a transaction still open elsewhere: looked at again soon, then less often
+    // while it stays open (a long transaction would otherwise cost 100 passes a second for as long
+    // as it runs). A commit that writes an event wakes the relay at once all the same (NOTIFY).
+    let heldBack = HELD_BACK_MIN_MS;
     const maxBackoff = this.options.maxBackoffMs ?? 5000;
     while (this.running && generation === this.generation) {
       try {
@@ -184,9 +192,13 @@ export class OutboxRelay {
         if (published > 0 && published < (this.options.batchSize ?? 500) && linger > 0) {
           await sleep(linger, undefined, { signal: this.stopping.signal }).catch(() => undefined);
         }
-        if (published === 0) {
-          // Rows written by transactions still open elsewhere become publishable very soon.
-          await this.sleep(this.backlogValue > 0 ? 10 : (this.options.pollIntervalMs ?? 1000));
+        if (published > 0) heldBack = HELD_BACK_MIN_MS;
+        else if (this.backlogValue > 0) {
+          await this.sleep(heldBack);
+          heldBack = Math.min(heldBack * 2, HELD_BACK_MAX_MS);
+        } else {
+          heldBack = HELD_BACK_MIN_MS;
+          await this.sleep(this.options.pollIntervalMs ?? 1000);
         }
       } catch (error) {
         const message = error instanceof Error ? error.message : String(error);

@@ -361,6 +361,39 @@ describe('outbox relay', () => {
     }
   });
 
+  it('looks less and less often at rows a long transaction holds back, and publishes them soon after it ends', async () => {
+    const chatId = randomUUID();
+    let passes = 0;
+    const pool = poolWatching((_client, text) => {
+      if (text.includes('pg_snapshot_xmin')) passes += 1;
+    });
+    const sink = await collect(kafka, ['chat.events']);
+    cleanups.push(() => sink.stop());
+    const { relay: r } = relay({ pool, pollIntervalMs: 5000 });
+    r.start();
+    await expect.poll(() => r.isLeader, { timeout: 10_000 }).toBe(true);
+    const long = await ts.pool.connect();
+    try {
+      // An older transaction with an id, open for a while (a slow job, a long report).
+      await long.query('begin');
+      await long.query('select pg_current_xact_id()');
+      await ts.db.transaction((tx) => publish()(tx, chatEvent(chatId, 1)));
+      await sleep(300);
+      const from = passes;
+      await sleep(1000);
+      // 100 a second before (a pass every 10 ms); now at most about 10 once the waits reach 100 ms.
+      expect(passes - from).toBeLessThanOrEqual(20);
+      expect(sink.records.filter((rec) => rec.key === chatId)).toHaveLength(0);
+      await long.query('commit');
+      const ended = Date.now();
+      await expect.poll(() => sink.records.filter((rec) => rec.key === chatId).length, { timeout: 5000, interval: 5 }).toBe(1);
+      expect(Date.now() - ended).toBeLessThan(1000);
+    } finally {
+      await long.query('rollback').catch(() => undefined);
+      long.release();
+    }
+  });
+
   it('runs one active relay per schema; the standby takes over when the leader stops', async () => {
     const chatId = randomUUID();
     const sink = await collect(kafka, ['chat.events']);
