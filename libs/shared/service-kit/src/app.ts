@@ -117,6 +117,8 @@ export async function createServiceApp(options: CreateAppOptions): Promise<Servi
   traceHttpServer(app, options.service);
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
+    // A NUL in the URL (a query value, a path parameter) is text PostgreSQL cannot store.
+    if (URL_NUL.test(request.url)) throw new HttpProblem(400, 'invalid_text', 'Text may not contain NUL characters (%00).');
   });
   // While draining (from SIGTERM, see runService, or from close()), every response closes its
   // connection, so keep-alive clients move to another instance and the server can finish closing
@@ -132,10 +134,7 @@ export async function createServiceApp(options: CreateAppOptions): Promise<Servi
   registerProblemHandlers(app);
   // JSON as Fastify parses it (prototype poisoning refused), except text PostgreSQL cannot store:
   // a NUL or half of a surrogate pair (JSON can only write them escaped) is a 400 here, not a
-  // failed insert later. The same for a NUL in the URL (a query value, a path parameter).
-  app.addHook('onRequest', async (request) => {
-    if (URL_NUL.test(request.url)) throw new HttpProblem(400, 'invalid_text', 'Text may not contain NUL characters (%00).');
-  });
+  // failed insert later (a NUL in the URL: the first onRequest hook above).
   const parseJson = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
