@@ -92,6 +92,13 @@ export interface EventConsumerOptions {
   /** Longest fetch wait; shorter means faster rebalances and shutdowns. */
   maxWaitTimeMs?: number;
   /**
+   * How long stop() waits for the member to commit and leave its group (default: the session
+   * timeout, at most 10 s). Leaving waits for a rebalance under way, and a rebalance waits for
+   * every member; past this the coordinator drops a member that went quiet anyway, so the rest of
+   * the shutdown (the relay's marks, the pools) goes on and the leave finishes behind it.
+   */
+  stopTimeoutMs?: number;
+  /**
    * Apply runs of consecutive first deliveries in one transaction (up to 100), replaying a failed
    * run record by record. Several times the throughput, but a failed run re-invokes the handlers
    * of its other records: only for handlers whose every effect is in the transaction (read
@@ -266,8 +273,6 @@ class OffsetCommitter {
 /** First deliveries applied together in one transaction. */
 const CHUNK_SIZE = 100;
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
 /** A node-postgres transaction's pool client (drizzle keeps it in the session), if it can be told. */
 interface TransactionClient {
   processID: number;
@@ -344,6 +349,10 @@ export class EventConsumer {
     this.supervisor = this.supervise();
   }
 
+  /**
+   * Stops fetching, lets the handlers in flight end (see withinDeadline), commits what was resolved
+   * and leaves the group: waited for up to `stopTimeoutMs`, after which the leave goes on behind.
+   */
   async stop(): Promise<void> {
     this.running = false;
     for (const timer of this.resumeTimers) clearTimeout(timer);
@@ -351,12 +360,30 @@ export class EventConsumer {
     // Handlers in flight end now if they pass their signal on, else 5 s from now (see withinDeadline).
     for (const deadline of this.deadlines) deadline.abort(new ConsumerStopping());
     this.stopWaiting?.();
-    await this.commits.settled();
-    await this.consumer?.disconnect().catch(() => undefined);
-    await this.supervisor;
+    const supervisor = this.supervisor;
+    if (!supervisor) return;
+    const timeoutMs = this.options.stopTimeoutMs ?? Math.min(this.options.sessionTimeoutMs ?? 30_000, 10_000);
+    let timer: NodeJS.Timeout | undefined;
+    const left = await Promise.race([
+      supervisor.then(() => true),
+      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
+    ]).finally(() => clearTimeout(timer));
+    if (!left) {
+      this.options.logger.warn(
+        { group: this.options.group, timeoutMs },
+        'the consumer did not leave its group in time (a rebalance under way, or the coordinator slow): the shutdown goes on, the leave finishes behind it',
+      );
+    }
   }
 
-  /** Keeps one kafkajs consumer running; replaces it when it crashes without restarting itself. */
+  /**
+   * Keeps one kafkajs consumer running; replaces it when it crashes. Only this loop starts and
+   * disconnects consumers (stop() asks it to): a kafkajs consumer disconnected while run() is still
+   * joining its group goes on to join and fetch with nothing left to stop it, and so does one
+   * kafkajs restarts by itself after a crash that came with the disconnect. So kafkajs never
+   * restarts a consumer here (restartOnFailure), and a stop during a start waits for run() to
+   * return before it disconnects.
+   */
   private async supervise(): Promise<void> {
     let backoff = 500;
     while (this.running) {
@@ -368,30 +395,42 @@ export class EventConsumer {
           this.stats.crashes += 1;
           this.healthy = false;
           this.lastErrorValue = event.payload.error.message;
-          if (!event.payload.restart) resolve();
+          resolve();
         });
       });
       try {
         await consumer.connect();
-        const topics = this.options.topics.flatMap((t) => [t, retryTopic(t, this.options.group)]);
-        await consumer.subscribe({ topics, fromBeginning: this.options.fromBeginning ?? true });
-        await consumer.run({
-          // Offsets are committed by this.commits, off the batch path (see OffsetCommitter).
-          autoCommit: false,
-          eachBatchAutoResolve: false,
-          partitionsConsumedConcurrently: this.options.partitionsConsumedConcurrently ?? 4,
-          eachBatch: (payload) => this.eachBatch(payload),
-        });
-        backoff = 500;
-        await crashed;
+        if (this.running) {
+          const topics = this.options.topics.flatMap((t) => [t, retryTopic(t, this.options.group)]);
+          await consumer.subscribe({ topics, fromBeginning: this.options.fromBeginning ?? true });
+        }
+        if (this.running) {
+          await consumer.run({
+            // Offsets are committed by this.commits, off the batch path (see OffsetCommitter).
+            autoCommit: false,
+            eachBatchAutoResolve: false,
+            partitionsConsumedConcurrently: this.options.partitionsConsumedConcurrently ?? 4,
+            eachBatch: (payload) => this.eachBatch(payload),
+          });
+          backoff = 500;
+          await crashed;
+        }
       } catch (error) {
         this.healthy = false;
         this.lastErrorValue = error instanceof Error ? error.message : String(error);
         this.options.logger.warn({ err: error, group: this.options.group }, 'consumer could not start; retrying');
       }
+      // A stopping consumer commits what it resolved before it leaves the group.
+      if (!this.running) await this.commits.settled();
       await consumer.disconnect().catch(() => undefined);
       if (!this.running) break;
-      await sleep(backoff);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, backoff);
+        this.stopWaiting = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
       backoff = Math.min(backoff * 2, 10_000);
     }
     this.healthy = false;
@@ -406,7 +445,8 @@ export class EventConsumer {
       rebalanceTimeout: Math.max(sessionTimeout * 2, 10_000),
       maxWaitTimeInMs: this.options.maxWaitTimeMs ?? 1000,
       allowAutoTopicCreation: false,
-      retry: { retries: 5, initialRetryTime: 300, maxRetryTime: 5000 },
+      // The supervisor replaces a crashed consumer (see supervise).
+      retry: { retries: 5, initialRetryTime: 300, maxRetryTime: 5000, restartOnFailure: async () => false },
     });
     consumer.on(consumer.events.GROUP_JOIN, () => {
       this.stats.joins += 1;
