@@ -32,7 +32,7 @@ describe('sessions housekeeping', () => {
 
     const client = await auth.pg.connect();
     try {
-      const removed = await sessionsHousekeeping({ revokedRetentionDays: 30 }).run(client);
+      const removed = await sessionsHousekeeping({ revokedRetentionDays: 30 }).run(client, new AbortController().signal);
       expect(removed.sessions).toBeGreaterThanOrEqual(2);
     } finally {
       client.release();

@@ -12,22 +12,29 @@ export const housekeepingConfigProperties = {
   ),
 } satisfies TProperties;
 
-/** One housekeeping step on the service's own schema; returns what it removed, for the log. */
+/**
+ * One housekeeping step on the service's own schema; returns what it removed, for the log.
+ * `stopping` aborts when the relay stops: a long step ends after the batch in hand.
+ */
 export interface HousekeepingTask {
   name: string;
-  run(client: pg.ClientBase): Promise<Record<string, number>>;
+  run(client: pg.ClientBase, stopping: AbortSignal): Promise<Record<string, number>>;
 }
 
 const BATCH = 5000;
 
-/** Deletes in batches (short transactions, no long lock on a busy table) until none is left. */
-export async function deleteInBatches(client: pg.ClientBase, statement: string, params: unknown[]): Promise<number> {
+/**
+ * Deletes in batches (short transactions, no long lock on a busy table) until none is left, or
+ * until stopped. `statement` takes `params` and then the batch size.
+ */
+export async function deleteInBatches(client: pg.ClientBase, statement: string, params: unknown[], stopping?: AbortSignal): Promise<number> {
   let total = 0;
-  for (;;) {
+  while (!stopping?.aborted) {
     const { rowCount } = await client.query(statement, [...params, BATCH]);
     total += rowCount ?? 0;
     if ((rowCount ?? 0) < BATCH) return total;
   }
+  return total;
 }
 
 /**
@@ -39,25 +46,27 @@ export function messagingHousekeeping(schema: string, retention: { outboxHours: 
   return [
     {
       name: 'purge-outbox',
-      run: async (client) => ({
+      run: async (client, stopping) => ({
         outbox: await deleteInBatches(
           client,
           `delete from "${schema}".outbox where id in (
              select id from "${schema}".outbox
              where published_at is not null and published_at < now() - make_interval(hours => $1) limit $2)`,
           [retention.outboxHours],
+          stopping,
         ),
       }),
     },
     {
       name: 'purge-processed-events',
-      run: async (client) => ({
+      run: async (client, stopping) => ({
         processedEvents: await deleteInBatches(
           client,
           `delete from "${schema}".processed_events where (consumer_group, event_id) in (
              select consumer_group, event_id from "${schema}".processed_events
              where processed_at < now() - make_interval(hours => $1) limit $2)`,
           [retention.processedEventsHours],
+          stopping,
         ),
       }),
     },

@@ -98,6 +98,8 @@ export class OutboxRelay {
   private lastErrorValue: string | undefined;
   private leader = false;
   private nextHousekeeping = 0;
+  /** The round of housekeeping under way (see startHousekeeping); stop() waits for it. */
+  private housekeeping: Promise<void> | undefined;
   private readonly channel: string;
   private readonly table: string;
   private readonly lockKey: string;
@@ -147,6 +149,7 @@ export class OutboxRelay {
     this.stopped = (async () => {
       await loop;
       await this.releaseLeadership();
+      await this.housekeeping; // ends after the batch or task in hand
     })();
     await this.stopped;
   }
@@ -187,7 +190,7 @@ export class OutboxRelay {
         const published = await this.pass();
         this.lastErrorValue = undefined;
         backoff = 100;
-        if (published === 0 && Date.now() >= this.nextHousekeeping) await this.housekeep();
+        if (published === 0 && Date.now() >= this.nextHousekeeping) this.startHousekeeping();
         const linger = this.options.lingerMs ?? 5;
         if (published > 0 && published < (this.options.batchSize ?? 500) && linger > 0) {
           await sleep(linger, undefined, { signal: this.stopping.signal }).catch(() => undefined);
@@ -379,24 +382,53 @@ export class OutboxRelay {
     return { ...row.headers, ...traceHeaders(started.context) };
   }
 
-  /** Runs every housekeeping task on the leader's connection; a failing task waits for the next round. */
-  private async housekeep(): Promise<void> {
+  /**
+   * Starts a round of housekeeping beside the passes, on a connection of its own: a purge of a
+   * week of rows runs for many seconds, and on the leader's connection every event committed
+   * meanwhile waited for it.
+   */
+  private startHousekeeping(): void {
     const housekeeping = this.options.housekeeping;
     if (!housekeeping || housekeeping.tasks.length === 0) {
       this.nextHousekeeping = Number.POSITIVE_INFINITY;
       return;
     }
+    if (this.housekeeping) return;
     this.nextHousekeeping = Date.now() + housekeeping.intervalMs;
-    for (const task of housekeeping.tasks) {
-      if (!this.running) return;
-      try {
-        const removed = await task.run(this.client!);
-        this.options.metrics?.housekeepingRuns.inc({ schema: this.options.schema, task: task.name, outcome: 'ok' });
-        if (Object.values(removed).some((n) => n > 0)) this.options.logger.info({ schema: this.options.schema, task: task.name, removed }, 'housekeeping');
-      } catch (error) {
-        this.options.metrics?.housekeepingRuns.inc({ schema: this.options.schema, task: task.name, outcome: 'failed' });
-        this.options.logger.warn({ err: error, schema: this.options.schema, task: task.name }, 'housekeeping task failed; it runs again next time');
+    this.housekeeping = this.housekeep(housekeeping.tasks, this.stopping.signal).finally(() => (this.housekeeping = undefined));
+  }
+
+  /** Runs the tasks one after the other until stopped; a failing task waits for the next round. */
+  private async housekeep(tasks: HousekeepingTask[], stopping: AbortSignal): Promise<void> {
+    const labels = { schema: this.options.schema };
+    let client: pg.PoolClient;
+    try {
+      client = await this.options.pool.connect();
+    } catch (error) {
+      this.options.logger.warn({ err: error, ...labels }, 'housekeeping could not get a connection; it runs again next time');
+      return;
+    }
+    client.on('error', ignoreError);
+    let broken: Error | undefined;
+    try {
+      for (const task of tasks) {
+        if (stopping.aborted) return;
+        try {
+          const removed = await task.run(client, stopping);
+          this.options.metrics?.housekeepingRuns.inc({ ...labels, task: task.name, outcome: 'ok' });
+          if (Object.values(removed).some((n) => n > 0)) this.options.logger.info({ ...labels, task: task.name, removed }, 'housekeeping');
+        } catch (error) {
+          this.options.metrics?.housekeepingRuns.inc({ ...labels, task: task.name, outcome: 'failed' });
+          this.options.logger.warn({ err: error, ...labels, task: task.name }, 'housekeeping task failed; it runs again next time');
+          if (isConnectionError(error)) {
+            broken = error as Error;
+            return;
+          }
+        }
       }
+    } finally {
+      client.release(broken);
+      client.off('error', ignoreError);
     }
   }
 

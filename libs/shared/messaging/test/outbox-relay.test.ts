@@ -9,7 +9,7 @@ import { createProducer } from '../src/kafka';
 import { createPublisher } from '../src/publish';
 import { OutboxRelay } from '../src/relay';
 import { MessagingMetrics } from '../src/metrics';
-import { messagingHousekeeping } from '../src/housekeeping';
+import { deleteInBatches, messagingHousekeeping, type HousekeepingTask } from '../src/housekeeping';
 import { createTestSchema, type TestSchema } from '../src/testing';
 import { chatEvent, collect, seqOf, silentLogger, sleep, startBroker } from './helpers';
 
@@ -488,5 +488,55 @@ describe('outbox relay', () => {
     await sleep(500);
     expect(standby.relay.isLeader).toBe(false);
     expect((await standby.metrics.housekeepingRuns.get()).values).toHaveLength(0);
+  });
+
+  it('publishes while a long housekeeping task runs: the task has a connection of its own', async () => {
+    let started!: () => void;
+    const running = new Promise<void>((resolve) => (started = resolve));
+    let finished = false;
+    const slow: HousekeepingTask = {
+      name: 'slow-purge',
+      run: async (client) => {
+        started();
+        await client.query('select pg_sleep(4)');
+        finished = true;
+        return {};
+      },
+    };
+    const sink = await collect(kafka, ['chat.events']);
+    cleanups.push(() => sink.stop());
+    const { relay: r } = relay({ pollIntervalMs: 20, housekeeping: { intervalMs: 3_600_000, tasks: [slow] } });
+    r.start();
+    await running;
+    const chatId = randomUUID();
+    const event = chatEvent(chatId, 1);
+    await ts.db.transaction((tx) => publish()(tx, event));
+    await expect.poll(() => idsOf(sink.records.filter((rec) => rec.key === chatId)), { timeout: 10_000, interval: 10 }).toEqual([event.id]);
+    expect(finished).toBe(false);
+  });
+
+  it('ends a long purge after the batch in hand when it stops', async () => {
+    // A "purge" that always finds a full batch, so only the stop can end it.
+    let batches = 0;
+    const endless: HousekeepingTask = {
+      name: 'endless-purge',
+      run: async (client, stopping) => {
+        const counted = {
+          query: (text: string, params: unknown[]) => {
+            batches += 1;
+            return client.query(text, params);
+          },
+        } as unknown as pg.ClientBase;
+        return { rows: await deleteInBatches(counted, 'select n from generate_series(1, $1::int) n', [], stopping) };
+      },
+    };
+    const { relay: r, metrics } = relay({ housekeeping: { intervalMs: 3_600_000, tasks: [endless] } });
+    r.start();
+    await expect.poll(() => batches, { timeout: 10_000 }).toBeGreaterThan(3);
+    await r.stop();
+    const after = batches;
+    expect((await metrics.housekeepingRuns.get()).values.find((v) => v.labels.task === 'endless-purge')?.labels.outcome).toBe('ok');
+    await sleep(200);
+    expect(batches).toBe(after);
   });
 });

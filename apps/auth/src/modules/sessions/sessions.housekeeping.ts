@@ -1,4 +1,4 @@
-import type { HousekeepingTask } from '@vivier/messaging';
+import { deleteInBatches, type HousekeepingTask } from '@vivier/messaging';
 
 /**
  * Sessions past any use, and their refresh tokens (ON DELETE CASCADE): expired for a day (a token
@@ -8,20 +8,17 @@ import type { HousekeepingTask } from '@vivier/messaging';
 export function sessionsHousekeeping(options: { revokedRetentionDays: number }): HousekeepingTask {
   return {
     name: 'purge-sessions',
-    run: async (client) => {
-      let sessions = 0;
-      for (;;) {
-        const { rowCount } = await client.query(
-          `delete from auth.sessions where id in (
-             select id from auth.sessions
-             where expires_at < now() - interval '1 day'
-                or revoked_at < now() - make_interval(days => $1)
-             limit 5000)`,
-          [options.revokedRetentionDays],
-        );
-        sessions += rowCount ?? 0;
-        if ((rowCount ?? 0) < 5000) return { sessions };
-      }
-    },
+    run: async (client, stopping) => ({
+      sessions: await deleteInBatches(
+        client,
+        `delete from auth.sessions where id in (
+           select id from auth.sessions
+           where expires_at < now() - interval '1 day'
+              or revoked_at < now() - make_interval(days => $1)
+           limit $2)`,
+        [options.revokedRetentionDays],
+        stopping,
+      ),
+    }),
   };
 }
