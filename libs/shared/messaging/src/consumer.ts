@@ -92,10 +92,11 @@ export interface EventConsumerOptions {
   /** Longest fetch wait; shorter means faster rebalances and shutdowns. */
   maxWaitTimeMs?: number;
   /**
-   * How long stop() waits for the member to commit and leave its group (default: the session
-   * timeout, at most 10 s). Leaving waits for a rebalance under way, and a rebalance waits for
-   * every member; past this the coordinator drops a member that went quiet anyway, so the rest of
-   * the shutdown (the relay's marks, the pools) goes on and the leave finishes behind it.
+   * How long stop() waits for the member to commit and leave its group, once its handlers have
+   * ended (default: the session timeout, at most 10 s). Leaving waits for a rebalance under way,
+   * and a rebalance waits for every member; past this the coordinator drops a member that went
+   * quiet anyway, so the rest of the shutdown (the relay's marks, the pools) goes on and the
+   * leave finishes behind it.
    */
   stopTimeoutMs?: number;
   /**
@@ -317,6 +318,10 @@ export class EventConsumer {
   private readonly resumeTimers = new Set<NodeJS.Timeout>();
   /** The deadlines of the handlers running now: stop() aborts them. */
   private readonly deadlines = new Set<AbortController>();
+  /** Called when the last handler running has ended (stop() waits for it). */
+  private handlersEnded: (() => void) | undefined;
+  /** Counts start() calls: a supervisor loop runs while it is the latest (see start()). */
+  private generation = 0;
   private healthy = false;
   private lastErrorValue: string | undefined;
   private readonly retry: RetryPolicy;
@@ -346,7 +351,11 @@ export class EventConsumer {
   start(): void {
     if (this.running) return;
     this.running = true;
-    this.supervisor = this.supervise();
+    // A stop() that returned at its timeout may have left the last loop leaving its group: that
+    // loop ends once it has (it is not the latest), and the new one starts after it.
+    const generation = ++this.generation;
+    const previous = this.supervisor ?? Promise.resolve();
+    this.supervisor = previous.then(() => this.supervise(generation));
   }
 
   /**
@@ -362,6 +371,9 @@ export class EventConsumer {
     this.stopWaiting?.();
     const supervisor = this.supervisor;
     if (!supervisor) return;
+    // Not bounded by the timeout: a handler left behind has its connection ended through the
+    // pool (see withinDeadline), which must still be open then.
+    if (this.deadlines.size > 0) await new Promise<void>((resolve) => (this.handlersEnded = resolve));
     const timeoutMs = this.options.stopTimeoutMs ?? Math.min(this.options.sessionTimeoutMs ?? 30_000, 10_000);
     let timer: NodeJS.Timeout | undefined;
     const left = await Promise.race([
@@ -384,13 +396,16 @@ export class EventConsumer {
    * restarts a consumer here (restartOnFailure), and a stop during a start waits for run() to
    * return before it disconnects.
    */
-  private async supervise(): Promise<void> {
+  private async supervise(generation: number): Promise<void> {
     let backoff = 500;
-    while (this.running) {
+    const current = () => this.running && generation === this.generation;
+    while (current()) {
       const consumer = this.createConsumer();
       this.consumer = consumer;
       const crashed = new Promise<void>((resolve) => {
         this.stopWaiting = resolve;
+        // Reset once a consumer has joined: one that crashes before it joins waits longer each time.
+        consumer.on(consumer.events.GROUP_JOIN, () => (backoff = 500));
         consumer.on(consumer.events.CRASH, (event) => {
           this.stats.crashes += 1;
           this.healthy = false;
@@ -400,11 +415,11 @@ export class EventConsumer {
       });
       try {
         await consumer.connect();
-        if (this.running) {
+        if (current()) {
           const topics = this.options.topics.flatMap((t) => [t, retryTopic(t, this.options.group)]);
           await consumer.subscribe({ topics, fromBeginning: this.options.fromBeginning ?? true });
         }
-        if (this.running) {
+        if (current()) {
           await consumer.run({
             // Offsets are committed by this.commits, off the batch path (see OffsetCommitter).
             autoCommit: false,
@@ -412,7 +427,6 @@ export class EventConsumer {
             partitionsConsumedConcurrently: this.options.partitionsConsumedConcurrently ?? 4,
             eachBatch: (payload) => this.eachBatch(payload),
           });
-          backoff = 500;
           await crashed;
         }
       } catch (error) {
@@ -421,9 +435,9 @@ export class EventConsumer {
         this.options.logger.warn({ err: error, group: this.options.group }, 'consumer could not start; retrying');
       }
       // A stopping consumer commits what it resolved before it leaves the group.
-      if (!this.running) await this.commits.settled();
+      if (!current()) await this.commits.settled();
       await consumer.disconnect().catch(() => undefined);
-      if (!this.running) break;
+      if (!current()) break;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, backoff);
         this.stopWaiting = () => {
@@ -777,6 +791,7 @@ export class EventConsumer {
     } finally {
       clearInterval(beating);
       this.deadlines.delete(deadline);
+      if (this.deadlines.size === 0) this.handlersEnded?.();
     }
   }
 

@@ -100,6 +100,8 @@ export class OutboxRelay {
   private nextHousekeeping = 0;
   /** The round of housekeeping under way (see startHousekeeping); stop() waits for it. */
   private housekeeping: Promise<void> | undefined;
+  /** Aborted when this relay lets go of the lead: its housekeeping ends, the next leader's begins. */
+  private leadership = new AbortController();
   private readonly channel: string;
   private readonly table: string;
   private readonly lockKey: string;
@@ -230,6 +232,7 @@ export class OutboxRelay {
       client.on('notification', this.onNotification);
       this.client = client;
       this.leader = true;
+      this.leadership = new AbortController();
       this.floor = '0';
       this.options.logger.info({ schema: this.options.schema }, 'outbox relay is the leader for this schema');
       return true;
@@ -246,6 +249,7 @@ export class OutboxRelay {
     const unmarked = this.unmarked;
     this.client = undefined;
     this.leader = false;
+    this.leadership.abort();
     this.unmarked = [];
     if (!client) return;
     try {
@@ -395,7 +399,9 @@ export class OutboxRelay {
     }
     if (this.housekeeping) return;
     this.nextHousekeeping = Date.now() + housekeeping.intervalMs;
-    this.housekeeping = this.housekeep(housekeeping.tasks, this.stopping.signal).finally(() => (this.housekeeping = undefined));
+    // Ends after the batch in hand when the relay stops or loses the lead (once per schema).
+    const ending = AbortSignal.any([this.stopping.signal, this.leadership.signal]);
+    this.housekeeping = this.housekeep(housekeeping.tasks, ending).finally(() => (this.housekeeping = undefined));
   }
 
   /** Runs the tasks one after the other until stopped; a failing task waits for the next round. */

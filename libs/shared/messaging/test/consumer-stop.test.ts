@@ -1,14 +1,18 @@
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sql } from 'drizzle-orm';
+import { drizzle } from 'drizzle-orm/node-postgres';
 import type { Admin, Consumer, ConsumerConfig, Kafka, Producer } from 'kafkajs';
 import { Registry } from 'prom-client';
-import type { ConsumerGroup } from '@vivier/contracts';
+import { toKafkaRecord, type ConsumerGroup } from '@vivier/contracts';
+import { createPool } from '@vivier/service-kit';
 import { testAdminDatabaseUrl } from '@vivier/service-kit/testing';
 import type { DevKafka } from '@vivier/dev-kafka';
 import { createProducer } from '../src/kafka';
 import { EventConsumer, type EventConsumerOptions } from '../src/consumer';
 import { MessagingMetrics } from '../src/metrics';
 import { createTestSchema, type TestSchema } from '../src/testing';
-import { silentLogger, sleep, startBroker } from './helpers';
+import { chatEvent, silentLogger, sleep, startBroker } from './helpers';
 
 // Stopping a consumer whose group coordinator is slow to answer: while it is still joining, and
 // while a leave cannot get an answer. Two brokers, the coordinator of the groups here on broker 2,
@@ -129,4 +133,31 @@ describe('stopping a consumer', () => {
       await dev.setRtt(2, 0);
     }
   }, 40_000);
+
+  it('waits for a handler left behind, whatever its stop timeout: its connection is ended through the pool, which then closes', async () => {
+    // A handler that ignores its signal is left behind 5 s after the stop, and its connection is
+    // ended with a statement on the consumer's pool. Returning at a shorter stop timeout let the
+    // service close that pool first: the handler's client was never given back, and the pool's
+    // end() waited for it for good.
+    const pool = createPool({ url: testAdminDatabaseUrl(), poolMax: 4, applicationName: 'vivier-consumer-stop-test' });
+    let started!: () => void;
+    const running = new Promise<void>((resolve) => (started = resolve));
+    const consumer = eventConsumer('chat', {
+      db: drizzle(pool),
+      stopTimeoutMs: 500,
+      handlers: {
+        'vivier.chat.message.created.v1': async (_event, { tx }) => {
+          await tx.execute(sql`select 1`);
+          started();
+          await new Promise(() => undefined); // never ends, whatever its signal says
+        },
+      },
+    });
+    consumer.start();
+    const { key, value, headers } = toKafkaRecord(chatEvent(randomUUID(), 1));
+    await producer.send({ topic: 'chat.events', acks: -1, messages: [{ key, value, headers }] });
+    await running;
+    await consumer.stop();
+    await pool.end();
+  }, 30_000);
 });

@@ -58,6 +58,9 @@ function consumer(handler: EventHandler, overrides: Partial<EventConsumerOptions
     heartbeatIntervalMs: 500,
     maxWaitTimeMs: 200,
     retry: { attempts: 4, initialDelayMs: 300, maxDelayMs: 5000 },
+    // These tests read what a stopped member committed, and hand its partitions to the next:
+    // stop() waits until it has left (consumer-stop.test.ts tests the bound).
+    stopTimeoutMs: 60_000,
     ...overrides,
   });
   c.start();

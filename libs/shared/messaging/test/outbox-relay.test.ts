@@ -539,4 +539,34 @@ describe('outbox relay', () => {
     await sleep(200);
     expect(batches).toBe(after);
   });
+
+  it('ends its housekeeping after the batch in hand when it loses the lead, as when it stops', async () => {
+    let batches = 0;
+    const endless: HousekeepingTask = {
+      name: 'endless-purge',
+      run: async (client, stopping) => {
+        const counted = {
+          query: (text: string, params: unknown[]) => {
+            batches += 1;
+            return client.query(text, params);
+          },
+        } as unknown as pg.ClientBase;
+        return { rows: await deleteInBatches(counted, 'select n from generate_series(1, $1::int) n', [], stopping) };
+      },
+    };
+    const { relay: r, metrics } = relay({ pollIntervalMs: 20, housekeeping: { intervalMs: 3_600_000, tasks: [endless] } });
+    r.start();
+    await expect.poll(() => batches, { timeout: 10_000 }).toBeGreaterThan(3);
+    // The leader's connection is cut: its next pass fails and it lets go of the lead.
+    const { rows: killed } = await ts.pool.query<{ ok: boolean }>(
+      `select pg_terminate_backend(pid) as ok from pg_stat_activity where query like '%pg_snapshot_xmin%' and query like $1 and pid <> pg_backend_pid()`,
+      [`%"${ts.schema}"."outbox"%`],
+    );
+    expect(killed.map((k) => k.ok)).toEqual([true]);
+    await expect.poll(async () => (await metrics.housekeepingRuns.get()).values.find((v) => v.labels.task === 'endless-purge')?.labels.outcome, { timeout: 10_000 }).toBe('ok');
+    const ended = batches;
+    await sleep(300);
+    expect(batches).toBe(ended);
+    await expect.poll(() => r.isLeader, { timeout: 10_000 }).toBe(true);
+  });
 });
