@@ -107,6 +107,24 @@ async function lingeringAfterSend() {
   return { relay: r, marked };
 }
 
+/** A "purge" that always finds a full batch, so only a stop (or the lead let go) ends it; `batches` counts its statements. */
+function endlessPurge(): { task: HousekeepingTask; batches: () => number } {
+  let batches = 0;
+  const task: HousekeepingTask = {
+    name: 'endless-purge',
+    run: async (client, stopping) => {
+      const counted = {
+        query: (text: string, params: unknown[]) => {
+          batches += 1;
+          return client.query(text, params);
+        },
+      } as unknown as pg.ClientBase;
+      return { rows: await deleteInBatches(counted, 'select n from generate_series(1, $1::int) n', [], stopping) };
+    },
+  };
+  return { task, batches: () => batches };
+}
+
 describe('outbox relay', () => {
   it('publishes only committed events, wakes on NOTIFY within milliseconds, and marks them sent', async () => {
     const chatId = randomUUID();
@@ -516,47 +534,22 @@ describe('outbox relay', () => {
   });
 
   it('ends a long purge after the batch in hand when it stops', async () => {
-    // A "purge" that always finds a full batch, so only the stop can end it.
-    let batches = 0;
-    const endless: HousekeepingTask = {
-      name: 'endless-purge',
-      run: async (client, stopping) => {
-        const counted = {
-          query: (text: string, params: unknown[]) => {
-            batches += 1;
-            return client.query(text, params);
-          },
-        } as unknown as pg.ClientBase;
-        return { rows: await deleteInBatches(counted, 'select n from generate_series(1, $1::int) n', [], stopping) };
-      },
-    };
+    const { task: endless, batches } = endlessPurge();
     const { relay: r, metrics } = relay({ housekeeping: { intervalMs: 3_600_000, tasks: [endless] } });
     r.start();
-    await expect.poll(() => batches, { timeout: 10_000 }).toBeGreaterThan(3);
+    await expect.poll(() => batches(), { timeout: 10_000 }).toBeGreaterThan(3);
     await r.stop();
-    const after = batches;
+    const after = batches();
     expect((await metrics.housekeepingRuns.get()).values.find((v) => v.labels.task === 'endless-purge')?.labels.outcome).toBe('ok');
     await sleep(200);
-    expect(batches).toBe(after);
+    expect(batches()).toBe(after);
   });
 
   it('ends its housekeeping after the batch in hand when it loses the lead, as when it stops', async () => {
-    let batches = 0;
-    const endless: HousekeepingTask = {
-      name: 'endless-purge',
-      run: async (client, stopping) => {
-        const counted = {
-          query: (text: string, params: unknown[]) => {
-            batches += 1;
-            return client.query(text, params);
-          },
-        } as unknown as pg.ClientBase;
-        return { rows: await deleteInBatches(counted, 'select n from generate_series(1, $1::int) n', [], stopping) };
-      },
-    };
+    const { task: endless, batches } = endlessPurge();
     const { relay: r, metrics } = relay({ pollIntervalMs: 20, housekeeping: { intervalMs: 3_600_000, tasks: [endless] } });
     r.start();
-    await expect.poll(() => batches, { timeout: 10_000 }).toBeGreaterThan(3);
+    await expect.poll(() => batches(), { timeout: 10_000 }).toBeGreaterThan(3);
     // The leader's connection is cut: its next pass fails and it lets go of the lead.
     const { rows: killed } = await ts.pool.query<{ ok: boolean }>(
       `select pg_terminate_backend(pid) as ok from pg_stat_activity where query like '%pg_snapshot_xmin%' and query like $1 and pid <> pg_backend_pid()`,
@@ -564,9 +557,9 @@ describe('outbox relay', () => {
     );
     expect(killed.map((k) => k.ok)).toEqual([true]);
     await expect.poll(async () => (await metrics.housekeepingRuns.get()).values.find((v) => v.labels.task === 'endless-purge')?.labels.outcome, { timeout: 10_000 }).toBe('ok');
-    const ended = batches;
+    const ended = batches();
     await sleep(300);
-    expect(batches).toBe(ended);
+    expect(batches()).toBe(ended);
     await expect.poll(() => r.isLeader, { timeout: 10_000 }).toBe(true);
   });
 });
