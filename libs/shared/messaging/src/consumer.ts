@@ -184,10 +184,16 @@ export function isTransientDatabaseError(error: unknown): boolean {
   return error instanceof DrizzleQueryError && isTransientDatabaseError(error.cause);
 }
 
-/** A record not applied because the database was away: tried again in place, no attempt spent. */
+/**
+ * A record not applied because the database was away, or not passed on to its retry or
+ * dead-letter topic because Kafka or the database was: tried again in place, no attempt spent.
+ */
 class TriedLater extends Error {
-  constructor(readonly reason: unknown) {
-    super('the database is away for now');
+  constructor(
+    readonly reason: unknown,
+    readonly what: 'apply' | 'forward' = 'apply',
+  ) {
+    super(what === 'apply' ? 'the database is away for now' : 'the record could not be passed on for now');
   }
 }
 
@@ -644,7 +650,12 @@ export class EventConsumer {
       if (!this.running) return false; // stopping: the record stays unresolved for the next member
       const delay = Math.min((this.databaseBackoff.get(key) ?? DATABASE_BACKOFF_MS / 2) * 2, DATABASE_BACKOFF_MAX_MS);
       this.databaseBackoff.set(key, delay);
-      this.options.logger.warn({ err: error.reason, group: this.options.group, topic, partition, offset: message.offset, retryInMs: delay }, 'the database is away: the record is tried again in place');
+      this.options.logger.warn(
+        { err: error.reason, group: this.options.group, topic, partition, offset: message.offset, retryInMs: delay },
+        error.what === 'apply'
+          ? 'the database is away: the record is tried again in place'
+          : 'the record could not be passed on to its retry or dead-letter topic: it is tried again in place',
+      );
       this.pauseFor(pause, delay);
       return false;
     }
@@ -671,10 +682,6 @@ export class EventConsumer {
     try {
       event = parseEvent(message.value);
     } catch (error) {
-      if (await this.wasForwarded(marker)) {
-        metrics?.consumed.inc({ group, topic, outcome: 'duplicate' });
-        return;
-      }
       const reason = error instanceof UnknownEventTypeError ? 'unknown_type' : 'invalid';
       const detail =
         error instanceof EventValidationError
@@ -682,8 +689,14 @@ export class EventConsumer {
           : error instanceof Error
             ? error.message
             : String(error);
-      await this.deadLetter(topic, partition, message, reason, detail);
-      await this.markForwarded(marker, deadLetterTopic(topic, group));
+      await this.forwarding(async () => {
+        if (await this.wasForwarded(marker)) {
+          metrics?.consumed.inc({ group, topic, outcome: 'duplicate' });
+          return;
+        }
+        await this.deadLetter(topic, partition, message, reason, detail);
+        await this.markForwarded(marker, deadLetterTopic(topic, group));
+      });
       return;
     }
 
@@ -756,42 +769,66 @@ export class EventConsumer {
       // Nor is a stop: the record stays unresolved for the member that takes the partition.
       if (isTransientDatabaseError(error) || deadline.signal.reason instanceof ConsumerStopping) throw new TriedLater(error);
       const detail = error instanceof Error ? error.message : String(error);
-      if (attempt < this.retry.attempts) {
-        const delay = Math.min(this.retry.initialDelayMs * 2 ** (attempt - 1), this.retry.maxDelayMs);
-        this.options.logger.warn({ err: error, group, topic, eventId: event.id, type: event.type, attempt, retryInMs: delay }, 'event handler failed; will retry');
-        await ensureConnected(this.options.producer);
-        await this.options.producer.send({
-          topic: retryTopic(topic, group),
-          acks: -1,
-          messages: [
-            {
-              key: message.key,
-              value: message.value,
-              headers: {
-                ...message.headers,
-                [RETRY_HEADERS.attempt]: String(attempt + 1),
-                [RETRY_HEADERS.notBefore]: String(Date.now() + delay),
-                [RETRY_HEADERS.originalTopic]: topic,
-                // Where the event first arrived, kept through every retry for the dead letter.
-                [RETRY_HEADERS.originalPartition]: header(message.headers, RETRY_HEADERS.originalPartition) ?? String(partition),
-                [RETRY_HEADERS.originalOffset]: header(message.headers, RETRY_HEADERS.originalOffset) ?? message.offset,
-                [RETRY_HEADERS.error]: detail.slice(0, 2000),
-              },
-            },
-          ],
-        });
-        await this.markForwarded(marker, retryTopic(topic, group));
-        metrics?.retries.inc({ group, topic });
-        metrics?.consumed.inc({ group, topic, outcome: 'retried' });
-      } else {
-        this.options.logger.error({ err: error, group, topic, eventId: event.id, type: event.type, attempt }, 'event handler failed for the last time; dead-lettered');
-        await this.deadLetter(topic, partition, message, 'handler_failed', detail);
-        await this.markForwarded(marker, deadLetterTopic(topic, group));
-      }
+      await this.forwarding(() => this.forward(error, { topic, partition, message, marker, event, attempt, detail }));
     } finally {
       clearInterval(beating);
       this.deadlines.delete(deadline);
       if (this.deadlines.size === 0) this.handlersEnded?.();
+    }
+  }
+
+  /**
+   * Runs `fn` (passing a record on to a retry or dead-letter topic, and marking it so); if Kafka or
+   * the database fails it, the record is tried again in place (TriedLater: its partition pauses).
+   * Thrown on, the error crashed the consumer: a new member, and a rebalance of the whole group.
+   */
+  private async forwarding(fn: () => Promise<void>): Promise<void> {
+    try {
+      await fn();
+    } catch (error) {
+      throw new TriedLater(error, 'forward');
+    }
+  }
+
+  /** Passes a record whose handler failed on: to its retry topic, or after the last attempt to its dead-letter topic. */
+  private async forward(
+    error: unknown,
+    r: { topic: Topic; partition: number; message: KafkaMessage; marker: string; event: AnyEvent; attempt: number; detail: string },
+  ): Promise<void> {
+    const { topic, partition, message, marker, event, attempt, detail } = r;
+    const group = this.options.group;
+    const metrics = this.options.metrics;
+    if (attempt < this.retry.attempts) {
+      const delay = Math.min(this.retry.initialDelayMs * 2 ** (attempt - 1), this.retry.maxDelayMs);
+      this.options.logger.warn({ err: error, group, topic, eventId: event.id, type: event.type, attempt, retryInMs: delay }, 'event handler failed; will retry');
+      await ensureConnected(this.options.producer);
+      await this.options.producer.send({
+        topic: retryTopic(topic, group),
+        acks: -1,
+        messages: [
+          {
+            key: message.key,
+            value: message.value,
+            headers: {
+              ...message.headers,
+              [RETRY_HEADERS.attempt]: String(attempt + 1),
+              [RETRY_HEADERS.notBefore]: String(Date.now() + delay),
+              [RETRY_HEADERS.originalTopic]: topic,
+              // Where the event first arrived, kept through every retry for the dead letter.
+              [RETRY_HEADERS.originalPartition]: header(message.headers, RETRY_HEADERS.originalPartition) ?? String(partition),
+              [RETRY_HEADERS.originalOffset]: header(message.headers, RETRY_HEADERS.originalOffset) ?? message.offset,
+              [RETRY_HEADERS.error]: detail.slice(0, 2000),
+            },
+          },
+        ],
+      });
+      await this.markForwarded(marker, retryTopic(topic, group));
+      metrics?.retries.inc({ group, topic });
+      metrics?.consumed.inc({ group, topic, outcome: 'retried' });
+    } else {
+      this.options.logger.error({ err: error, group, topic, eventId: event.id, type: event.type, attempt }, 'event handler failed for the last time; dead-lettered');
+      await this.deadLetter(topic, partition, message, 'handler_failed', detail);
+      await this.markForwarded(marker, deadLetterTopic(topic, group));
     }
   }
 
