@@ -324,8 +324,8 @@ export class EventConsumer {
   private readonly resumeTimers = new Set<NodeJS.Timeout>();
   /** The deadlines of the handlers running now: stop() aborts them. */
   private readonly deadlines = new Set<AbortController>();
-  /** Called when the last handler running has ended (stop() waits for it). */
-  private handlersEnded: (() => void) | undefined;
+  /** Called when the last handler running has ended (stop() calls, however many, wait for it). */
+  private readonly handlersEnded: Array<() => void> = [];
   /** Counts start() calls: a supervisor loop runs while it is the latest (see start()). */
   private generation = 0;
   private healthy = false;
@@ -379,7 +379,7 @@ export class EventConsumer {
     if (!supervisor) return;
     // Not bounded by the timeout: a handler left behind has its connection ended through the
     // pool (see withinDeadline), which must still be open then.
-    if (this.deadlines.size > 0) await new Promise<void>((resolve) => (this.handlersEnded = resolve));
+    if (this.deadlines.size > 0) await new Promise<void>((resolve) => this.handlersEnded.push(resolve));
     const timeoutMs = this.options.stopTimeoutMs ?? Math.min(this.options.sessionTimeoutMs ?? 30_000, 10_000);
     let timer: NodeJS.Timeout | undefined;
     const left = await Promise.race([
@@ -773,7 +773,7 @@ export class EventConsumer {
     } finally {
       clearInterval(beating);
       this.deadlines.delete(deadline);
-      if (this.deadlines.size === 0) this.handlersEnded?.();
+      if (this.deadlines.size === 0) for (const ended of this.handlersEnded.splice(0)) ended();
     }
   }
 
