@@ -1,7 +1,7 @@
 import { housekeepingConfigProperties } from './housekeeping';
 import net from 'node:net';
 import tls from 'node:tls';
-import { Kafka, logLevel as KafkaLogLevel, type ISocketFactory, type Producer, type logCreator } from 'kafkajs';
+import { Kafka, logLevel as KafkaLogLevel, Partitioners, type ISocketFactory, type Producer, type logCreator } from 'kafkajs';
 import type { Static, TProperties } from '@sinclair/typebox';
 import type { FastifyBaseLogger } from 'fastify';
 import { Env } from '@vivier/service-kit';
@@ -104,6 +104,9 @@ export function createProducer(kafka: Kafka, idempotent: boolean): Producer {
     // One request in flight keeps the order of records of a partition even when a send is retried.
     maxInFlightRequests: 1,
     allowAutoTopicCreation: false,
+    // kafkajs 2's default (murmur2, as the Java client places keys), named: left implicit, every
+    // service logged a warning about the v1 → v2 change of default at each start.
+    createPartitioner: Partitioners.DefaultPartitioner,
   });
 }
 
