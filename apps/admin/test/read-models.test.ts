@@ -159,7 +159,14 @@ describe('read models from events', () => {
     }
 
     const byProvider = await usage(`from=${D1}&to=${D2}&groupBy=provider`);
-    const mine = (items: Array<{ provider: string }>) => items.filter((i) => i.provider === P1 || i.provider === P2);
+    // Lists come ordered by provider (then model). P1 is named after the test run and P2 after this
+    // file's random tag, so either may come first: the order is checked, then P1's rows are taken
+    // first whatever it is.
+    const mine = <T extends { provider: string }>(items: T[]): T[] => {
+      const providers = items.map((i) => i.provider).filter((p) => p === P1 || p === P2);
+      expect(providers).toEqual([...providers].sort());
+      return [P1, P2].flatMap((p) => items.filter((i) => i.provider === p));
+    };
     expect(mine(byProvider.items)).toMatchObject([
       { provider: P1, messages: 5, tokensIn: 257, tokensOut: 108, costMicros: 544, failures: 1, cacheHits: 1, cancelled: 1 },
       { provider: P2, messages: 1, tokensIn: 200, tokensOut: 300, costMicros: 0, latencyMs: latency(1, 1200) },
