@@ -1,4 +1,4 @@
-import type { Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage, Producer } from 'kafkajs';
+import type { Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage } from 'kafkajs';
 import type { FastifyBaseLogger } from 'fastify';
 import { and, DrizzleQueryError, eq, inArray, sql } from 'drizzle-orm';
 import {
@@ -28,7 +28,7 @@ import {
 } from '@vivier/contracts';
 import type { Executor } from './publish';
 import type { MessagingMetrics } from './metrics';
-import { ensureConnected } from './producer';
+import type { EventProducer } from './producer';
 import type { messagingTables } from './tables';
 
 type ProcessedEventsTable = ReturnType<typeof messagingTables>['processedEvents'];
@@ -75,7 +75,7 @@ export interface RetryPolicy {
 export interface EventConsumerOptions {
   kafka: Kafka;
   /** Shared producer for retry and dead-letter records. */
-  producer: Producer;
+  producer: EventProducer;
   group: ConsumerGroup;
   topics: Topic[];
   handlers: EventHandlers;
@@ -801,7 +801,6 @@ export class EventConsumer {
     if (attempt < this.retry.attempts) {
       const delay = Math.min(this.retry.initialDelayMs * 2 ** (attempt - 1), this.retry.maxDelayMs);
       this.options.logger.warn({ err: error, group, topic, eventId: event.id, type: event.type, attempt, retryInMs: delay }, 'event handler failed; will retry');
-      await ensureConnected(this.options.producer);
       await this.options.producer.send({
         topic: retryTopic(topic, group),
         acks: -1,
@@ -947,7 +946,6 @@ export class EventConsumer {
 
   private async deadLetter(topic: Topic, partition: number, message: KafkaMessage, reason: string, detail: string): Promise<void> {
     const group = this.options.group;
-    await ensureConnected(this.options.producer);
     await this.options.producer.send({
       topic: deadLetterTopic(topic, group),
       acks: -1,

@@ -1,10 +1,11 @@
 import { housekeepingConfigProperties } from './housekeeping';
 import net from 'node:net';
 import tls from 'node:tls';
-import { Kafka, logLevel as KafkaLogLevel, Partitioners, type ISocketFactory, type Producer, type logCreator } from 'kafkajs';
+import { Kafka, logLevel as KafkaLogLevel, Partitioners, type ISocketFactory, type logCreator } from 'kafkajs';
 import type { Static, TProperties } from '@sinclair/typebox';
 import type { FastifyBaseLogger } from 'fastify';
 import { Env } from '@vivier/service-kit';
+import { EventProducer } from './producer';
 import { fixKafkajsIdleLoop } from './request-queue-fix';
 
 export const messagingConfigProperties = {
@@ -51,13 +52,19 @@ const LEVELS: Record<string, KafkaLogLevel> = {
   debug: KafkaLogLevel.DEBUG,
 };
 
+const LIMITED_RETRIES_WARNING = 'Limiting retries for the idempotent producer may invalidate EoS guarantees';
+
 /** kafkajs logs through the service's pino logger. */
 function pinoLogCreator(logger: FastifyBaseLogger): logCreator {
   return () =>
     ({ level, log }) => {
       const { message, ...extra } = log;
       const child = { kafka: extra };
-      if (level === KafkaLogLevel.ERROR) logger.warn(child, `kafka: ${message}`);
+      // Said of every idempotent producer made with a retry limit, as ours are: kafkajs gives up
+      // after a few tries so that our loops keep control, and EventProducer then starts a new
+      // producer (nothing is lost; consumers dedupe). Not a misconfiguration to warn of.
+      if (message === LIMITED_RETRIES_WARNING) logger.debug(child, `kafka: ${message}`);
+      else if (level === KafkaLogLevel.ERROR) logger.warn(child, `kafka: ${message}`);
       else if (level === KafkaLogLevel.WARN) logger.warn(child, `kafka: ${message}`);
       else if (level === KafkaLogLevel.INFO) logger.info(child, `kafka: ${message}`);
       else logger.debug(child, `kafka: ${message}`);
@@ -97,16 +104,23 @@ export function createKafka(
   });
 }
 
-/** One producer per process for the relay and for retry/dead-letter records. */
-export function createProducer(kafka: Kafka, idempotent: boolean): Producer {
-  return kafka.producer({
-    idempotent,
-    // One request in flight keeps the order of records of a partition even when a send is retried.
-    maxInFlightRequests: 1,
-    allowAutoTopicCreation: false,
-    // kafkajs 2's default (murmur2, as the Java client places keys), named: left implicit, every
-    // service logged a warning about the v1 → v2 change of default at each start.
-    createPartitioner: Partitioners.DefaultPartitioner,
-  });
+/**
+ * One producer per process for the relay and for retry/dead-letter records. An idempotent one is
+ * replaced after a failed send (see EventProducer); `onRenewed` hears of each replacement.
+ */
+export function createProducer(kafka: Kafka, idempotent: boolean, onRenewed?: (error: unknown) => void): EventProducer {
+  return new EventProducer(
+    kafka,
+    {
+      idempotent,
+      // One request in flight keeps the order of records of a partition even when a send is retried.
+      maxInFlightRequests: 1,
+      allowAutoTopicCreation: false,
+      // kafkajs 2's default (murmur2, as the Java client places keys), named: left implicit, every
+      // service logged a warning about the v1 → v2 change of default at each start.
+      createPartitioner: Partitioners.DefaultPartitioner,
+    },
+    onRenewed,
+  );
 }
 

@@ -12,6 +12,7 @@ export class MessagingMetrics {
   readonly lag: Gauge<'group' | 'topic' | 'partition'>;
   readonly endToEnd: Histogram<'group' | 'topic'>;
   readonly housekeepingRuns: Counter<'schema' | 'task' | 'outcome'>;
+  readonly producerRenewals: Counter;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -25,6 +26,11 @@ export class MessagingMetrics {
       name: 'vivier_housekeeping_runs_total',
       help: "Runs of a schema's housekeeping tasks (purges) by the relay leader, by outcome.",
       labelNames: ['schema', 'task', 'outcome'],
+      registers,
+    });
+    this.producerRenewals = new Counter({
+      name: 'vivier_kafka_producer_renewals_total',
+      help: 'Idempotent Kafka producers replaced by a new one after a failed send (EventProducer).',
       registers,
     });
     this.outboxPublished = new Counter({

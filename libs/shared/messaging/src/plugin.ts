@@ -50,8 +50,11 @@ export const messagingPlugin = fp<MessagingPluginOptions>(
   async (app, options) => {
     const { config } = options;
     const kafka = createKafka(config, options.service, app.log);
-    const producer = createProducer(kafka, config.KAFKA_PRODUCER_IDEMPOTENT);
     const metrics = new MessagingMetrics(app.metrics);
+    const producer = createProducer(kafka, config.KAFKA_PRODUCER_IDEMPOTENT, (err) => {
+      metrics.producerRenewals.inc();
+      app.log.warn({ err }, 'a Kafka send failed: the next send goes through a new idempotent producer (a resend may duplicate records; consumers dedupe)');
+    });
     const relay = new OutboxRelay({
       pool: app.pg,
       schema: options.schema,

@@ -1,22 +1,107 @@
-import type { Producer } from 'kafkajs';
+import type { Kafka, Producer, ProducerBatch, ProducerConfig, ProducerRecord, RecordMetadata } from 'kafkajs';
 
-const state = new WeakMap<Producer, { connected: boolean; connecting?: Promise<void> }>();
-
-/** Tracks a producer's connection and connects it on demand (kafkajs refuses sends while disconnected). */
-export function trackProducer(producer: Producer): void {
-  if (state.has(producer)) return;
-  const s: { connected: boolean; connecting?: Promise<void> } = { connected: false };
-  state.set(producer, s);
-  producer.on(producer.events.CONNECT, () => (s.connected = true));
-  producer.on(producer.events.DISCONNECT, () => (s.connected = false));
+interface Session {
+  producer: Producer;
+  connected: boolean;
+  connecting?: Promise<void>;
+  /** Sends under way on it. */
+  sending: number;
+  /** Replaced after a failed send: disconnected once its last send has ended. */
+  retired: boolean;
 }
 
-export async function ensureConnected(producer: Producer): Promise<void> {
-  trackProducer(producer);
-  const s = state.get(producer)!;
-  if (s.connected) return;
-  s.connecting ??= producer.connect().finally(() => {
-    s.connecting = undefined;
-  });
-  await s.connecting;
+/**
+ * The process's Kafka producer, as the relay and the consumers' retry and dead-letter forwards
+ * use it: connected on demand (kafkajs refuses sends while disconnected), and, when idempotent,
+ * replaced after a send fails.
+ *
+ * Why replaced: an idempotent producer numbers its records per partition, and kafkajs takes the
+ * numbers of a failed request back. When the request did reach the log (an answer that timed out,
+ * a connection cut after the write), the next send reuses numbers the broker has already seen;
+ * the broker takes it as a duplicate only if it is the very same batch, and refuses anything else
+ * with OUT_OF_ORDER_SEQUENCE_NUMBER. So does a broker that has forgotten the producer (its state
+ * expires after `producer.id.expiration.ms`, a day by default, of silence: a quiet service's relay)
+ * with UNKNOWN_PRODUCER_ID or OUT_OF_ORDER_SEQUENCE_NUMBER. kafkajs never recovers from either by
+ * itself: its numbers stay where they were, and every later send fails the same way, so the outbox
+ * would stop for good. A new producer gets a new producer id from the broker and numbers from
+ * zero. A resend through it can duplicate records the old one wrote; consumers dedupe by event id
+ * (EVENTS.md), and nothing is lost.
+ */
+export class EventProducer {
+  private session: Session | undefined;
+  /** Producers made so far (a new one after each failed send, when idempotent). */
+  private made = 0;
+
+  constructor(
+    private readonly kafka: Kafka,
+    private readonly config: ProducerConfig,
+    private readonly onRenewed?: (error: unknown) => void,
+  ) {
+    this.current();
+  }
+
+  /** How many kafkajs producers this has used: more than one after failures, when idempotent. */
+  get generation(): number {
+    return this.made;
+  }
+
+  async connect(): Promise<void> {
+    await this.connected(this.current());
+  }
+
+  send(record: ProducerRecord): Promise<RecordMetadata[]> {
+    return this.through((producer) => producer.send(record));
+  }
+
+  sendBatch(batch: ProducerBatch): Promise<RecordMetadata[]> {
+    return this.through((producer) => producer.sendBatch(batch));
+  }
+
+  /** Disconnects the producer in use; a later send connects again. */
+  async disconnect(): Promise<void> {
+    const session = this.session;
+    if (!session) return;
+    await session.connecting?.catch(() => undefined);
+    await session.producer.disconnect();
+  }
+
+  private current(): Session {
+    if (this.session) return this.session;
+    const producer = this.kafka.producer(this.config);
+    const session: Session = { producer, connected: false, sending: 0, retired: false };
+    producer.on(producer.events.CONNECT, () => (session.connected = true));
+    producer.on(producer.events.DISCONNECT, () => (session.connected = false));
+    this.made += 1;
+    this.session = session;
+    return session;
+  }
+
+  private async connected(session: Session): Promise<void> {
+    if (session.connected) return;
+    session.connecting ??= session.producer.connect().finally(() => {
+      session.connecting = undefined;
+    });
+    await session.connecting;
+  }
+
+  private async through(send: (producer: Producer) => Promise<RecordMetadata[]>): Promise<RecordMetadata[]> {
+    const session = this.current();
+    session.sending += 1;
+    try {
+      await this.connected(session);
+      return await send(session.producer);
+    } catch (error) {
+      if (this.config.idempotent && !session.retired) {
+        // The next send (a retry of this one, or any other) starts a new producer; sends still
+        // under way on this one end first.
+        session.retired = true;
+        if (this.session === session) this.session = undefined;
+        this.onRenewed?.(error);
+      }
+      throw error;
+    } finally {
+      session.sending -= 1;
+      if (session.retired && session.sending === 0) void session.producer.disconnect().catch(() => undefined);
+    }
+  }
 }

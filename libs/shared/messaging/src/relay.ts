@@ -1,11 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
-import type { Producer } from 'kafkajs';
 import type { FastifyBaseLogger } from 'fastify';
 import { KAFKA_HEADERS } from '@vivier/contracts';
 import { contextFromHeaders, endSpan, serviceTracer, SpanKind, startChildSpan, traceHeaders, tracingEnabled, TRACER_KEY, type TraceSpan } from '@vivier/service-kit';
 import type { MessagingMetrics } from './metrics';
-import { ensureConnected } from './producer';
+import type { EventProducer } from './producer';
 import type { HousekeepingTask } from './housekeeping';
 
 /** See OutboxRelayOptions.maxBatchBytes. */
@@ -19,7 +18,7 @@ export interface OutboxRelayOptions {
   pool: pg.Pool;
   /** The service's schema; its outbox table is `<schema>.outbox`. */
   schema: string;
-  producer: Producer;
+  producer: EventProducer;
   logger: FastifyBaseLogger;
   metrics?: MessagingMetrics;
   batchSize?: number;
@@ -332,7 +331,6 @@ export class OutboxRelay {
     }
     const started = performance.now();
     try {
-      await ensureConnected(this.options.producer);
       await this.options.producer.sendBatch({
         acks: -1,
         topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),

@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Kafka, Producer } from 'kafkajs';
+import type { Kafka } from 'kafkajs';
 import { Registry } from 'prom-client';
 import { toKafkaRecord } from '@vivier/contracts';
 import { testAdminDatabaseUrl } from '@vivier/service-kit/testing';
 import type { DevKafka } from '@vivier/dev-kafka';
 import { createProducer } from '../src/kafka';
+import type { EventProducer } from '../src/producer';
 import { EventConsumer } from '../src/consumer';
 import { MessagingMetrics } from '../src/metrics';
 import { createTestSchema, type TestSchema } from '../src/testing';
@@ -16,7 +17,7 @@ import { chatEvent, silentLogger, startBroker } from './helpers';
 let dev: DevKafka;
 let kafka: Kafka;
 let ts: TestSchema;
-let producer: Producer;
+let producer: EventProducer;
 
 beforeAll(async () => {
   ({ dev, kafka } = await startBroker());

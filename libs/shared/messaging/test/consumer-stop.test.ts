@@ -2,13 +2,14 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
-import type { Admin, Consumer, ConsumerConfig, Kafka, Producer } from 'kafkajs';
+import type { Admin, Consumer, ConsumerConfig, Kafka } from 'kafkajs';
 import { Registry } from 'prom-client';
 import { toKafkaRecord, type ConsumerGroup } from '@vivier/contracts';
 import { createPool } from '@vivier/service-kit';
 import { testAdminDatabaseUrl } from '@vivier/service-kit/testing';
 import type { DevKafka } from '@vivier/dev-kafka';
 import { createProducer } from '../src/kafka';
+import type { EventProducer } from '../src/producer';
 import { EventConsumer, type EventConsumerOptions } from '../src/consumer';
 import { MessagingMetrics } from '../src/metrics';
 import { createTestSchema, type TestSchema } from '../src/testing';
@@ -21,7 +22,7 @@ let dev: DevKafka;
 let kafka: Kafka;
 let admin: Admin;
 let ts: TestSchema;
-let producer: Producer;
+let producer: EventProducer;
 let partitions: number;
 
 beforeAll(async () => {

@@ -1,12 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Kafka, Producer } from 'kafkajs';
+import type { Kafka } from 'kafkajs';
 import { sql } from 'drizzle-orm';
 import { Registry } from 'prom-client';
 import { toKafkaRecord, type AnyEvent } from '@vivier/contracts';
 import { testAdminDatabaseUrl } from '@vivier/service-kit/testing';
 import type { DevKafka } from '@vivier/dev-kafka';
 import { createProducer } from '../src/kafka';
+import type { EventProducer } from '../src/producer';
 import { EventConsumer, RETRY_HEADERS, type EventConsumerOptions, type EventHandler } from '../src/consumer';
 import { MessagingMetrics } from '../src/metrics';
 import { OutboxRelay } from '../src/relay';
@@ -17,7 +18,7 @@ import { chatEvent, collect, seqOf, silentLogger, sleep, startBroker } from './h
 let dev: DevKafka;
 let kafka: Kafka;
 let ts: TestSchema;
-let producer: Producer;
+let producer: EventProducer;
 const cleanups: Array<() => Promise<unknown>> = [];
 
 beforeAll(async () => {

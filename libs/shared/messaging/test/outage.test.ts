@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Kafka, Producer } from 'kafkajs';
+import type { Kafka } from 'kafkajs';
 import { sql } from 'drizzle-orm';
 import { Registry } from 'prom-client';
 import { testAdminDatabaseUrl } from '@vivier/service-kit/testing';
 import type { DevKafka } from '@vivier/dev-kafka';
 import { createProducer } from '../src/kafka';
+import type { EventProducer } from '../src/producer';
 import { createPublisher } from '../src/publish';
 import { OutboxRelay } from '../src/relay';
 import { EventConsumer } from '../src/consumer';
@@ -30,8 +31,8 @@ afterAll(async () => {
 describe('Kafka outage under steady publishing', () => {
   it('loses nothing and applies nothing twice when the broker is down for 30 s', async () => {
     const metrics = new MessagingMetrics(new Registry());
-    const relayProducer: Producer = createProducer(kafka, false);
-    const consumerProducer: Producer = createProducer(kafka, false);
+    const relayProducer: EventProducer = createProducer(kafka, false);
+    const consumerProducer: EventProducer = createProducer(kafka, false);
     const relay = new OutboxRelay({ pool: ts.pool, schema: ts.schema, producer: relayProducer, logger: silentLogger, metrics, pollIntervalMs: 200, maxBackoffMs: 1000 });
     const consumer = new EventConsumer({
       kafka,

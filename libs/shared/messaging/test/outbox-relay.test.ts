@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Kafka, Producer } from 'kafkajs';
+import type { Kafka } from 'kafkajs';
 import pg from 'pg';
 import { Registry } from 'prom-client';
 import { testAdminDatabaseUrl } from '@vivier/service-kit/testing';
 import type { DevKafka } from '@vivier/dev-kafka';
 import { createProducer } from '../src/kafka';
+import type { EventProducer } from '../src/producer';
 import { createPublisher } from '../src/publish';
 import { OutboxRelay } from '../src/relay';
 import { MessagingMetrics } from '../src/metrics';
@@ -30,7 +31,7 @@ afterAll(async () => {
   await dev?.stop();
 });
 
-function relay(overrides: Partial<ConstructorParameters<typeof OutboxRelay>[0]> = {}): { relay: OutboxRelay; producer: Producer; metrics: MessagingMetrics } {
+function relay(overrides: Partial<ConstructorParameters<typeof OutboxRelay>[0]> = {}): { relay: OutboxRelay; producer: EventProducer; metrics: MessagingMetrics } {
   const producer = createProducer(kafka, false);
   const metrics = new MessagingMetrics(new Registry());
   const r = new OutboxRelay({ pool: ts.pool, schema: ts.schema, producer, logger: silentLogger, metrics, pollIntervalMs: 60_000, ...overrides });
