@@ -8,6 +8,7 @@ import {
   identityPlugin,
   redisPlugin,
   requireAdmin,
+  closeStep,
   type ServiceApp,
 } from '@vivier/service-kit';
 import { createPublisher, messagingPlugin } from '@vivier/messaging';
@@ -105,7 +106,7 @@ export async function buildAdminApp(config: AdminConfig, options: BuildAdminAppO
     await republish();
     if (config.PROVIDER_REPUBLISH_HOURS > 0) republishing = setInterval(() => void republish(), config.PROVIDER_REPUBLISH_HOURS * 3_600_000).unref();
   });
-  app.addHook('onClose', async () => {
+  closeStep(app, 'admin: settings republish', async () => {
     clearInterval(republishing);
     await running;
   });

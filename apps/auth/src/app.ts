@@ -8,6 +8,7 @@ import {
   databasePlugin,
   identityPlugin,
   redisPlugin,
+  closeStep,
   type ServiceApp,
 } from '@vivier/service-kit';
 import { createPublisher, messagingPlugin } from '@vivier/messaging';
@@ -137,9 +138,7 @@ export async function buildAuthApp(config: AuthConfig, options: BuildAuthAppOpti
     // than the in-process fallback; it is not required (see README: Redis outage).
     await Promise.all([keys.activeKey(), passwords.warmUp(), redisConnected(app.redis, 3000)]);
   });
-  app.addHook('onClose', async () => {
-    await revocations.stop();
-  });
+  closeStep(app, 'auth: revocations', () => revocations.stop());
   return app;
 }
 

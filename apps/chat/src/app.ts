@@ -9,6 +9,8 @@ import {
   identityPlugin,
   objectStoragePlugin,
   redisPlugin,
+  closeStep,
+  timedStep,
   type ServiceApp,
 } from '@vivier/service-kit';
 import { CONSUMER_GROUPS, SUBSCRIPTIONS } from '@vivier/contracts';
@@ -226,16 +228,21 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
     models.assertDefaultServed();
     hub.start((messageId) => runner.cancelLocal(messageId));
   });
-  app.addHook('preClose', async () => {
-    // Replies outlive their HTTP requests: let the running ones end (and be stored) first.
-    await runner.drain(Math.floor(config.SHUTDOWN_TIMEOUT_MS / 2));
-    await sweeper.stop();
-    providerSync.stop();
-  });
-  app.addHook('onClose', async () => {
+  closeStep(
+    app,
+    'chat: running replies',
+    async () => {
+      // Replies outlive their HTTP requests: let the running ones end (and be stored) first.
+      await runner.drain(Math.floor(config.SHUTDOWN_TIMEOUT_MS / 2));
+      await sweeper.stop();
+      providerSync.stop();
+    },
+    'preClose',
+  );
+  closeStep(app, 'chat', async () => {
     // The requests have ended; the settlements they left run on until written (the pool closes after).
-    await openai.drain();
-    await holders.stop();
+    await timedStep(app, 'chat: OpenAI API settlements', () => openai.drain());
+    await timedStep(app, 'chat: quota holder', () => holders.stop());
     await hub.close();
     await router.close();
   });

@@ -1,6 +1,6 @@
 import type { DestinationStream } from 'pino';
 import { Agent } from 'undici';
-import { createRedis, createServiceApp, openAiErrorsOnSend, redisPlugin, splitList, type ServiceApp } from '@vivier/service-kit';
+import { createRedis, createServiceApp, openAiErrorsOnSend, redisPlugin, splitList, closeStep, type ServiceApp } from '@vivier/service-kit';
 import type { GatewayConfig } from './config';
 import { authPlugin } from './modules/auth/auth.plugin';
 import { docsRoutes } from './modules/docs/docs.routes';
@@ -56,7 +56,7 @@ export async function buildGatewayApp(
     headersTimeout: config.UPSTREAM_TIMEOUT_MS,
     bodyTimeout: config.UPSTREAM_TIMEOUT_MS,
   });
-  app.addHook('onClose', async () => dispatcher.close());
+  closeStep(app, 'gateway: upstream connections', () => dispatcher.close());
 
   // Before any route of the gateway's own: every upgrade request, whatever its path, goes through it.
   await websocketSupport(app, { maxFrameBytes: config.WS_MAX_FRAME_BYTES });

@@ -9,6 +9,7 @@ import {
   identityPlugin,
   objectStoragePlugin,
   redisPlugin,
+  closeStep,
   type ServiceApp,
 } from '@vivier/service-kit';
 import { CONSUMER_GROUPS, SUBSCRIPTIONS } from '@vivier/contracts';
@@ -41,9 +42,7 @@ export async function buildWorkerApp(config: WorkerConfig, options: BuildWorkerA
   const pool = createPool({ url: config.DATABASE_URL, poolMax: config.DATABASE_POOL_MAX, applicationName: 'worker' });
   const db = createDatabase(pool, workerTables);
   const router = createProviderRouter(providers, providerMetricsHooks(app.metrics));
-  app.addHook('onClose', async () => {
-    await router.close();
-  });
+  closeStep(app, 'worker: provider router', () => router.close());
   await app.register(identityPlugin, { secret: config.INTERNAL_IDENTITY_SECRET });
   await app.register(databasePlugin, { pool });
   await app.register(redisPlugin, { redis: createRedis(config.REDIS_URL, { keyPrefix: config.REDIS_KEY_PREFIX, name: 'worker' }) });

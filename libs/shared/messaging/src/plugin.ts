@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin';
 import type { Admin } from 'kafkajs';
 import type { ConsumerGroup, Topic } from '@vivier/contracts';
+import { closeStep, timedStep } from '@vivier/service-kit';
 import { createKafka, createProducer, type MessagingConfig } from './kafka';
 import { MessagingMetrics } from './metrics';
 import { createPublisher, type Publish } from './publish';
@@ -116,11 +117,11 @@ export const messagingPlugin = fp<MessagingPluginOptions>(
       relay.start();
       for (const consumer of consumers) consumer.start();
     });
-    app.addHook('onClose', async () => {
+    closeStep(app, 'messaging', async () => {
       // Consumers finish the record in hand and commit; the relay finishes its batch.
-      await Promise.all(consumers.map((c) => c.stop()));
-      await relay.stop();
-      await producer.disconnect().catch(() => undefined);
+      await timedStep(app, 'kafka consumers', () => Promise.all(consumers.map((c) => c.stop())));
+      await timedStep(app, 'outbox relay', () => relay.stop());
+      await timedStep(app, 'kafka producer', () => producer.disconnect().catch(() => undefined));
       await admin?.disconnect().catch(() => undefined);
     });
   },

@@ -16,6 +16,7 @@ import { loggerOptions } from './logging';
 import { HttpProblem, registerProblemHandlers } from './errors';
 import { metricsPlugin } from './metrics';
 import { readinessPlugin } from './readiness';
+import { ShutdownSteps } from './shutdown-steps';
 import { traceHttpServer } from './tracing';
 
 declare module 'fastify' {
@@ -125,6 +126,9 @@ export async function createServiceApp(options: CreateAppOptions): Promise<Servi
   // as soon as in-flight requests are answered; /ready answers 503.
   const draining = { active: false };
   app.decorate('draining', draining);
+  const shutdownSteps = new ShutdownSteps();
+  app.decorate('shutdownSteps', shutdownSteps);
+  app.server.once('close', () => (shutdownSteps.requestsEnded = true));
   app.addHook('preClose', async () => {
     draining.active = true;
   });

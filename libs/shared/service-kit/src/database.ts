@@ -3,6 +3,7 @@ import pg from 'pg';
 import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
 import { Histogram, type Registry } from 'prom-client';
 import { endSpan, otelContext, SpanKind, startChildSpan, tracingEnabled } from './tracing';
+import { closeStep } from './shutdown-steps';
 
 export type Database<TSchema extends Record<string, unknown> = Record<string, never>> = NodePgDatabase<TSchema>;
 
@@ -120,9 +121,8 @@ export const databasePlugin = fp<{ pool: pg.Pool }>(
         await pool.query('select 1');
       },
     });
-    app.addHook('onClose', async () => {
-      await pool.end();
-    });
+    // Waits for every connection checked out of the pool to be released.
+    closeStep(app, 'postgres pool', () => pool.end());
   },
   { name: 'database', dependencies: ['readiness'] },
 );

@@ -14,3 +14,4 @@ export * from './openai-errors';
 export * from './http-schemas';
 export * from './tracing';
 export * from './client-ip';
+export * from './shutdown-steps';

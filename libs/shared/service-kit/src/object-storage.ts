@@ -2,6 +2,7 @@ import fp from 'fastify-plugin';
 import { HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { Type, type TProperties } from '@sinclair/typebox';
 import { Env } from './config';
+import { closeStep } from './shutdown-steps';
 
 export const s3ConfigProperties = {
   S3_ENDPOINT: Type.Optional(
@@ -70,7 +71,7 @@ export const objectStoragePlugin = fp<{ client: S3Client; bucket: string }>(
         await client.send(new HeadBucketCommand({ Bucket: bucket }));
       },
     });
-    app.addHook('onClose', async () => client.destroy());
+    closeStep(app, 's3 client', async () => client.destroy());
   },
   { name: 'object-storage', dependencies: ['readiness'] },
 );

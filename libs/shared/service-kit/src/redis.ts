@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin';
 import { Redis, type Command, type RedisOptions } from 'ioredis';
 import { endSpan, SpanKind, startChildSpan, tracingEnabled } from './tracing';
+import { closeStep } from './shutdown-steps';
 
 /** Inside a trace, each command of this client gets a CLIENT span (the command name, never its arguments). */
 export function instrumentRedis(redis: Redis): void {
@@ -78,9 +79,7 @@ export const redisPlugin = fp<{ redis: Redis; critical?: boolean }>(
         await redis.ping();
       },
     });
-    app.addHook('onClose', async () => {
-      redis.disconnect();
-    });
+    closeStep(app, 'redis', async () => redis.disconnect());
   },
   { name: 'redis', dependencies: ['readiness'] },
 );

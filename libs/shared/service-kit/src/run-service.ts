@@ -33,7 +33,11 @@ export async function runService(app: FastifyInstance, options: RunServiceOption
       await releaseConnections(app, options.shutdownGraceMs!);
     }
     const timer = setTimeout(() => {
-      app.log.error({ timeoutMs: options.shutdownTimeoutMs }, 'shutdown timed out: exiting');
+      // Where it hung: the steps still running, or the requests not yet answered.
+      app.log.error(
+        { timeoutMs: options.shutdownTimeoutMs, requestsEnded: app.shutdownSteps.requestsEnded, running: app.shutdownSteps.running() },
+        'shutdown timed out: exiting',
+      );
       process.exit(1);
     }, options.shutdownTimeoutMs);
     timer.unref();

@@ -45,6 +45,13 @@ function startFixture(env: Record<string, string>) {
   return { port, exited, output: () => out, errors: () => err, slowStarted };
 }
 
+/** The fixture's "shutdown timed out" log line. */
+function timeoutLog(output: string): { requestsEnded: boolean; running: Array<{ step: string; ms: number }> } {
+  const line = output.split('\n').find((l) => l.includes('shutdown timed out'));
+  if (!line) throw new Error(`no shutdown timeout in the log: ${output}`);
+  return JSON.parse(line) as { requestsEnded: boolean; running: Array<{ step: string; ms: number }> };
+}
+
 /** Whether a new connection to `port` is accepted (one-off, `connection: close`: it leaves nothing open). */
 const accepts = (port: number) =>
   new Promise<boolean>((resolve) => {
@@ -129,6 +136,18 @@ describe('graceful shutdown', () => {
     child!.kill('SIGTERM');
     expect(await proc.exited).toBe(1);
     await hanging;
+    // The log says where it hung: a request not answered yet, before any close step.
+    expect(timeoutLog(proc.output())).toMatchObject({ requestsEnded: false, running: [] });
+  });
+
+  it('names the close step that held the stop up when the shutdown timeout ends it', async () => {
+    const proc = startFixture({ SHUTDOWN_TIMEOUT_MS: '1000', SHUTDOWN_GRACE_MS: '0', HANG_CLOSE_MS: '30000' });
+    await proc.port;
+    child!.kill('SIGTERM');
+    expect(await proc.exited).toBe(1);
+    const log = timeoutLog(proc.output());
+    expect(log).toMatchObject({ requestsEnded: true, running: [{ step: 'test: hanging step' }] });
+    expect(log.running[0]!.ms).toBeGreaterThan(0);
   });
 
   it('stops at start with a message naming a malformed variable', async () => {

@@ -1,6 +1,6 @@
 import type { Dispatcher } from 'undici';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { HttpProblem, problems, type Identity } from '@vivier/service-kit';
+import { HttpProblem, problems, closeStep, type Identity } from '@vivier/service-kit';
 import type { Access } from '../proxy/upstreams';
 import { AccessTokenVerifier, invalidToken } from './access-token.service';
 import { ApiKeyVerifier, looksLikeApiKey } from './api-key.service';
@@ -188,7 +188,7 @@ export const authPlugin = unscoped<AuthPluginOptions>('gateway-auth', async (app
     onReconnect: () => void recheck(),
     onLive: (live) => checker.revocationFeed(live),
   });
-  app.addHook('onClose', async () => {
+  closeStep(app, 'gateway: revocation listener', async () => {
     clearInterval(rechecks);
     await listener.close();
     await checker.close();

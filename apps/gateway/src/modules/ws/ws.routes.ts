@@ -3,7 +3,7 @@ import { Counter, Gauge } from 'prom-client';
 import type { FastifyRequest } from 'fastify';
 import { request as httpRequest, type Dispatcher } from 'undici';
 import type { WebSocket } from 'ws';
-import { HttpProblem, signContext, type Identity, type ServiceApp } from '@vivier/service-kit';
+import { closeStep, HttpProblem, signContext, type Identity, type ServiceApp } from '@vivier/service-kit';
 import { looksLikeApiKey } from '../auth/api-key.service';
 import { bearer } from '../auth/auth.plugin';
 import { UserChannels, type ReplyEnvelope } from './user-channels';
@@ -132,7 +132,7 @@ export async function websocketSupport(app: ServiceApp, options: { maxFrameBytes
  */
 export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<void> {
   const channels = new UserChannels(app.redis, options.userChannel, app.log);
-  app.addHook('onClose', async () => channels.close());
+  closeStep(app, 'gateway: websocket channels', async () => channels.close());
   const sockets = new Set<WebSocket>();
   /** Open, authenticated sockets per user on this instance. */
   const socketsOf = new Map<string, number>();
