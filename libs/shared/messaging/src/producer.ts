@@ -31,6 +31,8 @@ export class EventProducer {
   private session: Session | undefined;
   /** Producers made so far (a new one after each failed send, when idempotent). */
   private made = 0;
+  /** Replaced producers still being disconnected (disconnect() waits for them). */
+  private readonly retiring = new Set<Promise<void>>();
 
   constructor(
     private readonly kafka: Kafka,
@@ -57,19 +59,23 @@ export class EventProducer {
     return this.through((producer) => producer.sendBatch(batch));
   }
 
-  /** Disconnects the producer in use; a later send connects again. */
+  /** Disconnects the producer in use, and waits for replaced ones to be; a later send connects again. */
   async disconnect(): Promise<void> {
     const session = this.session;
-    if (!session) return;
-    await session.connecting?.catch(() => undefined);
-    await session.producer.disconnect();
+    if (session) {
+      await session.connecting?.catch(() => undefined);
+      await session.producer.disconnect();
+    }
+    await Promise.all(this.retiring);
   }
 
   private current(): Session {
     if (this.session) return this.session;
     const producer = this.kafka.producer(this.config);
     const session: Session = { producer, connected: false, sending: 0, retired: false };
-    producer.on(producer.events.CONNECT, () => (session.connected = true));
+    // Connected once connect() has resolved, not at kafkajs's CONNECT event: an idempotent
+    // producer emits that before it has its producer id, and a send in between would go out
+    // without one. (kafkajs emits DISCONNECT only from disconnect().)
     producer.on(producer.events.DISCONNECT, () => (session.connected = false));
     this.made += 1;
     this.session = session;
@@ -78,9 +84,14 @@ export class EventProducer {
 
   private async connected(session: Session): Promise<void> {
     if (session.connected) return;
-    session.connecting ??= session.producer.connect().finally(() => {
-      session.connecting = undefined;
-    });
+    session.connecting ??= session.producer
+      .connect()
+      .then(() => {
+        session.connected = true;
+      })
+      .finally(() => {
+        session.connecting = undefined;
+      });
     await session.connecting;
   }
 
@@ -88,20 +99,30 @@ export class EventProducer {
     const session = this.current();
     session.sending += 1;
     try {
+      // A connection that fails (Kafka away) leaves nothing to renumber: the producer is kept, so
+      // an outage does not make a new producer at every try.
       await this.connected(session);
-      return await send(session.producer);
-    } catch (error) {
-      if (this.config.idempotent && !session.retired) {
-        // The next send (a retry of this one, or any other) starts a new producer; sends still
-        // under way on this one end first.
-        session.retired = true;
-        if (this.session === session) this.session = undefined;
-        this.onRenewed?.(error);
+      try {
+        return await send(session.producer);
+      } catch (error) {
+        if (this.config.idempotent && !session.retired) {
+          // The next send (a retry of this one, or any other) starts a new producer; sends still
+          // under way on this one end first.
+          session.retired = true;
+          if (this.session === session) this.session = undefined;
+          this.onRenewed?.(error);
+        }
+        throw error;
       }
-      throw error;
     } finally {
       session.sending -= 1;
-      if (session.retired && session.sending === 0) void session.producer.disconnect().catch(() => undefined);
+      if (session.retired && session.sending === 0) {
+        const retiring: Promise<void> = session.producer
+          .disconnect()
+          .catch(() => undefined)
+          .finally(() => this.retiring.delete(retiring));
+        this.retiring.add(retiring);
+      }
     }
   }
 }

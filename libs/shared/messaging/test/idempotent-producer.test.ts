@@ -54,6 +54,8 @@ afterAll(async () => {
 
 const PRODUCE = 0;
 const OUT_OF_ORDER_SEQUENCE_NUMBER = 45; // not retriable: kafkajs gives up on the send at once
+const INIT_PRODUCER_ID = 22;
+const COORDINATOR_NOT_AVAILABLE = 15; // kafkajs asks for a producer id again after this one
 
 /** The kafkajs producers `kafka` makes from now on, with how many producer ids each asked the broker for. */
 function watchProducers(): Array<{ producer: Producer; initProducerIds: number }> {
@@ -108,6 +110,52 @@ describe('the idempotent producer', () => {
       await producer.disconnect();
       await sink.stop();
     }
+  }, 60_000);
+
+  it('sends nothing before it has its producer id, even a send that starts while the id is being asked for', async () => {
+    // kafkajs says an idempotent producer is connected before it asks for its producer id; a send
+    // that went by that would go out without one (no sequence numbers, no duplicate check).
+    const made = watchProducers();
+    const requests: Array<{ apiName: string; sentAt: number; answeredAt: number }> = [];
+    const producer = createProducer(kafka, true);
+    const kafkajsProducer = made[0]!.producer;
+    kafkajsProducer.on(kafkajsProducer.events.REQUEST, (e) =>
+      requests.push({ apiName: e.payload.apiName, sentAt: e.payload.sentAt, answeredAt: e.payload.sentAt + e.payload.duration }),
+    );
+    let second: Promise<unknown> | undefined;
+    kafkajsProducer.on(kafkajsProducer.events.CONNECT, () => {
+      second = producer.send({ topic: 'chat.events', acks: -1, messages: [{ value: 'second' }] });
+    });
+    // The broker is not ready to hand out producer ids for its first three asks: kafkajs asks
+    // again after growing pauses (about a second and a half in all).
+    await dev.pushRequestErrors(INIT_PRODUCER_ID, COORDINATOR_NOT_AVAILABLE, 3);
+    try {
+      await producer.send({ topic: 'chat.events', acks: -1, messages: [{ value: 'first' }] });
+      await second;
+      const ids = requests.filter((r) => r.apiName === 'InitProducerId');
+      expect(ids).toHaveLength(4);
+      const produces = requests.filter((r) => r.apiName === 'Produce');
+      expect(produces).toHaveLength(2);
+      for (const produce of produces) expect(produce.sentAt).toBeGreaterThanOrEqual(ids.at(-1)!.answeredAt);
+    } finally {
+      await producer.disconnect();
+    }
+  }, 30_000);
+
+  it('is not replaced when it could not connect (Kafka away): nothing was numbered, and an outage makes no producer per try', async () => {
+    const renewals: unknown[] = [];
+    const producer = createProducer(kafka, true, (error) => renewals.push(error));
+    await dev.brokerDown(1);
+    try {
+      for (let i = 0; i < 2; i++) await expect(producer.send({ topic: 'chat.events', acks: -1, messages: [{ value: 'x' }] })).rejects.toThrow();
+      expect(renewals).toEqual([]);
+      expect(producer.generation).toBe(1);
+    } finally {
+      await dev.brokerUp(1);
+    }
+    await producer.send({ topic: 'chat.events', acks: -1, messages: [{ value: 'y' }] });
+    expect(producer.generation).toBe(1);
+    await producer.disconnect();
   }, 60_000);
 
   it('is not replaced when it is not idempotent (a plain producer has no numbers to fall out of)', async () => {
