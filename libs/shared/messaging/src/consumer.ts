@@ -801,25 +801,9 @@ export class EventConsumer {
     if (attempt < this.retry.attempts) {
       const delay = Math.min(this.retry.initialDelayMs * 2 ** (attempt - 1), this.retry.maxDelayMs);
       this.options.logger.warn({ err: error, group, topic, eventId: event.id, type: event.type, attempt, retryInMs: delay }, 'event handler failed; will retry');
-      await this.options.producer.send({
-        topic: retryTopic(topic, group),
-        acks: -1,
-        messages: [
-          {
-            key: message.key,
-            value: message.value,
-            headers: {
-              ...message.headers,
-              [RETRY_HEADERS.attempt]: String(attempt + 1),
-              [RETRY_HEADERS.notBefore]: String(Date.now() + delay),
-              [RETRY_HEADERS.originalTopic]: topic,
-              // Where the event first arrived, kept through every retry for the dead letter.
-              [RETRY_HEADERS.originalPartition]: header(message.headers, RETRY_HEADERS.originalPartition) ?? String(partition),
-              [RETRY_HEADERS.originalOffset]: header(message.headers, RETRY_HEADERS.originalOffset) ?? message.offset,
-              [RETRY_HEADERS.error]: detail.slice(0, 2000),
-            },
-          },
-        ],
+      await this.sendOnward(retryTopic(topic, group), { topic, partition, message, detail }, {
+        [RETRY_HEADERS.attempt]: String(attempt + 1),
+        [RETRY_HEADERS.notBefore]: String(Date.now() + delay),
       });
       await this.markForwarded(marker, retryTopic(topic, group));
       metrics?.retries.inc({ group, topic });
@@ -944,10 +928,19 @@ export class EventConsumer {
     );
   }
 
-  private async deadLetter(topic: Topic, partition: number, message: KafkaMessage, reason: string, detail: string): Promise<void> {
-    const group = this.options.group;
+  /**
+   * Writes a copy of a record to a retry or dead-letter topic, with its key, value and headers, and
+   * where the event first arrived (kept through every retry, since the retry topic's place says
+   * nothing) and why it failed, plus the topic's own headers.
+   */
+  private async sendOnward(
+    to: string,
+    from: { topic: Topic; partition: number; message: KafkaMessage; detail: string },
+    headers: Record<string, string>,
+  ): Promise<void> {
+    const { topic, partition, message, detail } = from;
     await this.options.producer.send({
-      topic: deadLetterTopic(topic, group),
+      topic: to,
       acks: -1,
       messages: [
         {
@@ -956,15 +949,21 @@ export class EventConsumer {
           headers: {
             ...message.headers,
             [RETRY_HEADERS.originalTopic]: topic,
-            // A retried record carries where the event first arrived; the retry topic's place says nothing.
             [RETRY_HEADERS.originalPartition]: header(message.headers, RETRY_HEADERS.originalPartition) ?? String(partition),
             [RETRY_HEADERS.originalOffset]: header(message.headers, RETRY_HEADERS.originalOffset) ?? message.offset,
-            [RETRY_HEADERS.reason]: reason,
             [RETRY_HEADERS.error]: detail.slice(0, 2000),
-            [RETRY_HEADERS.failedAt]: new Date().toISOString(),
+            ...headers,
           },
         },
       ],
+    });
+  }
+
+  private async deadLetter(topic: Topic, partition: number, message: KafkaMessage, reason: string, detail: string): Promise<void> {
+    const group = this.options.group;
+    await this.sendOnward(deadLetterTopic(topic, group), { topic, partition, message, detail }, {
+      [RETRY_HEADERS.reason]: reason,
+      [RETRY_HEADERS.failedAt]: new Date().toISOString(),
     });
     this.options.metrics?.deadLetters.inc({ group, topic, reason });
     this.options.metrics?.consumed.inc({ group, topic, outcome: 'dead_lettered' });
