@@ -1,5 +1,8 @@
 import { startProviderSim, type ProviderSim } from '@vivier/provider-sim';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import pg from 'pg';
+import { testAdminDatabaseUrl } from '@vivier/service-kit/testing';
 import { createChat, startChat, testUser, writeProvidersFile, type TestChat, type TestUser } from './helpers';
 
 // A 1×1 PNG.
@@ -102,6 +105,30 @@ describe('search, attachments, models', () => {
     const nul = await upload(user, { name: 'nul.txt', type: 'text/plain', data: Buffer.from('a\u0000b') });
     expect(nul.statusCode).toBe(400);
     expect(nul.json()).toMatchObject({ code: 'invalid_text' });
+  });
+
+  it('deletes the stored object of an upload whose row could not be written, so nothing is left in S3 that no one can name', async () => {
+    const who = testUser();
+    const tag = who.id.replaceAll('-', '');
+    const objects = async () =>
+      (await chat.app.s3.client.send(new ListObjectsV2Command({ Bucket: chat.app.s3.bucket, Prefix: `files/${who.id}/` }))).KeyCount ?? 0;
+    // The database refuses this user's file rows (and no one else's: other files run alongside).
+    const admin = new pg.Client({ connectionString: testAdminDatabaseUrl() });
+    await admin.connect();
+    try {
+      await admin.query(`create function chat.refuse_${tag}() returns trigger language plpgsql as $$ begin raise exception 'refused by the test'; end $$`);
+      await admin.query(`create trigger refuse_${tag} before insert on chat.files for each row when (new.user_id = '${who.id}') execute function chat.refuse_${tag}()`);
+      const res = await upload(who, { name: 'lost.txt', type: 'text/plain', data: Buffer.from('never stored') });
+      expect(res.statusCode).toBe(500);
+      expect(await objects()).toBe(0);
+    } finally {
+      await admin.query(`drop trigger if exists refuse_${tag} on chat.files`);
+      await admin.query(`drop function if exists chat.refuse_${tag}()`);
+      await admin.end();
+    }
+    // The same upload, with the database taking it: the object is there (so the count above could see one).
+    expect((await upload(who, { name: 'kept.txt', type: 'text/plain', data: Buffer.from('stored') })).statusCode).toBe(201);
+    expect(await objects()).toBe(1);
   });
 
   it('puts a text attachment into the context and passes an image to the provider', async () => {
