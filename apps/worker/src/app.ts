@@ -54,10 +54,15 @@ export async function buildWorkerApp(config: WorkerConfig, options: BuildWorkerA
     await providerSettings.start();
     cancels.start();
   });
-  app.addHook('preClose', async () => {
-    providerSettings.stop();
-    cancels.stop();
-  });
+  closeStep(
+    app,
+    'worker: settings and cancel watch',
+    async () => {
+      providerSettings.stop();
+      cancels.stop();
+    },
+    'preClose',
+  );
 
   // Handlers call providers and S3, so never applyInRuns: a failed run would call them again.
   const publish: Publish = (tx, events) => app.messaging.publish(tx, events);
@@ -107,10 +112,8 @@ export async function buildWorkerApp(config: WorkerConfig, options: BuildWorkerA
     app.addHook('onReady', async () => {
       await scheduler.start();
     });
-    // preClose: before the pool closes.
-    app.addHook('preClose', async () => {
-      await scheduler.stop();
-    });
+    // preClose: before the pool closes. Waits for a maintenance run under way (purges, S3 deletes).
+    closeStep(app, 'worker: maintenance scheduler', () => scheduler.stop(), 'preClose');
   }
   return app;
 }

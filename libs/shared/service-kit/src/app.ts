@@ -126,9 +126,7 @@ export async function createServiceApp(options: CreateAppOptions): Promise<Servi
   // as soon as in-flight requests are answered; /ready answers 503.
   const draining = { active: false };
   app.decorate('draining', draining);
-  const shutdownSteps = new ShutdownSteps();
-  app.decorate('shutdownSteps', shutdownSteps);
-  app.server.once('close', () => (shutdownSteps.requestsEnded = true));
+  app.decorate('shutdownSteps', new ShutdownSteps());
   app.addHook('preClose', async () => {
     draining.active = true;
   });

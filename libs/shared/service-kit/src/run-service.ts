@@ -33,12 +33,15 @@ export async function runService(app: FastifyInstance, options: RunServiceOption
       await releaseConnections(app, options.shutdownGraceMs!);
     }
     const timer = setTimeout(() => {
-      // Where it hung: the steps still running, or the requests not yet answered.
-      app.log.error(
-        { timeoutMs: options.shutdownTimeoutMs, requestsEnded: app.shutdownSteps.requestsEnded, running: app.shutdownSteps.running() },
-        'shutdown timed out: exiting',
-      );
-      process.exit(1);
+      // Where it hung: the close steps still running, and the connections still open (requests in
+      // flight, WebSockets: the server closes, and the onClose steps begin, once none is left).
+      const running = app.shutdownSteps.running();
+      const report = (openConnections: number | null) => {
+        app.log.error({ timeoutMs: options.shutdownTimeoutMs, running, openConnections }, 'shutdown timed out: exiting');
+        process.exit(1);
+      };
+      setTimeout(() => report(null), 1000).unref();
+      app.server.getConnections((error, count) => report(error ? null : count));
     }, options.shutdownTimeoutMs);
     timer.unref();
     try {

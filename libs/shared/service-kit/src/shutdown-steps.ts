@@ -11,14 +11,12 @@ declare module 'fastify' {
 }
 
 /**
- * What a close is doing: its named steps under way, and whether the HTTP server has let its last
- * connection go. runService logs it when the shutdown timeout ends the process, so the log names
- * the step that held the stop up instead of only saying that it timed out.
+ * What a close is doing: its named steps under way. runService logs them when the shutdown timeout
+ * ends the process, so the log names the step that held the stop up instead of only saying that it
+ * timed out.
  */
 export class ShutdownSteps {
   private readonly steps = new Map<symbol, { step: string; started: number }>();
-  /** Set once the HTTP server has closed its last connection (in-flight requests answered). */
-  requestsEnded = false;
 
   begin(step: string): symbol {
     const token = Symbol(step);
@@ -40,8 +38,10 @@ export class ShutdownSteps {
 }
 
 /**
- * Registers a named step of the service's close: an onClose hook (after the requests have been
- * answered), or a preClose hook (before the server stops listening). The step is timed (timedStep).
+ * Registers a named step of the service's close: an onClose hook (after the server has closed its
+ * last connection), or a preClose hook (before Fastify closes the server; on SIGTERM runService has
+ * already stopped listening by then). Fastify runs preClose hooks in the order they were added, and
+ * onClose hooks last added first. The step is timed (timedStep).
  */
 export function closeStep(app: FastifyInstance, step: string, run: () => Promise<unknown>, hook: 'onClose' | 'preClose' = 'onClose'): void {
   app.addHook(hook, async () => {

@@ -46,10 +46,10 @@ function startFixture(env: Record<string, string>) {
 }
 
 /** The fixture's "shutdown timed out" log line. */
-function timeoutLog(output: string): { requestsEnded: boolean; running: Array<{ step: string; ms: number }> } {
+function timeoutLog(output: string): { openConnections: number | null; running: Array<{ step: string; ms: number }> } {
   const line = output.split('\n').find((l) => l.includes('shutdown timed out'));
   if (!line) throw new Error(`no shutdown timeout in the log: ${output}`);
-  return JSON.parse(line) as { requestsEnded: boolean; running: Array<{ step: string; ms: number }> };
+  return JSON.parse(line) as { openConnections: number | null; running: Array<{ step: string; ms: number }> };
 }
 
 /** Whether a new connection to `port` is accepted (one-off, `connection: close`: it leaves nothing open). */
@@ -136,8 +136,8 @@ describe('graceful shutdown', () => {
     child!.kill('SIGTERM');
     expect(await proc.exited).toBe(1);
     await hanging;
-    // The log says where it hung: a request not answered yet, before any close step.
-    expect(timeoutLog(proc.output())).toMatchObject({ requestsEnded: false, running: [] });
+    // The log says where it hung: the request's connection still open, no close step begun.
+    expect(timeoutLog(proc.output())).toMatchObject({ openConnections: 1, running: [] });
   });
 
   it('names the close step that held the stop up when the shutdown timeout ends it', async () => {
@@ -146,8 +146,15 @@ describe('graceful shutdown', () => {
     child!.kill('SIGTERM');
     expect(await proc.exited).toBe(1);
     const log = timeoutLog(proc.output());
-    expect(log).toMatchObject({ requestsEnded: true, running: [{ step: 'test: hanging step' }] });
+    expect(log).toMatchObject({ openConnections: 0, running: [{ step: 'test: hanging step' }] });
     expect(log.running[0]!.ms).toBeGreaterThan(0);
+
+    // A preClose step is named the same way.
+    const before = startFixture({ SHUTDOWN_TIMEOUT_MS: '1000', SHUTDOWN_GRACE_MS: '0', HANG_PRECLOSE_MS: '30000' });
+    await before.port;
+    child!.kill('SIGTERM');
+    expect(await before.exited).toBe(1);
+    expect(timeoutLog(before.output())).toMatchObject({ running: [{ step: 'test: hanging pre-close step' }] });
   });
 
   it('stops at start with a message naming a malformed variable', async () => {

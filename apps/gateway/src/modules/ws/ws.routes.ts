@@ -139,9 +139,14 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
   // Read at scrape time from the set of sockets.
   new Gauge({ name: 'vivier_gateway_websockets_open', help: 'WebSockets open on this instance.', registers: [app.metrics], collect() { this.set(sockets.size); } });
   const closed = new Counter({ name: 'vivier_gateway_websocket_closes_total', help: 'WebSockets closed, by close code.', labelNames: ['code'], registers: [app.metrics] });
-  app.addHook('preClose', async () => {
-    for (const socket of sockets) socket.close(CLOSE.goingAway, 'server shutting down');
-  });
+  closeStep(
+    app,
+    'gateway: websockets going away',
+    async () => {
+      for (const socket of sockets) socket.close(CLOSE.goingAway, 'server shutting down');
+    },
+    'preClose',
+  );
 
   async function authenticate(
     credential: string,
