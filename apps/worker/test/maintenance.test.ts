@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { workerTables } from '@vivier/db-worker';
 import { createDatabase, createS3 } from '@vivier/service-kit';
@@ -91,30 +91,8 @@ describe('expiring exports', () => {
     const userId = randomUUID();
     const [gone, stuck] = [randomUUID(), randomUUID()];
     const keyOf = (exportId: string) => `exports/${userId}/${exportId}.ndjson`;
-    // S3 answers DeleteObjects 200 with the keys it could not delete in `Errors` (AccessDenied,
-    // object lock, SlowDown): here the stuck key is kept out of the real call and reported so.
-    client.middlewareStack.add(
-      (next, context) => async (args) => {
-        if (context.commandName !== 'DeleteObjectsCommand') return next(args);
-        const input = args.input as { Delete: { Objects: Array<{ Key: string }> } };
-        input.Delete.Objects = input.Delete.Objects.filter((o) => o.Key !== keyOf(stuck));
-        const result = await next(args);
-        const output = result.output as { Errors?: Array<{ Key: string; Code: string; Message: string }> };
-        output.Errors = [...(output.Errors ?? []), { Key: keyOf(stuck), Code: 'AccessDenied', Message: 'Access Denied' }];
-        return result;
-      },
-      { step: 'initialize', name: 'partialDelete' },
-    );
-    // Hold the real job's schedule meanwhile, as a running instance would: workers of other test
-    // files must not expire these rows with a client that deletes everything.
-    await pool.query(`insert into worker.schedules (name, interval_ms, next_run_at) values ('expire-exports', 60000, now()) on conflict (name) do nothing`);
-    await eventually(async () => {
-      const { rowCount } = await pool.query(
-        `update worker.schedules set next_run_at = now() + interval '10 minutes', claimed_until = now() + interval '10 minutes'
-         where name = 'expire-exports' and (claimed_until is null or claimed_until < now())`,
-      );
-      return rowCount === 1;
-    });
+    refuseDeletes(client, (key) => key === keyOf(stuck));
+    await holdExpirySchedule(pool);
     try {
       for (const exportId of [gone, stuck]) {
         await client.send(new PutObjectCommand({ Bucket: bucket, Key: keyOf(exportId), Body: '{}\n' }));
@@ -139,7 +117,85 @@ describe('expiring exports', () => {
       await worker.close();
     }
   });
+
+  it('gets past a whole batch of exports S3 would not delete to the ones after it, and ends', async () => {
+    const worker = await startWorker({}, { consumers: false, maintenance: false });
+    const pool = workerPool(worker.config);
+    const db = createDatabase(pool, workerTables);
+    const client = createS3(worker.config);
+    const userId = randomUUID();
+    // One batch's worth (500) that S3 refuses, and one more. Asking for the due exports again
+    // without the refused ones is what moves the run on: asked plainly, every batch could be the
+    // same 500 refused exports, and the run would never end.
+    const stuck = new Set(Array.from({ length: 500 }, () => randomUUID()));
+    const gone = randomUUID();
+    const keyOf = (exportId: string) => `exports/${userId}/${exportId}.ndjson`;
+    const stuckKeys = new Set([...stuck].map(keyOf));
+    refuseDeletes(client, (key) => stuckKeys.has(key));
+    await holdExpirySchedule(pool);
+    try {
+      await pool.query(
+        `insert into worker.exports (export_id, user_id, state, object_key, size_bytes, expires_at)
+         select id, $1::uuid, 'ready', 'exports/' || $1::text || '/' || id || '.ndjson', 3, now() - interval '1 hour' from unnest($2::uuid[]) id`,
+        [userId, [...stuck, gone]],
+      );
+      const job = expireExportsJob({ s3: { client, bucket: worker.config.S3_BUCKET }, intervalMs: 60_000 });
+      let ended = false;
+      const run = job.run(db).finally(() => (ended = true));
+      run.catch(() => undefined);
+      // (Without the skip it would loop for good: the poll then fails, and the test says so.)
+      await expect.poll(() => ended, { timeout: 60_000, interval: 100 }).toBe(true);
+      await expect(run).rejects.toThrow(/did not delete 500 expired export/);
+      const { rows } = await pool.query<{ state: string; n: number }>('select state, count(*)::int n from worker.exports where user_id = $1 group by state order by state', [userId]);
+      expect(rows).toEqual([
+        { state: 'expired', n: 1 },
+        { state: 'ready', n: 500 },
+      ]);
+    } finally {
+      await pool.query(`update worker.schedules set next_run_at = now(), claimed_until = null where name = 'expire-exports'`);
+      await pool.query('delete from worker.exports where user_id = $1', [userId]);
+      client.destroy();
+      await pool.end();
+      await worker.close();
+    }
+  }, 90_000);
 });
+
+/**
+ * S3 answers DeleteObjects 200 with the keys it could not delete in `Errors` (AccessDenied, object
+ * lock, SlowDown): here the keys `refused` picks are kept out of the real call and reported so.
+ */
+function refuseDeletes(client: S3Client, refused: (key: string) => boolean): void {
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      if (context.commandName !== 'DeleteObjectsCommand') return next(args);
+      const input = args.input as { Delete: { Objects: Array<{ Key: string }> } };
+      const errors = input.Delete.Objects.filter((o) => refused(o.Key)).map((o) => ({ Key: o.Key, Code: 'AccessDenied', Message: 'Access Denied' }));
+      input.Delete.Objects = input.Delete.Objects.filter((o) => !refused(o.Key));
+      // (An empty delete is malformed: S3's answer to a call of only refused keys is made here.)
+      const result = input.Delete.Objects.length > 0 ? await next(args) : { output: { $metadata: {} }, response: {} };
+      const output = result.output as { Errors?: Array<{ Key: string; Code: string; Message: string }> };
+      output.Errors = [...(output.Errors ?? []), ...errors];
+      return result as Awaited<ReturnType<typeof next>>;
+    },
+    { step: 'initialize', name: 'partialDelete' },
+  );
+}
+
+/**
+ * Holds the real expiry job's schedule, as a running instance would: workers of other test files
+ * must not expire a test's rows with a client that deletes everything meanwhile.
+ */
+async function holdExpirySchedule(pool: pg.Pool): Promise<void> {
+  await pool.query(`insert into worker.schedules (name, interval_ms, next_run_at) values ('expire-exports', 60000, now()) on conflict (name) do nothing`);
+  await eventually(async () => {
+    const { rowCount } = await pool.query(
+      `update worker.schedules set next_run_at = now() + interval '10 minutes', claimed_until = now() + interval '10 minutes'
+       where name = 'expire-exports' and (claimed_until is null or claimed_until < now())`,
+    );
+    return rowCount === 1;
+  });
+}
 
 describe('purging finished jobs', () => {
   it('deletes completion jobs finished and published longer ago than the processed-event retention, and nothing else', async () => {
