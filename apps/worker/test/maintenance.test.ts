@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import net from 'node:net';
 import type pg from 'pg';
 import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -159,6 +160,42 @@ describe('expiring exports', () => {
       await worker.close();
     }
   }, 90_000);
+
+  it('gives up on an S3 delete that never answers, leaving its exports ready for the next run, so the run (and a stop) is not held for good', async () => {
+    // An S3 endpoint that takes connections and never answers.
+    const sockets = new Set<net.Socket>();
+    const silent = net.createServer((socket) => void sockets.add(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const worker = await startWorker({}, { consumers: false, maintenance: false });
+    const pool = workerPool(worker.config);
+    const db = createDatabase(pool, workerTables);
+    const client = createS3({ ...worker.config, S3_ENDPOINT: `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}` });
+    const userId = randomUUID();
+    const exportId = randomUUID();
+    await holdExpirySchedule(pool);
+    try {
+      await pool.query(
+        `insert into worker.exports (export_id, user_id, state, object_key, size_bytes, expires_at) values ($1, $2, 'ready', $3, 3, now() - interval '1 hour')`,
+        [exportId, userId, `exports/${userId}/${exportId}.ndjson`],
+      );
+      const job = expireExportsJob({ s3: { client, bucket: worker.config.S3_BUCKET }, intervalMs: 60_000, deleteTimeoutMs: 500 });
+      let ended = false;
+      const run = job.run(db).finally(() => (ended = true));
+      run.catch(() => undefined);
+      await expect.poll(() => ended, { timeout: 30_000, interval: 100 }).toBe(true);
+      await expect(run).rejects.toThrow(/abort/i);
+      const { rows } = await pool.query('select state from worker.exports where export_id = $1', [exportId]);
+      expect(rows).toEqual([{ state: 'ready' }]);
+    } finally {
+      await pool.query(`update worker.schedules set next_run_at = now(), claimed_until = null where name = 'expire-exports'`);
+      await pool.query('delete from worker.exports where user_id = $1', [userId]);
+      client.destroy();
+      await pool.end();
+      await worker.close();
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
+  }, 60_000);
 });
 
 /**

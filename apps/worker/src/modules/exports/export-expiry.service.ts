@@ -6,7 +6,13 @@ const BATCH = 500;
 const DELETE_TIMEOUT_MS = 60_000;
 
 /** Maintenance job: deletes exports whose time is up from S3 and marks them expired. */
-export function expireExportsJob(options: { s3: { client: S3Client; bucket: string }; intervalMs: number }): MaintenanceJob {
+export function expireExportsJob(options: {
+  s3: { client: S3Client; bucket: string };
+  intervalMs: number;
+  /** How long one S3 delete call may take (default 60 s). */
+  deleteTimeoutMs?: number;
+}): MaintenanceJob {
+  const deleteTimeoutMs = options.deleteTimeoutMs ?? DELETE_TIMEOUT_MS;
   return {
     name: 'expire-exports',
     intervalMs: options.intervalMs,
@@ -27,7 +33,7 @@ export function expireExportsJob(options: { s3: { client: S3Client; bucket: stri
           // `ready`, to be deleted at the next run, and the run is reported failed.
           // Bounded: a call that hangs would hold this instance's maintenance (and its stop) for good.
           const result = await options.s3.client.send(new DeleteObjectsCommand({ Bucket: options.s3.bucket, Delete: { Objects: keys, Quiet: true } }), {
-            abortSignal: AbortSignal.timeout(DELETE_TIMEOUT_MS),
+            abortSignal: AbortSignal.timeout(deleteTimeoutMs),
           });
           for (const error of result.Errors ?? []) {
             if (error.Key) undeleted.add(error.Key);
