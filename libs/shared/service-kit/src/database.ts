@@ -23,6 +23,12 @@ export function createPool(options: DatabaseOptions): pg.Pool {
     statement_timeout: options.statementTimeoutMs ?? 30_000,
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
+    // statement_timeout is enforced by the server: when the server vanishes without closing the
+    // connection (a failover moving its address, a network partition), a query in flight would
+    // wait for good, holding its pool slot. TCP keepalive probes, from 10 s of silence on, end such
+    // a connection (after the kernel's probes: net.ipv4.tcp_keepalive_intvl × _probes).
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
   });
   // An idle client losing its connection (PostgreSQL restart) must not crash the process.
   pool.on('error', () => undefined);
