@@ -1,16 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Kafka } from 'kafkajs';
-import { Registry } from 'prom-client';
 import { toKafkaRecord } from '@vivier/contracts';
 import { testAdminDatabaseUrl } from '@vivier/service-kit/testing';
 import type { DevKafka } from '@vivier/dev-kafka';
 import { createProducer } from '../src/kafka';
 import type { EventProducer } from '../src/producer';
-import { EventConsumer } from '../src/consumer';
-import { MessagingMetrics } from '../src/metrics';
 import { createTestSchema, type TestSchema } from '../src/testing';
-import { chatEvent, silentLogger, startBroker } from './helpers';
+import { chatEvent, startBroker, testConsumer } from './helpers';
 
 // A handler failed and its record is to go to the retry topic, but Kafka refuses the write. On a
 // broker of its own: the test makes the broker refuse writes.
@@ -38,11 +35,7 @@ describe('passing a failed record on', () => {
   it('tries the record again in place when its retry record cannot be written, without crashing the consumer or rebalancing its group', async () => {
     const event = chatEvent(randomUUID(), 1);
     const attempts: number[] = [];
-    const consumer = new EventConsumer({
-      kafka,
-      producer,
-      group: 'admin',
-      topics: ['chat.events'],
+    const consumer = testConsumer({ kafka, producer, ts }, 'admin', {
       handlers: {
         'vivier.chat.message.created.v1': async (e, { attempt }) => {
           if (e.id !== event.id) return;
@@ -52,13 +45,6 @@ describe('passing a failed record on', () => {
           if (attempt === 1) throw new Error('fails on its first attempt');
         },
       },
-      db: ts.db,
-      processedEvents: ts.tables.processedEvents,
-      logger: silentLogger,
-      metrics: new MessagingMetrics(new Registry()),
-      sessionTimeoutMs: 6000,
-      heartbeatIntervalMs: 500,
-      maxWaitTimeMs: 200,
       retry: { attempts: 3, initialDelayMs: 100, maxDelayMs: 100 },
       stopTimeoutMs: 60_000,
     });

@@ -3,17 +3,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import type { Admin, Consumer, ConsumerConfig, Kafka } from 'kafkajs';
-import { Registry } from 'prom-client';
 import { toKafkaRecord, type ConsumerGroup } from '@vivier/contracts';
 import { createPool } from '@vivier/service-kit';
 import { testAdminDatabaseUrl } from '@vivier/service-kit/testing';
 import type { DevKafka } from '@vivier/dev-kafka';
 import { createProducer } from '../src/kafka';
 import type { EventProducer } from '../src/producer';
-import { EventConsumer, type EventConsumerOptions } from '../src/consumer';
-import { MessagingMetrics } from '../src/metrics';
+import type { EventConsumer, EventConsumerOptions } from '../src/consumer';
 import { createTestSchema, type TestSchema } from '../src/testing';
-import { chatEvent, silentLogger, sleep, startBroker } from './helpers';
+import { chatEvent, sleep, startBroker, testConsumer } from './helpers';
 
 // Stopping a consumer whose group coordinator is slow to answer: while it is still joining, and
 // while a leave cannot get an answer. Two brokers, the coordinator of the groups here on broker 2,
@@ -58,21 +56,7 @@ function observed(on: { request?: (apiName: string) => void; disconnect?: () => 
 }
 
 function eventConsumer(group: ConsumerGroup, overrides: Partial<EventConsumerOptions> = {}): EventConsumer {
-  return new EventConsumer({
-    kafka,
-    producer,
-    group,
-    topics: ['chat.events'],
-    handlers: { 'vivier.chat.message.created.v1': async () => undefined },
-    db: ts.db,
-    processedEvents: ts.tables.processedEvents,
-    logger: silentLogger,
-    metrics: new MessagingMetrics(new Registry()),
-    sessionTimeoutMs: 6000,
-    heartbeatIntervalMs: 500,
-    maxWaitTimeMs: 200,
-    ...overrides,
-  });
+  return testConsumer({ kafka, producer, ts }, group, overrides);
 }
 
 /**

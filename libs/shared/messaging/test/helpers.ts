@@ -4,7 +4,12 @@ import type { Consumer, Kafka } from 'kafkajs';
 import type { FastifyBaseLogger } from 'fastify';
 import { allTopics, createEvent, EVENTS, type AnyEvent } from '@vivier/contracts';
 import { startDevKafka, type DevKafka } from '@vivier/dev-kafka';
+import { Registry } from 'prom-client';
 import { createKafka } from '../src/kafka';
+import { EventConsumer, type EventConsumerOptions } from '../src/consumer';
+import { MessagingMetrics } from '../src/metrics';
+import type { EventProducer } from '../src/producer';
+import type { TestSchema } from '../src/testing';
 
 export const silentLogger = pino({ level: process.env.VIVIER_TEST_LOG_LEVEL ?? 'silent' }) as unknown as FastifyBaseLogger;
 
@@ -50,3 +55,29 @@ export async function collect(kafka: Kafka, topics: string[]): Promise<{ records
 }
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * An EventConsumer on chat.events with the settings of the broker-level tests (a 6 s session, as
+ * the dev broker holds rebalances for a session; fast heartbeats and fetches); `overrides` on top.
+ */
+export function testConsumer(
+  base: { kafka: Kafka; producer: EventProducer; ts: TestSchema },
+  group: EventConsumerOptions['group'],
+  overrides: Partial<EventConsumerOptions> = {},
+): EventConsumer {
+  return new EventConsumer({
+    kafka: base.kafka,
+    producer: base.producer,
+    group,
+    topics: ['chat.events'],
+    handlers: { 'vivier.chat.message.created.v1': async () => undefined },
+    db: base.ts.db,
+    processedEvents: base.ts.tables.processedEvents,
+    logger: silentLogger,
+    metrics: new MessagingMetrics(new Registry()),
+    sessionTimeoutMs: 6000,
+    heartbeatIntervalMs: 500,
+    maxWaitTimeMs: 200,
+    ...overrides,
+  });
+}
