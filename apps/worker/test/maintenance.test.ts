@@ -84,80 +84,45 @@ describe('scheduled maintenance on several instances', () => {
 
 describe('expiring exports', () => {
   it('leaves an export whose object S3 could not delete ready for the next run, and says the run failed', async () => {
-    const worker = await startWorker({}, { consumers: false, maintenance: false });
-    const pool = workerPool(worker.config);
-    const db = createDatabase(pool, workerTables);
-    const client = createS3(worker.config);
-    const bucket = worker.config.S3_BUCKET;
-    const userId = randomUUID();
+    const t = await expiryFixture();
     const [gone, stuck] = [randomUUID(), randomUUID()];
-    const keyOf = (exportId: string) => `exports/${userId}/${exportId}.ndjson`;
-    refuseDeletes(client, (key) => key === keyOf(stuck));
-    await holdExpirySchedule(pool);
+    refuseDeletes(t.client, (key) => key === t.keyOf(stuck));
     try {
       for (const exportId of [gone, stuck]) {
-        await client.send(new PutObjectCommand({ Bucket: bucket, Key: keyOf(exportId), Body: '{}\n' }));
-        await pool.query(
-          `insert into worker.exports (export_id, user_id, state, object_key, size_bytes, expires_at) values ($1, $2, 'ready', $3, 3, now() - interval '1 hour')`,
-          [exportId, userId, keyOf(exportId)],
-        );
+        await t.client.send(new PutObjectCommand({ Bucket: t.bucket, Key: t.keyOf(exportId), Body: '{}\n' }));
+        await t.insertDue([exportId]);
       }
-      const job = expireExportsJob({ s3: { client, bucket }, intervalMs: 60_000 });
-      await expect(job.run(db)).rejects.toThrow(/did not delete 1 expired export.*AccessDenied/);
-      const { rows } = await pool.query('select export_id, state from worker.exports where user_id = $1', [userId]);
+      await expect(t.job().run(t.db)).rejects.toThrow(/did not delete 1 expired export.*AccessDenied/);
+      const { rows } = await t.pool.query('select export_id, state from worker.exports where user_id = $1', [t.userId]);
       expect(Object.fromEntries(rows.map((r) => [r.export_id, r.state]))).toEqual({ [gone]: 'expired', [stuck]: 'ready' });
       // Still there, and still to be deleted: not marked as if it were gone.
-      const kept = await client.send(new GetObjectCommand({ Bucket: bucket, Key: keyOf(stuck) }));
+      const kept = await t.client.send(new GetObjectCommand({ Bucket: t.bucket, Key: t.keyOf(stuck) }));
       expect(await kept.Body!.transformToString()).toBe('{}\n');
-      await expect(client.send(new GetObjectCommand({ Bucket: bucket, Key: keyOf(gone) }))).rejects.toThrow();
+      await expect(t.client.send(new GetObjectCommand({ Bucket: t.bucket, Key: t.keyOf(gone) }))).rejects.toThrow();
     } finally {
-      await pool.query(`update worker.schedules set next_run_at = now(), claimed_until = null where name = 'expire-exports'`);
-      await pool.query('delete from worker.exports where user_id = $1', [userId]);
-      client.destroy();
-      await pool.end();
-      await worker.close();
+      await t.close();
     }
   });
 
   it('gets past a whole batch of exports S3 would not delete to the ones after it, and ends', async () => {
-    const worker = await startWorker({}, { consumers: false, maintenance: false });
-    const pool = workerPool(worker.config);
-    const db = createDatabase(pool, workerTables);
-    const client = createS3(worker.config);
-    const userId = randomUUID();
+    const t = await expiryFixture();
     // One batch's worth (500) that S3 refuses, and one more. Asking for the due exports again
     // without the refused ones is what moves the run on: asked plainly, every batch could be the
     // same 500 refused exports, and the run would never end.
-    const stuck = new Set(Array.from({ length: 500 }, () => randomUUID()));
-    const gone = randomUUID();
-    const keyOf = (exportId: string) => `exports/${userId}/${exportId}.ndjson`;
-    const stuckKeys = new Set([...stuck].map(keyOf));
-    refuseDeletes(client, (key) => stuckKeys.has(key));
-    await holdExpirySchedule(pool);
+    const stuck = Array.from({ length: 500 }, () => randomUUID());
+    const stuckKeys = new Set(stuck.map(t.keyOf));
+    refuseDeletes(t.client, (key) => stuckKeys.has(key));
     try {
-      await pool.query(
-        `insert into worker.exports (export_id, user_id, state, object_key, size_bytes, expires_at)
-         select id, $1::uuid, 'ready', 'exports/' || $1::text || '/' || id || '.ndjson', 3, now() - interval '1 hour' from unnest($2::uuid[]) id`,
-        [userId, [...stuck, gone]],
-      );
-      const job = expireExportsJob({ s3: { client, bucket: worker.config.S3_BUCKET }, intervalMs: 60_000 });
-      let ended = false;
-      const run = job.run(db).finally(() => (ended = true));
-      run.catch(() => undefined);
-      // (Without the skip it would loop for good: the poll then fails, and the test says so.)
-      await expect.poll(() => ended, { timeout: 60_000, interval: 100 }).toBe(true);
-      await expect(run).rejects.toThrow(/did not delete 500 expired export/);
-      const { rows } = await pool.query<{ state: string; n: number }>('select state, count(*)::int n from worker.exports where user_id = $1 group by state order by state', [userId]);
+      await t.insertDue([...stuck, randomUUID()]);
+      // (Without the skip it would loop for good: the wait then fails, and the test says so.)
+      await expect(runToItsEnd(t.job().run(t.db), 60_000)).rejects.toThrow(/did not delete 500 expired export/);
+      const { rows } = await t.pool.query<{ state: string; n: number }>('select state, count(*)::int n from worker.exports where user_id = $1 group by state order by state', [t.userId]);
       expect(rows).toEqual([
         { state: 'expired', n: 1 },
         { state: 'ready', n: 500 },
       ]);
     } finally {
-      await pool.query(`update worker.schedules set next_run_at = now(), claimed_until = null where name = 'expire-exports'`);
-      await pool.query('delete from worker.exports where user_id = $1', [userId]);
-      client.destroy();
-      await pool.end();
-      await worker.close();
+      await t.close();
     }
   }, 90_000);
 
@@ -166,37 +131,68 @@ describe('expiring exports', () => {
     const sockets = new Set<net.Socket>();
     const silent = net.createServer((socket) => void sockets.add(socket));
     await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
-    const worker = await startWorker({}, { consumers: false, maintenance: false });
-    const pool = workerPool(worker.config);
-    const db = createDatabase(pool, workerTables);
-    const client = createS3({ ...worker.config, S3_ENDPOINT: `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}` });
-    const userId = randomUUID();
+    const t = await expiryFixture({ S3_ENDPOINT: `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}` });
     const exportId = randomUUID();
-    await holdExpirySchedule(pool);
     try {
-      await pool.query(
-        `insert into worker.exports (export_id, user_id, state, object_key, size_bytes, expires_at) values ($1, $2, 'ready', $3, 3, now() - interval '1 hour')`,
-        [exportId, userId, `exports/${userId}/${exportId}.ndjson`],
-      );
-      const job = expireExportsJob({ s3: { client, bucket: worker.config.S3_BUCKET }, intervalMs: 60_000, deleteTimeoutMs: 500 });
-      let ended = false;
-      const run = job.run(db).finally(() => (ended = true));
-      run.catch(() => undefined);
-      await expect.poll(() => ended, { timeout: 30_000, interval: 100 }).toBe(true);
-      await expect(run).rejects.toThrow(/abort/i);
-      const { rows } = await pool.query('select state from worker.exports where export_id = $1', [exportId]);
+      await t.insertDue([exportId]);
+      await expect(runToItsEnd(t.job({ deleteTimeoutMs: 500 }).run(t.db), 30_000)).rejects.toThrow(/abort/i);
+      const { rows } = await t.pool.query('select state from worker.exports where export_id = $1', [exportId]);
       expect(rows).toEqual([{ state: 'ready' }]);
     } finally {
-      await pool.query(`update worker.schedules set next_run_at = now(), claimed_until = null where name = 'expire-exports'`);
-      await pool.query('delete from worker.exports where user_id = $1', [userId]);
-      client.destroy();
-      await pool.end();
-      await worker.close();
+      await t.close();
       for (const socket of sockets) socket.destroy();
       await new Promise((resolve) => silent.close(resolve));
     }
   }, 60_000);
 });
+
+/**
+ * A worker's database and an S3 client of its own (`s3` overrides its settings) for running the
+ * expiry job by hand, with the real job's schedule held meanwhile (holdExpirySchedule) and a user
+ * whose exports the test makes; close() gives the schedule back and removes the user's exports.
+ */
+async function expiryFixture(s3: Partial<Record<'S3_ENDPOINT', string>> = {}) {
+  const worker = await startWorker({}, { consumers: false, maintenance: false });
+  const pool = workerPool(worker.config);
+  const db = createDatabase(pool, workerTables);
+  const client = createS3({ ...worker.config, ...s3 });
+  const bucket = worker.config.S3_BUCKET;
+  const userId = randomUUID();
+  const keyOf = (exportId: string) => `exports/${userId}/${exportId}.ndjson`;
+  await holdExpirySchedule(pool);
+  return {
+    pool,
+    db,
+    client,
+    bucket,
+    userId,
+    keyOf,
+    job: (options: { deleteTimeoutMs?: number } = {}) => expireExportsJob({ s3: { client, bucket }, intervalMs: 60_000, ...options }),
+    /** Ready exports of the user that expired an hour ago, under keyOf's keys. */
+    insertDue: (exportIds: string[]) =>
+      pool.query(
+        `insert into worker.exports (export_id, user_id, state, object_key, size_bytes, expires_at)
+         select id, $1::uuid, 'ready', 'exports/' || $1::text || '/' || id || '.ndjson', 3, now() - interval '1 hour' from unnest($2::uuid[]) id`,
+        [userId, exportIds],
+      ),
+    close: async () => {
+      await pool.query(`update worker.schedules set next_run_at = now(), claimed_until = null where name = 'expire-exports'`);
+      await pool.query('delete from worker.exports where user_id = $1', [userId]);
+      client.destroy();
+      await pool.end();
+      await worker.close();
+    },
+  };
+}
+
+/** `run`, once it has ended; fails the test if it has not within `timeoutMs` (a run that would go on for good). */
+async function runToItsEnd<T>(run: Promise<T>, timeoutMs: number): Promise<T> {
+  let ended = false;
+  const watched = run.finally(() => (ended = true));
+  watched.catch(() => undefined);
+  await expect.poll(() => ended, { timeout: timeoutMs, interval: 100 }).toBe(true);
+  return watched;
+}
 
 /**
  * S3 answers DeleteObjects 200 with the keys it could not delete in `Errors` (AccessDenied, object
