@@ -52,9 +52,28 @@ export async function startChat(
       chat.url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
       return chat.url;
     },
-    close: () => app.close(),
+    close: () => closeReporting(app),
   };
   return chat;
+}
+
+/**
+ * app.close(), saying on stderr what it is still doing if it runs past 30 s: the close steps under
+ * way and the connections still open. (An afterAll's close has timed out at 60 s in CI three
+ * times in some fifteen runs, with the service's own log silenced; this names the step next time.)
+ */
+async function closeReporting(app: ServiceApp): Promise<void> {
+  const report = setTimeout(() => {
+    app.server.getConnections((_error, open) => {
+      process.stderr.write(`chat test app: close() still running after 30 s: steps ${JSON.stringify(app.shutdownSteps.running())}, open connections ${open}\n`);
+    });
+  }, 30_000);
+  report.unref();
+  try {
+    await app.close();
+  } finally {
+    clearTimeout(report);
+  }
 }
 
 export interface TestUser {
