@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { signContext, type ServiceApp } from '@vivier/service-kit';
+import { closeState, signContext, type ServiceApp } from '@vivier/service-kit';
 import { testEnv } from '@vivier/service-kit/testing';
 import { buildChatApp, type BuildChatAppOptions } from '../src/app';
 import { loadChatConfig, type ChatConfig } from '../src/config';
@@ -64,9 +64,9 @@ export async function startChat(
  */
 async function closeReporting(app: ServiceApp): Promise<void> {
   const report = setTimeout(() => {
-    app.server.getConnections((_error, open) => {
-      process.stderr.write(`chat test app: close() still running after 30 s: steps ${JSON.stringify(app.shutdownSteps.running())}, open connections ${open}\n`);
-    });
+    void closeState(app).then(({ running, openConnections }) =>
+      process.stderr.write(`chat test app: close() still running after 30 s: steps ${JSON.stringify(running)}, open connections ${openConnections}\n`),
+    );
   }, 30_000);
   report.unref();
   try {

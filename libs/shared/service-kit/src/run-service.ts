@@ -2,6 +2,7 @@ import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import { ConfigError } from './config';
+import { closeState } from './shutdown-steps';
 import { stopTracing } from './tracing';
 
 export interface RunServiceOptions {
@@ -33,15 +34,11 @@ export async function runService(app: FastifyInstance, options: RunServiceOption
       await releaseConnections(app, options.shutdownGraceMs!);
     }
     const timer = setTimeout(() => {
-      // Where it hung: the close steps still running, and the connections still open (requests in
-      // flight, WebSockets: the server closes, and the onClose steps begin, once none is left).
-      const running = app.shutdownSteps.running();
-      const report = (openConnections: number | null) => {
-        app.log.error({ timeoutMs: options.shutdownTimeoutMs, running, openConnections }, 'shutdown timed out: exiting');
+      // Where it hung: the close steps still running, and the connections still open.
+      void closeState(app).then((state) => {
+        app.log.error({ timeoutMs: options.shutdownTimeoutMs, ...state }, 'shutdown timed out: exiting');
         process.exit(1);
-      };
-      setTimeout(() => report(null), 1000).unref();
-      app.server.getConnections((error, count) => report(error ? null : count));
+      });
     }, options.shutdownTimeoutMs);
     timer.unref();
     try {

@@ -37,6 +37,27 @@ export class ShutdownSteps {
   }
 }
 
+/** Where a close stands: the steps under way, and the connections still open (null if unknown). */
+export interface CloseState {
+  running: Array<{ step: string; ms: number }>;
+  openConnections: number | null;
+}
+
+/**
+ * Reads where the app's close stands, for the report of a close that hangs: its steps under way
+ * (closeStep) and the server's open connections (requests in flight, WebSockets: the server
+ * closes, and the onClose steps begin, once none is left). Answers within a second, with the count
+ * unknown if the server does not give it by then.
+ */
+export async function closeState(app: FastifyInstance): Promise<CloseState> {
+  const running = app.hasDecorator('shutdownSteps') ? app.shutdownSteps.running() : [];
+  const openConnections = await new Promise<number | null>((resolve) => {
+    setTimeout(() => resolve(null), 1000).unref();
+    app.server.getConnections((error, count) => resolve(error ? null : count));
+  });
+  return { running, openConnections };
+}
+
 /**
  * Registers a named step of the service's close: an onClose hook (after the server has closed its
  * last connection), or a preClose hook (before Fastify closes the server; on SIGTERM runService has
