@@ -200,6 +200,60 @@ describe('auth events through the outbox', () => {
     expect(JSON.stringify(events)).not.toContain(created.key);
   });
 
+  it('records why each session ended (one revoked, password change, MFA on and off, log out everywhere), with who and from where', async () => {
+    const ip = '203.0.113.120';
+    const at = { ip, userAgent: UA };
+    const email = uniqueEmail('revocations');
+    const registered = (await auth.call('POST', '/api/v1/auth/register', { ...at, body: { email, password: PASSWORD } })).json<SignedIn>();
+    const userId = registered.user.id;
+    const login = async (body: Record<string, unknown> = {}) =>
+      identityOf((await auth.call('POST', '/api/v1/auth/login', { ...at, body: { email, password: PASSWORD, ...body } })).json<SignedIn>().accessToken);
+    const s0 = identityOf(registered.accessToken);
+    const [s1, s2, s3] = [await login(), await login(), await login()];
+
+    expect((await auth.call('DELETE', `/api/v1/auth/sessions/${s1.sid}`, { ...at, identity: s0 })).statusCode).toBe(204);
+    expect((await auth.call('POST', '/api/v1/auth/password', { ...at, identity: s0, body: { currentPassword: PASSWORD, newPassword: 'a passphrase for revocations 5' } })).statusCode).toBe(204);
+    const password = 'a passphrase for revocations 5';
+    const s4 = identityOf((await auth.call('POST', '/api/v1/auth/login', { ...at, body: { email, password } })).json<SignedIn>().accessToken);
+    const { secret } = (await auth.call('POST', '/api/v1/auth/mfa/totp/setup', { ...at, identity: s4 })).json<{ secret: string }>();
+    const enabled = await auth.call('POST', '/api/v1/auth/mfa/totp/enable', { ...at, identity: s4, body: { code: hotp(base32Decode(secret), await freshStep()) } });
+    expect(enabled.statusCode).toBe(200);
+    const [first, second] = enabled.json<{ recoveryCodes: string[] }>().recoveryCodes;
+    const s5 = identityOf((await auth.call('POST', '/api/v1/auth/login', { ...at, body: { email, password, mfaCode: first } })).json<SignedIn>().accessToken);
+    expect((await auth.call('POST', '/api/v1/auth/mfa/totp/disable', { ...at, identity: s4, body: { code: second } })).statusCode).toBe(204);
+    expect((await auth.call('POST', '/api/v1/auth/logout-all', { ...at, identity: s4 })).statusCode).toBe(204);
+
+    const revoked = (await outboxEvents(auth.pg, userId)).filter((e) => e.type === 'vivier.auth.session.revoked.v1');
+    expect(revoked.map((e) => [e.data.reason, [...(e.data.sessionIds as string[])].sort()])).toEqual([
+      ['revoked_by_user', [s1.sid]],
+      // Every other session of the account: the one that changed the password stays.
+      ['password_changed', [s2.sid, s3.sid].sort()],
+      ['revoked_by_user', [s0.sid]], // turning MFA on ends the sessions signed in without it
+      ['revoked_by_user', [s5.sid]], // and turning it off, the others too
+      ['logout_all', [s4.sid]],
+    ]);
+    for (const e of revoked) expect(e.data).toMatchObject({ userId, actor: { userId, ip, userAgent: UA } });
+  });
+
+  it('records a sign-in refused because the account is throttled, with the email and no password', async () => {
+    const ip = '203.0.113.121';
+    const email = uniqueEmail('throttled');
+    await auth.register(email);
+    const wrong = 'a wrong password, again';
+    const statuses: number[] = [];
+    for (let i = 0; i < 7; i++) statuses.push((await auth.call('POST', '/api/v1/auth/login', { ip, userAgent: UA, body: { email, password: wrong } })).statusCode);
+    // Five failures per account and window (LOGIN_MAX_FAILURES_PER_ACCOUNT), then throttled.
+    expect(statuses).toEqual([401, 401, 401, 401, 401, 429, 429]);
+    const { rows } = await auth.pg.query<{ envelope: { type: string; data: Record<string, unknown> } }>(
+      "select envelope from auth.outbox where envelope->'data'->'actor'->>'ip' = $1 order by id",
+      [ip],
+    );
+    const failed = rows.map((r) => r.envelope).filter((e) => e.type === 'vivier.auth.login.failed.v1');
+    expect(failed.map((e) => e.data.reason)).toEqual(['invalid_password', 'invalid_password', 'invalid_password', 'invalid_password', 'invalid_password', 'throttled', 'throttled']);
+    for (const e of failed.slice(5)) expect(e.data).toMatchObject({ email, method: 'password', actor: { ip, userAgent: UA } });
+    expect(JSON.stringify(failed)).not.toContain(wrong);
+  });
+
   it('hands the events to Kafka through the relay', async () => {
     const signedIn = await auth.register();
     await eventually(async () => {
