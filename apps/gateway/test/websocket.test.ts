@@ -136,13 +136,19 @@ describe('WebSocket lifetime', () => {
 describe('WebSocket frames that call chat', () => {
   const MESSAGE = '00000000-0000-4000-8000-000000000001';
   const CHAT = '00000000-0000-4000-8000-000000000002';
+  /** A reply chat does not find for the caller. */
+  const NOT_FOUND = '00000000-0000-4000-8000-000000000404';
 
-  /** A chat stand-in: cancels answer 202; a resume stream sends one event and stays open. */
+  /** A chat stand-in: cancels answer 202 (404 for NOT_FOUND); a resume stream sends one event and stays open. */
   async function chatStandIn() {
     const cancels: string[] = [];
     const resumeClosed: number[] = [];
     const chat = await standIn((req, res) => {
       if (req.method === 'POST' && req.url?.endsWith('/cancel')) {
+        if (req.url.includes(NOT_FOUND)) {
+          res.writeHead(404, { 'content-type': 'application/problem+json' }).end('{"status":404,"code":"not_found"}');
+          return;
+        }
         cancels.push(req.url);
         res.writeHead(202, { 'content-type': 'application/json' }).end('{}');
         return;
@@ -209,7 +215,7 @@ describe('WebSocket frames that call chat', () => {
     expect(JSON.parse(refused.body)).toMatchObject({ status: 403, code: 'origin_not_allowed' });
   });
 
-  it('cancels a reply by its message id alone once the socket has seen it, and says when it has not', async () => {
+  it('cancels a reply by its message id alone, through its chat once the socket has seen it, else by the id', async () => {
     const { chat, cancels } = await chatStandIn();
     const { g, url } = await gatewayWith(chat.url);
     const userId = `u-${randomUUID()}`;
@@ -220,11 +226,15 @@ describe('WebSocket frames that call chat', () => {
     client.socket.send(JSON.stringify({ type: 'chat.cancel', messageId: MESSAGE }));
     await eventually(() => cancels.length === 1);
     expect(cancels).toEqual([`/api/v1/chats/${CHAT}/messages/${MESSAGE}/cancel`]);
+    // A reply this socket has seen nothing of (a new tab, a reply still queued): chat finds its chat.
     const unseen = randomUUID();
     client.socket.send(JSON.stringify({ type: 'chat.cancel', messageId: unseen }));
+    await eventually(() => cancels.length === 2);
+    expect(cancels[1]).toBe(`/internal/v1/messages/${unseen}/cancel`);
+    // Not the caller's (chat answers 404): said so on the socket.
+    client.socket.send(JSON.stringify({ type: 'chat.cancel', messageId: NOT_FOUND }));
     await eventually(() => client.frames.some((f) => f.type === 'chat.error'));
-    expect(client.frames.find((f) => f.type === 'chat.error')).toMatchObject({ messageId: unseen, code: 'unknown_message' });
-    expect(cancels).toHaveLength(1);
+    expect(client.frames.filter((f) => f.type === 'chat.error')).toEqual([expect.objectContaining({ messageId: NOT_FOUND, code: 'not_found' })]);
     client.socket.close();
   });
 

@@ -81,11 +81,12 @@ export function messagesRepository(db: Executor) {
       return tx.insert(messages).values(rows).returning(rowColumns);
     },
 
-    async find(userId: string, chatId: string, id: string, tx: Executor = db): Promise<MessageRow | undefined> {
+    /** A message of the user's in that chat; without `chatId`, in whichever chat it is. */
+    async find(userId: string, chatId: string | undefined, id: string, tx: Executor = db): Promise<MessageRow | undefined> {
       const [row] = await tx
         .select(rowColumns)
         .from(messages)
-        .where(and(byId(id), eq(messages.chatId, chatId), eq(messages.userId, userId)));
+        .where(and(byId(id), chatId === undefined ? undefined : eq(messages.chatId, chatId), eq(messages.userId, userId)));
       return row;
     },
 

@@ -158,6 +158,20 @@ export async function messagesRoutes(app: ServiceApp, { messages, replay, heartb
     },
   );
 
+  // The gateway's WebSocket `chat.cancel` names only the reply: a socket that has seen none of its
+  // events (new, reconnected, or the reply still queued) does not know its chat. Not public: the
+  // gateway routes no /internal path, and calls this with the user's signed context.
+  app.post(
+    '/internal/v1/messages/:messageId/cancel',
+    {
+      schema: { hide: true, params: Type.Object({ messageId: Uuid }), response: { 202: Type.Object({ id: Uuid, status: Type.String() }), ...problemResponses(400, 401, 404) } },
+    },
+    async (request, reply) => {
+      const row = await messages.cancelById(caller(request), request.params.messageId);
+      return reply.code(202).send({ id: row.id, status: row.status });
+    },
+  );
+
   app.post(
     '/api/v1/chats/:id/messages/:messageId/regenerate',
     {

@@ -287,9 +287,19 @@ export class MessagesService {
    * the worker's result arrives. Cancelling a reply that already ended changes nothing.
    */
   async cancel(user: Identity, chatId: string, messageId: string): Promise<MessageRow> {
-    const row = await this.require(user, chatId, messageId);
+    return this.cancelReply(user, await this.require(user, chatId, messageId));
+  }
+
+  /** cancel() for a caller who knows the reply's id but not its chat (a WebSocket that has seen none of its events). */
+  async cancelById(user: Identity, messageId: string): Promise<MessageRow> {
+    const row = await this.repository.find(user.sub, undefined, messageId);
+    if (!row) throw problems.notFound('No such reply.');
+    return this.cancelReply(user, row);
+  }
+
+  private async cancelReply(user: Identity, row: MessageRow): Promise<MessageRow> {
     if (row.role !== 'assistant') throw problems.notFound('No such reply.');
-    if (row.status === 'queued') return (await this.cancelQueued(row)) ?? (await this.require(user, chatId, messageId));
+    if (row.status === 'queued') return (await this.cancelQueued(row)) ?? (await this.require(user, row.chatId, row.id));
     if (row.status !== 'streaming') return row;
     if (this.deps.runner.cancelLocal(row.id)) return row;
     let alive = true;
@@ -297,7 +307,7 @@ export class MessagesService {
       await this.deps.streams.publishCancel(row.id);
       [alive = true] = await this.deps.streams.leasesAlive([row.id]);
     } catch (error) {
-      this.deps.log.warn({ err: error, messageId }, 'cannot relay a cancel through Redis');
+      this.deps.log.warn({ err: error, messageId: row.id }, 'cannot relay a cancel through Redis');
     }
     if (!alive) return (await this.deps.sweeper.finalizeOrphan(row, 'cancelled')) ?? row;
     return row;

@@ -422,10 +422,10 @@ export async function wsRoutes(app: ServiceApp, options: WsOptions): Promise<voi
         return;
       }
       if (frame.type === 'chat.cancel') {
+        // The reply's id is enough: chat finds its chat when this socket has seen none of its events.
         const chatId = frame.chatId ?? chatOf.get(frame.messageId);
-        if (chatId === undefined)
-          return send({ type: 'chat.error', messageId: frame.messageId, code: 'unknown_message', detail: 'This socket has seen no reply with this id: send its chatId too.' });
-        const res = await callChat(request, identity, 'POST', `/api/v1/chats/${chatId}/messages/${frame.messageId}/cancel`, { signal: gone.signal });
+        const path = chatId === undefined ? `/internal/v1/messages/${frame.messageId}/cancel` : `/api/v1/chats/${chatId}/messages/${frame.messageId}/cancel`;
+        const res = await callChat(request, identity, 'POST', path, { signal: gone.signal });
         await res.body.dump();
         if (res.statusCode !== 202) send({ type: 'chat.error', messageId: frame.messageId, code: res.statusCode === 404 ? 'not_found' : 'cancel_failed' });
         return;
