@@ -281,6 +281,47 @@ describe('fault injection', () => {
     expect([...platform.instances.values()].every((i) => i.proc.child.exitCode === null)).toBe(true);
   }, 240_000);
 
+  it('services killed between their commits and the publish get the events to Kafka once restarted (QUALITY-BAR 18)', async () => {
+    // With every broker down, each commit of auth and chat leaves its event in the outbox, unsent:
+    // a SIGKILL of every instance of both then lands between the commit and the publish of each.
+    const gateway = platform.url('gateway-1');
+    const unpublished = async (schema: string) =>
+      (await platform.db.query<{ n: number }>(`select count(*)::int as n from "${schema}".outbox where published_at is null`)).rows[0]!.n;
+    const killed = ['auth-1', 'chat-1', 'chat-2'];
+    for (const id of [1, 2, 3]) await platform.kafka.brokerDown(id);
+    let registeredId = '';
+    try {
+      const res = await fetch(`${gateway}/api/v1/auth/register`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ email: `killed-${randomUUID().slice(0, 8)}@example.com`, password: 'a password before the kill' }),
+      });
+      expect(res.status).toBe(201);
+      const body = (await res.json()) as { user: { id: string }; accessToken: string };
+      registeredId = body.user.id;
+      const user = { token: body.accessToken, headers: { authorization: `Bearer ${body.accessToken}`, 'content-type': 'application/json' } };
+      const chatId = await newChat(gateway, user);
+      for (let i = 0; i < 3; i++) expect((await stream(gateway, user, chatId, `echo: before the kill ${i}`)).end).toBe('done');
+      for (const name of killed) await platform.kill(name, 'SIGKILL');
+    } finally {
+      for (const id of [1, 2, 3]) await platform.kafka.brokerUp(id);
+    }
+    const left = { auth: await unpublished('auth'), chat: await unpublished('chat') };
+    // The registration; the chat, and at least the completion of each reply.
+    expect(left.auth).toBeGreaterThan(0);
+    expect(left.chat).toBeGreaterThanOrEqual(4);
+    // Kafka is back, but no process of either service is left to publish their rows: they wait.
+    await new Promise((r) => setTimeout(r, 3000));
+    expect({ auth: await unpublished('auth'), chat: await unpublished('chat') }).toEqual(left);
+    expect((await platform.db.query('select 1 from admin.users where id = $1', [registeredId])).rows).toHaveLength(0);
+
+    for (const name of killed) await platform.restart(name);
+    // Restarted, they publish what they committed before the kill: admin learns of the user from
+    // auth.events, and counts every reply (the audit compares admin's usage with chat's replies).
+    await auditHolds(120_000);
+    expect((await platform.db.query('select 1 from admin.users where id = $1', [registeredId])).rows).toHaveLength(1);
+  }, 240_000);
+
   it('one broker of three down and partition leaders moved: no loss, no effect twice', async () => {
     const gateway = platform.url('gateway-1');
     const { user, chatId } = await userWithChat(gateway);
