@@ -143,6 +143,31 @@ describe('providers through the chat service', () => {
     expect(res.json().error.message).toMatch(/after part of the answer/);
   });
 
+  it('OpenAI API: refuses the parameters an answer could not honour (tools, structured output), naming each, before any provider call', async () => {
+    const ask = (extra: Record<string, unknown>) =>
+      chat.app.inject({ method: 'POST', url: '/v1/chat/completions', headers: user.headers, payload: { model: 'openai/refusals', messages: [{ role: 'user', content: 'echo: plain' }], ...extra } });
+    const tool = { type: 'function', function: { name: 'lookup', parameters: { type: 'object', properties: {} } } };
+    const refused: Array<[Record<string, unknown>, string]> = [
+      [{ tools: [tool] }, 'tools'],
+      [{ functions: [tool.function] }, 'functions'],
+      [{ tool_choice: 'required' }, 'tool_choice'],
+      [{ tool_choice: { type: 'function', function: { name: 'lookup' } } }, 'tool_choice'],
+      [{ function_call: { name: 'lookup' } }, 'function_call'],
+      [{ response_format: { type: 'json_object' } }, 'response_format'],
+      [{ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } } }, 'response_format'],
+    ];
+    for (const [extra, param] of refused) {
+      const res = await ask({ ...extra, stream: true });
+      expect(res.statusCode, JSON.stringify(extra)).toBe(400);
+      expect(res.json()).toEqual({ error: { type: 'invalid_request_error', code: 'unsupported_parameter', param, message: expect.stringContaining(`\`${param}\``) } });
+    }
+    expect(sim.requests().filter((r) => r.model === 'refusals')).toHaveLength(0);
+    // What changes nothing is taken as it is: no tools, tool_choice none or auto, plain text, sampling hints.
+    const plain = await ask({ tools: [], tool_choice: 'none', function_call: 'auto', response_format: { type: 'text' }, seed: 7, presence_penalty: 0.5 });
+    expect(plain.statusCode).toBe(200);
+    expect(plain.json().choices[0].message.content).toBe('plain');
+  });
+
   it('OpenAI API: a deployment model id longer than a usage event allows is settled and published, cut to 256 characters', async () => {
     // `openai/` + a 255-character model: 262 characters, over the event's 256. Building the event
     // used to throw after the answer, unhandled, and take the service down.

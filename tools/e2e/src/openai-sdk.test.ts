@@ -10,7 +10,7 @@ import { isolatedDatabase } from '@vivier/dev-stack/test-infra';
 import { startProviderSim, type ProviderSim } from '@vivier/provider-sim';
 import { testEnv } from '@vivier/service-kit/testing';
 
-const RATE_LIMIT = 8;
+const RATE_LIMIT = 10;
 
 // The official `openai` client, unmodified, against the gateway (API key) → chat → the provider
 // simulator speaking OpenAI's wire protocol: what any OpenAI-compatible tool would do.
@@ -124,6 +124,15 @@ describe('the OpenAI-compatible API with the official openai client', () => {
     const invalid = openai.chat.completions.create({ model: 'openai/gpt-4o-mini', messages: [] });
     await expect(invalid).rejects.toBeInstanceOf(OpenAI.BadRequestError);
     await expect(invalid).rejects.toMatchObject({ status: 400, type: 'invalid_request_error', code: 'validation_failed' });
+
+    // Tool calling is refused, naming the parameter, rather than answered as if no tool were offered.
+    const tools = openai.chat.completions.create({
+      model: 'openai/gpt-4o-mini',
+      messages: [{ role: 'user', content: 'what is the weather?' }],
+      tools: [{ type: 'function', function: { name: 'weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }],
+    });
+    await expect(tools).rejects.toBeInstanceOf(OpenAI.BadRequestError);
+    await expect(tools).rejects.toMatchObject({ status: 400, type: 'invalid_request_error', code: 'unsupported_parameter', param: 'tools' });
 
     // Both completions were counted like any reply.
     await expect.poll(async () => (await completedEvents()).filter((e) => e.status === 'completed').length, { timeout: 10_000 }).toBe(2);

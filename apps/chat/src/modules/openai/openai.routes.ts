@@ -25,7 +25,7 @@ const CompletionRequest = Type.Object(
     stop: Type.Optional(Type.Union([Type.String(), Type.Array(Type.String(), { maxItems: 4 }), Type.Null()])),
     n: Type.Optional(Type.Union([Type.Literal(1), Type.Null()], { description: 'only 1 is supported' })),
   },
-  { additionalProperties: true, description: 'OpenAI Chat Completions request; parameters not listed are accepted and ignored' },
+  { additionalProperties: true, description: 'OpenAI Chat Completions request. Refused with 400 `unsupported_parameter` (its `param` named): non-empty `tools` or `functions`, `tool_choice` / `function_call` other than none or auto, `response_format` other than text. Other parameters not listed are accepted and ignored (sampling hints such as seed or penalties).' },
 );
 
 // Errors are not described per status: they are problem details until the onSend hook turns them

@@ -31,6 +31,31 @@ export interface CompletionBody {
   temperature?: number | null;
   top_p?: number | null;
   stop?: string | string[] | null;
+  tools?: unknown[] | null;
+  functions?: unknown[] | null;
+  tool_choice?: unknown;
+  function_call?: unknown;
+  response_format?: { type?: string } | null;
+}
+
+/**
+ * Parameters that change what an answer must be, which Vivier's providers do not carry: ignored,
+ * a client would take a plain text answer for one that honoured them (an agent waiting for a tool
+ * call, a parser for JSON), so they are refused, as OpenAI refuses a parameter a model lacks.
+ * Sampling hints (seed, penalties, logit_bias, user, …) are still accepted and ignored.
+ */
+function refuseUnsupported(body: CompletionBody): void {
+  const refuse = (param: string, what: string) => {
+    throw new HttpProblem(400, 'unsupported_parameter', `${what} is not supported by this deployment: send the request without \`${param}\`.`, {
+      extensions: { errors: [{ path: `/${param}`, message: 'not supported' }] },
+    });
+  };
+  if (Array.isArray(body.tools) && body.tools.length > 0) refuse('tools', 'Tool calling');
+  if (Array.isArray(body.functions) && body.functions.length > 0) refuse('functions', 'Function calling');
+  if (body.tool_choice != null && body.tool_choice !== 'none' && body.tool_choice !== 'auto') refuse('tool_choice', 'Tool calling');
+  if (body.function_call != null && body.function_call !== 'none' && body.function_call !== 'auto') refuse('function_call', 'Function calling');
+  const format = body.response_format?.type;
+  if (format !== undefined && format !== 'text') refuse('response_format', `\`response_format\` "${format}" (structured output)`);
 }
 
 export interface CompletionChunkSink {
@@ -173,6 +198,7 @@ export class OpenAiService {
 
   /** Resolves, counts and reserves: everything that can refuse the request before any byte is sent. */
   async prepare(user: Identity, body: CompletionBody) {
+    refuseUnsupported(body);
     const resolved = this.deps.router.resolve(body.model);
     if (!resolved)
       throw new HttpProblem(
