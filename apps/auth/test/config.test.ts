@@ -29,6 +29,12 @@ describe('auth configuration', () => {
     expect(() => loadAuthConfig({ ...env, ARGON2_TIME_COST: '1' })).toThrowError(/ARGON2_TIME_COST/);
   });
 
+  it('defaults to a 7-day absolute login lifetime (QUALITY-BAR 2) and a short reuse grace (QUALITY-BAR 1)', () => {
+    const config = loadAuthConfig({ DATABASE_URL: 'postgres://x@127.0.0.1/db' });
+    expect(config.REFRESH_TOKEN_LIFETIME_SECONDS).toBe(7 * 24 * 3600);
+    expect(config.REFRESH_TOKEN_REUSE_GRACE_MS).toBeLessThanOrEqual(10_000);
+  });
+
   it('stops with a message naming a malformed variable', () => {
     expect(() => loadAuthConfig({ DATABASE_URL: 'postgres://x@127.0.0.1/db', PORT: '70000' })).toThrowError(ConfigError);
     expect(() => loadAuthConfig({ DATABASE_URL: 'postgres://x@127.0.0.1/db', PORT: '70000' })).toThrowError(/PORT/);
