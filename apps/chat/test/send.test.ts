@@ -125,6 +125,28 @@ describe('sending a message', () => {
     for (const status of outcomes) expect([201, 404]).toContain(status);
   });
 
+  it('answers a send whose chat is deleted while its reply runs with 404 chat_deleted, on either transport', async () => {
+    // About 0.6 s of reply at 500 tokens/s; the chat is deleted once it streams.
+    const content = `echo: ${Array.from({ length: 300 }, (_, i) => `w${i}`).join(' ')}`;
+    const deleteOnceStreaming = async (chatId: string) => {
+      await eventually(async () => (await pool.query(`select 1 from chat.messages where chat_id = $1 and role = 'assistant' and status = 'streaming'`, [chatId])).rows.length === 1, 10_000);
+      expect((await chat.app.inject({ method: 'DELETE', url: `/api/v1/chats/${chatId}`, headers: user.headers })).statusCode).toBe(204);
+    };
+    const plain = await createChat(chat.app, user);
+    const [sent] = await Promise.all([
+      chat.app.inject({ method: 'POST', url: `/api/v1/chats/${plain}/messages`, headers: user.headers, payload: { content } }),
+      deleteOnceStreaming(plain),
+    ]);
+    expect(sent.statusCode).toBe(404);
+    expect(sent.json()).toMatchObject({ status: 404, code: 'chat_deleted' });
+    const streamed = await createChat(chat.app, user);
+    const [events] = await Promise.all([
+      chat.app.inject({ method: 'POST', url: `/api/v1/chats/${streamed}/messages`, headers: { ...user.headers, accept: 'text/event-stream' }, payload: { content } }),
+      deleteOnceStreaming(streamed),
+    ]);
+    expect(parseSse(events.body).at(-1)).toMatchObject({ event: 'error', data: { code: 'chat_deleted' } });
+  });
+
   it('regenerates: a new reply to the same user message', async () => {
     const chatId = await createChat(chat.app, user);
     const turn = (await chat.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: user.headers, payload: { content: 'Tell me about rivers' } })).json();

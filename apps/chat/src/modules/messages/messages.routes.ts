@@ -63,7 +63,8 @@ export async function messagesRoutes(app: ServiceApp, { messages, replay, heartb
     }
     const stored = await run.done;
     if (stored.status === 'failed') {
-      const status = stored.errorCode === 'stream_interrupted' || stored.errorCode?.startsWith('provider_') ? 502 : 500;
+      const status =
+        stored.errorCode === 'chat_deleted' ? 404 : stored.errorCode === 'stream_interrupted' || stored.errorCode?.startsWith('provider_') ? 502 : 500;
       throw new HttpProblem(status, stored.errorCode ?? 'internal_error', stored.errorDetail ?? undefined, {
         extensions: { userMessage, assistantMessage: messageView(stored) },
       });

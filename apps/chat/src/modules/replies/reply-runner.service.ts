@@ -310,7 +310,16 @@ export class ReplyRunner {
           this.deps.log.error({ err: error, messageId: run.id }, 'cannot count the usage of a reply whose chat was deleted'),
         );
       }
-      const final = stored ?? { ...start.assistant, ...outcome, status: 'failed' as const, errorCode: 'reply_lost', errorDetail: 'The reply could not be stored.' };
+      // No row because its chat was deleted meanwhile: said so (the send answers 404), not as a
+      // reply lost to a fault. (The delete cancelled it if it was still running.)
+      const final = stored ?? {
+        ...start.assistant,
+        ...outcome,
+        status: 'failed' as const,
+        ...(stored === undefined
+          ? { errorCode: 'chat_deleted', errorDetail: 'The chat was deleted while its reply ran.' }
+          : { errorCode: 'reply_lost', errorDetail: 'The reply could not be stored.' }),
+      };
       run.emit(terminalEvent(final).type, terminalEvent(final).data);
       run.finish(final);
     }
