@@ -43,6 +43,14 @@ export interface MessagesRoutesOptions {
   heartbeatMs: number;
 }
 
+/** The status a JSON send answers for a reply that failed, by its error code (else 502 for provider_*, 500). */
+const FAILED_REPLY_STATUS: Record<string, number> = {
+  chat_deleted: 404,
+  stream_interrupted: 502,
+  // The instance stopped while the reply ran (a deploy): worth sending again, to another instance.
+  service_shutdown: 503,
+};
+
 export async function messagesRoutes(app: ServiceApp, { messages, replay, heartbeatMs }: MessagesRoutesOptions): Promise<void> {
   app.addHook('preHandler', requireIdentity);
 
@@ -63,8 +71,7 @@ export async function messagesRoutes(app: ServiceApp, { messages, replay, heartb
     }
     const stored = await run.done;
     if (stored.status === 'failed') {
-      const status =
-        stored.errorCode === 'chat_deleted' ? 404 : stored.errorCode === 'stream_interrupted' || stored.errorCode?.startsWith('provider_') ? 502 : 500;
+      const status = FAILED_REPLY_STATUS[stored.errorCode ?? ''] ?? (stored.errorCode?.startsWith('provider_') ? 502 : 500);
       throw new HttpProblem(status, stored.errorCode ?? 'internal_error', stored.errorDetail ?? undefined, {
         extensions: { userMessage, assistantMessage: messageView(stored) },
       });
@@ -97,7 +104,7 @@ export async function messagesRoutes(app: ServiceApp, { messages, replay, heartb
         description: `${SSE_DESCRIPTION} Without it: 201 once the reply has ended (502 when it failed). With \`async: true\`: 202 at once, the reply \`queued\` for the worker.`,
         params: IdParams,
         body: SendBody,
-        response: { 200: EventStream, 201: Turn, 202: Turn, ...problemResponses(400, 401, 404, 429, 500, 502) },
+        response: { 200: EventStream, 201: Turn, 202: Turn, ...problemResponses(400, 401, 404, 429, 500, 502, 503) },
       },
     },
     async (request, reply) => respond(request, reply, await messages.send(caller(request), request.params.id, request.body)),
@@ -187,7 +194,7 @@ export async function messagesRoutes(app: ServiceApp, { messages, replay, heartb
         description: `\`messageId\` is a reply (or the user message it answers). Answered like sending a message. ${SSE_DESCRIPTION}`,
         params: MessageParams,
         body: Type.Object(replyOptions, { additionalProperties: false, description: 'optional: an empty request asks for a reply like the last one' }),
-        response: { 200: EventStream, 201: Turn, 202: Turn, ...problemResponses(400, 401, 404, 429, 500, 502) },
+        response: { 200: EventStream, 201: Turn, 202: Turn, ...problemResponses(400, 401, 404, 429, 500, 502, 503) },
       },
     },
     async (request, reply) => respond(request, reply, await messages.regenerate(caller(request), request.params.id, request.params.messageId, request.body)),
