@@ -107,6 +107,35 @@ describe('search, attachments, models', () => {
     expect(nul.json()).toMatchObject({ code: 'invalid_text' });
   });
 
+  it('refuses a text file that is not UTF-8 (415), and a form with two files or none (400), storing nothing', async () => {
+    const owner = testUser();
+    // UTF-16 with its byte order mark, as Windows tools write text.
+    const utf16 = await upload(owner, { name: 'notes.txt', type: 'text/plain', data: Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('heron', 'utf16le')]) });
+    expect(utf16.statusCode).toBe(415);
+    expect(utf16.json()).toMatchObject({ status: 415, code: 'unsupported_media_type' });
+
+    const boundary = `----vivier-two-${Date.now()}`;
+    const part = (name: string) => `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${name}"\r\nContent-Type: text/plain\r\n\r\nsome text\r\n`;
+    const two = await chat.app.inject({
+      method: 'POST',
+      url: '/api/v1/files',
+      headers: { ...owner.headers, 'content-type': `multipart/form-data; boundary=${boundary}` },
+      payload: `${part('a.txt')}${part('b.txt')}--${boundary}--\r\n`,
+    });
+    expect(two.statusCode).toBe(400);
+    expect(two.json()).toMatchObject({ status: 400, code: 'validation_failed' });
+    const none = await chat.app.inject({
+      method: 'POST',
+      url: '/api/v1/files',
+      headers: { ...owner.headers, 'content-type': `multipart/form-data; boundary=${boundary}` },
+      payload: `--${boundary}\r\nContent-Disposition: form-data; name="note"\r\n\r\njust a field\r\n--${boundary}--\r\n`,
+    });
+    expect(none.statusCode).toBe(400);
+    expect(none.json()).toMatchObject({ status: 400, code: 'validation_failed' });
+    const stored = await chat.app.s3.client.send(new ListObjectsV2Command({ Bucket: chat.app.s3.bucket, Prefix: `files/${owner.id}/` }));
+    expect(stored.KeyCount ?? 0).toBe(0);
+  });
+
   it('deletes the stored object of an upload whose row could not be written, so nothing is left in S3 that no one can name', async () => {
     const who = testUser();
     const tag = who.id.replaceAll('-', '');

@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox';
 import multipart from '@fastify/multipart';
 import { caller, problems, requireIdentity, type ServiceApp } from '@vivier/service-kit';
 import { IdParams, Timestamp, Uuid, problemResponses } from '../../http.schema';
-import { fileView, type FilesService } from './files.service';
+import { fileView, type FilesService, type ReadFile } from './files.service';
 
 const FileInfo = Type.Object({ id: Uuid, name: Type.String(), size: Type.Integer(), contentType: Type.String(), createdAt: Timestamp });
 
@@ -21,7 +21,7 @@ export async function filesRoutes(app: ServiceApp, { files, maxBytes }: { files:
         security: [{ bearer: [] }],
         summary: 'Upload an attachment',
         description:
-          'multipart/form-data with one file part. Text files (UTF-8) are added to the model context of a message that attaches them; images are passed to providers as image parts. Too large → 413 `payload_too_large`, type not accepted → 415 `unsupported_media_type`.',
+          'multipart/form-data with one file part. Text files (UTF-8) are added to the model context of a message that attaches them; images are passed to providers as image parts. Too large → 413 `payload_too_large`, type not accepted (or text not UTF-8) → 415 `unsupported_media_type`, no file part or more than one → 400 `validation_failed`; nothing is stored then.',
         consumes: ['multipart/form-data'],
         response: { 201: FileInfo, ...problemResponses(400, 401, 413, 415) },
       },
@@ -30,17 +30,23 @@ export async function filesRoutes(app: ServiceApp, { files, maxBytes }: { files:
       const declared = Number(request.headers['content-length']);
       if (Number.isFinite(declared) && declared > maxBytes + MULTIPART_OVERHEAD) throw files.tooLarge();
       if (!request.isMultipart()) throw problems.unsupportedMediaType('Send the file as multipart/form-data.');
-      let part;
+      // The whole form is read before anything is stored: a second file (past the parts limit)
+      // refuses the request, where taking the first and dropping the rest would store half of it.
+      let file: ReadFile | undefined;
       try {
-        part = await request.file();
+        for await (const part of request.parts()) {
+          if (part.type !== 'file') continue;
+          if (file) throw problems.badRequest('validation_failed', 'Send one file per request.');
+          file = await files.read(part);
+        }
       } catch (error) {
         const code = (error as { code?: string }).code;
         if (code === 'FST_REQ_FILE_TOO_LARGE') throw files.tooLarge();
         if (code === 'FST_FILES_LIMIT' || code === 'FST_PARTS_LIMIT' || code === 'FST_FIELDS_LIMIT') throw problems.badRequest('validation_failed', 'Send one file per request.');
         throw error;
       }
-      if (!part) throw problems.badRequest('validation_failed', 'The request has no file part.');
-      return reply.code(201).send(await files.upload(caller(request), part));
+      if (!file) throw problems.badRequest('validation_failed', 'The request has no file part.');
+      return reply.code(201).send(await files.store(caller(request), file));
     },
   );
 

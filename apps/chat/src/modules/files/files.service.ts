@@ -8,6 +8,15 @@ import type { ChatDatabase } from '../../database';
 import { newId } from '../../ids';
 import { filesRepository, type FileRow } from './files.repository';
 
+/** An uploaded file read whole and checked, not stored yet. */
+export interface ReadFile {
+  name: string;
+  contentType: string;
+  data: Buffer;
+  /** The UTF-8 text of a text file; null for an image. */
+  text: string | null;
+}
+
 export interface FileView {
   id: string;
   name: string;
@@ -67,7 +76,11 @@ export class FilesService {
     return type;
   }
 
-  async upload(user: Identity, part: MultipartFile): Promise<FileView> {
+  /**
+   * Reads one file part whole and checks it (size, type, image signature, UTF-8 text): nothing is
+   * stored yet, so the rest of the form can still be refused (see `store`).
+   */
+  async read(part: MultipartFile): Promise<ReadFile> {
     const contentType = this.checkType(part.mimetype);
     let data: Buffer;
     try {
@@ -90,8 +103,13 @@ export class FilesService {
       // Valid UTF-8, but no text PostgreSQL can store (and no text file): refused before S3.
       if (text.includes('\u0000')) throw new HttpProblem(400, 'invalid_text', 'Text files may not contain NUL characters.');
     }
-    const { id, createdAt } = newId();
     const name = cutText([...(part.filename || 'file')].filter((c) => c.charCodeAt(0) >= 0x20).join(''), 255) || 'file';
+    return { name, contentType, data, text };
+  }
+
+  /** Stores a file `read` accepted: the object in S3, then its row (no row, no object). */
+  async store(user: Identity, { name, contentType, data, text }: ReadFile): Promise<FileView> {
+    const { id, createdAt } = newId();
     const objectKey = `files/${user.sub}/${id}`;
     await this.deps.s3.client.send(
       new PutObjectCommand({ Bucket: this.deps.s3.bucket, Key: objectKey, Body: data, ContentType: contentType, ContentLength: data.length }),
