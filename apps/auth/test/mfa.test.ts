@@ -64,6 +64,20 @@ describe('TOTP multi-factor sign-in', () => {
     for (const code of recoveryCodes) expect(stored).not.toContain(code.replace(/-/g, ''));
   });
 
+  it('keeps an enrolled factor: setup and enable while it is on are 409 mfa_already_enabled, and its secret still signs in', async () => {
+    const user = await userWithMfa();
+    const identity = identityOf(user.signedIn.accessToken);
+    const setup = await auth.call('POST', '/api/v1/auth/mfa/totp/setup', { identity });
+    expect(setup.statusCode).toBe(409);
+    expect(setup.json()).toMatchObject({ status: 409, code: 'mfa_already_enabled' });
+    expect(setup.body).not.toMatch(/otpauth|secret"/);
+    const enable = await auth.call('POST', '/api/v1/auth/mfa/totp/enable', { identity, body: { code: hotp(user.secret, user.enabledWith + 1) } });
+    expect(enable.statusCode).toBe(409);
+    expect(enable.json()).toMatchObject({ code: 'mfa_already_enabled' });
+    const login = await auth.call('POST', '/api/v1/auth/login', { body: { email: user.email, password: PASSWORD, mfaCode: hotp(user.secret, user.enabledWith + 1) } });
+    expect(login.statusCode).toBe(200);
+  });
+
   it('answers mfa_required to a correct password without a code', async () => {
     const user = await userWithMfa();
     const res = await auth.login(user.email, PASSWORD);

@@ -143,6 +143,41 @@ describe('providers through the chat service', () => {
     expect(res.json().error.message).toMatch(/after part of the answer/);
   });
 
+  it("OpenAI API: a provider that fails before any text is answered with OpenAI's status on both transports: 429 with Retry-After, 504 when silent", async () => {
+    const ask = (model: string, stream: boolean) =>
+      chat.app.inject({ method: 'POST', url: '/v1/chat/completions', headers: user.headers, payload: { model, stream, messages: [{ role: 'user', content: 'echo: hi' }] } });
+    sim.setFaults({ status429: true, retryAfter: 1 }, 'limited-model');
+    for (const stream of [false, true]) {
+      const limited = await ask('openai/limited-model', stream);
+      expect(limited.statusCode).toBe(429);
+      expect(limited.headers['retry-after']).toBe('1');
+      expect(limited.headers['content-type']).toContain('application/json');
+      expect(limited.json()).toMatchObject({ error: { type: 'rate_limit_error', code: 'provider_rate_limited' } });
+    }
+    // Headers never come within the router's idle timeout (1.5 s), retry included.
+    sim.setFaults({ latencyMs: 4000 }, 'silent-model');
+    const silent = await ask('openai/silent-model', false);
+    expect(silent.statusCode).toBe(504);
+    expect(silent.json()).toMatchObject({ error: { type: 'server_error', code: 'provider_timeout' } });
+  });
+
+  it('OpenAI API: a streamed completion cut mid-answer ends with an error chunk and [DONE], never a finish_reason', async () => {
+    sim.setFaults({ cutAfterChunks: 3 }, 'cut-stream-model');
+    const res = await chat.app.inject({
+      method: 'POST',
+      url: '/v1/chat/completions',
+      headers: user.headers,
+      payload: { model: 'openai/cut-stream-model', stream: true, messages: [{ role: 'user', content: 'echo: one two three four five six seven' }] },
+    });
+    expect(res.statusCode).toBe(200);
+    const data = res.body.split('\n\n').filter((b) => b.startsWith('data: ')).map((b) => b.slice(6));
+    expect(data.at(-1)).toBe('[DONE]');
+    expect(JSON.parse(data.at(-2)!)).toMatchObject({ error: { type: 'server_error', code: 'stream_interrupted' } });
+    const chunks = data.slice(0, -2).map((d) => JSON.parse(d) as { choices: Array<{ delta: { content?: string }; finish_reason: string | null }> });
+    expect(chunks.map((c) => c.choices[0]!.delta.content ?? '').join('').length).toBeGreaterThan(0);
+    expect(chunks.every((c) => c.choices[0]!.finish_reason === null)).toBe(true);
+  });
+
   it('OpenAI API: refuses the parameters an answer could not honour (tools, structured output), naming each, before any provider call', async () => {
     const ask = (extra: Record<string, unknown>) =>
       chat.app.inject({ method: 'POST', url: '/v1/chat/completions', headers: user.headers, payload: { model: 'openai/refusals', messages: [{ role: 'user', content: 'echo: plain' }], ...extra } });
@@ -166,6 +201,14 @@ describe('providers through the chat service', () => {
     const plain = await ask({ tools: [], tool_choice: 'none', function_call: 'auto', response_format: { type: 'text' }, seed: 7, presence_penalty: 0.5 });
     expect(plain.statusCode).toBe(200);
     expect(plain.json().choices[0].message.content).toBe('plain');
+    // A tool's answer in the history, and an image by URL (only data: URLs are read): 400 too.
+    const history = (message: Record<string, unknown>) =>
+      chat.app.inject({ method: 'POST', url: '/v1/chat/completions', headers: user.headers, payload: { model: 'openai/refusals', messages: [{ role: 'user', content: 'hi' }, message] } });
+    expect((await history({ role: 'tool', tool_call_id: 'call_1', content: '{"ok":true}' })).json()).toMatchObject({ error: { type: 'invalid_request_error', code: 'validation_failed' } });
+    const image = await history({ role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://example.com/cat.png' } }] });
+    expect(image.statusCode).toBe(400);
+    expect(image.json().error.message).toMatch(/data: URLs/);
+    expect(sim.requests().filter((r) => r.model === 'refusals')).toHaveLength(1);
   });
 
   it('OpenAI API: a deployment model id longer than a usage event allows is settled and published, cut to 256 characters', async () => {

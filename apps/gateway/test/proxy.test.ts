@@ -197,6 +197,15 @@ describe('gateway proxy', () => {
     expect(res.json()).toMatchObject({ code: 'upstream_unavailable' });
   });
 
+  it('answers 504 upstream_timeout when a service takes its request but never answers within UPSTREAM_TIMEOUT_MS', async () => {
+    const silent = await standIn(() => undefined); // reads the request, never writes
+    const { app } = await gateway({ ADMIN_URL: silent.url, UPSTREAM_TIMEOUT_MS: '1000' });
+    const res = await app.inject({ method: 'GET', url: '/api/v1/admin/users', headers: bearer(token) });
+    expect(res.statusCode).toBe(504);
+    expect(res.json()).toMatchObject({ status: 504, code: 'upstream_timeout' });
+    expect(silent.requests).toHaveLength(1);
+  });
+
   it('drops identity headers and credentials sent by clients and forwards the request id', async () => {
     let seen: http.IncomingHttpHeaders = {};
     const chatUrl = await upstream((req, res) => {

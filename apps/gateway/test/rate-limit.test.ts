@@ -251,6 +251,15 @@ describe('rate limits', () => {
     const chats = async (token: string) => (await gw.app.inject({ method: 'GET', url: '/api/v1/chats', headers: bearer(token) })).statusCode;
     expect(await chats(older)).toBe(401);
     expect(await chats(newer)).toBe(200);
+    // A disabled user, and a revoked API key.
+    await gw.redis.set('auth:user-disabled:u-disabled', '1');
+    const disabled = await auth.sign({ sub: 'u-disabled', sid: 's-disabled' });
+    expect(await chats(disabled)).toBe(401);
+    const revokedKey = 'vk_revoked_while_redis_is_up_0001';
+    auth.apiKeys.set(revokedKey, { userId: 'u-key-owner', keyId: 'k-revoked', role: 'user' });
+    await gw.redis.set('auth:revoked-api-key:k-revoked', '1');
+    const byKey = async () => (await gw.app.inject({ method: 'GET', url: '/api/v1/chats', headers: bearer(revokedKey) })).statusCode;
+    expect(await byKey()).toBe(401);
     gw.app.redis.disconnect();
     await eventually(() => gw.app.redis.status !== 'ready');
     expect(
@@ -258,6 +267,8 @@ describe('rate limits', () => {
     ).toBe(401);
     expect(await chats(older)).toBe(401);
     expect(await chats(newer)).toBe(200);
+    expect(await chats(disabled)).toBe(401);
+    expect(await byKey()).toBe(401);
     const other = await gw.app.inject({
       method: 'GET',
       url: '/api/v1/chats',

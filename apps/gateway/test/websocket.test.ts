@@ -238,6 +238,31 @@ describe('WebSocket frames that call chat', () => {
     client.socket.close();
   });
 
+  it("answers a chat.send chat refuses with chat.error carrying chat's code and the requestId, and one chat cannot take with internal_error", async () => {
+    const chat = await standIn((req, res) => {
+      res.writeHead(429, { 'content-type': 'application/problem+json', 'retry-after': '30' }).end(JSON.stringify({ status: 429, code: 'quota_exceeded', detail: 'The monthly token quota is used up.' }));
+    });
+    const { url } = await gatewayWith(chat.url);
+    const client = new Client(url, await auth.sign({ sub: `u-${randomUUID()}` }));
+    await client.ready();
+    client.socket.send(JSON.stringify({ type: 'chat.send', requestId: 'r-1', chatId: CHAT, content: 'hello' }));
+    await eventually(() => client.frames.some((f) => f.type === 'chat.error'));
+    expect(client.frames.find((f) => f.type === 'chat.error')).toEqual({ type: 'chat.error', requestId: 'r-1', code: 'quota_exceeded', detail: 'The monthly token quota is used up.' });
+    client.socket.close();
+
+    // Chat gone (no one listens): the request still gets an answer, and the socket stays open.
+    const gone = await standIn();
+    const { url: goneUrl } = await gatewayWith(gone.url);
+    await new Promise((resolve) => gone.server.close(resolve));
+    const other = new Client(goneUrl, await auth.sign({ sub: `u-${randomUUID()}` }));
+    await other.ready();
+    other.socket.send(JSON.stringify({ type: 'chat.send', requestId: 'r-2', chatId: CHAT, content: 'hello' }));
+    await eventually(() => other.frames.some((f) => f.type === 'chat.error'), 10_000);
+    expect(other.frames.find((f) => f.type === 'chat.error')).toMatchObject({ type: 'chat.error', requestId: 'r-2', code: 'internal_error' });
+    expect(other.closed).toBeUndefined();
+    other.socket.close();
+  });
+
   it("counts every frame that calls chat against the caller's rate limit", async () => {
     const { chat, cancels } = await chatStandIn();
     const { url } = await gatewayWith(chat.url, { RATE_LIMIT_PER_USER: '3', RATE_LIMIT_WINDOW_SECONDS: '60' });
