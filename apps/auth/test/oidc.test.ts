@@ -18,7 +18,11 @@ beforeAll(async () => {
   auth = await startAuth({
     PUBLIC_BASE_URL,
     ADMIN_EMAILS: `someone@example.test, ${adminEmail.toUpperCase()}`,
-    OIDC_PROVIDERS: JSON.stringify([{ name: 'test', issuer: idp.issuer, clientId: idp.clientId, clientSecret: idp.clientSecret }]),
+    OIDC_PROVIDERS: JSON.stringify([
+      { name: 'test', issuer: idp.issuer, clientId: idp.clientId, clientSecret: idp.clientSecret },
+      // A provider nobody answers for (an outage, a wrong issuer).
+      { name: 'down', issuer: 'http://127.0.0.1:9', clientId: 'c', clientSecret: 's' },
+    ]),
   });
 });
 afterAll(async () => {
@@ -189,6 +193,31 @@ describe('OIDC sign-in', () => {
     await expectRefused(who, await finishAltered(who, 'code_challenge', challenge), 'oidc_error', 'oidc_error');
   });
 
+  it('answers 503 provider_unavailable when the provider cannot be reached, without its address, and starts no flow', async () => {
+    const res = await auth.call('GET', '/api/v1/auth/oauth/down/start');
+    expect(res.statusCode).toBe(503);
+    expect(res.json()).toMatchObject({ status: 503, code: 'provider_unavailable' });
+    expect(res.body).not.toContain('127.0.0.1');
+    expect(res.headers['set-cookie']).toBeUndefined();
+  });
+
+  it('refuses a callback the provider sent with an error (the user cancelled) or from another issuer (a mix-up): 400 oidc_error, audited, no session', async () => {
+    const cancelled = account();
+    const first = await startAndAuthorize(cancelled);
+    const denied = new URL(first.callback);
+    denied.searchParams.delete('code');
+    denied.searchParams.set('error', 'access_denied');
+    const res = await finish(denied, first.cookie);
+    await expectRefused(cancelled, res, 'oidc_error', 'oidc_error');
+    expect(res.json().detail).toContain('access_denied');
+
+    const mixedUp = account();
+    const second = await startAndAuthorize(mixedUp);
+    const elsewhere = new URL(second.callback);
+    elsewhere.searchParams.set('iss', 'https://idp.attacker.example');
+    await expectRefused(mixedUp, await finish(elsewhere, second.cookie), 'oidc_error', 'oidc_error');
+  });
+
   it('refuses an account whose email the provider has not verified', async () => {
     const who = account({ email_verified: false });
     const { callback, cookie } = await startAndAuthorize(who);
@@ -259,7 +288,11 @@ describe('OIDC sign-in', () => {
     const redirecting = await startAuth({
       PUBLIC_BASE_URL,
       OIDC_CLIENT_REDIRECT_URL: 'https://app.example.test/signed-in',
-      OIDC_PROVIDERS: JSON.stringify([{ name: 'test', issuer: idp.issuer, clientId: idp.clientId, clientSecret: idp.clientSecret }]),
+      OIDC_PROVIDERS: JSON.stringify([
+      { name: 'test', issuer: idp.issuer, clientId: idp.clientId, clientSecret: idp.clientSecret },
+      // A provider nobody answers for (an outage, a wrong issuer).
+      { name: 'down', issuer: 'http://127.0.0.1:9', clientId: 'c', clientSecret: 's' },
+    ]),
     });
     try {
       idp.signInAs(account());
