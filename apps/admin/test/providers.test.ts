@@ -271,6 +271,26 @@ describe('provider settings and write-only API keys', () => {
     }
   }, 60_000);
 
+  it('a master key replaced without the old one in PROVIDER_KEY_ENCRYPTION_PREVIOUS_KEYS: saving without apiKey is 409 api_key_unreadable, with it the key is stored anew', async () => {
+    const name = `lost-master-${t}`;
+    expect((await put(name, { kind: 'gemini', apiKey: API_KEY })).statusCode).toBe(201);
+    const next = randomBytes(32).toString('base64');
+    // It starts all the same (the rows it cannot re-wrap stay as they are).
+    const replaced = await startAdmin({ PROVIDER_KEY_ENCRYPTION_KEY: next });
+    try {
+      const unreadable = await put(name, { kind: 'gemini', enabled: false }, replaced);
+      expect(unreadable.statusCode).toBe(409);
+      expect(unreadable.json()).toMatchObject({ status: 409, code: 'api_key_unreadable' });
+      expect((await row(name)).revision).toBe(1);
+      const resent = await put(name, { kind: 'gemini', apiKey: `${API_KEY}-new` }, replaced);
+      expect(resent.statusCode).toBe(200);
+      expect(resent.json()).toMatchObject({ hasApiKey: true, revision: 2 });
+      expect(new ProviderKeyVault(next).open(name, sealedKeyOf(await row(name))!)).toBe(`${API_KEY}-new`);
+    } finally {
+      await replaced.close();
+    }
+  });
+
   it('a new master key re-wraps the data keys at start; the API keys stay the same', async () => {
     const name = `rotate-${t}`;
     expect((await put(name, { kind: 'gemini', apiKey: API_KEY })).statusCode).toBe(201);
