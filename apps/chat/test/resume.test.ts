@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
-import type pg from 'pg';
+import pg from 'pg';
 import { startProviderSim, type ProviderSim } from '@vivier/provider-sim';
-import { testEnv } from '@vivier/service-kit/testing';
+import { testAdminDatabaseUrl, testEnv } from '@vivier/service-kit/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newId } from '../src/ids';
 import { chatPool, createChat, eventually, streamSse, startChat, testUser, writeProvidersFile, type SseEvent, type TestChat } from './helpers';
@@ -187,6 +187,41 @@ describe('replies that outlive their connection', () => {
       { id: 4, event: 'usage', data: { promptTokens: 10, completionTokens: 2 } },
       { id: 5, event: 'error', data: { code: 'reply_lost' } },
     ]);
+  });
+
+  it('answers reply_lost when the end of a reply cannot be stored, and the sweeper ends the reply once the database takes it', async () => {
+    const who = testUser();
+    const tag = who.id.replaceAll('-', '');
+    const chatId = await createChat(a.app, who);
+    // The database refuses to end this user's replies (and no one else's: other files run alongside).
+    const admin = new pg.Client({ connectionString: testAdminDatabaseUrl() });
+    await admin.connect();
+    let replyId: string;
+    try {
+      await admin.query(`create function chat.refuse_end_${tag}() returns trigger language plpgsql as $$ begin raise exception 'refused by the test'; end $$`);
+      await admin.query(
+        `create trigger refuse_end_${tag} before update on chat.messages for each row when (new.user_id = '${who.id}' and new.status <> 'streaming') execute function chat.refuse_end_${tag}()`,
+      );
+      const res = await a.app.inject({ method: 'POST', url: `/api/v1/chats/${chatId}/messages`, headers: who.headers, payload: { content: 'echo: never stored' } });
+      expect(res.statusCode).toBe(500);
+      expect(res.json()).toMatchObject({ status: 500, code: 'reply_lost', assistantMessage: { status: 'failed' } });
+      replyId = res.json().assistantMessage.id;
+      // Still streaming in the database, with no instance running it.
+      expect((await pool.query('select status from chat.messages where id = $1', [replyId])).rows[0].status).toBe('streaming');
+    } finally {
+      await admin.query(`drop trigger if exists refuse_end_${tag} on chat.messages`);
+      await admin.query(`drop function if exists chat.refuse_end_${tag}()`);
+      await admin.end();
+    }
+    // Not stuck: the sweeper fails it from its journal once its lease has lapsed, keeping the text.
+    const ended = await eventually(async () => {
+      const { rows } = await pool.query<{ status: string; error_code: string; content: string; quota_reserved: number }>(
+        'select status, error_code, content, quota_reserved from chat.messages where id = $1',
+        [replyId],
+      );
+      return rows[0]!.status !== 'streaming' ? rows[0] : undefined;
+    }, 15_000);
+    expect(ended).toMatchObject({ status: 'failed', error_code: 'reply_lost', content: 'never stored', quota_reserved: 0 });
   });
 
   it('hides another user\'s reply stream and refuses to cancel it', async () => {

@@ -311,8 +311,12 @@ export class ReplyRunner {
         );
       }
       // No row because its chat was deleted meanwhile: said so (the send answers 404), not as a
-      // reply lost to a fault. (The delete cancelled it if it was still running.)
-      const final = stored ?? {
+      // reply lost to a fault. (The delete cancelled it if it was still running.) A row still
+      // streaming was ended by no one: the database refused this end (the sweeper ends the row
+      // from the journal once it takes writes again), and the client must not read it as a reply
+      // that is still coming.
+      const ended = stored && stored.status !== 'streaming' ? stored : undefined;
+      const final = ended ?? {
         ...start.assistant,
         ...outcome,
         status: 'failed' as const,
