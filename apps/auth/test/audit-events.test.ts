@@ -11,6 +11,15 @@ afterAll(async () => {
 });
 
 const IP = '203.0.113.7';
+
+/** The audit events written for requests from `ip`, in order. */
+async function eventsFromIp(ip: string): Promise<Array<{ type: string; data: Record<string, unknown> }>> {
+  const { rows } = await auth.pg.query<{ envelope: { type: string; data: Record<string, unknown> } }>(
+    "select envelope from auth.outbox where envelope->'data'->'actor'->>'ip' = $1 order by id",
+    [ip],
+  );
+  return rows.map((r) => r.envelope);
+}
 const UA = 'Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0';
 
 describe('auth events through the outbox', () => {
@@ -63,13 +72,7 @@ describe('auth events through the outbox', () => {
   it('records every refused refresh, registration, password change and MFA change, and a refresh in the grace period — with no secret', async () => {
     const ip = '203.0.113.88';
     const at = { ip, userAgent: UA };
-    const byIp = async () => {
-      const { rows } = await auth.pg.query<{ envelope: { type: string; data: Record<string, unknown> } }>(
-        "select envelope from auth.outbox where envelope->'data'->'actor'->>'ip' = $1 order by id",
-        [ip],
-      );
-      return rows.map((r) => r.envelope);
-    };
+    const byIp = () => eventsFromIp(ip);
     const email = uniqueEmail('refused');
     const signedIn = (await auth.call('POST', '/api/v1/auth/register', { ...at, body: { email, password: PASSWORD } })).json<SignedIn>();
     const userId = signedIn.user.id;
@@ -244,11 +247,7 @@ describe('auth events through the outbox', () => {
     for (let i = 0; i < 7; i++) statuses.push((await auth.call('POST', '/api/v1/auth/login', { ip, userAgent: UA, body: { email, password: wrong } })).statusCode);
     // Five failures per account and window (LOGIN_MAX_FAILURES_PER_ACCOUNT), then throttled.
     expect(statuses).toEqual([401, 401, 401, 401, 401, 429, 429]);
-    const { rows } = await auth.pg.query<{ envelope: { type: string; data: Record<string, unknown> } }>(
-      "select envelope from auth.outbox where envelope->'data'->'actor'->>'ip' = $1 order by id",
-      [ip],
-    );
-    const failed = rows.map((r) => r.envelope).filter((e) => e.type === 'vivier.auth.login.failed.v1');
+    const failed = (await eventsFromIp(ip)).filter((e) => e.type === 'vivier.auth.login.failed.v1');
     expect(failed.map((e) => e.data.reason)).toEqual(['invalid_password', 'invalid_password', 'invalid_password', 'invalid_password', 'invalid_password', 'throttled', 'throttled']);
     for (const e of failed.slice(5)) expect(e.data).toMatchObject({ email, method: 'password', actor: { ip, userAgent: UA } });
     expect(JSON.stringify(failed)).not.toContain(wrong);
