@@ -12,7 +12,9 @@ need_install=0
 if [ -f node_modules/.package-lock.json ] && [ package-lock.json -nt node_modules/.package-lock.json ]; then need_install=1; fi
 if [ "$need_install" = 1 ]; then
   echo "Installing npm packages (npm ci)…"
-  npm ci --no-audit --no-fund
+  # npm runs on the machine's Node here, often older than the project's (22, installed by this very
+  # step): its engine warnings, one per package, say nothing the next steps do not settle. Errors show.
+  npm ci --no-audit --no-fund --loglevel=error
 fi
 
 if [ ! -f /usr/include/librdkafka/rdkafka_mock.h ] && [ -z "${KAFKA_BROKERS:-}" ]; then
