@@ -1,25 +1,5 @@
 import { CONSUMER_GROUPS, SUBSCRIPTIONS } from '@vivier/contracts';
-import type { ConsumerSpec, EventHandler, EventHandlers } from '@vivier/messaging';
-
-/** Handler maps merged by event type; several handlers of one type run in order, in the same transaction. */
-export function combineHandlers(...maps: EventHandlers[]): EventHandlers {
-  const byType = new Map<string, EventHandler[]>();
-  for (const map of maps) {
-    for (const [type, handler] of Object.entries(map)) {
-      if (handler) byType.set(type, [...(byType.get(type) ?? []), handler as EventHandler]);
-    }
-  }
-  const combined: Record<string, EventHandler> = {};
-  for (const [type, handlers] of byType) {
-    combined[type] =
-      handlers.length === 1
-        ? handlers[0]!
-        : async (event, context) => {
-            for (const handler of handlers) await handler(event, context);
-          };
-  }
-  return combined as EventHandlers;
-}
+import { combineHandlers, type ConsumerSpec, type EventHandlers } from '@vivier/messaging';
 
 /**
  * The admin service's one consumer group: read models (users, totals, usage) and the audit log

@@ -4,6 +4,7 @@ export * from './metrics';
 export * from './publish';
 export * from './relay';
 export * from './consumer';
+export * from './combine-handlers';
 export * from './producer';
 export * from './plugin';
 export * from './housekeeping';
