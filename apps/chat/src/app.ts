@@ -24,6 +24,8 @@ import { ResponseCache } from './modules/cache/response-cache.service';
 import { chatsRoutes } from './modules/chats/chats.routes';
 import { ChatsService } from './modules/chats/chats.service';
 import { titleHandlers } from './modules/chats/chats.consumer';
+import { SummariesService } from './modules/summaries/summaries.service';
+import { summariesInternalRoutes } from './modules/summaries/summaries.routes';
 import { completionHandlers } from './modules/completions/completions.consumer';
 import { exportHandlers } from './modules/exports/exports.consumer';
 import { exportsInternalRoutes, exportsRoutes } from './modules/exports/exports.routes';
@@ -170,6 +172,8 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
     maxOutputTokens: config.CHAT_MAX_OUTPUT_TOKENS,
   });
 
+  const summaries = new SummariesService({ db, turns, models, maxOutputTokens: config.CHAT_MAX_OUTPUT_TOKENS, log: app.log });
+
   const consumers: ConsumerSpec[] =
     options.consumers === false
       ? []
@@ -182,6 +186,7 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
               ...providerSettingsHandlers({ settings: providerSettings, changed: () => providerSync.changed(), log: app.log }),
               ...completionHandlers({ streams, log: app.log }),
               ...titleHandlers({ log: app.log }),
+              ...summaries.handlers(),
               ...exportHandlers({ log: app.log }),
             },
           },
@@ -202,6 +207,7 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
   await app.register(filesRoutes, { files, maxBytes: config.CHAT_UPLOAD_MAX_BYTES });
   await app.register(exportsRoutes, { exports: exportsService });
   await app.register(exportsInternalRoutes, { exports: exportsService });
+  await app.register(summariesInternalRoutes, { summaries });
   const holders = new QuotaHolders({
     sql,
     log: app.log,

@@ -5,7 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEvent, EVENTS, toKafkaRecord, type AnyEvent } from '@vivier/contracts';
 import { signInternalCall } from '@vivier/service-kit';
 import { chatPool, createChat, eventually, startChat, testUser, type TestChat } from './helpers';
+import { countTokens } from '@vivier/providers';
 import { newId } from '../src/ids';
+import { summaryBlock } from '../src/modules/context/context.service';
 
 // A 1×1 PNG.
 const PNG = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==', 'base64');
@@ -184,5 +186,39 @@ describe('exports and generated titles', () => {
     const title = async (id: string) => (await chat.app.inject({ method: 'GET', url: `/api/v1/chats/${id}`, headers: user.headers })).json().title;
     expect(await title(untitled)).toBe('Generated one');
     expect(await title(titled)).toBe('My own title');
+  }, 120_000);
+
+  it("keeps the newest summary of a chat, counted once, and none for another user's chat or a gone one", async () => {
+    const user = testUser();
+    const chatId = await createChat(chat.app, user);
+    const gone = await createChat(chat.app, user);
+    await chat.app.inject({ method: 'DELETE', url: `/api/v1/chats/${gone}`, headers: user.headers });
+    const at = (ms: number) => new Date(Date.parse('2026-01-01T00:00:00.000Z') + ms).toISOString();
+    const summary = (data: { chatId: string; userId: string; summary: string; through: number }) =>
+      createEvent(EVENTS.workerSummaryGenerated, {
+        chatId: data.chatId,
+        userId: data.userId,
+        summary: data.summary,
+        throughMessageId: newId(Date.parse(at(data.through))).id,
+        throughCreatedAt: at(data.through),
+        model: 'sim/fast',
+      });
+    const newer = summary({ chatId, userId: user.id, summary: 'Through the second turn.', through: 2000 });
+    // An older one after it (a retried event): it does not replace the newer.
+    const older = summary({ chatId, userId: user.id, summary: 'Through the first turn.', through: 1000 });
+    const stranger = summary({ chatId, userId: testUser().id, summary: 'Not their chat.', through: 3000 });
+    const deleted = summary({ chatId: gone, userId: user.id, summary: 'A deleted chat.', through: 3000 });
+    for (const event of [newer, older, stranger, deleted]) await produce(event);
+    for (const event of [newer, older, stranger, deleted]) await processed(event.id);
+    const { rows } = await pool.query('select chat_id, summary, tokens, through_id, through_at from chat.chat_summaries where chat_id = any($1::uuid[])', [[chatId, gone]]);
+    expect(rows).toEqual([
+      {
+        chat_id: chatId,
+        summary: 'Through the second turn.',
+        tokens: await countTokens(summaryBlock('Through the second turn.')),
+        through_id: newer.data.throughMessageId,
+        through_at: new Date(at(2000)),
+      },
+    ]);
   }, 120_000);
 });

@@ -391,7 +391,7 @@ describe('providers through the chat service', () => {
       pool.query = query;
     }
     expect(sent.statusCode).toBe(201);
-    expect(names.filter((n) => n === 'chat-with-history-v3')).toHaveLength(1);
+    expect(names.filter((n) => n === 'chat-with-history-v4')).toHaveLength(1);
     expect(names.filter((n) => n === 'chat-history-before-v1')).toHaveLength(0);
     const body = (model: string) => sim.requests().filter((r) => r.model === model).at(-1)!.body as { messages: Array<{ role: string; content: string }> };
     const history = body('mid-window').messages.slice(0, -1);

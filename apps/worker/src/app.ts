@@ -13,13 +13,14 @@ import {
   type ServiceApp,
 } from '@vivier/service-kit';
 import { CONSUMER_GROUPS, SUBSCRIPTIONS } from '@vivier/contracts';
-import { messagingPlugin, type ConsumerSpec, type Publish } from '@vivier/messaging';
+import { combineHandlers, messagingPlugin, type ConsumerSpec, type Publish } from '@vivier/messaging';
 import { createProviderRouter, providerMetricsHooks } from '@vivier/providers';
 import { workerTables, WORKER_SCHEMA } from '@vivier/db-worker';
 import { providersOf, type WorkerConfig } from './config';
 import { CancelWatch } from './modules/completions/cancel-watch';
 import { completionHandlers } from './modules/completions/completion.consumer';
 import { titleHandlers } from './modules/titles/title.consumer';
+import { summaryHandlers } from './modules/summaries/summary.consumer';
 import { WorkerProviderSettings } from './modules/providers/provider-settings';
 import { MaintenanceScheduler, purgeScheduleRunsJob, purgeFinishedJobsJob } from './modules/maintenance/maintenance.service';
 import { exportHandlers } from './modules/exports/export.consumer';
@@ -72,11 +73,19 @@ export async function buildWorkerApp(config: WorkerConfig, options: BuildWorkerA
     consumers.push({
       group: CONSUMER_GROUPS.worker,
       topics: [...SUBSCRIPTIONS.worker],
-      handlers: {
-        ...providerSettings.handlers,
-        ...completionHandlers({ ...common, db, leaseMs: config.COMPLETION_LEASE_MS, cancels }),
-        ...titleHandlers({ ...common, titleModel: config.TITLE_MODEL, titleTimeoutMs: config.TITLE_TIMEOUT_MS }),
-        ...exportHandlers({
+      handlers: combineHandlers(
+        providerSettings.handlers,
+        completionHandlers({ ...common, db, leaseMs: config.COMPLETION_LEASE_MS, cancels }),
+        titleHandlers({ ...common, titleModel: config.TITLE_MODEL, titleTimeoutMs: config.TITLE_TIMEOUT_MS }),
+        summaryHandlers({
+          ...common,
+          chatUrl: config.CHAT_URL,
+          internalSecret: config.INTERNAL_IDENTITY_SECRET,
+          summaryModel: config.SUMMARY_MODEL,
+          maxTokens: config.SUMMARY_MAX_TOKENS,
+          timeoutMs: config.SUMMARY_TIMEOUT_MS,
+        }),
+        exportHandlers({
           db,
           s3: app.s3,
           publish,
@@ -86,7 +95,7 @@ export async function buildWorkerApp(config: WorkerConfig, options: BuildWorkerA
           retentionHours: config.EXPORT_RETENTION_HOURS,
           maxAttempts: config.CONSUMER_RETRY_ATTEMPTS,
         }),
-      },
+      ),
     });
   }
   await app.register(messagingPlugin, {

@@ -11,6 +11,7 @@ import { DEV_PROVIDER_KEY_ENCRYPTION_KEY, sealEventSecret } from '@vivier/provid
 import { LogCapture, testAdminDatabaseUrl } from '@vivier/service-kit/testing';
 import { UNKNOWN_PROVIDER_ATTEMPTS } from '../src/modules/completions/completion.consumer';
 import { exportHandlers } from '../src/modules/exports/export.consumer';
+import { summaryInput } from '../src/modules/summaries/summary.consumer';
 import { createDatabase } from '@vivier/service-kit';
 import { HandlerTimedOut } from '@vivier/messaging';
 import { workerTables } from '@vivier/db-worker';
@@ -22,17 +23,32 @@ const EXPORT_READY = 'vivier.worker.export.ready.v1';
 const EXPORT_FAILED = 'vivier.worker.export.failed.v1';
 const SECRET = 'test-internal-identity-secret-0123456789';
 
+/** A chat's summary source as a test scripts it: the query chat was asked with, and the answer. */
+type SummaryAnswer = (query: URLSearchParams, res: ServerResponse) => void;
+
 /**
- * The upstream contract the export client is written against, as chat must implement it:
- * `GET /internal/v1/users/:userId/export`, signed internal call, NDJSON lines
- * `{type:'chat'|'message'|'file', ...}`. Users are scripted per test.
+ * The upstream contracts the worker's chat clients are written against, as chat must implement
+ * them, both signed internal calls: `GET /internal/v1/users/:userId/export` (NDJSON lines
+ * `{type:'chat'|'message'|'file', ...}`, users scripted per test) and
+ * `GET /internal/v1/chats/:id/summary-source` (JSON, chats scripted per test).
  */
-function startChatExportServer(script: Map<string, (res: ServerResponse) => void>, calls: Map<string, number>): Promise<{ server: Server; url: string }> {
+function startChatInternalServer(
+  script: Map<string, (res: ServerResponse) => void>,
+  calls: Map<string, number>,
+  summaries: Map<string, SummaryAnswer>,
+): Promise<{ server: Server; url: string }> {
   const server = createServer((req, res) => {
-    const match = /^\/internal\/v1\/users\/([^/]+)\/export$/.exec(req.url ?? '');
-    if (req.method !== 'GET' || !match) return void res.writeHead(404).end();
-    if (!verifyInternalCall(req.headers, SECRET)) return void res.writeHead(401).end('{"code":"unauthorized"}');
-    const userId = decodeURIComponent(match[1]!);
+    const url = new URL(req.url ?? '/', 'http://chat.internal');
+    const source = /^\/internal\/v1\/chats\/([^/]+)\/summary-source$/.exec(url.pathname);
+    const match = /^\/internal\/v1\/users\/([^/]+)\/export$/.exec(url.pathname);
+    if (req.method !== 'GET' || (!match && !source)) return void res.writeHead(404).end();
+    if (!verifyInternalCall(req.headers, SECRET)) return void res.writeHead(403).end('{"code":"forbidden"}');
+    if (source) {
+      const answer = summaries.get(decodeURIComponent(source[1]!));
+      if (!answer) return void res.writeHead(404, { 'content-type': 'application/json' }).end('{"code":"not_found"}');
+      return answer(url.searchParams, res);
+    }
+    const userId = decodeURIComponent(match![1]!);
     calls.set(userId, (calls.get(userId) ?? 0) + 1);
     const answer = script.get(userId);
     if (!answer) return void res.writeHead(404, { 'content-type': 'application/json' }).end('{"code":"user_not_found"}');
@@ -56,10 +72,11 @@ describe('worker consumers', () => {
   let chatServer: Server;
   const exportScript = new Map<string, (res: ServerResponse) => void>();
   const exportCalls = new Map<string, number>();
+  const summaryScript = new Map<string, SummaryAnswer>();
   const logs = new LogCapture();
 
   beforeAll(async () => {
-    const upstream = await startChatExportServer(exportScript, exportCalls);
+    const upstream = await startChatInternalServer(exportScript, exportCalls, summaryScript);
     chatServer = upstream.server;
     sim = await startProviderSim({ port: 0 });
     const file = writeProvidersFile({
@@ -464,6 +481,115 @@ describe('worker consumers', () => {
       expect(await outboxEvents(pool, TITLE, chat.chatId)).toHaveLength(0);
     });
   });
+  describe('summaries (chat.context.truncated)', () => {
+    const SUMMARY = 'vivier.worker.summary.generated.v1';
+
+    function overflow(chatId: string, userId: string, model: string) {
+      return createEvent(EVENTS.chatContextTruncated, { chatId, userId, messageId: randomUUID(), model, omittedMessages: 4, truncatedAt: new Date().toISOString() });
+    }
+    function turn(n: number, at: number) {
+      return [
+        { id: randomUUID(), role: 'user' as const, content: `Question ${n}: what about the tiles of Lisbon?`, createdAt: new Date(at).toISOString() },
+        { id: randomUUID(), role: 'assistant' as const, content: `Answer ${n}: blue and white azulejos.`, createdAt: new Date(at + 1).toISOString() },
+      ];
+    }
+    const json = (res: ServerResponse, body: unknown) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+
+    it("folds the messages chat names into the chat's summary so far, publishes it through the last one, and builds the next on it", async () => {
+      const chatId = randomUUID();
+      const userId = randomUUID();
+      const model = `summariser-${randomUUID().slice(0, 8)}`;
+      const earlier = { text: 'Earlier: the user plans a trip to Lisbon.', throughMessageId: randomUUID(), throughCreatedAt: new Date(Date.now() - 60_000).toISOString() };
+      const messages = [...turn(1, Date.now() - 50_000), ...turn(2, Date.now() - 40_000)];
+      const queries: URLSearchParams[] = [];
+      // Chat has its older summary; after the worker's own, there is nothing new to fold.
+      summaryScript.set(chatId, (query, res) => {
+        queries.push(query);
+        json(res, query.get('afterId') ? { summary: earlier, messages: [] } : { summary: earlier, messages });
+      });
+
+      await kafka.produce(overflow(chatId, userId, `openai/${model}`));
+      const [published] = await eventually(async () => {
+        const events = await outboxEvents(pool, SUMMARY, chatId);
+        return events.length > 0 && events;
+      });
+      const through = messages.at(-1)!;
+      expect(published!.data).toMatchObject({ chatId, userId, throughMessageId: through.id, throughCreatedAt: through.createdAt, model: `openai/${model}` });
+      const summary = (published!.data as { summary: string }).summary;
+      expect(summary.length).toBeGreaterThan(0);
+      expect(queries[0]!.get('userId')).toBe(userId);
+      expect(queries[0]!.get('model')).toBe(`openai/${model}`);
+      expect(Number(queries[0]!.get('budget'))).toBeGreaterThanOrEqual(64);
+      expect(queries[0]!.has('afterId')).toBe(false);
+      // The model was given the summary so far and every message, each with who wrote it.
+      const sent = sim.requests().filter((r) => r.model === model);
+      expect(sent).toHaveLength(1);
+      const body = sent[0]!.body as { messages: Array<{ role: string; content: string }>; max_completion_tokens?: number; max_tokens?: number };
+      expect(body.messages.map((m) => m.role)).toEqual(['system', 'user']);
+      expect(body.messages[0]!.content).toMatch(/summary/i);
+      expect(body.messages[1]!.content).toBe(
+        `Summary so far:\n${earlier.text}\n\nMessages that follow it:\n\n` + messages.map((m) => `${m.role === 'user' ? 'User' : 'Assistant'}: ${m.content}`).join('\n\n'),
+      );
+      expect(body.max_completion_tokens ?? body.max_tokens).toBe(600);
+      const { rows } = await pool.query('select summary, through_id from worker.chat_summaries where chat_id = $1', [chatId]);
+      expect(rows).toEqual([{ summary, through_id: through.id }]);
+
+      // The next overflow, before chat has stored it: chat is asked for what follows the worker's own summary.
+      const again = overflow(chatId, userId, `openai/${model}`);
+      await kafka.produce(again);
+      await handled(pool, again.id);
+      expect(queries).toHaveLength(2);
+      expect(queries[1]!.get('afterId')).toBe(through.id);
+      expect(queries[1]!.get('afterAt')).toBe(through.createdAt);
+      expect(sim.requests().filter((r) => r.model === model)).toHaveLength(1);
+      expect(await outboxEvents(pool, SUMMARY, chatId)).toHaveLength(1);
+
+      // The summary holds the user's words: it goes with the chat.
+      const gone = createEvent(EVENTS.chatDeleted, { chatId, userId, deletedAt: new Date().toISOString() });
+      await kafka.produce(gone);
+      await handled(pool, gone.id);
+      expect((await pool.query('select 1 from worker.chat_summaries where chat_id = $1', [chatId])).rows).toHaveLength(0);
+    });
+
+    it("summarises on the worker's own summary when it is newer than chat's, with SUMMARY_MODEL unset (the reply's model)", async () => {
+      const chatId = randomUUID();
+      const userId = randomUUID();
+      const model = `resumer-${randomUUID().slice(0, 8)}`;
+      const first = turn(1, Date.now() - 50_000);
+      const second = turn(2, Date.now() - 40_000);
+      summaryScript.set(chatId, (query, res) => json(res, { summary: null, messages: query.get('afterId') ? second : first }));
+      await kafka.produce(overflow(chatId, userId, `openai/${model}`));
+      await eventually(async () => (await outboxEvents(pool, SUMMARY, chatId)).length === 1);
+      const own = ((await outboxEvents(pool, SUMMARY, chatId))[0]!.data as { summary: string }).summary;
+      await kafka.produce(overflow(chatId, userId, `openai/${model}`));
+      await eventually(async () => (await outboxEvents(pool, SUMMARY, chatId)).length === 2);
+      const sent = sim.requests().filter((r) => r.model === model);
+      expect(sent).toHaveLength(2);
+      expect((sent[1]!.body as { messages: Array<{ content: string }> }).messages[1]!.content).toBe(summaryInput(own, second));
+      expect((await outboxEvents(pool, SUMMARY, chatId))[1]!.data).toMatchObject({ throughMessageId: second[1]!.id });
+    });
+
+    it('writes nothing for a chat that is gone, nor when the model keeps failing', async () => {
+      const userId = randomUUID();
+      const gone = overflow(randomUUID(), userId, 'sim/fast');
+      await kafka.produce(gone);
+      await handled(pool, gone.id);
+      expect(await outboxEvents(pool, SUMMARY, gone.data.chatId)).toHaveLength(0);
+
+      const chatId = randomUUID();
+      const model = `unwell-${randomUUID().slice(0, 8)}`;
+      sim.setFaults({ status5xx: 503 }, model);
+      summaryScript.set(chatId, (_query, res) => json(res, { summary: null, messages: turn(1, Date.now() - 10_000) }));
+      const failing = overflow(chatId, userId, `openai/${model}`);
+      await kafka.produce(failing);
+      // Retried (CONSUMER_RETRY_ATTEMPTS 3), then given up: no summary, no dead letter, the next overflow asks again.
+      await eventually(() => logs.lines.some((l) => l.chatId === chatId && String(l.msg).includes('summary model failed')), 30_000);
+      await handled(pool, failing.id);
+      expect(await outboxEvents(pool, SUMMARY, chatId)).toHaveLength(0);
+      expect((await pool.query('select 1 from worker.chat_summaries where chat_id = $1', [chatId])).rows).toHaveLength(0);
+    });
+  });
+
   describe('exports (jobs.export)', () => {
     const lines = (userId: string) => [
       { type: 'chat', id: randomUUID(), userId, title: 'Lisbon', model: 'sim/fast', createdAt: '2026-01-01T00:00:00.000Z' },

@@ -29,6 +29,25 @@ export const chats = chatSchema.table(
 );
 
 /**
+ * A chat's summary of its older messages (written by the worker, `worker.summary.generated`): the
+ * conversation up to and including message `through_id`, which replies are given in place of
+ * those messages once the model's window no longer holds them. `tokens` is what the summary
+ * takes in a context, counted once when it is stored. One row per chat, gone with the chat.
+ */
+export const chatSummaries = chatSchema.table('chat_summaries', {
+  chatId: uuid('chat_id')
+    .primaryKey()
+    .references(() => chats.id, { onDelete: 'cascade' }),
+  userId: uuid('user_id').notNull(),
+  summary: text('summary').notNull(),
+  tokens: integer('tokens').notNull(),
+  throughId: uuid('through_id').notNull(),
+  throughAt: timestamp('through_at', { withTimezone: true }).notNull(),
+  model: text('model').notNull(),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull(),
+});
+
+/**
  * Uploaded files (the bytes are in S3 under `objectKey`). Text files keep their text here too, so
  * building a model context never has to go to S3 for them.
  */

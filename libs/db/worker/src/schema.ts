@@ -58,6 +58,21 @@ export const chatTitles = workerSchema.table('chat_titles', {
   updatedAt: updatedAt(),
 });
 
+/**
+ * The newest summary the worker wrote of each chat (`chat.context.truncated`), through message `through_id`.
+ * Chat stores the summary it is sent; this copy lets the next job of the chat build on it before
+ * chat has applied it. Deleted with the chat (`chat.deleted`): it holds the user's words.
+ */
+export const chatSummaries = workerSchema.table('chat_summaries', {
+  chatId: uuid('chat_id').primaryKey(),
+  userId: uuid('user_id').notNull(),
+  summary: text('summary').notNull(),
+  throughId: uuid('through_id').notNull(),
+  throughAt: timestamp('through_at', { withTimezone: true }).notNull(),
+  createdAt: createdAt(),
+  updatedAt: updatedAt(),
+});
+
 /** Data exports (`jobs.export`): one S3 object and one outcome event per export id. */
 export const exports = workerSchema.table(
   'exports',

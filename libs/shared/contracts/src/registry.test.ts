@@ -18,7 +18,9 @@ import { validate } from './validation.js';
 // and failure, and EVENTS.md's list has none for a refresh or a refused refresh, registration,
 // password change or MFA change; and `message.usage_recorded`: the tokens of an async reply
 // cancelled while the worker ran it arrive after its `message.completed`, and analytics must
-// count them (EVENTS.md has no event for usage reported late).
+// count them (EVENTS.md has no event for usage reported late); and `context.truncated` and
+// `summary.generated`: EVENTS.md has the worker consume chat.events for summaries without naming
+// the events of that exchange.
 const EVENTS_MD: Record<string, string[]> = {
   'auth.events': [
     'user.registered',
@@ -34,10 +36,10 @@ const EVENTS_MD: Record<string, string[]> = {
     'api_key.revoked',
   ],
   'admin.events': ['user.role_changed', 'user.disabled', 'user.enabled', 'quota.set', 'provider.configured'],
-  'chat.events': ['chat.created', 'chat.updated', 'chat.deleted', 'message.created', 'message.completed', 'message.usage_recorded'],
+  'chat.events': ['chat.created', 'chat.updated', 'chat.deleted', 'message.created', 'message.completed', 'message.usage_recorded', 'context.truncated'],
   'jobs.completion': ['completion.requested'],
   'jobs.export': ['export.requested'],
-  'worker.events': ['completion.finished', 'title.generated', 'export.ready', 'export.failed'],
+  'worker.events': ['completion.finished', 'title.generated', 'summary.generated', 'export.ready', 'export.failed'],
 };
 
 describe('event registry', () => {
@@ -46,7 +48,7 @@ describe('event registry', () => {
       events.map((event) => ({ topic, type: `vivier.${topic.split('.')[0]}.${event}.v1` })),
     );
     expect(EVENT_DEFINITIONS.map(({ topic, type }) => ({ topic, type }))).toEqual(expected);
-    expect(EVENT_DEFINITIONS).toHaveLength(28);
+    expect(EVENT_DEFINITIONS).toHaveLength(30);
   });
 
   it('has unique, well-formed types and the source of the topic producer', () => {
@@ -119,10 +121,12 @@ describe('event registry', () => {
       chatMessageCreated: [chat, userMessage],
       chatMessageCompleted: [chat, assistantMessage],
       chatMessageUsageRecorded: [chat, assistantMessage],
+      chatContextTruncated: [chat, userMessage],
       jobsCompletionRequested: [assistantMessage, assistantMessage],
       jobsExportRequested: [exportId, exportId],
       workerCompletionFinished: [chat, assistantMessage],
       workerTitleGenerated: [chat, chat],
+      workerSummaryGenerated: [chat, chat],
       workerExportReady: [exportId, exportId],
       workerExportFailed: [exportId, exportId],
     });

@@ -26,6 +26,7 @@ import {
   ChatMessageCompletedSchema,
   ChatMessageCreatedSchema,
   ChatMessageUsageRecordedSchema,
+  ChatContextTruncatedSchema,
   ChatUpdatedSchema,
 } from './events/chat.schema.js';
 import { JobsCompletionRequestedSchema, JobsExportRequestedSchema } from './events/jobs.schema.js';
@@ -33,6 +34,7 @@ import {
   WorkerCompletionFinishedSchema,
   WorkerExportFailedSchema,
   WorkerExportReadySchema,
+  WorkerSummaryGeneratedSchema,
   WorkerTitleGeneratedSchema,
 } from './events/worker.schema.js';
 import { TOPICS, type Topic } from './topics.js';
@@ -379,6 +381,25 @@ export const EVENTS = {
       recordedAt: '2025-01-31T12:00:03.120Z',
     },
   }),
+  chatContextTruncated: defineEvent({
+    type: 'vivier.chat.context.truncated.v1',
+    topic: TOPICS.chatEvents,
+    schema: ChatContextTruncatedSchema,
+    description:
+      "A reply's context left out history that the chat's summary does not cover: the model's window is full. " +
+      'The worker folds the oldest messages into the chat\'s summary (`summary.generated`).',
+    key: (d) => d.chatId,
+    keyDescription: CHAT_KEY,
+    subject: (d) => d.messageId,
+    example: {
+      chatId: ID.chat,
+      userId: ID.user,
+      messageId: ID.userMessage,
+      model: 'openai/gpt-4o-mini',
+      omittedMessages: 12,
+      truncatedAt: '2025-01-31T14:00:00.000Z',
+    },
+  }),
 
   // jobs.completion / jobs.export -----------------------------------------------------------
   jobsCompletionRequested: defineEvent({
@@ -446,6 +467,25 @@ export const EVENTS = {
     keyDescription: CHAT_KEY,
     subject: (d) => d.chatId,
     example: { chatId: ID.chat, userId: ID.user, title: 'Three days in Lisbon' },
+  }),
+  workerSummaryGenerated: defineEvent({
+    type: 'vivier.worker.summary.generated.v1',
+    topic: TOPICS.workerEvents,
+    schema: WorkerSummaryGeneratedSchema,
+    description:
+      "The worker summarised a chat's older messages; chat keeps the summary with the newest `throughCreatedAt` " +
+      'and gives it to the model in place of the messages it covers.',
+    key: (d) => d.chatId,
+    keyDescription: CHAT_KEY,
+    subject: (d) => d.chatId,
+    example: {
+      chatId: ID.chat,
+      userId: ID.user,
+      summary: 'The user is planning three days in Lisbon in March, prefers walking, and has booked a hotel in Baixa.',
+      throughMessageId: ID.assistantMessage,
+      throughCreatedAt: '2025-01-31T12:00:06.210Z',
+      model: 'openai/gpt-4o-mini',
+    },
   }),
   workerExportReady: defineEvent({
     type: 'vivier.worker.export.ready.v1',

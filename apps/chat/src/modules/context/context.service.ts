@@ -28,6 +28,43 @@ export function composeText(content: string, attachments: Array<Pick<ContextAtta
   return text;
 }
 
+/** What a context says before a chat's summary (the summary follows on the next line). */
+const SUMMARY_HEADING = 'Summary of the earlier part of this conversation (those messages are not shown):';
+
+/** The text a summary takes in a context (its token count is stored with it). */
+export function summaryBlock(summary: string): string {
+  return `${SUMMARY_HEADING}\n${summary}`;
+}
+
+/** A chat's stored summary: the conversation through message `throughId`, and its tokens as `summaryBlock`. */
+export interface ChatSummary {
+  text: string;
+  tokens: number;
+  throughId: string;
+  throughAt: Date;
+}
+
+/** Whether a history row is at or before a summary's last message (so the summary stands for it). */
+export function coveredBy(summary: Pick<ChatSummary, 'throughId' | 'throughAt'>, row: Pick<HistoryRow, 'id' | 'createdAt'>): boolean {
+  // Walking newest first meets the summary's own message first; the time is for a message gone since.
+  return row.id === summary.throughId || Date.parse(row.createdAt) < summary.throughAt.getTime();
+}
+
+/**
+ * Which history rows a model is shown, read newest first: user messages, and of the replies only
+ * ended ones with text (not one in flight, not a failed one), and of several replies to one
+ * question (regenerations) only the newest. `answered` carries what was seen across batches.
+ */
+export function shownInContext(row: Pick<HistoryRow, 'role' | 'status' | 'content' | 'replyTo'>, answered: Set<string>): boolean {
+  if (row.role !== 'assistant') return true;
+  if ((row.status !== 'completed' && row.status !== 'cancelled') || row.content.length === 0) return false;
+  if (row.replyTo) {
+    if (answered.has(row.replyTo)) return false;
+    answered.add(row.replyTo);
+  }
+  return true;
+}
+
 export interface CurrentMessage {
   content: string;
   attachments: ContextAttachment[];
@@ -41,17 +78,20 @@ export interface BuiltContext {
   promptTokens: number;
   /** Output cap sent to the provider. */
   maxTokens: number;
-  /** History messages left out because the window was full. */
+  /** History messages left out because the window was full, and not covered by the chat's summary. */
   omitted: number;
+  /** The chat's summary stands in for its older messages in this context. */
+  summarized: boolean;
   /** How many history messages made it in. */
   included: number;
 }
 
 /**
- * Builds what a reply is asked with: the chat's system prompt, then the newest history that fits
- * the model's context window minus the output budget, then the message being answered. Whole
- * messages only: the first one that does not fit ends the history (older ones are left out too,
- * so the model never sees a conversation with holes in it). Token counts of stored messages
+ * Builds what a reply is asked with: the chat's system prompt (with the chat's summary of its older
+ * messages, when it has one), then the newest history that fits the model's context window minus
+ * the output budget, then the message being answered. Whole messages only: the first one that does
+ * not fit ends the history (older ones are left out too, so the model never sees a conversation
+ * with holes in it). History stops at the summary's last message: the summary stands for the rest. Token counts of stored messages
  * come from their `context_tokens` column, so a long chat costs one indexed read (two the first
  * time this instance builds one for it, see firstBatchSize) and no re-tokenising.
  */
@@ -100,6 +140,8 @@ export class ContextBuilder {
     maxOutputTokens: number;
     /** The newest `limit` messages (see firstBatchSize), when the caller read them already. */
     firstBatch?: { rows: HistoryRow[]; limit: number };
+    /** The chat's summary of its older messages, if it has one. */
+    summary?: ChatSummary;
   }): Promise<BuiltContext> {
     const maxTokens = ContextBuilder.outputBudget(input.contextWindow, input.maxOutputTokens);
     const budget = input.contextWindow - maxTokens;
@@ -113,6 +155,14 @@ export class ContextBuilder {
         `The message (with its attachments and the system prompt) takes about ${used} tokens; the model's window leaves ${budget} for input.`,
       );
     }
+    // The summary goes into the system message (one, as every provider takes it). Not for a
+    // regenerate of a message it covers (it would tell of what came after), nor where it does not fit.
+    const summaryCost = input.summary ? input.summary.tokens + (input.systemPrompt ? 0 : TOKENS_PER_MESSAGE) : 0;
+    const summary =
+      input.summary && (!input.before || input.before.createdAt.getTime() > input.summary.throughAt.getTime()) && used + summaryCost <= budget
+        ? input.summary
+        : undefined;
+    if (summary) used += summaryCost;
 
     const chosen: HistoryRow[] = [];
     const answered = new Set<string>();
@@ -127,21 +177,20 @@ export class ContextBuilder {
     for (let first = true; !full; first = false) {
       const batch = first && given ? given.rows : await this.deps.turns.historyBatch(input.chatId, cursor, size);
       read += batch.length;
+      let covered = false;
       for (const row of batch) {
+        if (summary && coveredBy(summary, row)) {
+          covered = true;
+          break;
+        }
         readCost += row.contextTokens + TOKENS_PER_MESSAGE;
         if (full) {
           omitted += 1;
           continue;
         }
         looked += 1;
-        if (row.role === 'assistant') {
-          // Replies in flight, failed ones and older regenerations of one question stay out.
-          if ((row.status !== 'completed' && row.status !== 'cancelled') || row.content.length === 0) continue;
-          if (row.replyTo) {
-            if (answered.has(row.replyTo)) continue;
-            answered.add(row.replyTo);
-          }
-        }
+        // Replies in flight, failed ones and older regenerations of one question stay out.
+        if (!shownInContext(row, answered)) continue;
         const cost = row.contextTokens + TOKENS_PER_MESSAGE;
         if (used + cost > budget) {
           full = true;
@@ -151,7 +200,7 @@ export class ContextBuilder {
         used += cost;
         chosen.push(row);
       }
-      if (batch.length < size) break;
+      if (covered || batch.length < size) break;
       const last = batch[batch.length - 1]!;
       cursor = { id: last.id, createdAt: last.createdAt };
       // Enough for what is left of the budget at the size of the messages read so far, and a
@@ -171,7 +220,8 @@ export class ContextBuilder {
     const attachmentIds = [...new Set(chosen.flatMap((row) => row.attachments))];
     const files = attachmentIds.length > 0 ? await this.deps.files.texts(input.userId, attachmentIds) : new Map<string, FileRow>();
     const messages: ChatMessage[] = [];
-    if (input.systemPrompt) messages.push({ role: 'system', content: input.systemPrompt });
+    const system = [input.systemPrompt, summary ? summaryBlock(summary.text) : null].filter((part): part is string => !!part);
+    if (system.length > 0) messages.push({ role: 'system', content: system.join('\n\n') });
     for (const row of chosen) {
       const attached = row.attachments
         .map((id) => files.get(id))
@@ -180,7 +230,7 @@ export class ContextBuilder {
       messages.push({ role: row.role, content: attached.length > 0 ? composeText(row.content, attached) : row.content });
     }
     messages.push({ role: 'user', content: currentContent(input.current) });
-    return { messages, promptTokens: used, maxTokens, omitted, included: chosen.length };
+    return { messages, promptTokens: used, maxTokens, omitted, included: chosen.length, summarized: summary !== undefined };
   }
 }
 

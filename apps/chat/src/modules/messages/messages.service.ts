@@ -9,7 +9,7 @@ import type { ChatMetrics } from '../../metrics';
 import type { ResponseCache } from '../cache/response-cache.service';
 import type { ChatRow } from '../chats/chats.repository';
 import type { ChatsService } from '../chats/chats.service';
-import { ContextBuilder, type BuiltContext } from '../context/context.service';
+import { ContextBuilder, type BuiltContext, type ChatSummary } from '../context/context.service';
 import type { ContextAttachment, FilesService } from '../files/files.service';
 import type { ModelCatalog } from '../models/models.service';
 import { quotaMonth } from '../quotas/quotas.repository';
@@ -91,6 +91,13 @@ function textOnly(messages: ChatMessage[]): Array<{ role: 'user' | 'assistant'; 
     }));
 }
 
+/** The text of a context's system message (null without one). */
+function systemOf(messages: ChatMessage[]): string | null {
+  const first = messages[0];
+  if (first?.role !== 'system') return null;
+  return typeof first.content === 'string' ? first.content : first.content.map((p) => (p.type === 'text' ? p.text : '')).join('');
+}
+
 /**
  * Messages of a chat: pages, reads, and replies — sending (user message + reply), regenerating,
  * cancelling. A send validates and checks everything that can refuse it (model, attachments,
@@ -128,7 +135,7 @@ export class MessagesService {
     const firstBatch = { rows: found.history, limit };
     const attachments = await this.deps.files.forContext(user, input.attachments ?? []);
     const contextTokens = await ContextBuilder.countCurrent(input.content, attachments);
-    return this.startReply(user, chat, input, { content: input.content, attachments, contextTokens }, undefined, firstBatch);
+    return this.startReply(user, chat, input, { content: input.content, attachments, contextTokens }, { firstBatch, summary: found.summary });
   }
 
   /** A new reply to the user message `messageId` (or to the one the reply `messageId` answered). */
@@ -137,8 +144,8 @@ export class MessagesService {
     const target = await this.require(user, chatId, messageId);
     const question = target.role === 'user' ? target : target.replyTo ? await this.repository.find(user.sub, chatId, target.replyTo) : undefined;
     if (!question) throw problems.notFound('No user message to answer.');
-    const attachments = await this.deps.files.forContext(user, question.attachments);
-    return this.startReply(user, chat, likeReply(target, options, (model) => this.deps.models.servable(model)), { content: question.content, attachments, contextTokens: question.contextTokens }, question);
+    const [attachments, summary] = await Promise.all([this.deps.files.forContext(user, question.attachments), this.deps.turns.summary(chatId)]);
+    return this.startReply(user, chat, likeReply(target, options, (model) => this.deps.models.servable(model)), { content: question.content, attachments, contextTokens: question.contextTokens }, { existingQuestion: question, summary });
   }
 
   private async startReply(
@@ -146,9 +153,9 @@ export class MessagesService {
     chat: ChatRow,
     options: ReplyOptions,
     current: { content: string; attachments: ContextAttachment[]; contextTokens: number },
-    existingQuestion?: MessageRow,
-    firstBatch?: { rows: HistoryRow[]; limit: number },
+    read: { existingQuestion?: MessageRow; firstBatch?: { rows: HistoryRow[]; limit: number }; summary?: ChatSummary | undefined },
   ): Promise<StartedReply> {
+    const { existingQuestion, firstBatch, summary } = read;
     const modelId = options.model ?? chat.model;
     const resolved = this.deps.models.resolve(modelId);
     const context: BuiltContext = await this.deps.context.build({
@@ -160,6 +167,7 @@ export class MessagesService {
       contextWindow: resolved.contextWindow,
       maxOutputTokens: options.maxTokens ?? this.deps.maxOutputTokens,
       ...(firstBatch ? { firstBatch } : {}),
+      ...(summary ? { summary } : {}),
     });
     const request: RoutedChatRequest = {
       messages: context.messages,
@@ -218,6 +226,20 @@ export class MessagesService {
         }),
       );
     }
+    if (question && context.omitted > 0) {
+      // History was left out that no summary covers: the worker folds the oldest of it into the
+      // chat's summary, so later replies are given the gist of what they cannot be shown.
+      events.push(
+        createEvent(EVENTS.chatContextTruncated, {
+          chatId: chat.id,
+          userId: user.sub,
+          messageId: question.id,
+          model: modelId,
+          omittedMessages: context.omitted,
+          truncatedAt: answer.createdAt.toISOString(),
+        }),
+      );
+    }
     if (options.async) {
       events.push(
         createEvent(EVENTS.jobsCompletionRequested, {
@@ -226,7 +248,8 @@ export class MessagesService {
           userMessageId,
           assistantMessageId: answer.id,
           model: modelId,
-          systemPrompt: chat.systemPrompt,
+          // The context's own system message: the chat's system prompt with its summary, if any.
+          systemPrompt: systemOf(context.messages),
           messages: textOnly(context.messages),
           maxOutputTokens: context.maxTokens,
           regenerate: existingQuestion !== undefined,

@@ -5,6 +5,7 @@ import { outboxRecords, type Executor } from '@vivier/messaging';
 import type { MessageStatus } from '@vivier/db-chat';
 import type { HistoryRow, MessageRow, NewMessageRow, ReplyOutcome } from './messages.repository';
 import type { ChatRow } from '../chats/chats.repository';
+import type { ChatSummary } from '../context/context.service';
 
 // The statements of a chat turn, each one round trip. A turn is the hot path of the service
 // (the benchmark asks for hundreds per second on two shared cores, and every round trip to
@@ -225,18 +226,20 @@ export const HISTORY_COLUMNS = `id, role, content, status, reply_to as "replyTo"
  * the chat's branch, then the history's, each in its own order (the history's is all that matters:
  * the chat row is found by its id). Joining the two instead cost the server more per message than
  * reading the message itself: a lateral join, a window function and a CASE per chat column per
- * row (v2), and the chat columns again on every row before that (v1). Times are text: the chat's
+ * row (v2), and the chat columns again on every row before that (v1). The chat's row carries its
+ * summary too, when it has one (v4). Times are text: the chat's
  * ISO (parsed once), the messages' PostgreSQL's own (only ever sent back as a read cursor).
  */
 const CHAT_WITH_HISTORY = `
 select c.id as c_id, c.user_id as c_user_id, c.title as c_title, c.model as c_model, c.system_prompt as c_system_prompt,
        c.archived as c_archived, to_json(c.created_at)#>>'{}' as c_created_at, to_json(c.updated_at)#>>'{}' as c_updated_at,
+       s.summary as s_summary, s.tokens as s_tokens, s.through_id as s_through_id, to_json(s.through_at)#>>'{}' as s_through_at,
        null::uuid as id, null::text as role, null::text as content, null::text as status, null::uuid as "replyTo",
        null::int as "contextTokens", null::uuid[] as attachments, null::text as "createdAt"
-  from chat.chats c
+  from chat.chats c left join chat.chat_summaries s on s.chat_id = c.id
  where c.id = $1::uuid and c.user_id = $2::uuid
 union all (
-select null, null, null, null, null, null, null, null, ${HISTORY_COLUMNS}
+select null, null, null, null, null, null, null, null, null, null, null, null, ${HISTORY_COLUMNS}
   from chat.messages
  where chat_id = $1::uuid and exists (select 1 from chat.chats where id = $1::uuid and user_id = $2::uuid)
  order by created_at desc, id desc
@@ -251,13 +254,23 @@ interface ChatWithHistoryRow extends Partial<HistoryRow> {
   c_archived: boolean;
   c_created_at: string;
   c_updated_at: string;
+  s_summary: string | null;
+  s_tokens: number | null;
+  s_through_id: string | null;
+  s_through_at: string | null;
+}
+
+/** The summary columns of a row (null when the chat has none). */
+function summaryOf(row: { s_summary: string | null; s_tokens: number | null; s_through_id: string | null; s_through_at: string | null }): ChatSummary | undefined {
+  if (row.s_summary === null || row.s_through_id === null || row.s_through_at === null) return undefined;
+  return { text: row.s_summary, tokens: row.s_tokens ?? 0, throughId: row.s_through_id, throughAt: new Date(row.s_through_at) };
 }
 
 export function turnsRepository(runner: SqlRunner) {
   return {
     /** See CHAT_WITH_HISTORY: what sending a message reads, in one round trip. */
-    async chatWithHistory(userId: string, chatId: string, limit: number): Promise<{ chat: ChatRow; history: HistoryRow[] } | undefined> {
-      const rows = await runner.rows<ChatWithHistoryRow>('chat-with-history-v3', CHAT_WITH_HISTORY, [chatId, userId, limit]);
+    async chatWithHistory(userId: string, chatId: string, limit: number): Promise<{ chat: ChatRow; summary?: ChatSummary; history: HistoryRow[] } | undefined> {
+      const rows = await runner.rows<ChatWithHistoryRow>('chat-with-history-v4', CHAT_WITH_HISTORY, [chatId, userId, limit]);
       const first = rows.find((r) => r.c_id !== null);
       if (!first) return undefined;
       const chat: ChatRow = {
@@ -284,7 +297,19 @@ export function turnsRepository(runner: SqlRunner) {
           createdAt: row.createdAt!,
         });
       }
-      return { chat, history };
+      const summary = summaryOf(first);
+      return { chat, ...(summary ? { summary } : {}), history };
+    },
+
+    /** A chat's summary (chatWithHistory reads it with the chat; a regenerate reads it here). */
+    async summary(chatId: string): Promise<ChatSummary | undefined> {
+      const [row] = await runner.rows<Parameters<typeof summaryOf>[0]>(
+        'chat-summary-v1',
+        `select summary as s_summary, tokens as s_tokens, through_id as s_through_id, to_json(through_at)#>>'{}' as s_through_at
+           from chat.chat_summaries where chat_id = $1::uuid`,
+        [chatId],
+      );
+      return row && summaryOf(row);
     },
 
     /** The stored messages (user message first, when there is one), or undefined when the quota refused. */

@@ -111,3 +111,16 @@ export const ChatMessageUsageRecordedSchema = Type.Object(
   { additionalProperties: false },
 );
 export type ChatMessageUsageRecordedData = Static<typeof ChatMessageUsageRecordedSchema>;
+
+export const ChatContextTruncatedSchema = Type.Object(
+  {
+    chatId: Uuid(),
+    userId: Uuid('the owner of the chat'),
+    messageId: Uuid('the user message whose reply was asked with less than the whole conversation'),
+    model: ModelId('the model the reply was asked of (an id or an alias): its window was full'),
+    omittedMessages: Type.Integer({ minimum: 1, description: "history messages left out that the chat's summary does not cover" }),
+    truncatedAt: Timestamp(),
+  },
+  { additionalProperties: false },
+);
+export type ChatContextTruncatedData = Static<typeof ChatContextTruncatedSchema>;

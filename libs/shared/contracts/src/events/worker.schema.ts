@@ -36,6 +36,22 @@ export const WorkerTitleGeneratedSchema = Type.Object(
 );
 export type WorkerTitleGeneratedData = Static<typeof WorkerTitleGeneratedSchema>;
 
+/** The longest summary the worker publishes (characters). */
+export const SUMMARY_MAX_CHARS = 16_000;
+
+export const WorkerSummaryGeneratedSchema = Type.Object(
+  {
+    chatId: Uuid(),
+    userId: Uuid('the owner of the chat'),
+    summary: Type.String({ minLength: 1, maxLength: SUMMARY_MAX_CHARS, description: 'the conversation up to and including `throughMessageId`, summarised' }),
+    throughMessageId: Uuid('the newest message the summary covers'),
+    throughCreatedAt: Timestamp('when that message was created: summaries of one chat are ordered by it'),
+    model: ModelId('the model that wrote the summary'),
+  },
+  { additionalProperties: false },
+);
+export type WorkerSummaryGeneratedData = Static<typeof WorkerSummaryGeneratedSchema>;
+
 export const WorkerExportReadySchema = Type.Object(
   {
     exportId: Uuid(),
