@@ -99,6 +99,13 @@ describe('exports and generated titles', () => {
       expect(up.statusCode).toBe(201);
     }
 
+    // The chat's summary (the worker's, stored as chat stores it) is the user's data too.
+    const question = (sent.json() as { userMessage: { id: string; createdAt: string } }).userMessage;
+    await pool.query(
+      `insert into chat.chat_summaries (chat_id, user_id, summary, tokens, through_id, through_at, model, updated_at) values ($1, $2, 'They said hello.', 9, $3, $4, 'sim/fast', now())`,
+      [chatId, user.id, question.id, question.createdAt],
+    );
+
     const url = `${chat.url}/internal/v1/users/${user.id}/export`;
     expect((await fetch(url)).status).toBe(403);
     expect((await fetch(url, { headers: signInternalCall('not-the-secret-of-this-deployment') })).status).toBe(403);
@@ -107,7 +114,7 @@ describe('exports and generated titles', () => {
     expect(response.headers.get('content-type')).toContain('application/x-ndjson');
     const lines = (await response.text()).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines.map((l) => l.type)).toEqual(['chat', 'message', 'message', 'file', 'file']);
-    expect(lines[0]).toMatchObject({ id: chatId, title: 'Mine' });
+    expect(lines[0]).toMatchObject({ id: chatId, title: 'Mine', summary: { text: 'They said hello.', throughMessageId: question.id } });
     expect(lines[1]).toMatchObject({ chatId, role: 'user', content: 'echo: hello export' });
     expect(lines[2]).toMatchObject({ chatId, role: 'assistant', content: 'hello export', status: 'completed' });
     expect(lines[3]).toMatchObject({ name: 'notes.txt', text: 'some notes' });

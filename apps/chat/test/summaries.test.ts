@@ -14,9 +14,8 @@ describe('conversation summaries', () => {
   let sim: ProviderSim;
   let chat: TestChat;
   let pool: pg.Pool;
-  // Window 1000: 500 for the reply, 500 for the prompt; what stays verbatim after a fold: 250.
+  // Window 1000: 500 for the reply, 500 for the prompt.
   const MODEL = 'openai/summary-window';
-  const KEEP = 250;
 
   beforeAll(async () => {
     sim = await startProviderSim({ port: 0 });
@@ -82,12 +81,17 @@ describe('conversation summaries', () => {
     // The last request's history (less the system prompt and the message) is what was not left out.
     const shown = lastRequest().messages.length - 2;
     expect(events.at(-1)!.data.omittedMessages).toBe(2 * (sent.length - 1) - shown);
+    // What the history could take: the prompt's 500 less the primer, the system message and the message answered, with their framing.
+    const fixed = 3 + ((await countTokens('Be brief.')) + 4) + ((await countTokens(`echo: ${words(8)}`)) + 4);
+    expect(events.at(-1)!.data.historyBudget).toBe(500 - fixed);
   });
 
   it('tells only the worker, signed, what to fold: the oldest whole turns, leaving about half the input budget verbatim', async () => {
     const user = testUser();
     const { chatId, sent } = await longChat(user, 9);
-    const query = { userId: user.id, model: MODEL, budget: '100000' };
+    const historyBudget = (await truncations(chatId)).at(-1)!.data.historyBudget as number;
+    const keep = Math.floor(historyBudget / 2);
+    const query = { userId: user.id, historyBudget: String(historyBudget), budget: '100000' };
 
     expect((await source(chatId, query, 'not-the-secret-of-this-deployment')).status).toBe(403);
     expect((await source(chatId, { ...query, userId: testUser().id })).status).toBe(404);
@@ -105,18 +109,25 @@ describe('conversation summaries', () => {
     expect(folded).toEqual(all.slice(0, folded.length));
     expect(body.messages.at(-1).role).toBe('assistant');
     expect(body.messages[0]).toEqual({ id: sent[0]!.userMessage.id, role: 'user', content: `echo: ${words(0)}`, createdAt: sent[0]!.userMessage.createdAt });
-    // What stays verbatim fits in half the input budget, and one more turn would not have.
+    // What stays verbatim (as a context counts it) fits in half the history budget, and one more turn would not have.
     const tokens = async (ids: string[]) => {
-      const { rows } = await pool.query('select coalesce(sum(context_tokens), 0)::int as n from chat.messages where id = any($1::uuid[])', [ids]);
+      const { rows } = await pool.query('select coalesce(sum(context_tokens + 4), 0)::int as n from chat.messages where id = any($1::uuid[])', [ids]);
       return rows[0].n as number;
     };
     const verbatim = all.slice(folded.length);
-    expect(await tokens(verbatim)).toBeLessThanOrEqual(KEEP);
-    expect(await tokens(all.slice(folded.length - 2))).toBeGreaterThan(KEEP);
+    expect(await tokens(verbatim)).toBeLessThanOrEqual(keep);
+    expect(await tokens(all.slice(folded.length - 2))).toBeGreaterThan(keep);
 
-    // Within what the summarising model can read: a budget of one message still folds one whole turn.
+    // Within what the summarising model can read: a budget of less than a turn still folds one
+    // whole turn, each message cut to its share of the budget.
     const small = await source(chatId, { ...query, budget: '64' });
     expect(small.body.messages.map((m: { id: string }) => m.id)).toEqual(all.slice(0, 2));
+    let cutTokens = 0;
+    for (const m of small.body.messages as Array<{ content: string }>) {
+      expect(m.content.endsWith(' […]')).toBe(true);
+      cutTokens += await countTokens(m.content.slice(0, -' […]'.length));
+    }
+    expect(cutTokens).toBeLessThanOrEqual(64);
     // After a summary the caller wrote (chat may not hold it yet): only what follows it.
     const after = await source(chatId, { ...query, afterId: sent[0]!.assistantMessage.id, afterAt: sent[0]!.assistantMessage.createdAt });
     expect(after.body.messages.map((m: { id: string }) => m.id)).toEqual(all.slice(2, folded.length));
@@ -125,7 +136,8 @@ describe('conversation summaries', () => {
   it("gives later replies the chat's summary in the system message, and only the history after it", async () => {
     const user = testUser();
     const { chatId, sent } = await longChat(user, 9);
-    const { body } = await source(chatId, { userId: user.id, model: MODEL, budget: '100000' });
+    const historyBudget = String((await truncations(chatId)).at(-1)!.data.historyBudget);
+    const { body } = await source(chatId, { userId: user.id, historyBudget, budget: '100000' });
     const through = body.messages.at(-1) as { id: string; createdAt: string };
     const text = 'The user counted in echoes; SUMMARY-MARKER.';
     await pool.query(
@@ -171,5 +183,47 @@ describe('conversation summaries', () => {
     // The summary goes with its chat.
     expect((await chat.app.inject({ method: 'DELETE', url: `/api/v1/chats/${chatId}`, headers: user.headers })).statusCode).toBe(204);
     expect((await pool.query('select 1 from chat.chat_summaries where chat_id = $1', [chatId])).rows).toHaveLength(0);
+  });
+
+  it('folds attached text files with their message, and never the newest turn however long', async () => {
+    const user = testUser();
+    const chatId = await createChat(chat.app, user);
+    const boundary = `----vivier${Date.now()}`;
+    const file = Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="plan.txt"\r\nContent-Type: text/plain\r\n\r\nDay one: Alfama and the tram.\r\n--${boundary}--\r\n`);
+    const upload = await chat.app.inject({ method: 'POST', url: '/api/v1/files', headers: { ...user.headers, 'content-type': `multipart/form-data; boundary=${boundary}` }, payload: file });
+    expect(upload.statusCode, upload.body).toBe(201);
+    const first = await chat.app.inject({
+      method: 'POST',
+      url: `/api/v1/chats/${chatId}/messages`,
+      headers: user.headers,
+      payload: { content: `echo: ${words(0)}`, attachments: [upload.json().id] },
+    });
+    expect(first.statusCode, first.body).toBe(201);
+    for (let n = 1; n < 4; n++) await send(user, chatId, n);
+    // The newest turn alone is more than half of what the history can take.
+    const long = await send(user, chatId, 4);
+    const { body } = await source(chatId, { userId: user.id, historyBudget: '100', budget: '100000' });
+    const folded = body.messages as Array<{ id: string; content: string }>;
+    expect(folded[0]!.content).toBe(`echo: ${words(0)}\n\n--- Attached file: plan.txt (text/plain) ---\nDay one: Alfama and the tram.\n--- End of plan.txt ---`);
+    expect(folded.map((m) => m.id)).not.toContain(long.userMessage.id);
+    expect(folded.map((m) => m.id)).not.toContain(long.assistantMessage.id);
+    expect(folded).toHaveLength(8);
+  });
+
+  it('reports nothing when a summary that does not fit beside the message stands for the older history', async () => {
+    const user = testUser();
+    const { chatId, sent } = await longChat(user, 3);
+    const through = sent[0]!.assistantMessage;
+    await pool.query(
+      `insert into chat.chat_summaries (chat_id, user_id, summary, tokens, through_id, through_at, model, updated_at)
+       values ($1, $2, 'Too long to give.', 100000, $3, $4, $5, now())`,
+      [chatId, user.id, through.id, through.createdAt, MODEL],
+    );
+    await send(user, chatId, 3);
+    const messages = lastRequest().messages;
+    // Neither the summary nor what it covers; what follows it; no report of history the window lost.
+    expect(messages[0]).toEqual({ role: 'system', content: 'Be brief.' });
+    expect(messages.slice(1).map((m) => m.content)).toEqual([`echo: ${words(1)}`, words(1), `echo: ${words(2)}`, words(2), `echo: ${words(3)}`]);
+    expect(await truncations(chatId)).toHaveLength(0);
   });
 });

@@ -7,11 +7,10 @@ import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { startProviderSim, type ProviderSim } from '@vivier/provider-sim';
 import { verifyInternalCall } from '@vivier/service-kit';
 import { createEvent, EVENTS, type JobsCompletionRequestedData, type WorkerCompletionFinishedData } from '@vivier/contracts';
-import { DEV_PROVIDER_KEY_ENCRYPTION_KEY, sealEventSecret } from '@vivier/providers';
+import { DEFAULT_CONTEXT_WINDOW, DEV_PROVIDER_KEY_ENCRYPTION_KEY, sealEventSecret } from '@vivier/providers';
 import { LogCapture, testAdminDatabaseUrl } from '@vivier/service-kit/testing';
 import { UNKNOWN_PROVIDER_ATTEMPTS } from '../src/modules/completions/completion.consumer';
 import { exportHandlers } from '../src/modules/exports/export.consumer';
-import { summaryInput } from '../src/modules/summaries/summary.consumer';
 import { createDatabase } from '@vivier/service-kit';
 import { HandlerTimedOut } from '@vivier/messaging';
 import { workerTables } from '@vivier/db-worker';
@@ -81,6 +80,7 @@ describe('worker consumers', () => {
     sim = await startProviderSim({ port: 0 });
     const file = writeProvidersFile({
       providers: { openai: { baseUrl: `${sim.url}/v1`, apiKey: 'sk-test' }, sim: { tokensPerSecond: 0, firstTokenLatencyMs: 0 } },
+      deployments: [{ id: 'small-window', provider: 'openai', model: 'small-window', contextWindow: 2000 }],
       router: { backoffBaseMs: 10, backoffMaxMs: 50, maxRetries: 1 },
     });
     worker = await startWorker({
@@ -485,7 +485,7 @@ describe('worker consumers', () => {
     const SUMMARY = 'vivier.worker.summary.generated.v1';
 
     function overflow(chatId: string, userId: string, model: string) {
-      return createEvent(EVENTS.chatContextTruncated, { chatId, userId, messageId: randomUUID(), model, omittedMessages: 4, truncatedAt: new Date().toISOString() });
+      return createEvent(EVENTS.chatContextTruncated, { chatId, userId, messageId: randomUUID(), model, omittedMessages: 4, historyBudget: 3000, truncatedAt: new Date().toISOString() });
     }
     function turn(n: number, at: number) {
       return [
@@ -493,6 +493,7 @@ describe('worker consumers', () => {
         { id: randomUUID(), role: 'assistant' as const, content: `Answer ${n}: blue and white azulejos.`, createdAt: new Date(at + 1).toISOString() },
       ];
     }
+    const spoken = (messages: Array<{ role: string; content: string }>) => messages.map((m) => `${m.role === 'user' ? 'User' : 'Assistant'}: ${m.content}`).join('\n\n');
     const json = (res: ServerResponse, body: unknown) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
 
     it("folds the messages chat names into the chat's summary so far, publishes it through the last one, and builds the next on it", async () => {
@@ -518,8 +519,9 @@ describe('worker consumers', () => {
       const summary = (published!.data as { summary: string }).summary;
       expect(summary.length).toBeGreaterThan(0);
       expect(queries[0]!.get('userId')).toBe(userId);
-      expect(queries[0]!.get('model')).toBe(`openai/${model}`);
-      expect(Number(queries[0]!.get('budget'))).toBeGreaterThanOrEqual(64);
+      expect(queries[0]!.get('historyBudget')).toBe('3000');
+      // A model the catalogue does not know has the default window: less twice the summary and the instructions.
+      expect(queries[0]!.get('budget')).toBe(String(DEFAULT_CONTEXT_WINDOW - 2 * 600 - 256));
       expect(queries[0]!.has('afterId')).toBe(false);
       // The model was given the summary so far and every message, each with who wrote it.
       const sent = sim.requests().filter((r) => r.model === model);
@@ -528,19 +530,22 @@ describe('worker consumers', () => {
       expect(body.messages.map((m) => m.role)).toEqual(['system', 'user']);
       expect(body.messages[0]!.content).toMatch(/summary/i);
       expect(body.messages[1]!.content).toBe(
-        `Summary so far:\n${earlier.text}\n\nMessages that follow it:\n\n` + messages.map((m) => `${m.role === 'user' ? 'User' : 'Assistant'}: ${m.content}`).join('\n\n'),
+        `Summary so far:\n${earlier.text}\n\nMessages that follow it:\n\n${spoken(messages)}`,
       );
       expect(body.max_completion_tokens ?? body.max_tokens).toBe(600);
       const { rows } = await pool.query('select summary, through_id from worker.chat_summaries where chat_id = $1', [chatId]);
       expect(rows).toEqual([{ summary, through_id: through.id }]);
 
-      // The next overflow, before chat has stored it: chat is asked for what follows the worker's own summary.
+      // Its second round found nothing after it. The next overflow, before chat has stored the
+      // summary, asks chat for what follows the worker's own summary too.
       const again = overflow(chatId, userId, `openai/${model}`);
       await kafka.produce(again);
       await handled(pool, again.id);
-      expect(queries).toHaveLength(2);
-      expect(queries[1]!.get('afterId')).toBe(through.id);
-      expect(queries[1]!.get('afterAt')).toBe(through.createdAt);
+      expect(queries).toHaveLength(3);
+      for (const query of queries.slice(1)) {
+        expect(query.get('afterId')).toBe(through.id);
+        expect(query.get('afterAt')).toBe(through.createdAt);
+      }
       expect(sim.requests().filter((r) => r.model === model)).toHaveLength(1);
       expect(await outboxEvents(pool, SUMMARY, chatId)).toHaveLength(1);
 
@@ -548,25 +553,65 @@ describe('worker consumers', () => {
       const gone = createEvent(EVENTS.chatDeleted, { chatId, userId, deletedAt: new Date().toISOString() });
       await kafka.produce(gone);
       await handled(pool, gone.id);
-      expect((await pool.query('select 1 from worker.chat_summaries where chat_id = $1', [chatId])).rows).toHaveLength(0);
+      expect((await pool.query('select summary, through_id from worker.chat_summaries where chat_id = $1', [chatId])).rows).toEqual([{ summary: null, through_id: null }]);
     });
 
-    it("summarises on the worker's own summary when it is newer than chat's, with SUMMARY_MODEL unset (the reply's model)", async () => {
+    it('catches a chat far behind up in rounds, each on the summary of the one before, and publishes the last', async () => {
       const chatId = randomUUID();
       const userId = randomUUID();
       const model = `resumer-${randomUUID().slice(0, 8)}`;
       const first = turn(1, Date.now() - 50_000);
       const second = turn(2, Date.now() - 40_000);
-      summaryScript.set(chatId, (query, res) => json(res, { summary: null, messages: query.get('afterId') ? second : first }));
+      // Chat holds no summary; what to fold comes a turn at a time, as for a summariser of a small window.
+      summaryScript.set(chatId, (query, res) => {
+        const afterId = query.get('afterId');
+        json(res, { summary: null, messages: !afterId ? first : afterId === first[1]!.id ? second : [] });
+      });
       await kafka.produce(overflow(chatId, userId, `openai/${model}`));
       await eventually(async () => (await outboxEvents(pool, SUMMARY, chatId)).length === 1);
-      const own = ((await outboxEvents(pool, SUMMARY, chatId))[0]!.data as { summary: string }).summary;
-      await kafka.produce(overflow(chatId, userId, `openai/${model}`));
-      await eventually(async () => (await outboxEvents(pool, SUMMARY, chatId)).length === 2);
       const sent = sim.requests().filter((r) => r.model === model);
       expect(sent).toHaveLength(2);
-      expect((sent[1]!.body as { messages: Array<{ content: string }> }).messages[1]!.content).toBe(summaryInput(own, second));
-      expect((await outboxEvents(pool, SUMMARY, chatId))[1]!.data).toMatchObject({ throughMessageId: second[1]!.id });
+      const inputOf = (n: number) => (sent[n]!.body as { messages: Array<{ content: string }> }).messages[1]!.content;
+      expect(inputOf(0)).toBe(`Summary so far:\n(none: the messages below open the conversation)\n\nMessages that follow it:\n\n${spoken(first)}`);
+      const [published] = await outboxEvents(pool, SUMMARY, chatId);
+      expect(published!.data).toMatchObject({ throughMessageId: second[1]!.id });
+      // The second round was written on the first one's summary (which was not published on its own).
+      expect(inputOf(1)).toMatch(/^Summary so far:\n(?!\(none)/);
+      expect(inputOf(1).endsWith(`\n\nMessages that follow it:\n\n${spoken(second)}`)).toBe(true);
+    });
+
+    it("asks for a summary of at most an eighth of a small reply model's window, and what fits beside it", async () => {
+      const chatId = randomUUID();
+      const queries: URLSearchParams[] = [];
+      summaryScript.set(chatId, (query, res) => {
+        queries.push(query);
+        json(res, { summary: null, messages: turn(1, Date.now() - 10_000) });
+      });
+      const before = sim.requests().filter((r) => r.model === 'small-window').length;
+      await kafka.produce(overflow(chatId, randomUUID(), 'openai/small-window'));
+      await eventually(async () => (await outboxEvents(pool, SUMMARY, chatId)).length === 1);
+      const body = sim.requests().filter((r) => r.model === 'small-window')[before]!.body as { max_completion_tokens?: number; max_tokens?: number; messages: Array<{ content: string }> };
+      expect(body.max_completion_tokens ?? body.max_tokens).toBe(250);
+      expect(body.messages[0]!.content).toContain('at most about 150 words');
+      expect(queries[0]!.get('budget')).toBe(String(2000 - 2 * 250 - 256));
+    });
+
+    it('writes no summary for a chat deleted before a late overflow of it is handled', async () => {
+      const chatId = randomUUID();
+      const userId = randomUUID();
+      const model = `late-${randomUUID().slice(0, 8)}`;
+      summaryScript.set(chatId, (_query, res) => json(res, { summary: null, messages: turn(1, Date.now() - 10_000) }));
+      const gone = createEvent(EVENTS.chatDeleted, { chatId, userId, deletedAt: new Date().toISOString() });
+      await kafka.produce(gone);
+      await handled(pool, gone.id);
+      // The overflow that came before the delete, back from a retry topic after it.
+      const late = overflow(chatId, userId, `openai/${model}`);
+      await kafka.produce(late);
+      await handled(pool, late.id);
+      expect(sim.requests().filter((r) => r.model === model)).toHaveLength(0);
+      expect(await outboxEvents(pool, SUMMARY, chatId)).toHaveLength(0);
+      const { rows } = await pool.query('select summary, through_id, deleted_at is not null as deleted from worker.chat_summaries where chat_id = $1', [chatId]);
+      expect(rows).toEqual([{ summary: null, through_id: null, deleted: true }]);
     });
 
     it('writes nothing for a chat that is gone, nor when the model keeps failing', async () => {
@@ -582,7 +627,8 @@ describe('worker consumers', () => {
       summaryScript.set(chatId, (_query, res) => json(res, { summary: null, messages: turn(1, Date.now() - 10_000) }));
       const failing = overflow(chatId, userId, `openai/${model}`);
       await kafka.produce(failing);
-      // Retried (CONSUMER_RETRY_ATTEMPTS 3), then given up: no summary, no dead letter, the next overflow asks again.
+      // Retried (CONSUMER_RETRY_ATTEMPTS 3), then given up: no summary, and the event is recorded
+      // as handled (a parked one is not: its marker is another id); the next overflow asks again.
       await eventually(() => logs.lines.some((l) => l.chatId === chatId && String(l.msg).includes('summary model failed')), 30_000);
       await handled(pool, failing.id);
       expect(await outboxEvents(pool, SUMMARY, chatId)).toHaveLength(0);

@@ -59,16 +59,19 @@ export const chatTitles = workerSchema.table('chat_titles', {
 });
 
 /**
- * The newest summary the worker wrote of each chat (`chat.context.truncated`), through message `through_id`.
- * Chat stores the summary it is sent; this copy lets the next job of the chat build on it before
- * chat has applied it. Deleted with the chat (`chat.deleted`): it holds the user's words.
+ * The newest summary the worker wrote of each chat (`chat.context.truncated`), through message
+ * `through_id`. Chat stores the summary it is sent; this copy lets the next job of the chat build
+ * on it before chat has applied it. A deleted chat (`chat.deleted`) keeps only `deleted_at`: the
+ * summary holds the user's words, and a job of the chat still running (a retry) must not write
+ * one back.
  */
 export const chatSummaries = workerSchema.table('chat_summaries', {
   chatId: uuid('chat_id').primaryKey(),
   userId: uuid('user_id').notNull(),
-  summary: text('summary').notNull(),
-  throughId: uuid('through_id').notNull(),
-  throughAt: timestamp('through_at', { withTimezone: true }).notNull(),
+  summary: text('summary'),
+  throughId: uuid('through_id'),
+  throughAt: timestamp('through_at', { withTimezone: true }),
+  deletedAt: timestamp('deleted_at', { withTimezone: true }),
   createdAt: createdAt(),
   updatedAt: updatedAt(),
 });

@@ -397,6 +397,7 @@ export const EVENTS = {
       messageId: ID.userMessage,
       model: 'openai/gpt-4o-mini',
       omittedMessages: 12,
+      historyBudget: 95_000,
       truncatedAt: '2025-01-31T14:00:00.000Z',
     },
   }),

@@ -7,7 +7,7 @@ import type { ContextAttachment, FilesService } from '../files/files.service';
 import { isImage } from '../files/files.service';
 
 /** Per-message framing and the reply primer, as OpenAI counts chat tokens (and as the budget does). */
-const TOKENS_PER_MESSAGE = 4;
+export const TOKENS_PER_MESSAGE = 4;
 const REPLY_PRIMER = 3;
 /** History is read newest first, from this many messages in a chat this instance has not built a context for yet. */
 const FIRST_HISTORY_BATCH = 48;
@@ -47,7 +47,9 @@ export interface ChatSummary {
 /** Whether a history row is at or before a summary's last message (so the summary stands for it). */
 export function coveredBy(summary: Pick<ChatSummary, 'throughId' | 'throughAt'>, row: Pick<HistoryRow, 'id' | 'createdAt'>): boolean {
   // Walking newest first meets the summary's own message first; the time is for a message gone since.
-  return row.id === summary.throughId || Date.parse(row.createdAt) < summary.throughAt.getTime();
+  if (row.id === summary.throughId) return true;
+  const at = Date.parse(row.createdAt);
+  return Number.isFinite(at) && at < summary.throughAt.getTime();
 }
 
 /**
@@ -63,6 +65,15 @@ export function shownInContext(row: Pick<HistoryRow, 'role' | 'status' | 'conten
     answered.add(row.replyTo);
   }
   return true;
+}
+
+/** composeText() of a stored message, with the files it was sent with (`files`: at least those, by id). */
+export function storedText(row: Pick<HistoryRow, 'content' | 'attachments'>, files: Map<string, FileRow>): string {
+  const attached = row.attachments
+    .map((id) => files.get(id))
+    .filter((f): f is FileRow => f !== undefined)
+    .map((f) => ({ name: f.name, contentType: f.contentType, ...(f.textContent !== null ? { text: f.textContent } : {}) }));
+  return attached.length > 0 ? composeText(row.content, attached) : row.content;
 }
 
 export interface CurrentMessage {
@@ -82,6 +93,8 @@ export interface BuiltContext {
   omitted: number;
   /** The chat's summary stands in for its older messages in this context. */
   summarized: boolean;
+  /** Tokens the history could take beside the system message (with the summary) and the message answered. */
+  historyBudget: number;
   /** How many history messages made it in. */
   included: number;
 }
@@ -155,14 +168,15 @@ export class ContextBuilder {
         `The message (with its attachments and the system prompt) takes about ${used} tokens; the model's window leaves ${budget} for input.`,
       );
     }
-    // The summary goes into the system message (one, as every provider takes it). Not for a
-    // regenerate of a message it covers (it would tell of what came after), nor where it does not fit.
-    const summaryCost = input.summary ? input.summary.tokens + (input.systemPrompt ? 0 : TOKENS_PER_MESSAGE) : 0;
-    const summary =
-      input.summary && (!input.before || input.before.createdAt.getTime() > input.summary.throughAt.getTime()) && used + summaryCost <= budget
-        ? input.summary
-        : undefined;
+    // The summary goes into the system message (one, as every provider takes it), and history stops
+    // at its last message. Not for a regenerate of a message it covers (it would tell of what came
+    // after). One that does not fit beside the message is left out, and so are the messages it
+    // covers: they would not fit either, and they are not history the window has newly lost.
+    const coverage = input.summary && (!input.before || input.before.createdAt.getTime() > input.summary.throughAt.getTime()) ? input.summary : undefined;
+    const summaryCost = coverage ? coverage.tokens + (input.systemPrompt ? 0 : TOKENS_PER_MESSAGE) : 0;
+    const summary = coverage && used + summaryCost <= budget ? coverage : undefined;
     if (summary) used += summaryCost;
+    const historyBudget = budget - used;
 
     const chosen: HistoryRow[] = [];
     const answered = new Set<string>();
@@ -179,7 +193,7 @@ export class ContextBuilder {
       read += batch.length;
       let covered = false;
       for (const row of batch) {
-        if (summary && coveredBy(summary, row)) {
+        if (coverage && coveredBy(coverage, row)) {
           covered = true;
           break;
         }
@@ -222,15 +236,9 @@ export class ContextBuilder {
     const messages: ChatMessage[] = [];
     const system = [input.systemPrompt, summary ? summaryBlock(summary.text) : null].filter((part): part is string => !!part);
     if (system.length > 0) messages.push({ role: 'system', content: system.join('\n\n') });
-    for (const row of chosen) {
-      const attached = row.attachments
-        .map((id) => files.get(id))
-        .filter((f): f is FileRow => f !== undefined)
-        .map((f) => ({ name: f.name, contentType: f.contentType, ...(f.textContent !== null ? { text: f.textContent } : {}) }));
-      messages.push({ role: row.role, content: attached.length > 0 ? composeText(row.content, attached) : row.content });
-    }
+    for (const row of chosen) messages.push({ role: row.role, content: storedText(row, files) });
     messages.push({ role: 'user', content: currentContent(input.current) });
-    return { messages, promptTokens: used, maxTokens, omitted, included: chosen.length, summarized: summary !== undefined };
+    return { messages, promptTokens: used, maxTokens, omitted, included: chosen.length, summarized: summary !== undefined, historyBudget };
   }
 }
 

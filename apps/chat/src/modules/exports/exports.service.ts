@@ -1,6 +1,7 @@
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import { sql } from 'drizzle-orm';
+import { inArray, sql } from 'drizzle-orm';
+import { chatTables } from '@vivier/db-chat';
 import { createEvent, EVENTS } from '@vivier/contracts';
 import type { Publish } from '@vivier/messaging';
 import { decodeTimeCursor, encodeTimeCursor, problems, type Identity } from '@vivier/service-kit';
@@ -25,6 +26,8 @@ export interface ExportView {
   /** Failed: why, in words for the user. */
   error?: string;
 }
+
+const { chatSummaries } = chatTables;
 
 /** A request for an export while one is pending reuses it, for this long. */
 const PENDING_REUSE_MS = 60 * 60 * 1000;
@@ -122,8 +125,11 @@ export class ExportsService {
     let before: string | undefined;
     for (;;) {
       const page = (await chats.page(userId, { ...(before ? { before } : {}), limit: PAGE })).slice(0, PAGE);
+      const summaries = await this.summariesOf(page.map((c) => c.id));
       for (const chat of page) {
-        yield line({ type: 'chat', ...chatView(chat) });
+        const summary = summaries.get(chat.id);
+        // The chat's summary is written from the user's messages: it is theirs too.
+        yield line({ type: 'chat', ...chatView(chat), ...(summary ? { summary } : {}) });
         let after: string | undefined;
         for (;;) {
           const rows = (await messages.page(chat.id, { ...(after ? { after } : {}), limit: PAGE })).slice(0, PAGE);
@@ -142,6 +148,16 @@ export class ExportsService {
       if (rows.length < 50) break;
       after = rows.at(-1)!.id;
     }
+  }
+
+  /** The summaries of some chats, by chat id, as an export line carries them. */
+  private async summariesOf(chatIds: string[]): Promise<Map<string, { text: string; throughMessageId: string; updatedAt: string }>> {
+    if (chatIds.length === 0) return new Map();
+    const rows = await this.deps.db
+      .select({ chatId: chatSummaries.chatId, text: chatSummaries.summary, throughId: chatSummaries.throughId, updatedAt: chatSummaries.updatedAt })
+      .from(chatSummaries)
+      .where(inArray(chatSummaries.chatId, chatIds));
+    return new Map(rows.map((r) => [r.chatId, { text: r.text, throughMessageId: r.throughId, updatedAt: r.updatedAt.toISOString() }]));
   }
 
   private async fileLine(row: FileRow): Promise<Record<string, unknown>> {

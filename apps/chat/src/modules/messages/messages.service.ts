@@ -236,6 +236,7 @@ export class MessagesService {
           messageId: question.id,
           model: modelId,
           omittedMessages: context.omitted,
+          historyBudget: context.historyBudget,
           truncatedAt: answer.createdAt.toISOString(),
         }),
       );

@@ -1,12 +1,12 @@
 import { Type } from '@sinclair/typebox';
 import { problems, type ServiceApp } from '@vivier/service-kit';
-import { IdParams, ModelIdField, Timestamp, Uuid, problemResponses } from '../../http.schema';
+import { IdParams, Timestamp, Uuid, problemResponses } from '../../http.schema';
 import type { SummariesService } from './summaries.service';
 
 const SourceQuery = Type.Object(
   {
     userId: Uuid,
-    model: ModelIdField,
+    historyBudget: Type.Integer({ minimum: 0, maximum: 100_000_000, description: "the context.truncated event's historyBudget" }),
     budget: Type.Integer({ minimum: 64, maximum: 10_000_000, description: 'tokens of messages the summarising model can read at once' }),
     afterId: Type.Optional(Uuid),
     afterAt: Type.Optional(Timestamp),
@@ -30,11 +30,11 @@ export async function summariesInternalRoutes(app: ServiceApp, { summaries }: { 
       schema: { hide: true, params: IdParams, querystring: SourceQuery, response: { 200: Source, ...problemResponses(400, 403, 404) } },
     },
     async (request, reply) => {
-      const { userId, model, budget, afterId, afterAt } = request.query;
+      const { userId, historyBudget, budget, afterId, afterAt } = request.query;
       if ((afterId === undefined) !== (afterAt === undefined)) throw problems.validation('afterId and afterAt go together.');
       const after = afterId && afterAt ? { id: afterId, createdAt: new Date(afterAt) } : undefined;
       reply.header('cache-control', 'no-store');
-      return summaries.source(request.params.id, { userId, model, budget, ...(after ? { after } : {}) });
+      return summaries.source(request.params.id, { userId, historyBudget, budget, ...(after ? { after } : {}) });
     },
   );
 }

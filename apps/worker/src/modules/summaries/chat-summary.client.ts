@@ -29,11 +29,11 @@ function isSource(value: unknown): value is SummarySource {
 export async function fetchSummarySource(
   chatUrl: string,
   secret: string,
-  input: { chatId: string; userId: string; model: string; budget: number; after?: { id: string; createdAt: Date }; signal?: AbortSignal },
+  input: { chatId: string; userId: string; historyBudget: number; budget: number; after?: { id: string; createdAt: Date }; signal?: AbortSignal },
 ): Promise<SummarySource> {
   const url = new URL(`/internal/v1/chats/${encodeURIComponent(input.chatId)}/summary-source`, chatUrl);
   url.searchParams.set('userId', input.userId);
-  url.searchParams.set('model', input.model);
+  url.searchParams.set('historyBudget', String(input.historyBudget));
   url.searchParams.set('budget', String(input.budget));
   if (input.after) {
     url.searchParams.set('afterId', input.after.id);

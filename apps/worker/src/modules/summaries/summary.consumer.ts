@@ -28,6 +28,8 @@ export interface SummaryConsumerDeps {
 const PROMPT_OVERHEAD = 256;
 /** The fewest tokens of messages a summary call is given, whatever the model's window. */
 const MIN_BUDGET = 64;
+/** Summary calls one event may make to catch a chat up. */
+const MAX_ROUNDS = 4;
 /** The shortest summary asked for, whatever the reply model's window. */
 const MIN_SUMMARY_TOKENS = 32;
 
@@ -60,11 +62,12 @@ export function cleanSummary(raw: string): string {
  * fold (the oldest after its summary, see chat's SummariesService); the model writes the summary
  * so far plus those messages as a new summary; it is recorded here and published as
  * `summary.generated` in one transaction, and chat gives it to later replies in their place.
- * Events of one chat come in order (keyed by chat), and each builds on the newest summary written
- * for the chat, here or in chat, so one that finds nothing new to fold (the summary before it is
- * on its way to chat) does nothing. A chat deleted meanwhile (chat answers 404) gets none. A summary is
- * a help, not a promise: a model that fails for good is logged, and the chat's next overflowing
- * reply asks again.
+ * Each event builds on the newest summary written for the chat, here or in chat, so one that
+ * finds nothing new to fold (the summary before it is on its way to chat) does nothing, and one
+ * retried after a later one (a retry topic does not hold its partition back) changes nothing. A
+ * chat far behind is caught up in up to MAX_ROUNDS calls. A deleted chat (chat answers 404, or
+ * its `chat.deleted` came first) gets none. A summary is a help, not a promise: a model that fails
+ * for good is logged, and the chat's next overflowing reply asks again.
  */
 export function summaryHandlers(deps: SummaryConsumerDeps): EventHandlers {
   /**
@@ -84,66 +87,80 @@ export function summaryHandlers(deps: SummaryConsumerDeps): EventHandlers {
   }
 
   async function truncated(event: EventOf<typeof EVENTS.chatContextTruncated>, { tx, attempt, signal }: HandlerContext): Promise<void> {
-    const { chatId, userId } = event.data;
+    const { chatId, userId, historyBudget } = event.data;
     const log = deps.logger.child({ chatId, eventId: event.id });
     const model = deps.summaryModel || event.data.model;
     const summaryTokens = summaryTokensFor(event.data.model);
+    const budget = budgetFor(model, summaryTokens);
     const [own] = await tx.select().from(chatSummaries).where(eq(chatSummaries.chatId, chatId));
-    let source: SummarySource;
-    try {
-      source = await fetchSummarySource(deps.chatUrl, deps.internalSecret, {
-        chatId,
-        userId,
-        model: event.data.model,
-        budget: budgetFor(model, summaryTokens),
-        ...(own ? { after: { id: own.throughId, createdAt: own.throughAt } } : {}),
-        signal,
-      });
-    } catch (error) {
-      if (error instanceof SummarySourceRejected) {
+    if (own?.deletedAt) return;
+
+    // A chat far behind (long before summaries, or a summariser with a smaller window than the
+    // reply's model) catches up over a few rounds, each folding what follows the last.
+    let after = own?.throughId && own.throughAt ? { id: own.throughId, createdAt: own.throughAt, summary: own.summary ?? '' } : undefined;
+    let written: { summary: string; model: string; through: SummarySource['messages'][number] } | undefined;
+    for (let round = 1; round <= MAX_ROUNDS; round++) {
+      let source: SummarySource;
+      try {
+        source = await fetchSummarySource(deps.chatUrl, deps.internalSecret, {
+          chatId,
+          userId,
+          historyBudget,
+          budget,
+          ...(after ? { after: { id: after.id, createdAt: after.createdAt } } : {}),
+          signal,
+        });
+      } catch (error) {
+        if (!(error instanceof SummarySourceRejected)) throw error;
         log.info({ status: error.status }, error.status === 404 ? 'no summary: the chat is gone' : 'no summary: chat refused the source request');
         return;
       }
-      throw error;
+      if (source.messages.length === 0) break;
+      const chatHas = source.summary ? Date.parse(source.summary.throughCreatedAt) : -Infinity;
+      const previous = after && after.createdAt.getTime() > chatHas ? after.summary : source.summary?.text;
+      let summary = '';
+      let usedModel = model;
+      try {
+        const call = await callProvider(
+          deps.router,
+          model,
+          [
+            { role: 'system', content: instructions(summaryTokens) },
+            { role: 'user', content: summaryInput(previous, source.messages) },
+          ],
+          { maxTokens: summaryTokens, timeoutMs: deps.timeoutMs, signal },
+        );
+        summary = cleanSummary(call.content);
+        usedModel = call.model;
+      } catch (error) {
+        if (!(error instanceof ProviderCallFailure)) throw error;
+        // What earlier rounds wrote is kept; with none, a failure worth retrying is retried.
+        if (!written && error.retryable && attempt < deps.maxAttempts) throw error;
+        log.warn({ err: error }, "summary model failed; the chat's next overflowing reply asks again");
+        break;
+      }
+      if (!summary) {
+        log.warn({ model: usedModel }, 'the summary model answered nothing; no summary written');
+        break;
+      }
+      const through = source.messages[source.messages.length - 1]!;
+      written = { summary, model: usedModel, through };
+      after = { id: through.id, createdAt: new Date(through.createdAt), summary };
     }
-    if (source.messages.length === 0) return;
-
-    const chatHas = source.summary ? new Date(source.summary.throughCreatedAt).getTime() : -Infinity;
-    const previous = own && own.throughAt.getTime() > chatHas ? own.summary : source.summary?.text;
-    let summary = '';
-    let usedModel = model;
-    try {
-      const call = await callProvider(
-        deps.router,
-        model,
-        [
-          { role: 'system', content: instructions(summaryTokens) },
-          { role: 'user', content: summaryInput(previous, source.messages) },
-        ],
-        { maxTokens: summaryTokens, timeoutMs: deps.timeoutMs, signal },
-      );
-      summary = cleanSummary(call.content);
-      usedModel = call.model;
-    } catch (error) {
-      if (!(error instanceof ProviderCallFailure)) throw error;
-      if (error.retryable && attempt < deps.maxAttempts) throw error;
-      log.warn({ err: error }, 'summary model failed; the chat keeps its summary until its next overflowing reply asks again');
-      return;
-    }
-    if (!summary) {
-      log.warn({ model: usedModel }, 'the summary model answered nothing; no summary written');
-      return;
-    }
-    const through = source.messages[source.messages.length - 1]!;
+    if (!written) return;
+    const { summary, through } = written;
     if (await record(tx, { chatId, userId, summary, throughId: through.id, throughAt: new Date(through.createdAt) })) {
       await deps.publish(
         tx,
-        createEvent(EVENTS.workerSummaryGenerated, { chatId, userId, summary, throughMessageId: through.id, throughCreatedAt: through.createdAt, model: usedModel }),
+        createEvent(EVENTS.workerSummaryGenerated, { chatId, userId, summary, throughMessageId: through.id, throughCreatedAt: through.createdAt, model: written.model }),
       );
     }
   }
 
-  /** Keeps the summary unless one through a later message was recorded meanwhile; true when kept. */
+  /**
+   * Keeps the summary unless one through a later message was recorded meanwhile, or the chat was
+   * deleted; true when kept.
+   */
   async function record(tx: Executor, s: { chatId: string; userId: string; summary: string; throughId: string; throughAt: Date }): Promise<boolean> {
     const rows = await tx
       .insert(chatSummaries)
@@ -151,7 +168,8 @@ export function summaryHandlers(deps: SummaryConsumerDeps): EventHandlers {
       .onConflictDoUpdate({
         target: chatSummaries.chatId,
         set: { summary: s.summary, throughId: s.throughId, throughAt: s.throughAt, updatedAt: sql`now()` },
-        setWhere: sql`(excluded.through_at, excluded.through_id) > (${chatSummaries.throughAt}, ${chatSummaries.throughId})`,
+        setWhere: sql`${chatSummaries.deletedAt} is null and (${chatSummaries.throughAt} is null
+          or (excluded.through_at, excluded.through_id) > (${chatSummaries.throughAt}, ${chatSummaries.throughId}))`,
       })
       .returning({ chatId: chatSummaries.chatId });
     return rows.length > 0;
@@ -159,9 +177,16 @@ export function summaryHandlers(deps: SummaryConsumerDeps): EventHandlers {
 
   return {
     [EVENTS.chatContextTruncated.type]: truncated,
-    // The summary holds the user's words: it goes with the chat.
+    // The summary holds the user's words: it goes with the chat, and none is written after.
     [EVENTS.chatDeleted.type]: async (event, { tx }) => {
-      await tx.delete(chatSummaries).where(eq(chatSummaries.chatId, event.data.chatId));
+      const { chatId, userId } = event.data;
+      await tx
+        .insert(chatSummaries)
+        .values({ chatId, userId, deletedAt: sql`now()` })
+        .onConflictDoUpdate({
+          target: chatSummaries.chatId,
+          set: { summary: null, throughId: null, throughAt: null, deletedAt: sql`coalesce(${chatSummaries.deletedAt}, now())`, updatedAt: sql`now()` },
+        });
     },
   };
 }

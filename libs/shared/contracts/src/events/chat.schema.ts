@@ -119,6 +119,10 @@ export const ChatContextTruncatedSchema = Type.Object(
     messageId: Uuid('the user message whose reply was asked with less than the whole conversation'),
     model: ModelId('the model the reply was asked of (an id or an alias): its window was full'),
     omittedMessages: Type.Integer({ minimum: 1, description: "history messages left out that the chat's summary does not cover" }),
+    historyBudget: Type.Integer({
+      minimum: 0,
+      description: 'tokens the history could take in that context, beside the system message (with the summary) and the message answered',
+    }),
     truncatedAt: Timestamp(),
   },
   { additionalProperties: false },
