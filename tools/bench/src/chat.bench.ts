@@ -21,6 +21,7 @@ import pg from 'pg';
 import { Pool } from 'undici';
 import { ROOT, startServiceProcess, stopProcess, waitReady, type ServiceProcess, freePort } from '@vivier/dev-stack';
 import { startTestInfrastructure } from '@vivier/dev-stack/test-infra';
+import { BENCH_PROVIDER_KEY_ENCRYPTION_KEY } from './services';
 import { machineNote, median, percentile, round, writeSection } from './stats';
 
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 32);
@@ -124,6 +125,7 @@ async function main(): Promise<void> {
         S3_ENDPOINT: infra.env.S3_ENDPOINT,
         S3_BUCKET: infra.env.S3_BUCKET,
         INTERNAL_IDENTITY_SECRET: SECRET,
+        PROVIDER_KEY_ENCRYPTION_KEY: BENCH_PROVIDER_KEY_ENCRYPTION_KEY,
         PROVIDERS_FILE: providersFile,
         CHAT_DEFAULT_MODEL: 'sim/fast',
         // CHAT_NODE_OPTIONS=--cpu-prof … profiles the chat process.

@@ -6,6 +6,9 @@ import { ROOT } from '@vivier/dev-stack';
 
 /** What the benchmarks that run services as processes give every one of them. */
 
+/** Fixed across runs but not a pattern: chat and admin refuse a key with few distinct bytes (and the development default in production). */
+export const BENCH_PROVIDER_KEY_ENCRYPTION_KEY = createHash('sha256').update('vivier-bench-provider-keys').digest('base64');
+
 /**
  * Production mode on the run's infrastructure and dev broker, with the secrets production
  * insists on (it refuses the development defaults) and the run's Redis prefix.
@@ -20,8 +23,7 @@ export function serviceEnv(infraEnv: Record<string, string>, kafkaBootstrap: str
     KAFKA_PRODUCER_IDEMPOTENT: 'false',
     INTERNAL_IDENTITY_SECRET: 'bench-internal-identity-secret-0123456789',
     AUTH_KEY_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64'),
-    // Fixed across runs but not a pattern: chat and admin refuse a key with few distinct bytes.
-    PROVIDER_KEY_ENCRYPTION_KEY: createHash('sha256').update('vivier-bench-provider-keys').digest('base64'),
+    PROVIDER_KEY_ENCRYPTION_KEY: BENCH_PROVIDER_KEY_ENCRYPTION_KEY,
     REDIS_KEY_PREFIX: infraEnv.VIVIER_TEST_REDIS_PREFIX,
   };
 }
