@@ -463,6 +463,27 @@ describe('WebSocket edge cases', () => {
     client.socket.close();
   });
 
+  it('answers a frame before the first-frame credential with unauthenticated, and a second credential with already_authenticated', async () => {
+    const token = await auth.sign({ sub: `u-${randomUUID()}` });
+    const socket = new WebSocket(wsUrl, { headers: { origin: ORIGIN } });
+    const frames: Frame[] = [];
+    socket.on('message', (data) => frames.push(JSON.parse(data.toString()) as Frame));
+    socket.on('error', () => undefined);
+    await new Promise((resolve) => socket.once('open', resolve));
+    socket.send(JSON.stringify({ type: 'chat.cancel', chatId: CHAT, messageId: randomUUID() }));
+    await eventually(() => frames.some((f) => f.type === 'error'));
+    expect(frames).toEqual([expect.objectContaining({ type: 'error', code: 'unauthenticated' })]);
+    socket.send(JSON.stringify({ type: 'auth', token }));
+    await eventually(() => frames.some((f) => f.type === 'ready'));
+    socket.send(JSON.stringify({ type: 'auth', token }));
+    await eventually(() => frames.filter((f) => f.type === 'error').length === 2);
+    expect(frames.at(-1)).toEqual({ type: 'error', code: 'already_authenticated' });
+    // Still open and served.
+    socket.send(JSON.stringify({ type: 'ping' }));
+    await eventually(() => frames.some((f) => f.type === 'pong'));
+    socket.close();
+  });
+
   it('takes the header credential in any case of "Bearer", and holds frames sent before it is checked', async () => {
     const cancels: string[] = [];
     const { url } = await gatewayWith((req, res) => {

@@ -79,7 +79,12 @@ describe('worker consumers', () => {
     chatServer = upstream.server;
     sim = await startProviderSim({ port: 0 });
     const file = writeProvidersFile({
-      providers: { openai: { baseUrl: `${sim.url}/v1`, apiKey: 'sk-test' }, sim: { tokensPerSecond: 0, firstTokenLatencyMs: 0 } },
+      providers: {
+        openai: { baseUrl: `${sim.url}/v1`, apiKey: 'sk-test' },
+        sim: { tokensPerSecond: 0, firstTokenLatencyMs: 0 },
+        // A key the simulator refuses, as OpenAI does ("Incorrect API key provided").
+        revoked: { kind: 'openai_compatible', baseUrl: `${sim.url}/v1`, apiKey: 'invalid-platform-key' },
+      },
       deployments: [{ id: 'small-window', provider: 'openai', model: 'small-window', contextWindow: 2000 }],
       router: { backoffBaseMs: 10, backoffMaxMs: 50, maxRetries: 1 },
     });
@@ -218,6 +223,23 @@ describe('worker consumers', () => {
       expect(rows).toEqual([{ state: 'finished', attempts: 3 }]);
       expect(sim.stats().byModel[model]).toBeGreaterThanOrEqual(3);
       expect(sim.stats().byModel[model]).toBeLessThanOrEqual(6);
+    });
+
+    it('fails a job whose provider refuses the key at once, provider_auth_failed, without retrying it', async () => {
+      const model = `refused-${randomUUID().slice(0, 8)}`;
+      const data = completionRequest(`revoked/${model}`);
+      const event = createEvent(EVENTS.jobsCompletionRequested, data);
+      await kafka.produce(event);
+      await handled(pool, event.id);
+      const finished = await finishedOf(data.assistantMessageId);
+      expect(finished).toHaveLength(1);
+      expect(finished[0]).toMatchObject({ status: 'failed', content: '', provider: 'revoked', error: { code: 'provider_auth_failed' } });
+      // The vendor's own words ("Incorrect API key provided: invalid****") stay in the logs.
+      expect(finished[0]!.error!.detail).not.toMatch(/invalid/);
+      const { rows } = await pool.query('select state, attempts from worker.jobs where assistant_message_id = $1', [data.assistantMessageId]);
+      expect(rows).toEqual([{ state: 'finished', attempts: 1 }]);
+      // One request (refused before the simulator reads the model, so found by its body).
+      expect(sim.requests().filter((r) => (r.body as { model?: string } | undefined)?.model === model)).toHaveLength(1);
     });
 
     it('ends a provider call at the handler deadline, retries it, and on the last attempt publishes completion.finished failed', async () => {
