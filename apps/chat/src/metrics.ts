@@ -42,6 +42,16 @@ export function createChatMetrics(registry: Registry) {
       registers: [registry],
     }),
     quotaRejections: new Counter({ name: 'vivier_chat_quota_rejections_total', help: 'Sends refused with quota_exceeded.', registers: [registry] }),
+    contextTruncations: new Counter({
+      name: 'vivier_chat_context_truncations_total',
+      help: "Sends whose context left out history the chat's summary does not cover (each asks the worker for a summary).",
+      registers: [registry],
+    }),
+    summarizedContexts: new Counter({
+      name: 'vivier_chat_summarized_contexts_total',
+      help: "Replies asked with the chat's summary in place of its older messages.",
+      registers: [registry],
+    }),
   };
 }
 

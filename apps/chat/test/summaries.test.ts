@@ -59,6 +59,13 @@ describe('conversation summaries', () => {
     return { status: res.status, body: (await res.json()) as Record<string, any> }; // eslint-disable-line @typescript-eslint/no-explicit-any
   }
 
+  /** A counter of the chat service's /metrics (0 before it is first counted). */
+  async function counter(name: string): Promise<number> {
+    const text = (await chat.app.inject({ method: 'GET', url: '/metrics' })).body;
+    const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
+    return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
+  }
+
   /** A chat of `turns` echo turns, each about a hundred tokens. */
   async function longChat(user: TestUser, turns: number): Promise<{ chatId: string; sent: Sent[] }> {
     const chatId = await createChat(chat.app, user, { systemPrompt: 'Be brief.' });
@@ -69,9 +76,11 @@ describe('conversation summaries', () => {
 
   it('reports each send whose context left history out, with the message and the count, and none while it all fits', async () => {
     const user = testUser();
+    const counted = await counter('vivier_chat_context_truncations_total');
     const { chatId, sent } = await longChat(user, 9);
     const events = await truncations(chatId);
     expect(events.length).toBeGreaterThan(0);
+    expect(await counter('vivier_chat_context_truncations_total')).toBe(counted + events.length);
     // Which sends were reported: exactly those whose request did not carry the whole conversation.
     const reported = new Set(events.map((e) => e.data.messageId));
     const firstReported = sent.findIndex((s) => reported.has(s.userMessage.id));
@@ -146,6 +155,7 @@ describe('conversation summaries', () => {
       [chatId, user.id, text, await countTokens(summaryBlock(text)), through.id, through.createdAt, MODEL],
     );
     const before = (await truncations(chatId)).length;
+    const summarized = await counter('vivier_chat_summarized_contexts_total');
 
     const next = await send(user, chatId, 9);
     const messages = lastRequest().messages;
@@ -167,6 +177,7 @@ describe('conversation summaries', () => {
     expect(queued.statusCode, queued.body).toBe(202);
     const { rows: jobs } = await pool.query(`select envelope from chat.outbox where topic = 'jobs.completion' and envelope->'data'->>'chatId' = $1`, [chatId]);
     expect(jobs.map((j) => j.envelope.data.systemPrompt)).toEqual([`Be brief.\n\n${summaryBlock(text)}`]);
+    expect(await counter('vivier_chat_summarized_contexts_total')).toBe(summarized + 2);
 
     // A regenerate of a message the summary covers is asked without it (it tells of what came after).
     const covered = sent[1]!.userMessage.id;

@@ -79,6 +79,7 @@ export async function buildWorkerApp(config: WorkerConfig, options: BuildWorkerA
         titleHandlers({ ...common, titleModel: config.TITLE_MODEL, titleTimeoutMs: config.TITLE_TIMEOUT_MS }),
         summaryHandlers({
           ...common,
+          metrics: app.metrics,
           chatUrl: config.CHAT_URL,
           internalSecret: config.INTERNAL_IDENTITY_SECRET,
           summaryModel: config.SUMMARY_MODEL,

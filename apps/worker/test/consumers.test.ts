@@ -515,6 +515,12 @@ describe('worker consumers', () => {
         { id: randomUUID(), role: 'assistant' as const, content: `Answer ${n}: blue and white azulejos.`, createdAt: new Date(at + 1).toISOString() },
       ];
     }
+    /** vivier_worker_summaries_total{outcome} on the worker's /metrics (0 before it is first counted). */
+    async function outcomes(outcome: string): Promise<number> {
+      const text = (await worker.app.inject({ method: 'GET', url: '/metrics' })).body;
+      const line = text.split('\n').find((l) => l.startsWith('vivier_worker_summaries_total{') && l.includes(`outcome="${outcome}"`));
+      return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
+    }
     const spoken = (messages: Array<{ role: string; content: string }>) => messages.map((m) => `${m.role === 'user' ? 'User' : 'Assistant'}: ${m.content}`).join('\n\n');
     const json = (res: ServerResponse, body: unknown) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
 
@@ -530,6 +536,7 @@ describe('worker consumers', () => {
         queries.push(query);
         json(res, query.get('afterId') ? { summary: earlier, messages: [] } : { summary: earlier, messages });
       });
+      const [written, idle] = [await outcomes('written'), await outcomes('nothing_to_fold')];
 
       await kafka.produce(overflow(chatId, userId, `openai/${model}`));
       const [published] = await eventually(async () => {
@@ -570,6 +577,7 @@ describe('worker consumers', () => {
       }
       expect(sim.requests().filter((r) => r.model === model)).toHaveLength(1);
       expect(await outboxEvents(pool, SUMMARY, chatId)).toHaveLength(1);
+      expect([await outcomes('written'), await outcomes('nothing_to_fold')]).toEqual([written + 1, idle + 1]);
 
       // The summary holds the user's words: it goes with the chat.
       const gone = createEvent(EVENTS.chatDeleted, { chatId, userId, deletedAt: new Date().toISOString() });
@@ -637,6 +645,7 @@ describe('worker consumers', () => {
     });
 
     it('writes nothing for a chat that is gone, nor when the model keeps failing', async () => {
+      const [gone0, failed0] = [await outcomes('chat_gone'), await outcomes('model_failed')];
       const userId = randomUUID();
       const gone = overflow(randomUUID(), userId, 'sim/fast');
       await kafka.produce(gone);
@@ -655,6 +664,7 @@ describe('worker consumers', () => {
       await handled(pool, failing.id);
       expect(await outboxEvents(pool, SUMMARY, chatId)).toHaveLength(0);
       expect((await pool.query('select 1 from worker.chat_summaries where chat_id = $1', [chatId])).rows).toHaveLength(0);
+      expect([await outcomes('chat_gone'), await outcomes('model_failed')]).toEqual([gone0 + 1, failed0 + 1]);
     });
   });
 

@@ -226,7 +226,8 @@ export class MessagesService {
         }),
       );
     }
-    if (question && context.omitted > 0) {
+    const truncated = question !== undefined && context.omitted > 0;
+    if (truncated) {
       // History was left out that no summary covers: the worker folds the oldest of it into the
       // chat's summary, so later replies are given the gist of what they cannot be shown.
       events.push(
@@ -280,6 +281,8 @@ export class MessagesService {
         headers: { 'retry-after': String(secondsToNextMonth(answer.createdAt)) },
       });
     }
+    if (context.summarized) this.deps.metrics.summarizedContexts.inc();
+    if (truncated) this.deps.metrics.contextTruncations.inc();
     const assistant = stored.find((r) => r.id === answer.id)!;
     const userMessage = question ? stored.find((r) => r.id === question.id)! : existingQuestion!;
 

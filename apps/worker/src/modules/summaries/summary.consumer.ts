@@ -4,6 +4,7 @@ import { workerTables } from '@vivier/db-worker';
 import type { EventHandlers, Executor, HandlerContext, Publish } from '@vivier/messaging';
 import type { ProviderRouter } from '@vivier/providers';
 import type { FastifyBaseLogger } from 'fastify';
+import { Counter, type Registry } from 'prom-client';
 import { callProvider, ProviderCallFailure } from '../completions/provider-call';
 import { fetchSummarySource, SummarySourceRejected, type SummarySource } from './chat-summary.client';
 
@@ -11,6 +12,8 @@ const { chatSummaries } = workerTables;
 
 export interface SummaryConsumerDeps {
   router: ProviderRouter;
+  /** The app's Prometheus registry (vivier_worker_summaries_total). */
+  metrics: Registry;
   publish: Publish;
   logger: FastifyBaseLogger;
   chatUrl: string;
@@ -70,6 +73,12 @@ export function cleanSummary(raw: string): string {
  * for good is logged, and the chat's next overflowing reply asks again.
  */
 export function summaryHandlers(deps: SummaryConsumerDeps): EventHandlers {
+  const outcomes = new Counter({
+    name: 'vivier_worker_summaries_total',
+    help: 'chat.context.truncated events handled, by outcome: written, nothing_to_fold, chat_gone, model_failed (given up).',
+    labelNames: ['outcome'] as const,
+    registers: [deps.metrics],
+  });
   /**
    * The longest summary worth writing for replies of `replyModel`: SUMMARY_MAX_TOKENS, but at most
    * an eighth of its window (a quarter of the least input it leaves), so the summary fits beside
@@ -93,7 +102,7 @@ export function summaryHandlers(deps: SummaryConsumerDeps): EventHandlers {
     const summaryTokens = summaryTokensFor(event.data.model);
     const budget = budgetFor(model, summaryTokens);
     const [own] = await tx.select().from(chatSummaries).where(eq(chatSummaries.chatId, chatId));
-    if (own?.deletedAt) return;
+    if (own?.deletedAt) return void outcomes.inc({ outcome: 'chat_gone' });
 
     // A chat far behind (long before summaries, or a summariser with a smaller window than the
     // reply's model) catches up over a few rounds, each folding what follows the last.
@@ -113,9 +122,12 @@ export function summaryHandlers(deps: SummaryConsumerDeps): EventHandlers {
       } catch (error) {
         if (!(error instanceof SummarySourceRejected)) throw error;
         log.info({ status: error.status }, error.status === 404 ? 'no summary: the chat is gone' : 'no summary: chat refused the source request');
-        return;
+        return void outcomes.inc({ outcome: 'chat_gone' });
       }
-      if (source.messages.length === 0) break;
+      if (source.messages.length === 0) {
+        if (round === 1) outcomes.inc({ outcome: 'nothing_to_fold' });
+        break;
+      }
       const chatHas = source.summary ? Date.parse(source.summary.throughCreatedAt) : -Infinity;
       const previous = after && after.createdAt.getTime() > chatHas ? after.summary : source.summary?.text;
       let summary = '';
@@ -137,10 +149,12 @@ export function summaryHandlers(deps: SummaryConsumerDeps): EventHandlers {
         // What earlier rounds wrote is kept; with none, a failure worth retrying is retried.
         if (!written && error.retryable && attempt < deps.maxAttempts) throw error;
         log.warn({ err: error }, "summary model failed; the chat's next overflowing reply asks again");
+        if (!written) outcomes.inc({ outcome: 'model_failed' });
         break;
       }
       if (!summary) {
         log.warn({ model: usedModel }, 'the summary model answered nothing; no summary written');
+        if (!written) outcomes.inc({ outcome: 'model_failed' });
         break;
       }
       const through = source.messages[source.messages.length - 1]!;
@@ -150,6 +164,7 @@ export function summaryHandlers(deps: SummaryConsumerDeps): EventHandlers {
     if (!written) return;
     const { summary, through } = written;
     if (await record(tx, { chatId, userId, summary, throughId: through.id, throughAt: new Date(through.createdAt) })) {
+      outcomes.inc({ outcome: 'written' });
       await deps.publish(
         tx,
         createEvent(EVENTS.workerSummaryGenerated, { chatId, userId, summary, throughMessageId: through.id, throughCreatedAt: through.createdAt, model: written.model }),
