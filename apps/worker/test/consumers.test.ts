@@ -742,7 +742,8 @@ describe('worker consumers', () => {
       const bundle = text.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
       expect(bundle.slice(1, -1)).toEqual(files);
       expect(bundle.at(-1)).toEqual({ type: 'summary', chats: 0, messages: 0, files: 5 });
-    });
+      // 20 MB through JSON, multipart S3 and back: 5 s alone, 12 s in a full run, once past 30 s (the default) beside other files.
+    }, 120_000);
 
     it('a stop during the last attempt leaves the export to the next member; running out of time fails it', async () => {
       const handle = exportHandlers({
