@@ -27,7 +27,8 @@ describe('chat configuration', () => {
 });
 
 describe('chat start-up without a database', () => {
-  it('names DATABASE_URL when it is missing', () => {
-    expect(() => loadChatConfig({})).toThrowError(/DATABASE_URL: is required but not set/);
+  it('names DATABASE_URL when it is missing in production, and takes its local role on the npm start database elsewhere', () => {
+    expect(() => loadChatConfig({ NODE_ENV: 'production' })).toThrowError(/DATABASE_URL: is required but not set/);
+    expect(loadChatConfig({}).DATABASE_URL).toBe('postgres://chat_svc:vivier-dev@127.0.0.1:5432/vivier');
   });
 });

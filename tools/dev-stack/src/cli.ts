@@ -9,6 +9,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import { ROOT, SERVICES, type Service } from './paths';
 import { ensurePortFree, startInfrastructure } from './stack';
 import { startServiceProcess, stopProcess, waitReady, type ServiceProcess } from './processes';
+import { LOCAL_DATABASE } from '@vivier/service-kit';
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -26,7 +27,7 @@ async function start(): Promise<void> {
   for (const [service, port] of [...ports, ['gateway', gatewayPort] as const]) await ensurePortFree(port, service);
 
   say('Starting Vivier\n');
-  const infra = await startInfrastructure({ database: process.env.VIVIER_DB_NAME || 'vivier', say: (l) => say(`  ${l}`) });
+  const infra = await startInfrastructure({ database: process.env.VIVIER_DB_NAME || LOCAL_DATABASE.database, say: (l) => say(`  ${l}`) });
   const procs: ServiceProcess[] = [];
   let stopping = false;
   const shutdown = async (code: number) => {
@@ -92,7 +93,7 @@ async function start(): Promise<void> {
 }
 
 async function migrate(): Promise<void> {
-  const infra = await startInfrastructure({ database: process.env.VIVIER_DB_NAME || 'vivier', say: (l) => say(`  ${l}`) });
+  const infra = await startInfrastructure({ database: process.env.VIVIER_DB_NAME || LOCAL_DATABASE.database, say: (l) => say(`  ${l}`) });
   await infra.stop();
 }
 

@@ -3,6 +3,7 @@ import { checkPostgres, migrateAll, provisionDatabase, redact } from './database
 import { checkRedis, ensurePortFree, startKafka } from './infra';
 import { startLocalS3 } from './object-storage';
 import { DATA_DIR, SERVICES, type BackendService } from './paths';
+import { LOCAL_DATABASE } from '@vivier/service-kit';
 
 export const DEFAULT_ADMIN_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/postgres';
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
@@ -45,7 +46,7 @@ export async function startInfrastructure(options: InfrastructureOptions): Promi
   try {
     const adminUrl = env.DATABASE_URL || DEFAULT_ADMIN_DATABASE_URL;
     await checkPostgres(adminUrl);
-    const password = env.VIVIER_DB_PASSWORD || 'vivier-dev';
+    const password = env.VIVIER_DB_PASSWORD || LOCAL_DATABASE.password;
     const db = await provisionDatabase(adminUrl, options.database, password);
     const applied = await migrateAll(db.serviceUrls);
     say(`postgres  ${redact(db.adminUrl)} (schemas ${SERVICES.join(', ')}; migrations applied: ${JSON.stringify(applied)})`);

@@ -5,6 +5,7 @@ import { Redis } from 'ioredis';
 import { dropDatabase, dropStaleTestDatabases, migrateAll, provisionDatabase } from './database';
 import { DEFAULT_ADMIN_DATABASE_URL, startInfrastructure } from './stack';
 import { SERVICES } from './paths';
+import { LOCAL_DATABASE } from '@vivier/service-kit';
 
 /**
  * Infrastructure for one test run: a fresh database (vivier_test_<epoch>_<pid>) with every
@@ -63,7 +64,7 @@ export async function isolatedDatabase(label: string): Promise<{ serviceUrls: Re
   const adminUrl = process.env.VIVIER_TEST_DATABASE_ADMIN_URL || process.env.DATABASE_URL || DEFAULT_ADMIN_DATABASE_URL;
   if (!/^[a-z0-9_]+$/.test(label)) throw new Error(`unsafe database label ${label}`);
   const database = `vivier_test_${process.env.VIVIER_TEST_RUN_ID ?? `${Math.floor(Date.now() / 1000)}_${process.pid}`}_${label}`;
-  const db = await provisionDatabase(adminUrl, database, process.env.VIVIER_DB_PASSWORD || 'vivier-dev');
+  const db = await provisionDatabase(adminUrl, database, process.env.VIVIER_DB_PASSWORD || LOCAL_DATABASE.password);
   await migrateAll(db.serviceUrls);
   return { serviceUrls: db.serviceUrls, drop: () => dropDatabase(adminUrl, database) };
 }

@@ -85,8 +85,9 @@ describe('tools/build/bundle.mjs', () => {
 
   it('starts every bundle outside the repository far enough to refuse an invalid configuration', async () => {
     for (const app of APPS) {
-      // An empty environment; the gateway has a default for everything, so give it a bad port.
-      const env = app === 'gateway' ? { PORT: 'not-a-port' } : {};
+      // A production environment with nothing set (outside production DATABASE_URL has a local
+      // default); the gateway has a default for everything, so give it a bad port.
+      const env = app === 'gateway' ? { PORT: 'not-a-port' } : { NODE_ENV: 'production' };
       const result = await run(NODE, [path.join(out, app, 'main.js')], { cwd: os.tmpdir(), env, timeoutMs: 30_000 });
       expect(result.stderr, `${app}: ${result.stderr}`).toContain(`${app}: invalid configuration`);
       expect(result.stderr).toMatch(app === 'gateway' ? /- PORT: has an invalid value/ : /- DATABASE_URL: is required/);

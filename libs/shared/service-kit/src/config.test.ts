@@ -28,7 +28,14 @@ describe('loadConfig', () => {
   });
 
   it('names a missing required variable', () => {
-    expect(() => loadConfig('svc', schema, {})).toThrowError(/DATABASE_URL: is required but not set/);
+    expect(() => loadConfig('svc', schema, { NODE_ENV: 'production' })).toThrowError(/DATABASE_URL: is required but not set/);
+  });
+
+  it("takes the service's role on the database npm start provisions when DATABASE_URL is unset, outside production only", () => {
+    expect(loadConfig('chat', schema, {}).DATABASE_URL).toBe('postgres://chat_svc:vivier-dev@127.0.0.1:5432/vivier');
+    expect(loadConfig('auth', schema, { NODE_ENV: 'test', DATABASE_URL: '' }).DATABASE_URL).toBe('postgres://auth_svc:vivier-dev@127.0.0.1:5432/vivier');
+    expect(loadConfig('chat', schema, valid).DATABASE_URL).toBe(valid.DATABASE_URL);
+    expect(() => loadConfig('chat', schema, { NODE_ENV: 'production' })).toThrowError(/DATABASE_URL: is required but not set/);
   });
 
   it('names each malformed variable with the value it got', () => {

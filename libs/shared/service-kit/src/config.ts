@@ -72,11 +72,22 @@ export const baseConfigProperties = {
   ),
 } satisfies TProperties;
 
+/**
+ * Where `npm start` provisions each service's database (tools/dev-stack): one role per service,
+ * `<service>_svc`, with the development password, in database `vivier` of the local PostgreSQL.
+ */
+export const LOCAL_DATABASE = { host: '127.0.0.1:5432', database: 'vivier', password: 'vivier-dev' } as const;
+
+/** A service's own role on the local database `npm start` provisions: its DATABASE_URL when unset outside production. */
+export function localDatabaseUrl(service: string): string {
+  return `postgres://${service}_svc:${LOCAL_DATABASE.password}@${LOCAL_DATABASE.host}/${LOCAL_DATABASE.database}`;
+}
+
 export const databaseConfigProperties = {
   DATABASE_URL: Env.url(
     ['postgres', 'postgresql'],
     undefined,
-    "PostgreSQL URL of this service's own role (it may touch only its own schema).",
+    "PostgreSQL URL of this service's own role (it may touch only its own schema). Unset: the service's role on the database `npm start` provisions (postgres://<service>_svc:vivier-dev@127.0.0.1:5432/vivier), except with NODE_ENV=production, where it must be set.",
   ),
   DATABASE_POOL_MAX: Env.int(10, 'Maximum PostgreSQL connections in this process.', 1),
 } satisfies TProperties;
@@ -118,6 +129,8 @@ export function loadConfig<T extends TObject>(service: string, schema: T, env: N
     const value = env[key];
     if (value !== undefined && value !== '') raw[key] = value;
   }
+  // API.md: unset, the local defaults are used. Not in production, where a service must be told its database.
+  if ('DATABASE_URL' in schema.properties && raw.DATABASE_URL === undefined && env.NODE_ENV !== 'production') raw.DATABASE_URL = localDatabaseUrl(service);
   const withDefaults = Value.Default(schema, raw);
   const converted = Value.Convert(schema, withDefaults);
   if (Value.Check(schema, converted)) {
