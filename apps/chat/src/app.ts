@@ -172,7 +172,7 @@ export async function buildChatApp(config: ChatConfig, options: BuildChatAppOpti
     maxOutputTokens: config.CHAT_MAX_OUTPUT_TOKENS,
   });
 
-  const summaries = new SummariesService({ db, turns, files, log: app.log });
+  const summaries = new SummariesService({ turns, files, log: app.log });
 
   const consumers: ConsumerSpec[] =
     options.consumers === false

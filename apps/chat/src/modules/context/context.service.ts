@@ -104,9 +104,10 @@ export interface BuiltContext {
  * messages, when it has one), then the newest history that fits the model's context window minus
  * the output budget, then the message being answered. Whole messages only: the first one that does
  * not fit ends the history (older ones are left out too, so the model never sees a conversation
- * with holes in it). History stops at the summary's last message: the summary stands for the rest. Token counts of stored messages
- * come from their `context_tokens` column, so a long chat costs one indexed read (two the first
- * time this instance builds one for it, see firstBatchSize) and no re-tokenising.
+ * with holes in it). History stops at the summary's last message: the summary stands for the rest.
+ * Token counts of stored messages come from their `context_tokens` column, so a long chat costs one
+ * indexed read (two the first time this instance builds one for it, see firstBatchSize) and no
+ * re-tokenising.
  */
 export class ContextBuilder {
   /**

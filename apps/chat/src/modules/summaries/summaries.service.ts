@@ -4,7 +4,6 @@ import type { EventHandlers } from '@vivier/messaging';
 import { countTokens } from '@vivier/providers';
 import { problems } from '@vivier/service-kit';
 import type { FastifyBaseLogger } from 'fastify';
-import type { ChatDatabase } from '../../database';
 import { coveredBy, shownInContext, storedText, summaryBlock, TOKENS_PER_MESSAGE } from '../context/context.service';
 import type { FileRow } from '../files/files.repository';
 import type { FilesService } from '../files/files.service';
@@ -70,7 +69,7 @@ async function cutToTokens(text: string, max: number): Promise<string> {
  * message, so the verbatim part opens with one. Attached text files are folded with their message.
  */
 export class SummariesService {
-  constructor(private readonly deps: { db: ChatDatabase; turns: TurnsRepository; files: FilesService; log: FastifyBaseLogger }) {}
+  constructor(private readonly deps: { turns: TurnsRepository; files: FilesService; log: FastifyBaseLogger }) {}
 
   async source(chatId: string, query: SummarySourceQuery): Promise<SummarySource> {
     const found = await this.deps.turns.chatWithHistory(query.userId, chatId, SOURCE_BATCH);
