@@ -1,4 +1,5 @@
 import { signInternalCall } from '@vivier/service-kit';
+import { assertChatAnswered } from '../chat-internal';
 
 /** A line of chat's export stream: `{type:'chat'|'message'|'file', ...}`. */
 export interface ExportLine {
@@ -7,14 +8,6 @@ export interface ExportLine {
 }
 
 const LINE_TYPES = new Set(['chat', 'message', 'file']);
-
-/** Chat answered in a way no retry fixes (the user is unknown, the call was refused). */
-export class ExportSourceRejected extends Error {
-  constructor(readonly status: number, detail: string) {
-    super(`chat refused the export (${status}): ${detail.slice(0, 200)}`);
-    this.name = 'ExportSourceRejected';
-  }
-}
 
 /**
  * The worker may not read chat's tables: it asks chat, over the internal network, for a user's
@@ -32,13 +25,7 @@ export async function* fetchUserExport(
     headers: { accept: 'application/x-ndjson', ...signInternalCall(secret) },
     ...(options.signal ? { signal: options.signal } : {}),
   });
-  if (!response.ok) {
-    const detail = await response.text().catch(() => '');
-    if (response.status >= 400 && response.status < 500 && response.status !== 408 && response.status !== 429) {
-      throw new ExportSourceRejected(response.status, detail);
-    }
-    throw new Error(`chat export answered ${response.status}: ${detail.slice(0, 200)}`);
-  }
+  await assertChatAnswered(response, 'the export');
   if (!response.body) throw new Error('chat export answered without a body');
   const decoder = new TextDecoder();
   let buffered = '';

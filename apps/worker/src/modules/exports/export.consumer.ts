@@ -3,7 +3,8 @@ import { createEvent, cutText, EVENTS, type EventOf } from '@vivier/contracts';
 import { HandlerTimedOut, type EventHandlers, type HandlerContext, type Publish } from '@vivier/messaging';
 import type { FastifyBaseLogger } from 'fastify';
 import type { WorkerDatabase } from '../worker-db';
-import { ExportSourceRejected, fetchUserExport } from './chat-export.client';
+import { ChatRefused } from '../chat-internal';
+import { fetchUserExport } from './chat-export.client';
 import { exportRepository } from './export.repository';
 import { S3ObjectWriter } from './s3-object-writer';
 
@@ -86,10 +87,10 @@ export function exportHandlers(deps: ExportConsumerDeps): EventHandlers {
       const detail = error instanceof Error ? error.message : String(error);
       // A stop (a deploy) is no failure of the export: the record is left for the next member, even on its last attempt.
       const stopping = signal.aborted && !(signal.reason instanceof HandlerTimedOut);
-      if (error instanceof ExportSourceRejected || (attempt >= deps.maxAttempts && !stopping)) {
+      if (error instanceof ChatRefused || (attempt >= deps.maxAttempts && !stopping)) {
         await fail(exportId, userId, cutText(detail, 1000));
         log.warn({ err: error }, 'export failed for good; export.failed published');
-        if (error instanceof ExportSourceRejected) return;
+        if (error instanceof ChatRefused) return;
       } else {
         log.warn({ err: error }, stopping ? 'export stopped with the consumer; the next member does it' : 'export failed; it will be retried');
       }

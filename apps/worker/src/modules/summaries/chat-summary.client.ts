@@ -1,18 +1,11 @@
 import { signInternalCall } from '@vivier/service-kit';
+import { assertChatAnswered } from '../chat-internal';
 
 /** What chat gives the worker to write a chat's next summary (`GET /internal/v1/chats/:id/summary-source`). */
 export interface SummarySource {
   summary: { text: string; throughMessageId: string; throughCreatedAt: string } | null;
   /** Oldest first; none when there is nothing to fold. */
   messages: Array<{ id: string; role: 'user' | 'assistant'; content: string; createdAt: string }>;
-}
-
-/** Chat refused the request in a way no retry changes (the chat is gone: 404; a bad request). */
-export class SummarySourceRejected extends Error {
-  constructor(readonly status: number, detail: string) {
-    super(`chat refused the summary source (${status}): ${detail.slice(0, 200)}`);
-    this.name = 'SummarySourceRejected';
-  }
 }
 
 function isSource(value: unknown): value is SummarySource {
@@ -43,13 +36,8 @@ export async function fetchSummarySource(
     headers: { accept: 'application/json', ...signInternalCall(secret) },
     ...(input.signal ? { signal: input.signal } : {}),
   });
+  await assertChatAnswered(response, 'the summary source');
   const text = await response.text();
-  if (!response.ok) {
-    if (response.status >= 400 && response.status < 500 && response.status !== 408 && response.status !== 429) {
-      throw new SummarySourceRejected(response.status, text);
-    }
-    throw new Error(`chat's summary source answered ${response.status}: ${text.slice(0, 200)}`);
-  }
   let body: unknown;
   try {
     body = JSON.parse(text);

@@ -6,7 +6,8 @@ import type { ProviderRouter } from '@vivier/providers';
 import type { FastifyBaseLogger } from 'fastify';
 import { Counter, type Registry } from 'prom-client';
 import { callProvider, ProviderCallFailure } from '../completions/provider-call';
-import { fetchSummarySource, SummarySourceRejected, type SummarySource } from './chat-summary.client';
+import { ChatRefused } from '../chat-internal';
+import { fetchSummarySource, type SummarySource } from './chat-summary.client';
 
 const { chatSummaries } = workerTables;
 
@@ -120,7 +121,7 @@ export function summaryHandlers(deps: SummaryConsumerDeps): EventHandlers {
           signal,
         });
       } catch (error) {
-        if (!(error instanceof SummarySourceRejected)) throw error;
+        if (!(error instanceof ChatRefused)) throw error;
         log.info({ status: error.status }, error.status === 404 ? 'no summary: the chat is gone' : 'no summary: chat refused the source request');
         return void outcomes.inc({ outcome: 'chat_gone' });
       }
