@@ -81,21 +81,22 @@ function secondsToNextMonth(now: Date): number {
   return Math.max(1, Math.ceil((next - now.getTime()) / 1000));
 }
 
-/** Text-only messages for a job event (the worker gets no images). */
+/** A message's text without its images (the worker gets none). */
+function plainText(content: ChatMessage['content']): string {
+  return typeof content === 'string' ? content : content.map((p) => (p.type === 'text' ? p.text : '')).join('');
+}
+
+/** Text-only messages for a job event. */
 function textOnly(messages: ChatMessage[]): Array<{ role: 'user' | 'assistant'; content: string }> {
   return messages
     .filter((m): m is ChatMessage & { role: 'user' | 'assistant' } => m.role !== 'system')
-    .map((m) => ({
-      role: m.role,
-      content: typeof m.content === 'string' ? m.content : m.content.map((p) => (p.type === 'text' ? p.text : '')).join(''),
-    }));
+    .map((m) => ({ role: m.role, content: plainText(m.content) }));
 }
 
 /** The text of a context's system message (null without one). */
 function systemOf(messages: ChatMessage[]): string | null {
   const first = messages[0];
-  if (first?.role !== 'system') return null;
-  return typeof first.content === 'string' ? first.content : first.content.map((p) => (p.type === 'text' ? p.text : '')).join('');
+  return first?.role === 'system' ? plainText(first.content) : null;
 }
 
 /**
